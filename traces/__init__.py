@@ -1,0 +1,1 @@
+"""acsim package."""
