@@ -1,0 +1,340 @@
+"""``acsim calibrate``: measure a model and write the profile the simulator runs on.
+
+Heavy libraries (torch, diffusers) are imported inside the command functions so that
+``acsim --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sim.errors import ConfigError
+
+_DESCRIPTION = """\
+Measure a diffusion model on this machine and write a calibration profile (schema
+acsim-profile/1) that `acsim run` reads with `profile: path/to/profile.yaml`.
+
+  latency     per-step denoising time by batch size, text encoder, VAE decode, latent
+              save/load and size, peak GPU memory
+  quality     image quality when K of N steps come from another prompt's cached latent;
+              derives the similarity -> K ladder from the loss you accept
+  thresholds  carries a ladder to another embedder by matching quantiles of logged pairs
+
+Every number a run measures is marked `kind: measured`; everything else is carried over
+from --base (default: the shipped sdxl-a10g profile) and keeps its kind and source. Chain
+runs by passing one run's output as the next run's --base.
+"""
+
+_MODEL_HELP = (
+    "a preset (sdxl, sd15, sd21: the published architecture with random weights, for timing; "
+    "tiny, tiny-sdxl: miniature models for tests and demos) or a local diffusers directory"
+)
+
+_EPILOG_LATENCY = """\
+examples:
+  # what a GPU user runs for SDXL (random weights time the same as real ones):
+  acsim calibrate latency --model sdxl --device cuda --dtype fp16 --resolution 1024 \\
+      --batch 1,2,4,8 --steps 50 --out results/sdxl-mygpu.yaml
+  # the real model from a local diffusers directory:
+  acsim calibrate latency --model /models/stable-diffusion-xl-base-1.0 --device cuda --out my.yaml
+  # a seconds-long demo on a CPU:
+  acsim calibrate latency --model tiny --device cpu --batch 1,2 --out results/tiny-profile.yaml
+"""
+
+_EPILOG_QUALITY = """\
+examples:
+  acsim calibrate quality --model /models/stable-diffusion-xl-base-1.0 --device cuda --dtype fp16 \\
+      --pairs ../shared/data/accuscale_cache_prompts_100.csv --scorer clip:/models/clip-vit-large-patch14 \\
+      --k 5,10,15,20,25 --max-loss 0.05 --base results/sdxl-mygpu.yaml --out results/quality-sdxl
+  acsim calibrate quality --model tiny-sdxl --pairs pairs.csv --scorer tiny --k 2,4,6 --steps 10 \\
+      --limit 4 --out results/quality-tiny
+
+pairs CSV: columns cached_prompt,new_prompt[,similarity], or the AccuScale log format
+(Prompt = new prompt, Noise = cached prompt, score = similarity). Without a similarity
+column the scorer's text encoder computes it.
+"""
+
+_EPILOG_THRESHOLDS = """\
+examples:
+  acsim calibrate thresholds --pairs ../shared/data/accuscale_match_log_20k.csv --from clip \\
+      --to minilm --base sdxl-a10g --out results/sdxl-a10g-minilm.yaml
+
+The ladder's thresholds are CLIP-text cosines. Each threshold t is mapped to the target embedder's
+similarity at the same quantile of the logged (query, cached prompt) pairs, so the share of
+logged pairs that clears every rung is unchanged.
+"""
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(flag, text, "a comma-separated list of integers, e.g. 1,2,4,8") from None
+    if not values:
+        raise ConfigError(flag, text, "at least one integer")
+    return values
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(flag, text, "a comma-separated list of numbers") from None
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's resolved command-line options, for the profile's provenance."""
+    return {
+        k.rstrip("_"): v for k, v in vars(args).items() if k not in ("func", "command", "calibrate_command")
+    }
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _setup_torch(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def _default_dtype(args: argparse.Namespace) -> str:
+    return args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    """Time denoising steps by batch size, the text encoders, VAE decode and latent I/O; write a profile."""
+    from calibrate import latency, writer
+    from calibrate.pipelines import load_model
+
+    _setup_torch(args)
+    base = writer.load_base(args.base)
+    steps = args.steps or int(base["model"]["steps"])
+    latency.check_steps(base, steps)  # before minutes of timing, not after
+    dtype = _default_dtype(args)
+    _say(f"building {args.model} on {args.device} ({dtype}) ...")
+    model = load_model(args.model, args.device, dtype, args.seed)
+    out = Path(args.out)
+    result = latency.measure(
+        model,
+        _int_list(args.batch, "--batch"),
+        steps,
+        args.resolution,
+        args.repeats,
+        args.warmup,
+        args.seed,
+        scratch=args.scratch or out.resolve().parent,
+        progress=_say,
+    )
+    env = writer.environment(model.device)
+    data = latency.to_profile(base, result, model, env)
+    name = args.name or writer.profile_name(out)
+    data = writer.finish(
+        data,
+        name,
+        f"latency measured for {model.name} on {writer.hardware_name(env)}; other blocks from {args.base}",
+        {"command": "latency", "options": _options(args), **env},
+    )
+    profile = writer.write_profile(out, data)
+    print(f"wrote {out}: {profile.steps} steps, step time by batch (s) {profile.denoise_step_s}")
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    """Generate pairs with and without a reused latent at each K, score them, derive the ladder."""
+    from calibrate import quality, writer
+    from calibrate.pairs import read_pairs
+    from calibrate.pipelines import load_model
+    from calibrate.scorers import get_scorer
+
+    _setup_torch(args)
+    base = writer.load_base(args.base)
+    steps = args.steps or int(base["model"]["steps"])
+    ks = _int_list(args.k, "--k")
+    pairs = read_pairs(args.pairs, limit=args.limit)
+    dtype = _default_dtype(args)
+    _say(f"building {args.model} on {args.device} ({dtype}); scorer {args.scorer} ...")
+    model = load_model(args.model, args.device, dtype, args.seed)
+    scorer = get_scorer(args.scorer, args.device)
+    out = Path(args.out)
+    result = quality.run(
+        model,
+        pairs,
+        scorer,
+        ks,
+        steps,
+        out,
+        bins=_float_list(args.bins, "--bins"),
+        max_loss=args.max_loss,
+        resolution=args.resolution,
+        guidance=args.guidance,
+        seed=args.seed,
+        embedder=args.embedder,
+        progress=_say,
+    )
+    env = writer.environment(model.device)
+    data = quality.to_profile(base, result, model, env)
+    profile_path = out / "profile.yaml"
+    data = writer.finish(
+        data,
+        args.name or out.name,
+        f"quality and ladder measured for {model.name} with scorer {scorer.name}; other blocks from {args.base}",
+        {"command": "quality", "options": _options(args), **env},
+    )
+    profile = writer.write_profile(profile_path, data)
+    print(result.table.to_string(index=False))
+    print(f"ladder (similarity >= threshold -> K): {list(profile.ladder)}")
+    print(
+        f"wrote {profile_path}, {result.table_path}, {result.scores_path}, contact sheet {result.sheet_path}"
+    )
+    return 0
+
+
+def cmd_thresholds(args: argparse.Namespace) -> int:
+    """Carry a similarity->K ladder to another embedder by matching quantiles of logged pairs."""
+    from calibrate import thresholds, writer
+
+    base = writer.load_base(args.base)
+    ladder = thresholds.parse_ladder(args.ladder) if args.ladder else thresholds.ladder_of(base)
+    log = thresholds.read_match_log(args.pairs, limit=args.limit)
+    _say(f"{len(log.queries)} logged pairs with a cached prompt; embedding with {args.to} ...")
+    transfer = thresholds.transfer(ladder, log, args.from_, args.to)
+    print(transfer.table().to_string(index=False))
+    for t, k in transfer.at_floor():
+        _say(
+            f"warning: rung {t} -> K={k} is at or below every logged {transfer.source} similarity "
+            f"({transfer.source_scores.min():.3f}); the log cannot place it, so it maps to the lowest "
+            f"{transfer.target} similarity seen"
+        )
+    data = thresholds.to_profile(base, transfer)
+    out = Path(args.out)
+    data = writer.finish(
+        data,
+        args.name or writer.profile_name(out),
+        f"ladder carried from {transfer.source} to {transfer.target} by quantile matching; other blocks from {args.base}",
+        {"command": "thresholds", "options": _options(args), **writer.environment("cpu")},
+    )
+    profile = writer.write_profile(out, data)
+    print(f"wrote {out}: ladder {list(profile.ladder)} for embedder {args.to}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        p.add_argument("--model", required=True, help=_MODEL_HELP)
+        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+        p.add_argument(
+            "--dtype",
+            choices=("fp16", "bf16", "fp32"),
+            help="weights and activations (default: fp16 on cuda, fp32 on cpu)",
+        )
+        p.add_argument(
+            "--resolution", type=int, help="image side in pixels (default: the model's native one)"
+        )
+        p.add_argument("--steps", type=int, help="denoising steps N (default: the base profile's, 50)")
+        p.add_argument("--seed", type=int, default=0, help="seed for random weights and noise (default: 0)")
+        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--base",
+        default="sdxl-a10g",
+        help="profile whose blocks this run does not measure are carried over, with their sources "
+        "(shipped name or path; default: sdxl-a10g)",
+    )
+    p.add_argument("--name", help="profile name (default: from the output path)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``calibrate`` with its ``latency``, ``quality`` and ``thresholds`` sub-commands."""
+    cal = subparsers.add_parser(
+        "calibrate",
+        help="measure a diffusion model (latency, quality vs K, embedder thresholds) and write a profile",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = cal.add_subparsers(dest="calibrate_command", metavar="WHAT", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser(
+        "latency",
+        help="time denoising steps, text encoder, VAE decode, latent I/O",
+        description=cmd_latency.__doc__,
+        epilog=_EPILOG_LATENCY,
+        formatter_class=fmt,
+    )
+    _common(p)
+    p.add_argument("--batch", default="1,2,4,8", help="batch sizes to time (default: 1,2,4,8)")
+    p.add_argument("--repeats", type=int, default=3, help="timed pipeline runs per batch size (default: 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per batch size (default: 1)")
+    p.add_argument(
+        "--scratch", help="directory on the disk to time latent save/load on (default: --out's directory)"
+    )
+    p.add_argument("--out", required=True, help="profile YAML to write")
+    p.set_defaults(func=cmd_latency)
+
+    p = sub.add_parser(
+        "quality",
+        help="quality vs K on prompt pairs; derive the similarity->K ladder",
+        description=cmd_quality.__doc__,
+        epilog=_EPILOG_QUALITY,
+        formatter_class=fmt,
+    )
+    _common(p)
+    p.add_argument("--pairs", required=True, help="CSV of (cached prompt, new prompt[, similarity]) pairs")
+    p.add_argument(
+        "--scorer",
+        required=True,
+        help="clip:PATH (the CLIP score of a local CLIP model directory) or tiny (a random miniature CLIP "
+        "for tests: its numbers mean nothing)",
+    )
+    p.add_argument("--k", default="5,10,15,20,25", help="K levels to reuse (default: 5,10,15,20,25)")
+    p.add_argument(
+        "--max-loss",
+        type=float,
+        default=0.05,
+        help="largest accepted mean relative score loss vs vanilla per similarity bin (default: 0.05)",
+    )
+    p.add_argument(
+        "--bins",
+        default="0,0.65,0.75,0.85,0.9,0.95,1",
+        help="similarity bin edges; each bin's lower edge becomes a ladder threshold (default: 0,0.65,0.75,0.85,0.9,0.95,1)",
+    )
+    p.add_argument(
+        "--embedder",
+        default="clip",
+        help="embedder that produced the pairs' similarity column; the ladder is tied to it (default: clip)",
+    )
+    p.add_argument(
+        "--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)"
+    )
+    p.add_argument("--limit", type=int, help="use only the first N pairs")
+    p.add_argument("--out", required=True, help="output directory: profile.yaml, CSVs, images, contact sheet")
+    p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser(
+        "thresholds",
+        help="carry a ladder to another embedder by matching quantiles",
+        description=cmd_thresholds.__doc__,
+        epilog=_EPILOG_THRESHOLDS,
+        formatter_class=fmt,
+    )
+    _common(p, model=False)
+    p.add_argument("--pairs", required=True, help="match log CSV with columns Scores, Queries, Caches")
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NAME",
+        default="clip",
+        help="embedder the ladder is for; 'clip' uses the log's Scores column (default: clip)",
+    )
+    p.add_argument(
+        "--to", required=True, help="target embedder name (see traces.embeddings), e.g. minilm or hashing"
+    )
+    p.add_argument("--ladder", help="ladder to carry as 'threshold:K,...' (default: the base profile's)")
+    p.add_argument("--limit", type=int, help="use only the first N logged pairs that have a cached prompt")
+    p.add_argument("--out", required=True, help="profile YAML to write")
+    p.set_defaults(func=cmd_thresholds)

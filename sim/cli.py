@@ -1,0 +1,192 @@
+"""The ``acsim`` command.
+
+Each sub-command lives with the code it drives; this module only wires them up and
+turns user errors (:class:`sim.errors.AcsimError`) into one line on stderr and exit code 2.
+Heavy imports happen inside the commands so that ``acsim --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sim.errors import AcsimError
+
+DESCRIPTION = """\
+acsim: a trace-driven simulator of text-to-image diffusion serving with approximate caching.
+
+It replays real or synthetic prompt traces through a model of a GPU serving cluster and reports
+how much GPU time, latency and money reusing intermediate denoising latents saves, at what loss
+of image quality, under which cache policy, cache size and load.
+"""
+
+EPILOG = """\
+examples:
+  acsim run experiments/quickstart.yaml
+  acsim run experiments/quickstart.yaml --set mode=cache-only --set trace.requests=5000
+  acsim validate experiments/quickstart.yaml
+  acsim sweep experiments/policies_vs_cache_size.yaml --jobs 2
+  acsim trace synth --requests 100000 --out results/synth.parquet
+  acsim calibrate latency --model tiny --device cpu --out results/tiny-profile.yaml
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="experiment YAML file")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD.PATH=VALUE",
+        help="override any config field by its dotted path (repeatable), e.g. --set cache.capacity=1500",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check an experiment file; print the resolved config."""
+    from sim import config
+
+    exp = config.load(args.file, args.overrides)
+    print(f"{args.file}: valid")
+    if args.show:
+        print(config.dump(exp), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one experiment (every system in it) and print the comparison table."""
+    from sim import config
+    from sim.report import print_summary
+    from sim.run import describe_inputs, prepare_inputs, run_experiment
+
+    exp = config.load(args.file, args.overrides)
+    out = Path(args.output or exp.output)
+    if exp.sweep and not args.ignore_sweep:
+        print(f"note: {args.file} has a sweep block; `acsim run` runs its base configuration only "
+              f"(use `acsim sweep {args.file}` for the grid)", file=sys.stderr)
+    inputs = prepare_inputs(exp, progress=not args.quiet)
+    describe_inputs(exp, inputs)
+    summary = run_experiment(exp, out_dir=out, inputs=inputs, progress=not args.quiet)
+    print_summary(summary, exp)
+    if exp.plots and not args.no_plots:
+        from plots import plot_results
+
+        figures = plot_results(out)
+        print(f"{len(figures)} figure files in {out / 'plots'}")
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the sweep block of an experiment file (resumable)."""
+    from sim.sweep import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw the figures for a run or sweep result directory."""
+    from plots import plot_results
+
+    figures = plot_results(args.results)
+    for f in figures:
+        print(f)
+    return 0 if figures else 1
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    """List shipped profiles or print one."""
+    from sim.profile import load_profile, resolve_path, shipped_profiles
+
+    if args.name:
+        load_profile(args.name)
+        print(resolve_path(args.name).read_text(encoding="utf-8"), end="")
+    else:
+        for name in shipped_profiles():
+            p = load_profile(name)
+            print(f"{name:14s} {p.gpu_name:6s} {p.steps} steps, {1 / p.step_s(1):.2f} it/s, "
+                  f"${p.gpu_price_per_hour_usd:.3f}/GPU-h")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure the simulator's speed and memory against its references."""
+    from sim.bench import bench_command
+
+    return bench_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``acsim`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="acsim", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run one experiment file and print the comparison table",
+                       description=cmd_run.__doc__)
+    _add_config_args(p)
+    p.add_argument("--output", "-o", help="result directory (default: the file's `output:`)")
+    p.add_argument("--no-plots", action="store_true", help="skip drawing figures")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--ignore-sweep", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check an experiment file (exit 2 names the bad field)",
+                       description=cmd_validate.__doc__)
+    _add_config_args(p)
+    p.add_argument("--show", action="store_true", help="print the resolved config with every default")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sweep", help="run an experiment's sweep grid on a local pool or Ray (resumable)",
+                       description=cmd_sweep.__doc__)
+    _add_config_args(p)
+    from sim.sweep import add_sweep_arguments
+
+    add_sweep_arguments(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="draw figures for a run or sweep directory", description=cmd_plot.__doc__)
+    p.add_argument("results", type=Path, help="a run or sweep result directory")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("profiles", help="list shipped calibration profiles, or print one",
+                       description=cmd_profiles.__doc__)
+    p.add_argument("name", nargs="?", help="profile name or path to print")
+    p.set_defaults(func=cmd_profiles)
+
+    from traces.commands import register as register_trace
+
+    register_trace(sub)
+
+    from calibrate.commands import register as register_calibrate
+
+    register_calibrate(sub)
+
+    p = sub.add_parser("bench", help="measure simulator speed and memory against libcachesim, SimPy and hnswlib",
+                       description=cmd_bench.__doc__)
+    from sim.bench import add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``acsim`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AcsimError as exc:
+        print(f"acsim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("acsim: interrupted; finished results are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The readable comparison table printed at the end of a run."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import TextIO
+
+import pandas as pd
+
+from sim.config import Experiment
+
+# (column, header, format); a column missing from the summary (e.g. latency in
+# cache-only mode) is left out of the table.
+_COLUMNS = (
+    ("system", "system", "{}"),
+    ("hit_rate", "hit rate", "{:.1%}"),
+    ("compute_saved", "compute saved", "{:.1%}"),
+    ("quality_clip", "CLIP", "{:.2f}"),
+    ("mean_latency_s", "mean lat s", "{:.2f}"),
+    ("p95_latency_s", "p95 lat s", "{:.2f}"),
+    ("mean_queue_s", "queue s", "{:.2f}"),
+    ("gpu_utilization", "GPU util", "{:.0%}"),
+    ("slo_attainment", "SLO met", "{:.1%}"),
+    ("cost_per_1k_images_usd", "$/1k img", "{:.3f}"),
+    ("holes", "holes", "{:,.0f}"),
+    ("evictions", "evictions", "{:,.0f}"),
+)
+
+
+def _fmt(fmt: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """Render summary rows as an aligned text table, with savings against vanilla below it."""
+    cols = [c for c in _COLUMNS if c[0] in summary.columns and summary[c[0]].notna().any()]
+    rows = [[h for _, h, _ in cols]]
+    rows += [[_fmt(f, r[c]) for c, _, f in cols] for _, r in summary.iterrows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    base = summary[summary["system"] == "vanilla"]
+    if len(base) == 1:
+        b = base.iloc[0]
+        notes = []
+        for _, r in summary.iterrows():
+            if r["system"] == "vanilla":
+                continue
+            parts = [f"compute {-r['compute_saved']:+.1%}"]
+            for col, label in (("mean_latency_s", "latency"), ("cost_usd", "cost")):
+                if col in r and pd.notna(r.get(col)) and pd.notna(b.get(col)) and b[col] > 0:
+                    parts.append(f"{label} {r[col] / b[col] - 1:+.1%}")
+            if pd.notna(r.get("quality_clip")) and pd.notna(b.get("quality_clip")):
+                parts.append(f"CLIP {r['quality_clip'] - b['quality_clip']:+.2f}")
+            notes.append(f"  {r['system']:>10s}: " + ", ".join(parts))
+        if notes:
+            lines += ["", "against vanilla:", *notes]
+    return "\n".join(lines)
+
+
+def print_summary(summary: pd.DataFrame, exp: Experiment, stream: TextIO = sys.stdout) -> None:
+    """Print the run's comparison table with its key settings."""
+    c = exp.cache
+    print(
+        f"\n{exp.name}: mode={exp.mode}, policy={c.policy}, capacity={c.capacity:,.0f} {c.unit}, "
+        f"gpus={exp.cluster.gpus}, profile={exp.profile}",
+        file=stream,
+    )
+    print(format_summary(summary), file=stream)

@@ -1,0 +1,134 @@
+"""``acsim calibrate thresholds``: carrying a ladder to another embedder by matching quantiles."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from calibrate import thresholds as th
+from calibrate.commands import register
+from sim.errors import ConfigError, InputError
+from sim.profile import load_profile
+
+# The shared data sits beside the repository (../shared/data), as in the experiment files.
+LOG = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_match_log_20k.csv")
+PUBLISHED = [(0.95, 25), (0.9, 20), (0.85, 15), (0.75, 10), (0.65, 5)]
+
+
+@pytest.fixture(autouse=True)
+def private_embedding_cache(tmp_path, monkeypatch):
+    # Embeddings are cached on disk; a test must not read or fill the user's cache.
+    monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
+
+
+def _acsim(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="acsim")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def log():
+    return th.read_match_log(LOG)
+
+
+def test_reads_the_real_match_log_skipping_rows_without_a_cached_prompt(log):
+    assert len(log.queries) == len(log.caches) == log.scores.size == 15_501
+    # 4,498 rows have no cached prompt; one has a cached prompt but an empty query.
+    assert log.skipped_empty == 20_000 - 15_501
+    assert all(c.strip() for c in log.caches)
+    assert log.scores.min() >= 0.65 and log.scores.max() <= 1.0 + 1e-5
+
+
+def test_quantile_map_is_monotone_and_preserves_the_share_above_each_threshold(log):
+    rng = np.random.default_rng(0)
+    # A different, noisy similarity scale for the same pairs (a stand-in target, real source scores).
+    target = np.tanh(2.5 * (log.scores - 0.6)) + rng.normal(0, 0.05, log.scores.size)
+    ts = np.sort(rng.uniform(0.5, 1.0, 200))
+    mapped, q = th.quantile_map(ts, log.scores, target)
+    assert np.all(np.diff(mapped) >= 0) and np.all(np.diff(q) >= 0)
+    for t, t2 in zip(ts[::20], mapped[::20], strict=True):
+        share_src = np.mean(log.scores >= t)
+        share_tgt = np.mean(target >= t2)
+        assert share_tgt == pytest.approx(share_src, abs=2 / log.scores.size + 1e-3)
+    # The identity target maps every threshold (inside the data) to itself, up to interpolation.
+    same, _ = th.quantile_map([0.7, 0.8, 0.9], log.scores, log.scores)
+    assert same == pytest.approx([0.7, 0.8, 0.9], abs=2e-3)
+
+
+def test_transfer_to_the_hashing_embedder_is_monotone(log):
+    small = th.MatchLog(log.path, log.queries[:1000], log.caches[:1000], log.scores[:1000], log.skipped_empty)
+    tr = th.transfer(PUBLISHED, small, "clip", "hashing")
+    new = [t for t, _ in tr.mapped]
+    assert [k for _, k in tr.mapped] == [25, 20, 15, 10, 5]
+    assert all(a >= b for a, b in zip(new, new[1:], strict=False))
+    assert tr.target_scores.shape == (1000,) and np.all(np.abs(tr.target_scores) <= 1 + 1e-5)
+    # Hashing similarities of these paraphrases are far below CLIP's: the ladder must move.
+    assert new[2] < 0.85
+    table = tr.table()
+    assert list(table.columns) == ["k", "threshold_clip", "share_at_or_above", "threshold_hashing"]
+    assert table["share_at_or_above"].is_monotonic_increasing
+    # The log holds only pairs with CLIP >= 0.65, so the 0.65 rung sits on its floor.
+    assert tr.at_floor() == [(0.65, 5)] and new[-1] == pytest.approx(tr.target_scores.min())
+
+
+def test_thresholds_cli_writes_a_valid_profile(tmp_path, capsys):
+    out = tmp_path / "sdxl-hashing.yaml"
+    rc = _acsim(
+        [
+            "calibrate",
+            "thresholds",
+            "--pairs",
+            LOG,
+            "--from",
+            "clip",
+            "--to",
+            "hashing",
+            "--limit",
+            "1500",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    assert "threshold_hashing" in capsys.readouterr().out
+    profile = load_profile(str(out))
+    raw = yaml.safe_load(out.read_text())
+    assert raw["ladder"]["embedder"] == "hashing" and raw["ladder"]["kind"] == "measured"
+    assert raw["ladder"]["transfer"]["pairs"] == 1500
+    assert raw["ladder"]["transfer"]["from_thresholds"] == [list(r) for r in PUBLISHED]
+    assert [k for _, k in profile.ladder] == [25, 20, 15, 10, 5]
+    assert raw["latency"] == load_profile("sdxl-a10g").raw["latency"]
+
+
+def test_explicit_ladder_and_bad_inputs(tmp_path):
+    assert th.parse_ladder("0.8:10,0.9:20") == [(0.9, 20), (0.8, 10)]
+    with pytest.raises(ConfigError, match="threshold:K"):
+        th.parse_ladder("0.9=20")
+    bad = tmp_path / "log.csv"
+    bad.write_text("Scores,Queries\n0.9,a\n")
+    with pytest.raises(InputError, match="missing columns"):
+        th.read_match_log(bad)
+    bad.write_text("Scores,Queries,Caches\n0.9,a,b\nhigh,c,d\n0.8,e,f\n")
+    with pytest.raises(InputError, match="row 3, column 'Scores'"):
+        th.read_match_log(bad)
+    with pytest.raises(ConfigError, match="allowed"):
+        _acsim(
+            [
+                "calibrate",
+                "thresholds",
+                "--pairs",
+                LOG,
+                "--to",
+                "word2vec",
+                "--limit",
+                "10",
+                "--out",
+                str(tmp_path / "x.yaml"),
+            ]
+        )

@@ -1,0 +1,98 @@
+"""Experiment files: loading, overrides, and the messages bad input gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim import config
+from sim.errors import ConfigError, InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_every_shipped_experiment_is_valid() -> None:
+    files = sorted((ROOT / "experiments").glob("*.yaml"))
+    assert files, "experiments/ must ship YAML files"
+    for f in files:
+        exp = config.load(f)
+        assert exp.name
+
+
+def test_defaults_and_types(tmp_path: Path) -> None:
+    exp = config.load(write(tmp_path, "cache: {capacity: 1500}\n"))
+    assert exp.cache.capacity == 1500.0 and isinstance(exp.cache.capacity, float)
+    assert exp.cache.policy == "lcbfu"
+    assert exp.systems == ["vanilla", "gptcache", "exact", "nirvana"]
+
+
+def test_overrides_by_dot_path(tmp_path: Path) -> None:
+    exp = config.load(
+        write(tmp_path, "name: x\n"),
+        ["cache.capacity=1500", "trace.requests=5000", "cache.policy=lru", "systems=[vanilla, nirvana]"],
+    )
+    assert (exp.cache.capacity, exp.trace.requests, exp.cache.policy) == (1500, 5000, "lru")
+    assert exp.systems == ["vanilla", "nirvana"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "fragment"),
+    [
+        ("cache: {policy: lruu}\n", "cache.policy", "did you mean 'lru'"),
+        ("cache: {capacty: 10}\n", "cache.capacty", "did you mean 'capacity'"),
+        ("cache: {unit: pages}\n", "cache.unit", "latents, prompts, bytes"),
+        ("cache: {capacity: -5}\n", "cache.capacity", ">= 0"),
+        ("trace: {requests: many}\n", "trace.requests", "integer"),
+        ("systems: [vanilla, nirvanna]\n", "systems[1]", "did you mean 'nirvana'"),
+        ("mode: fast\n", "mode", "full, cache-only"),
+        ("cluster: {gpus: 0}\n", "cluster.gpus", "> 0"),
+        ("trace: {source: prompts}\n", "trace.path", "needs a path"),
+        ("selector: {ladder: [[0.9, -3]]}\n", "selector.ladder[0]", "threshold"),
+        ("sweep: {cache.capacity: [10, -1]}\n", "sweep.cache.capacity", ">= 0"),
+        ("sweep: {cache.polcy: [lru]}\n", "sweep.cache.polcy", "unknown field"),
+        ("embedder: bert\n", "embedder", "minilm"),
+    ],
+)
+def test_invalid_field_names_path_value_and_allowed(tmp_path: Path, text: str, field: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, text))
+    assert str(err.value).startswith(field + ":"), str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        config.load(tmp_path / "missing.yaml")
+    with pytest.raises(InputError, match="row 2"):
+        config.load(write(tmp_path, "name: x\ncache: {capacity: 1]\nseed: 2\n"))
+    with pytest.raises(InputError, match="mapping"):
+        config.load(write(tmp_path, "- a\n- b\n"))
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="UTF-8"):
+        config.load(bad)
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        config.load(write(tmp_path, "name: !!python/object/apply:os.system ['echo pwned']\n"))
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    exp = config.load(write(tmp_path, "cache: {capacity: 42, policy: fifo}\nseed: 7\n"))
+    again = config.load(write(tmp_path, config.dump(exp)))
+    assert again == exp
+
+
+def test_replace_path_validates() -> None:
+    exp = config.from_dict({})
+    assert config.replace_path(exp, "cache.policy", "lru").cache.policy == "lru"
+    with pytest.raises(ConfigError):
+        config.replace_path(exp, "cache.policy", "nope")
