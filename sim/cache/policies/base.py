@@ -1,0 +1,94 @@
+"""What every eviction policy implements, and the context it is built with.
+
+A policy only orders entry keys; the :class:`~sim.cache.store.LatentStore` owns the
+entries and the capacity. Keys are ints ``slot << shift | level`` (see the store), so a
+policy that weighs entries by the steps they save reads the level as ``key & level_mask``.
+Time is the logical clock ``i`` (request index), which is what offline policies need and
+what keeps every policy independent of wall-clock units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FutureUses:
+    """Offline knowledge for Belady: when each key will next be used.
+
+    ``keys`` and ``requests`` are parallel int64 arrays sorted by (key, request): every
+    (key, request) pair means request ``request`` would use entry ``key``.
+    """
+
+    keys: np.ndarray
+    requests: np.ndarray
+
+    @classmethod
+    def from_pairs(cls, keys: np.ndarray, requests: np.ndarray) -> FutureUses:
+        """Sort (key, request) pairs; duplicates are harmless."""
+        keys = np.asarray(keys, dtype=np.int64)
+        requests = np.asarray(requests, dtype=np.int64)
+        order = np.lexsort((requests, keys))
+        return cls(keys=keys[order], requests=requests[order])
+
+    def next_use(self, key: int, after: int) -> float:
+        """The first request index > ``after`` that uses ``key`` (inf when none)."""
+        lo = int(np.searchsorted(self.keys, key, side="left"))
+        hi = int(np.searchsorted(self.keys, key, side="right"))
+        j = lo + int(np.searchsorted(self.requests[lo:hi], after, side="right"))
+        return float(self.requests[j]) if j < hi else float("inf")
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy may know about the cache it orders."""
+
+    level_mask: int  # key & level_mask = the entry's K level = denoising steps it saves
+    capacity: int  # capacity in entries (informational; the store enforces it)
+    future: FutureUses | None = None  # only offline policies use it
+
+
+class Policy:
+    """Base class: the store calls these hooks with int entry keys.
+
+    ``on_insert`` when an entry is stored, ``on_hit`` when a lookup serves it (``k``: the
+    K the request asked for, which exceeds the entry's level when it fills a hole),
+    ``evict`` to pick a victim (the policy forgets it and returns it), ``on_remove``
+    when the store drops an entry the policy did not pick (a whole prompt's levels at
+    prompt granularity).
+    """
+
+    name: ClassVar[str] = ""
+    offline: ClassVar[bool] = False  # True: needs PolicyContext.future
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        self.ctx = ctx
+
+    def on_insert(self, key: int, i: int) -> None:
+        raise NotImplementedError
+
+    def on_hit(self, key: int, i: int, k: int) -> None:
+        raise NotImplementedError
+
+    def evict(self, i: int) -> int:
+        raise NotImplementedError
+
+    def on_remove(self, key: int) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def on_insert_levels(self, base: int, levels: list[int] | tuple[int, ...], i: int) -> None:
+        """``on_insert`` of keys ``base | k`` for each level k, in order (one call per generation)."""
+        on_insert = self.on_insert
+        for k in levels:
+            on_insert(base | k, i)
+
+    def evict_n(self, n: int, i: int) -> list[int]:
+        """Evict ``n`` victims in order (one call per batch keeps the store's loop short)."""
+        evict = self.evict
+        return [evict(i) for _ in range(n)]

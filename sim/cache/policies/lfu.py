@@ -1,0 +1,40 @@
+"""LFU: evict the least used entry; ties go to the entry that reached that count first.
+
+An entry starts at count 1 when stored and gains 1 per hit; its count is forgotten when
+it leaves. These are libCacheSim's LFU rules, so hit ratios agree exactly with it.
+"""
+
+from __future__ import annotations
+
+from sim.cache.policies.base import Policy, PolicyContext
+from sim.cache.policies.buckets import PriorityBuckets
+
+
+class LFU(Policy):
+    name = "lfu"
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        super().__init__(ctx)
+        self._b = PriorityBuckets()
+
+    def on_insert(self, key: int, i: int) -> None:
+        self._b.add(key, 1)
+
+    def on_insert_levels(self, base: int, levels: list[int] | tuple[int, ...], i: int) -> None:
+        self._b.add_levels(base, levels, 1)
+
+    def on_hit(self, key: int, i: int, k: int) -> None:
+        b = self._b
+        b.move(key, b.priority(key) + 1)
+
+    def evict(self, i: int) -> int:
+        return self._b.pop_min()
+
+    def evict_n(self, n: int, i: int) -> list[int]:
+        return self._b.pop_min_n(n)
+
+    def on_remove(self, key: int) -> None:
+        self._b.discard(key)
+
+    def __len__(self) -> int:
+        return len(self._b)

@@ -1,0 +1,159 @@
+"""Cached latents by (prompt slot, K level), with capacity accounting, eviction and holes.
+
+An entry is one latent: the state of one generation after K denoising steps. Its key is
+the int ``slot << shift | K``, where a slot is a prompt (or a (user, prompt) pair under
+tenant isolation, see ``sim.systems``) and ``shift`` leaves room for every level up to N
+(an image cache stores the final result at level N). For each slot the store keeps a
+bitmask of its cached levels (bit K set = level K cached), so "the largest cached level
+K' <= K" is one mask and one ``bit_length``.
+
+Capacity is counted in entries (``latents``; ``bytes`` is converted to entries, since all
+entries of a store have the same size) or in slots with anything cached (``prompts``).
+Space is made before new entries go in, as libCacheSim does, so a generation never
+evicts its own new levels. At ``prompt`` granularity evicting one entry drops every level
+of its slot.
+"""
+
+from __future__ import annotations
+
+from sim.cache.policies.base import Policy
+
+
+class LatentStore:
+    """The cache contents; a :class:`Policy` chooses the victims.
+
+    Args:
+        policy: orders the entries.
+        shift: bits reserved for the level in a key (levels must be < ``1 << shift``).
+        capacity: how many entries (``unit="entries"``) or slots (``unit="prompts"``) fit.
+        unit: ``"entries"`` or ``"prompts"``.
+        granularity: ``"latent"`` evicts one entry, ``"prompt"`` all entries of the victim's slot.
+        batch: entries evicted at once when space runs out (GPTCache evicts a fraction at once).
+    """
+
+    __slots__ = (
+        "policy",
+        "shift",
+        "capacity",
+        "by_prompts",
+        "whole_prompt",
+        "batch",
+        "masks",
+        "entries",
+        "insertions",
+        "evictions",
+        "hits",
+    )
+
+    def __init__(
+        self,
+        policy: Policy,
+        shift: int,
+        capacity: int,
+        unit: str = "entries",
+        granularity: str = "latent",
+        batch: int = 1,
+    ) -> None:
+        if unit not in ("entries", "prompts"):
+            raise ValueError(f"unit must be 'entries' or 'prompts', not {unit!r}")
+        if granularity not in ("latent", "prompt"):
+            raise ValueError(f"granularity must be 'latent' or 'prompt', not {granularity!r}")
+        self.policy = policy
+        self.shift = shift
+        self.capacity = max(int(capacity), 0)
+        self.by_prompts = unit == "prompts"
+        self.whole_prompt = granularity == "prompt"
+        self.batch = max(int(batch), 1)
+        self.masks: dict[int, int] = {}  # slot -> bitmask of cached levels
+        self.entries = 0
+        self.insertions = 0
+        self.evictions = 0
+        self.hits = 0
+
+    def __contains__(self, key: int) -> bool:
+        m = self.masks.get(key >> self.shift)
+        return m is not None and bool(m >> (key & ((1 << self.shift) - 1)) & 1)
+
+    def prompts(self) -> int:
+        """Number of slots with at least one cached level."""
+        return len(self.masks)
+
+    def best_level(self, slot: int, k: int) -> int:
+        """The largest cached level <= ``k`` of ``slot``, or -1 when there is none."""
+        m = self.masks.get(slot, 0) & ((2 << k) - 1)
+        return m.bit_length() - 1
+
+    def hit(self, slot: int, level: int, i: int, k: int | None = None) -> None:
+        """Request ``i``, which asked for level ``k`` (default ``level``), was served (slot, level)."""
+        self.hits += 1
+        self.policy.on_hit(slot << self.shift | level, i, level if k is None else k)
+
+    def insert(self, slot: int, levels: tuple[int, ...], i: int) -> None:
+        """Store the given levels of ``slot`` (levels already cached are left alone)."""
+        if not levels or not self.capacity:
+            return
+        masks = self.masks
+        m = masks.get(slot, 0)
+        new = [k for k in levels if not m >> k & 1] if m else levels
+        n = len(new)
+        if not n:
+            return
+        if self.by_prompts:
+            if not m and len(masks) >= self.capacity:
+                self._make_room(slot, n, i)
+                m = masks.get(slot, 0)
+        elif self.entries + n > self.capacity:
+            if n > self.capacity:
+                new = sorted(new)[-self.capacity :]  # a tiny cache keeps the levels that save most
+                n = len(new)
+            if self.entries + n > self.capacity:
+                self._make_room(slot, n, i)
+                m = masks.get(slot, 0)
+        for k in new:
+            m |= 1 << k
+        self.policy.on_insert_levels(slot << self.shift, new, i)
+        masks[slot] = m
+        self.entries += n
+        self.insertions += n
+
+    def _over(self, slot: int, n_new: int) -> bool:
+        if self.by_prompts:
+            return len(self.masks) + (slot not in self.masks) > self.capacity
+        return self.entries + n_new > self.capacity
+
+    def _make_room(self, slot: int, n_new: int, i: int) -> None:
+        if not self.by_prompts and not self.whole_prompt:
+            # The number of victims is known: take them in one call.
+            need = max(self.entries + n_new - self.capacity, self.batch)
+            self._drop(self.policy.evict_n(min(need, self.entries), i))
+            return
+        # One victim at a time: at prompt granularity a victim takes its slot's other levels
+        # along. Batch eviction frees `batch` entries first, then continues while needed.
+        target = self.entries - min(self.batch, self.entries)
+        while self.entries > target or self._over(slot, n_new):
+            self._drop(self.policy.evict_n(1, i))
+
+    def _drop(self, keys: list[int]) -> None:
+        """Forget evicted entries (and, at prompt granularity, their slots' other levels)."""
+        masks, shift = self.masks, self.shift
+        level_mask = (1 << shift) - 1
+        whole_prompt = self.whole_prompt
+        removed = 0
+        for key in keys:
+            slot = key >> shift
+            m = masks[slot] & ~(1 << (key & level_mask))
+            removed += 1
+            if m and whole_prompt:
+                base = slot << shift
+                on_remove = self.policy.on_remove
+                while m:
+                    k = m.bit_length() - 1
+                    on_remove(base | k)
+                    m &= ~(1 << k)
+                    removed += 1
+            if m:
+                masks[slot] = m
+            else:
+                del masks[slot]
+        self.entries -= removed
+        self.evictions += removed

@@ -1,0 +1,287 @@
+"""Every eviction policy, through the real store and systems: one module parametrised over POLICIES.
+
+Invariants checked for each policy: capacity is never exceeded (in every unit and
+granularity), the policy and the store agree on what is cached, runs are deterministic,
+and nothing evicted is ever served. Then policy-specific orders (FIFO, LRU, LFU ties,
+LCBFU scores and holes, SIEVE, S3-FIFO, GDSF, Belady).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from sim.cache.policies import POLICIES, FutureUses, PolicyContext
+from sim.config import CacheConfig, Experiment
+from sim.profile import load_profile
+from sim.systems import TraceArrays, build_system
+
+PROFILE = load_profile("sdxl-a10g")
+LEVELS = PROFILE.k_levels
+SHIFT = 6
+ALL = sorted(POLICIES)
+
+
+@dataclass
+class Lists:
+    """Causal neighbour lists in the NeighbourLists layout, exact, with the full matrix for ``more``."""
+
+    offsets: np.ndarray
+    ids: np.ndarray
+    sims: np.ndarray
+    complete: np.ndarray
+    min_similarity: float
+    full: np.ndarray
+
+    def more(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        row = self.full[i]
+        order = np.lexsort((np.arange(len(row)), -row))
+        order = order[row[order] >= self.min_similarity][:k]
+        return order.astype(np.int32), row[order]
+
+
+def causal_lists(emb: np.ndarray, pids: np.ndarray, top_m: int, min_sim: float = 0.65) -> Lists:
+    n, p = len(pids), len(emb)
+    first = np.full(p, n)
+    for i in range(n - 1, -1, -1):
+        first[pids[i]] = i
+    full = (emb[pids] @ emb.T).astype(np.float32)
+    full[first[None, :] >= np.arange(n)[:, None]] = -np.inf  # only prompts seen before request i
+    offsets, ids, sims, complete = [0], [], [], []
+    for i in range(n):
+        row = full[i]
+        order = np.lexsort((np.arange(p), -row))
+        order = order[row[order] >= min_sim]
+        complete.append(len(order) <= top_m)
+        ids += order[:top_m].tolist()
+        sims += row[order[:top_m]].tolist()
+        offsets.append(len(ids))
+    return Lists(
+        np.array(offsets),
+        np.array(ids, np.int32),
+        np.array(sims, np.float32),
+        np.array(complete),
+        min_sim,
+        full,
+    )
+
+
+def workload(n: int = 1200, seed: int = 3) -> tuple[TraceArrays, Lists]:
+    """Clustered prompts with repeats and near-duplicates, 5 users."""
+    rng = np.random.default_rng(seed)
+    n_prompts = int(n * 0.7)
+    centres = rng.normal(size=(n_prompts // 15, 24))
+    emb = centres[rng.integers(0, len(centres), n_prompts)] + rng.normal(scale=0.3, size=(n_prompts, 24))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    pids, nxt = [], 0
+    for _ in range(n):
+        if nxt < n_prompts and (nxt == 0 or rng.random() < 0.75):
+            pids.append(nxt)
+            nxt += 1
+        else:
+            pids.append(int(rng.integers(max(0, nxt - 60), nxt)))
+    pids = np.array(pids, np.int32)
+    arrays = TraceArrays(pids, rng.integers(0, 5, n).astype(np.int32), np.arange(n, dtype=float))
+    return arrays, causal_lists(emb[: pids.max() + 1], pids, top_m=4)
+
+
+@pytest.fixture(scope="module")
+def work() -> tuple[TraceArrays, Lists]:
+    return workload()
+
+
+def make(system: str, policy: str, work: tuple[TraceArrays, Lists], **cache: object):
+    exp = Experiment(cache=CacheConfig(policy=policy, **{"capacity": 60, **cache}))
+    arrays, lists = work
+    return build_system(system, exp, arrays, lists, PROFILE)
+
+
+def cached_keys(store) -> set[int]:
+    return {slot << store.shift | k for slot, m in store.masks.items() for k in range(64) if m >> k & 1}
+
+
+def drive(sys_, n: int, check: bool = True) -> list:
+    """Replay request by request, checking the invariants after every step."""
+    st = sys_.store
+    decisions = []
+    for i in range(n):
+        before = cached_keys(st) if check else None
+        d = sys_.lookup(i, float(i))
+        if check and d.outcome in ("hit", "hole", "retrieval", "exact"):
+            base = sys_._bases[i]
+            served = (base + d.matched) << st.shift | d.k_used
+            assert served in before, f"request {i} served {served}, which was not cached"
+        sys_.complete(i, d, float(i))
+        decisions.append(d)
+        if check:
+            if st.by_prompts:
+                assert len(st.masks) <= st.capacity
+            else:
+                assert st.entries <= st.capacity
+            assert st.entries == len(st.policy) == sum(bin(m).count("1") for m in st.masks.values())
+    return decisions
+
+
+@pytest.mark.parametrize("policy", ALL)
+@pytest.mark.parametrize(
+    ("system", "cache"),
+    [
+        ("nirvana", {"capacity": 40}),
+        ("nirvana", {"capacity": 12, "unit": "prompts"}),
+        ("nirvana", {"capacity": 40, "granularity": "prompt"}),
+        ("nirvana", {"capacity": 30 * 131072, "unit": "bytes", "isolation": "per-user"}),
+        ("nirvana", {"capacity": 40, "store_on_hit": False}),
+        ("exact", {"capacity": 25, "unit": "prompts"}),
+        ("gptcache", {"capacity": 25}),
+    ],
+)
+def test_invariants(policy: str, system: str, cache: dict, work) -> None:
+    sys_ = make(system, policy, work, **cache)
+    decisions = drive(sys_, 500)
+    st = sys_.store
+    assert st.evictions > 0, "the workload must exercise eviction"
+    assert any(d.outcome != "miss" for d in decisions)
+    # The policy holds exactly the store's entries: evicting everything returns them all once.
+    everything = st.policy.evict_n(len(st.policy), 10**9)
+    assert sorted(everything) == sorted(cached_keys(st))
+
+
+@pytest.mark.parametrize("policy", ALL)
+def test_deterministic(policy: str, work) -> None:
+    runs = [drive(make("nirvana", policy, work), 1200, check=False) for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("policy", ALL)
+def test_policy_on_its_own(policy: str) -> None:
+    """Insert, hit, remove and evict through the bare hooks: every key comes back exactly once."""
+    ctx = PolicyContext(
+        level_mask=63, capacity=50, future=FutureUses.from_pairs(np.arange(0, 60), np.arange(60))
+    )
+    pol = POLICIES[policy](ctx)
+    ks = [slot << SHIFT | k for slot in range(10) for k in (5, 25)]
+    for i, key in enumerate(ks):
+        pol.on_insert(key, i)
+    for i, key in enumerate(ks[::3]):
+        pol.on_hit(key, 20 + i, key & 63)
+    pol.on_remove(ks[4])
+    out = pol.evict_n(5, 40) + [pol.evict(41) for _ in range(len(pol))]
+    assert sorted(out) == sorted(set(ks) - {ks[4]})
+    assert len(pol) == 0
+
+
+# -- policy-specific orders -------------------------------------------------------------
+def order(policy: str, inserts: list[int], hits: list[int], future: FutureUses | None = None) -> list[int]:
+    pol = POLICIES[policy](PolicyContext(level_mask=63, capacity=len(inserts), future=future))
+    t = 0
+    for key in inserts:
+        pol.on_insert(key, t)
+        t += 1
+    for key in hits:
+        pol.on_hit(key, t, key & 63)
+        t += 1
+    return [pol.evict(t) for _ in range(len(inserts))]
+
+
+def k(slot: int, level: int) -> int:
+    return slot << SHIFT | level
+
+
+def test_fifo_lru_lfu_orders() -> None:
+    ins = [k(1, 50), k(2, 50), k(3, 50), k(4, 50)]
+    hits = [k(1, 50), k(3, 50), k(1, 50)]
+    assert order("fifo", ins, hits) == ins
+    assert order("lru", ins, hits) == [k(2, 50), k(4, 50), k(3, 50), k(1, 50)]
+    # LFU: counts 1 -> 2, 4 (FIFO among equals); 3 reached 2; 1 reached 3.
+    assert order("lfu", ins, hits) == [k(2, 50), k(4, 50), k(3, 50), k(1, 50)]
+
+
+def test_lcbfu_scores_k_times_hits() -> None:
+    ins = [k(1, 5), k(1, 25), k(2, 10), k(2, 20)]
+    # Scores K x hits: (1,5): 5 x 3 = 15, (2,10): 10 x 1, fresh (1,25) and (2,20): 0, oldest first.
+    hits = [k(1, 5), k(1, 5), k(1, 5), k(2, 10)]
+    assert order("lcbfu", ins, hits) == [k(1, 25), k(2, 20), k(2, 10), k(1, 5)]
+    assert order("lcbfu-modm", ins, hits) == [k(1, 25), k(2, 20), k(2, 10), k(1, 5)]
+
+
+def test_sieve_skips_visited_once() -> None:
+    ins = [k(s, 50) for s in range(1, 5)]
+    pol = POLICIES["sieve"](PolicyContext(63, 4))
+    for i, key in enumerate(ins):
+        pol.on_insert(key, i)
+    pol.on_hit(k(1, 50), 5, 50)
+    pol.on_hit(k(2, 50), 6, 50)
+    assert pol.evict(7) == k(3, 50)  # 1 and 2 visited: bits cleared, hand passes them
+    pol.on_insert(k(5, 50), 8)
+    assert pol.evict(9) == k(4, 50)
+    assert pol.evict(10) == k(5, 50)  # hand reached the newest end... then wraps to the oldest
+    assert pol.evict(11) == k(1, 50)
+
+
+def test_s3fifo_ghost_readmits_to_main() -> None:
+    pol = POLICIES["s3fifo"](PolicyContext(63, 10))
+    for s in range(10):
+        pol.on_insert(k(s, 50), s)
+    first = pol.evict(10)
+    assert first == k(0, 50)  # one-hit wonders leave from the small FIFO
+    pol.on_insert(first, 11)  # remembered by the ghost list: goes straight to main
+    assert first in pol._main
+
+
+def test_gdsf_prefers_keeping_high_k() -> None:
+    ins = [k(1, 25), k(2, 5), k(3, 10)]
+    assert order("gdsf", ins, [k(2, 5)]) == [k(3, 10), k(2, 5), k(1, 25)]
+
+
+def test_belady_evicts_farthest_next_use() -> None:
+    keys = [k(1, 50), k(2, 50), k(3, 50)]
+    # Uses after t=3: key 2 at 5, key 1 at 9, key 3 never.
+    fut = FutureUses.from_pairs(np.array([k(2, 50), k(1, 50)]), np.array([5, 9]))
+    assert order("belady", keys, [], future=fut) == [k(3, 50), k(1, 50), k(2, 50)]
+
+
+def test_belady_is_optimal_for_exact_caching(work) -> None:
+    hits = {}
+    for policy in ALL:
+        sys_ = make("exact", policy, work, capacity=20, unit="prompts")
+        hits[policy] = sum(d.outcome == "exact" for d in drive(sys_, 1200, check=False))
+    assert hits["belady"] == max(hits.values())
+    assert hits["belady"] > hits["lru"]
+
+
+# -- LCBFU holes and the K' <= K fallback, as specified -------------------------------------
+@pytest.mark.parametrize(("policy", "credit"), [("lcbfu", 20), ("lcbfu-modm", 30)])
+def test_lcbfu_hole_and_fallback_sequence(policy: str, credit: int) -> None:
+    """Four requests against prompt 0, capacity 5 latents, LCBFU.
+
+    r0 (prompt 0) misses and stores levels 5..25, all scored 0.
+    r1 (prompt 1, s=0.80 -> K=10) hits (0,10) (score 10) and stores 15, 20, 25 for prompt 1,
+       evicting the three oldest score-0 entries (0,5), (0,15), (0,20).
+    r2 (prompt 2, s=0.93 -> K=20) finds a hole at 20 and falls back to K'=10: 40 steps;
+       (0,10) gains 10 (Nirvana: its own K) or 20 (MoDM: the K asked for).
+    r3 (prompt 3, s=0.70 -> K=5): prompt 0 has only level 10 left, nothing <= 5: a miss.
+    """
+    lists = Lists(
+        offsets=np.array([0, 0, 1, 2, 3]),
+        ids=np.array([0, 0, 0], np.int32),
+        sims=np.array([0.80, 0.93, 0.70], np.float32),
+        complete=np.ones(4, bool),
+        min_similarity=0.65,
+        full=np.zeros((4, 4)),
+    )
+    arrays = TraceArrays(np.arange(4, dtype=np.int32), np.zeros(4, np.int32), np.arange(4.0))
+    exp = Experiment(cache=CacheConfig(policy=policy, capacity=5))
+    sys_ = build_system("nirvana", exp, arrays, lists, PROFILE)
+    d = drive(sys_, 3)
+    assert sys_.store.masks[0] == 1 << 10
+    assert sys_.store.policy._b.priority(k(0, 10)) == credit
+    d.append(sys_.lookup(3, 3.0))
+    assert [x.outcome for x in d] == ["miss", "hit", "hole", "miss"]
+    assert (d[1].k_planned, d[1].k_used, d[1].steps, d[1].store_levels) == (10, 10, 40, (15, 20, 25))
+    assert (d[2].matched, d[2].k_planned, d[2].k_used, d[2].steps) == (0, 20, 10, 40)
+    assert d[2].quality == pytest.approx(PROFILE.quality_for_k(10))
+    assert d[2].store_levels == (15, 20, 25)
+    assert (d[3].matched, d[3].k_planned, d[3].k_used, d[3].steps) == (-1, 5, 0, 50)
+    assert sys_.stats()["holes"] == 1

@@ -1,0 +1,156 @@
+"""Cache-only replay: records, summary figures, occupancy, and lists == live index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.config import CacheConfig, Experiment
+from sim.neighbours import NeighbourLists, build_neighbours
+from sim.profile import load_profile
+from sim.records import COLUMNS
+from sim.replay import cache_summary, replay
+from sim.systems import TraceArrays, build_system
+
+PROFILE = load_profile("sdxl-a10g")
+N = PROFILE.steps
+
+
+def workload(n: int = 1500, seed: int = 5) -> tuple[TraceArrays, np.ndarray]:
+    """Clustered unit embeddings, repeats and near-duplicates, 4 users."""
+    rng = np.random.default_rng(seed)
+    n_prompts = int(n * 0.7)
+    centres = rng.normal(size=(n_prompts // 12, 32))
+    emb = centres[rng.integers(0, len(centres), n_prompts)] + rng.normal(scale=0.3, size=(n_prompts, 32))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    pids, nxt = [], 0
+    for _ in range(n):
+        if nxt < n_prompts and (nxt == 0 or rng.random() < 0.7):
+            pids.append(nxt)
+            nxt += 1
+        else:
+            pids.append(int(rng.integers(max(0, nxt - 80), nxt)))
+    pids = np.array(pids, np.int32)
+    users = rng.integers(0, 4, n).astype(np.int32)
+    arrival = np.cumsum(rng.exponential(5.0, n))
+    return TraceArrays(pids, users, arrival), emb[: pids.max() + 1]
+
+
+@pytest.fixture(scope="module")
+def work() -> tuple[TraceArrays, np.ndarray]:
+    return workload()
+
+
+def lists(work, top_m: int) -> NeighbourLists:
+    arrays, emb = work
+    return build_neighbours(
+        emb, arrays.prompt_ids, top_m=top_m, min_similarity=0.65, index="exact", progress=False
+    )
+
+
+def live(work) -> NeighbourLists:
+    """No precomputed candidates at all: every lookup queries the full exact index."""
+    arrays, emb = work
+    n = len(arrays.prompt_ids)
+    return NeighbourLists(
+        offsets=np.zeros(n + 1, np.int64),
+        ids=np.zeros(0, np.int32),
+        sims=np.zeros(0, np.float32),
+        complete=np.zeros(n, bool),
+        top_m=0,
+        min_similarity=0.65,
+        index="exact",
+        prompt_ids=arrays.prompt_ids,
+        embeddings=emb,
+    )
+
+
+def counting(more, asked: list[int]):
+    """``more`` that also notes which requests needed the full index."""
+
+    def wrapped(i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(i)
+        return more(i, k)
+
+    return wrapped
+
+
+def run(system: str, work, nb, **cache: object) -> tuple[pd.DataFrame, dict]:
+    arrays, _ = work
+    exp = Experiment(cache=CacheConfig(**{"capacity": 150, "policy": "lcbfu", **cache}))
+    sys_ = build_system(system, exp, arrays, nb, PROFILE)
+    df = replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    return df, sys_.stats()
+
+
+def test_records_shape_and_columns(work) -> None:
+    arrays, _ = work
+    df, _ = run("nirvana", work, lists(work, 8))
+    assert tuple(df.columns) == COLUMNS and len(df) == len(arrays.prompt_ids)
+    assert (df["system"] == "nirvana").all()
+    np.testing.assert_array_equal(df["prompt_id"], arrays.prompt_ids)
+    np.testing.assert_array_equal(df["user"], arrays.user_codes)
+    np.testing.assert_allclose(df["arrival_s"], arrays.arrival_s)
+    assert df[["start_s", "finish_s", "queue_s", "latency_s", "gpu_s"]].isna().all().all()
+    assert set(df["outcome"]) <= {"miss", "hit", "hole"} and (df["outcome"] == "hit").any()
+    hits = df[df["outcome"].isin(["hit", "hole"])]
+    assert (hits["steps"] == N - hits["k_used"]).all() and (hits["k_used"] <= hits["k_planned"]).all()
+    assert (hits["matched"] >= 0).all() and (df.loc[df["outcome"] == "miss", "steps"] == N).all()
+
+
+def test_summary_figures(work) -> None:
+    df, stats = run("nirvana", work, lists(work, 8))
+    s = cache_summary(df, N, stats)
+    assert s["requests"] == len(df)
+    assert s["hit_rate"] == pytest.approx(df["outcome"].isin(["hit", "hole"]).mean())
+    assert s["compute_saved"] == pytest.approx(df["k_used"].sum() / (len(df) * N))
+    assert 0 < s["compute_saved"] < s["hit_rate"] and s["holes"] == stats["holes"]
+    assert s["evictions"] == stats["evictions"] > 0
+    assert s["quality_clip"] < PROFILE.quality_vanilla
+    hits_by_k = df[df["outcome"].isin(["hit", "hole"])]["k_used"].value_counts().to_dict()
+    assert stats["hits_by_k"] == hits_by_k
+
+
+def test_occupancy_series(work) -> None:
+    arrays, _ = work
+    nb = lists(work, 8)
+    sys_ = build_system("nirvana", Experiment(cache=CacheConfig(capacity=150)), arrays, nb, PROFILE)
+    replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, occupancy_samples=50)
+    occ = sys_.stats()["occupancy"]
+    assert 50 <= len(occ) <= 51 and occ["time_s"].is_monotonic_increasing
+    assert occ["entries"].max() == 150 and occ["entries"].iloc[0] <= 150
+    assert occ["time_s"].iloc[-1] == pytest.approx(arrays.arrival_s[-1])
+
+
+def test_vanilla_and_n_requests(work) -> None:
+    arrays, _ = work
+    sys_ = build_system("vanilla", Experiment(), arrays, None, PROFILE)
+    df = replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, n_requests=100)
+    assert len(df) == 100 and cache_summary(df, N, sys_.stats())["compute_saved"] == 0.0
+    with pytest.raises(ValueError, match="exceeds"):
+        replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, n_requests=10**6)
+
+
+@pytest.mark.parametrize(
+    ("system", "cache"),
+    [
+        ("nirvana", {"policy": "lcbfu"}),
+        ("nirvana", {"policy": "lru", "granularity": "prompt"}),
+        ("nirvana", {"policy": "s3fifo", "isolation": "per-user"}),
+        ("gptcache", {"policy": "lru", "capacity": 60}),
+    ],
+)
+def test_neighbour_lists_equal_live_index(system: str, cache: dict, work) -> None:
+    """Truncated lists (with the fallback) and full lists give the replay that queries the
+    live exact index for every request, record for record."""
+    reference, _ = run(system, work, live(work), **cache)
+    for top_m in (2, 32):
+        nb = lists(work, top_m)
+        asked: list[int] = []
+        nb.more = counting(nb.more, asked)
+        df, _ = run(system, work, nb, **cache)
+        pd.testing.assert_frame_equal(df, reference)
+        if top_m == 2:
+            assert len(asked) > 10, "the truncated lists must exercise the fallback"
+    assert reference["outcome"].isin(["hit", "hole", "retrieval"]).mean() > 0.05

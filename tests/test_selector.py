@@ -1,0 +1,71 @@
+"""Selector: similarity -> K ladder, strict thresholds, load-aware boost, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.config import Experiment, SelectorConfig
+from sim.errors import ConfigError
+from sim.profile import load_profile
+from sim.selector import Selector
+
+PUBLISHED = [(0.95, 25), (0.90, 20), (0.85, 15), (0.75, 10), (0.65, 5)]
+
+
+@pytest.mark.parametrize(
+    ("s", "k"),
+    [
+        (1.0, 25),
+        (0.951, 25),
+        (0.95, 20),
+        (0.93, 20),
+        (0.90, 15),
+        (0.86, 15),
+        (0.80, 10),
+        (0.75, 5),
+        (0.70, 5),
+        (0.65, 0),
+        (0.3, 0),
+    ],
+)
+def test_published_ladder_first_threshold_strictly_exceeded(s: float, k: int) -> None:
+    assert Selector(PUBLISHED).k_for(s) == k
+
+
+def test_rung_order_does_not_matter() -> None:
+    assert Selector(list(reversed(PUBLISHED))).k_for(0.91) == 20
+
+
+def test_boost_moves_up_rungs_and_caps() -> None:
+    sel = Selector(PUBLISHED, floor=0.6, max_k=20)
+    assert sel.k_for(0.80) == 10
+    assert sel.k_for(0.80, boost=1) == 15
+    assert sel.k_for(0.80, boost=9) == 20  # capped at max_k
+    assert sel.k_for(0.97) == 20  # max_k caps the ladder too
+    assert sel.k_for(0.62, boost=1) == 5  # below the ladder, above the floor: lowest rung
+    assert sel.k_for(0.62) == 0
+    assert sel.k_for(0.55, boost=3) == 0  # below the floor: never reused
+    assert sel.min_similarity == 0.6
+
+
+def test_from_config_uses_profile_ladder_by_default() -> None:
+    profile = load_profile("sdxl-a10g")
+    sel = Selector.from_config(Experiment(), profile)
+    assert list(zip(sel.thresholds, sel.ks, strict=True)) == PUBLISHED
+    assert sel.min_similarity == 0.65
+
+
+def test_from_config_custom_ladder_and_load_aware() -> None:
+    profile = load_profile("sdxl-a10g")
+    exp = Experiment(selector=SelectorConfig(ladder=[[0.9, 20], [0.8, 15], [0.7, 10]]))
+    sel = Selector.from_config(exp, profile)
+    assert [sel.k_for(s) for s in (0.95, 0.85, 0.75, 0.7)] == [20, 15, 10, 0]
+    exp = Experiment(selector=SelectorConfig(load_aware=True, floor=0.5, max_k=15))
+    sel = Selector.from_config(exp, profile)
+    assert sel.k_for(0.99) == 15 and sel.k_for(0.6, boost=1) == 5
+
+
+def test_ladder_k_must_be_a_cached_level() -> None:
+    exp = Experiment(selector=SelectorConfig(ladder=[[0.9, 30]]))
+    with pytest.raises(ConfigError, match=r"selector\.ladder\[0\].*cached levels"):
+        Selector.from_config(exp, load_profile("sdxl-a10g"))
