@@ -1,0 +1,331 @@
+"""Causal top-m neighbour lists: each request's most similar EARLIER prompts, computed once per trace.
+
+The nearest-neighbour search dominates a naive simulator. It does not depend on the cache
+policy or size, so it is paid once per (trace, embedder): for every request i, the prompts
+first seen at a request index < i with cosine >= ``min_similarity``, best ``top_m`` first.
+Every replay then walks that list and checks which candidates are still cached; when all
+listed candidates are gone and the list was truncated, :meth:`NeighbourLists.more` asks a
+full index.
+
+The build runs in time order over blocks of requests: a block queries (batched) an index of
+every prompt first seen before the block, brute-forces the causal pairs inside the block
+with a masked matrix product, merges both by (similarity descending, prompt id ascending),
+and then adds the block's new prompts to the index. With ``index="exact"`` the result equals
+a naive O(n^2) scan bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import InputError
+from sim.index import VectorIndex, make_index
+from sim.io import atomic_path
+
+__all__ = ["NeighbourLists", "build_neighbours"]
+
+_FORMAT = 1  # bump when the file layout or the build semantics change (cache key)
+_BLOCK = 256  # requests per block: larger blocks shift work from the index to dense products
+
+
+@dataclass(eq=False)
+class NeighbourLists:
+    """CSR lists over requests: candidates of request i are ``ids[offsets[i]:offsets[i+1]]``.
+
+    ``ids`` are prompt ids (int32) with similarities ``sims`` (float32, descending per request);
+    ``complete[i]`` is True when fewer than ``top_m`` earlier prompts reached ``min_similarity``,
+    i.e. the list is exhaustive. A repeat lists its own prompt with similarity 1.0.
+    """
+
+    offsets: np.ndarray  # int64 (n + 1)
+    ids: np.ndarray  # int32
+    sims: np.ndarray  # float32
+    complete: np.ndarray  # bool (n)
+    top_m: int
+    min_similarity: float
+    index: str = "hnsw"
+    prompt_ids: np.ndarray | None = None  # int32 (n): the trace's prompt ids, needed by more()
+    embeddings: np.ndarray | None = field(default=None, repr=False)  # needed by more(); not saved
+    _full: VectorIndex | None = field(default=None, repr=False)
+    _first_seen: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.complete)
+
+    def neighbours(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt ids, similarities) listed for request ``i``."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.ids[a:b], self.sims[a:b]
+
+    def attach(self, embeddings: np.ndarray) -> NeighbourLists:
+        """Give lists loaded from disk the embeddings :meth:`more` needs; returns self."""
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self._full = None
+        return self
+
+    def more(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k causal candidates of request ``i`` from a full index over all prompts.
+
+        Same semantics as the lists (first seen before i, similarity >= ``min_similarity``,
+        own prompt at 1.0, best first) but not truncated at ``top_m``: the replay's fallback
+        when every listed candidate has been evicted. Fewer than k results means no more
+        exist. The full index is built on the first call.
+        """
+        if self.embeddings is None or self.prompt_ids is None:
+            raise RuntimeError("NeighbourLists.more needs embeddings and prompt ids: call attach(embeddings)")
+        if self._full is None:
+            self._first_seen = _first_seen(self.prompt_ids, len(self.embeddings))
+            seen = np.flatnonzero(self._first_seen < len(self.prompt_ids))
+            self._full = make_index(self.index, self.embeddings.shape[1], max(1, len(seen)))  # type: ignore[arg-type]
+            for lo in range(0, len(seen), 65536):
+                part = seen[lo : lo + 65536]
+                self._full.add(self.embeddings[part], part)
+        first_seen = self._first_seen
+        assert first_seen is not None
+        own = int(self.prompt_ids[i])
+        query = self.embeddings[own][None, :]
+        total = len(self._full)
+        floor = np.float32(self.min_similarity)
+        want = min(2 * k + 1, total)
+        while True:
+            labels, sims = self._full.query(query, want)
+            labels, sims = labels[0], sims[0]
+            sims = np.where(labels == own, np.float32(1.0), sims)
+            ok = (first_seen[labels] < i) & (sims >= floor)
+            # Done when enough qualified, the index is exhausted, or the results already
+            # fell below the floor (everything further down is lower still).
+            if ok.sum() >= k or want >= total or (len(sims) and sims.min() < floor):
+                break
+            want = min(4 * want, total)
+        labels, sims = labels[ok], sims[ok]
+        order = np.lexsort((labels, -sims))[:k]
+        return labels[order].astype(np.int32), sims[order].astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the lists to ``path`` (npz, atomic). Embeddings are not stored."""
+        dest = Path(path)
+        meta = {
+            "format": _FORMAT,
+            "top_m": self.top_m,
+            "min_similarity": self.min_similarity,
+            "index": self.index,
+        }
+        arrays = {
+            "offsets": self.offsets,
+            "ids": self.ids,
+            "sims": self.sims,
+            "complete": self.complete,
+            "meta": np.array(json.dumps(meta)),
+        }
+        if self.prompt_ids is not None:
+            arrays["prompt_ids"] = self.prompt_ids
+        with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        return dest
+
+    @classmethod
+    def load(cls, path: str | Path, embeddings: np.ndarray | None = None) -> NeighbourLists:
+        """Read lists written by :meth:`save`; pass ``embeddings`` to enable :meth:`more`."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {name: z[name] for name in ("offsets", "ids", "sims", "complete")}
+                prompt_ids = z["prompt_ids"] if "prompt_ids" in z.files else None
+            if meta.get("format") != _FORMAT:
+                raise InputError(
+                    path, f"neighbour-list format {meta.get('format')!r}, this acsim reads {_FORMAT}"
+                )
+            lists = cls(
+                offsets=arrays["offsets"].astype(np.int64, copy=False),
+                ids=arrays["ids"].astype(np.int32, copy=False),
+                sims=arrays["sims"].astype(np.float32, copy=False),
+                complete=arrays["complete"].astype(bool, copy=False),
+                top_m=int(meta["top_m"]),
+                min_similarity=float(meta["min_similarity"]),
+                index=str(meta["index"]),
+                prompt_ids=None if prompt_ids is None else prompt_ids.astype(np.int32, copy=False),
+            )
+        except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as exc:
+            raise InputError(path, f"not a neighbour-list file: {exc}") from None
+        if embeddings is not None:
+            lists.attach(embeddings)
+        return lists
+
+
+def _first_seen(prompt_ids: np.ndarray, n_prompts: int) -> np.ndarray:
+    """Request index of each prompt's first occurrence (len(prompt_ids) when it never occurs)."""
+    out = np.full(n_prompts, len(prompt_ids), dtype=np.int64)
+    uniq, first = np.unique(prompt_ids, return_index=True)
+    out[uniq] = first
+    return out
+
+
+def _check_inputs(
+    embeddings: np.ndarray, prompt_ids: np.ndarray, top_m: int, min_similarity: float, index: str
+):
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be a (n_prompts, d) matrix, got shape {np.shape(embeddings)}")
+    pids = np.asarray(prompt_ids)
+    if pids.ndim != 1 or (len(pids) and not np.issubdtype(pids.dtype, np.integer)):
+        raise ValueError(f"prompt_ids must be a 1-d integer array, got {pids.dtype} {pids.shape}")
+    pids = pids.astype(np.int32, copy=False)
+    if len(pids) and (pids.min() < 0 or pids.max() >= len(emb)):
+        raise ValueError(f"prompt_ids must lie in [0, {len(emb)}), got [{pids.min()}, {pids.max()}]")
+    if int(top_m) < 1:
+        raise ValueError(f"top_m must be >= 1, got {top_m}")
+    if not -1.0 <= float(min_similarity) <= 1.0:
+        raise ValueError(f"min_similarity must be a cosine in [-1, 1], got {min_similarity}")
+    if index not in ("hnsw", "exact"):
+        raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
+    return emb, pids
+
+
+def _cache_file(
+    cache_dir: Path,
+    cache_key: str | None,
+    emb: np.ndarray,
+    pids: np.ndarray,
+    top_m: int,
+    min_sim: float,
+    index: str,
+) -> Path:
+    # The caller's key names the (trace, embedder); the digests guard against a stale key.
+    key = {
+        "format": _FORMAT,
+        "key": cache_key if cache_key is not None else hashlib.sha1(emb.data).hexdigest(),
+        "top_m": int(top_m),
+        "min_similarity": float(min_sim),
+        "index": index,
+        "prompt_ids": hashlib.sha1(np.ascontiguousarray(pids).data).hexdigest(),
+        "embeddings": list(emb.shape),
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / f"neighbours-{digest}.npz"
+
+
+def build_neighbours(
+    embeddings: np.ndarray,
+    prompt_ids: np.ndarray,
+    top_m: int,
+    min_similarity: float,
+    index: str = "hnsw",
+    cache_dir: str | Path | None = None,
+    cache_key: str | None = None,
+    progress: bool = True,
+    num_threads: int = 1,
+    seed: int = 1,
+) -> NeighbourLists:
+    """Causal top-``top_m`` neighbour lists of every request (see the module docstring).
+
+    ``embeddings``: float32 (n_prompts, d), unit rows, row = prompt id. ``prompt_ids``: the
+    trace's prompt id per request, in time order. ``index``: ``hnsw`` (fast, approximate) or
+    ``exact`` (brute force). With ``cache_dir`` the result is cached there keyed by
+    (``cache_key``, top_m, min_similarity, index) and reused by every policy and cache size;
+    without ``cache_key`` the key is a digest of the embeddings. ``num_threads`` > 1 speeds up
+    hnswlib but makes its approximate lists depend on thread timing; ``seed`` seeds the graph.
+    """
+    emb, pids = _check_inputs(embeddings, prompt_ids, top_m, min_similarity, index)
+    path = None
+    if cache_dir is not None:
+        path = _cache_file(Path(cache_dir), cache_key, emb, pids, top_m, min_similarity, index)
+        if path.exists():
+            try:
+                return NeighbourLists.load(path, emb)
+            except InputError:
+                pass  # a damaged or outdated cache entry is rebuilt and overwritten
+    lists = _build(emb, pids, int(top_m), float(min_similarity), index, progress, num_threads, seed)
+    lists.embeddings = emb
+    if path is not None:
+        lists.save(path)
+    return lists
+
+
+def _build(
+    emb: np.ndarray,
+    pids: np.ndarray,
+    top_m: int,
+    min_sim: float,
+    kind: str,
+    progress: bool,
+    threads: int,
+    seed: int,
+) -> NeighbourLists:
+    n = len(pids)
+    first_seen = _first_seen(pids, len(emb))
+    n_seen = int((first_seen < n).sum())
+    idx = make_index(kind, emb.shape[1], max(1, n_seen), seed)  # type: ignore[arg-type]
+    floor = np.float32(min_sim)
+    one = np.float32(1.0)
+    counts = np.zeros(n, np.int64)
+    id_parts: list[np.ndarray] = []
+    sim_parts: list[np.ndarray] = []
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, desc="neighbour lists", unit="req", disable=not progress or n < 20 * _BLOCK) as bar:
+        for s in range(0, n, _BLOCK):
+            e = min(s + _BLOCK, n)
+            req = np.arange(s, e)
+            own = pids[s:e].astype(np.int64)
+            own_first = first_seen[own]
+            # Candidates at or above the floor as flat (row, prompt id, similarity) triples.
+            rows, cids, csims = [], [], []
+
+            # 1. Prompts first seen before the block, from the index (one query per distinct prompt).
+            if len(idx):
+                uq, inv = np.unique(own, return_inverse=True)
+                # One extra result: the request's own prompt is dropped here and re-added at 1.0.
+                lab, sim = idx.query(emb[uq], top_m + 1, num_threads=threads)
+                lab, sim = lab[inv], sim[inv]
+                r, c = np.nonzero((sim >= floor) & (lab != own[:, None]))
+                rows.append(r)
+                cids.append(lab[r, c])
+                csims.append(sim[r, c])
+            # 2. The request's own prompt when it was first seen before the block (exact repeat).
+            r = np.flatnonzero(own_first < s)
+            rows.append(r)
+            cids.append(own[r])
+            csims.append(np.full(len(r), one))
+            # 3. Prompts first seen inside the block, before the request: a masked dense product.
+            new = np.unique(own[own_first >= s])
+            if len(new):
+                sim = emb[own] @ emb[new].T
+                earlier = first_seen[new][None, :] < req[:, None]
+                # A repeat of a prompt first seen earlier in the block: its own prompt at 1.0.
+                sim[earlier & (new[None, :] == own[:, None])] = one
+                r, c = np.nonzero(earlier & (sim >= floor))
+                rows.append(r)
+                cids.append(new[c])
+                csims.append(sim[r, c])
+
+            r, cid, csim = np.concatenate(rows), np.concatenate(cids), np.concatenate(csims)
+            order = np.lexsort((cid, -csim, r))
+            r, cid, csim = r[order], cid[order], csim[order]
+            rank = np.arange(len(r)) - np.searchsorted(r, r)
+            keep = rank < top_m
+            counts[s:e] = np.bincount(r[keep], minlength=e - s)
+            id_parts.append(cid[keep].astype(np.int32))
+            sim_parts.append(csim[keep].astype(np.float32))
+
+            if len(new):
+                idx.add(emb[new], new, num_threads=threads)
+            bar.update(e - s)
+
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return NeighbourLists(
+        offsets=offsets,
+        ids=np.concatenate(id_parts) if id_parts else np.zeros(0, np.int32),
+        sims=np.concatenate(sim_parts) if sim_parts else np.zeros(0, np.float32),
+        complete=counts < top_m,
+        top_m=top_m,
+        min_similarity=min_sim,
+        index=kind,
+        prompt_ids=pids,
+    )

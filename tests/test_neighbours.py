@@ -1,0 +1,202 @@
+"""sim.neighbours: causal top-m lists equal a naive O(n^2) scan, persist, cache, and extend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sim.neighbours as nbmod
+from sim.errors import InputError
+from sim.neighbours import NeighbourLists, build_neighbours
+
+
+def trace_ids(n_requests: int, n_prompts: int, seed: int, repeat: float = 0.4) -> np.ndarray:
+    """Prompt ids in order of first appearance, with repeats (some within the same block)."""
+    rng = np.random.default_rng(seed)
+    ids, nxt = [], 0
+    for _ in range(n_requests):
+        if nxt < n_prompts and (nxt == 0 or rng.random() > repeat):
+            ids.append(nxt)
+            nxt += 1
+        elif rng.random() < 0.5:
+            ids.append(int(rng.integers(max(0, nxt - 5), nxt)))  # a repeat of a very recent prompt
+        else:
+            ids.append(int(rng.integers(0, nxt)))
+    return np.array(ids, np.int32)
+
+
+def grid_vectors(n: int, d: int, seed: int) -> np.ndarray:
+    """Vectors on a coarse grid: every dot product is exact in float32 whatever the summation
+    order, so results can be compared bit for bit, ties included (and ties are frequent)."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(-3, 4, (n, d)) / 16).astype(np.float32)
+
+
+def unit_vectors(n: int, d: int, seed: int) -> np.ndarray:
+    """Unit vectors in families of near-duplicates (like edited prompts)."""
+    rng = np.random.default_rng(seed)
+    fam = rng.standard_normal((n // 4 + 1, d))
+    fam /= np.linalg.norm(fam, axis=1, keepdims=True)
+    x = fam[rng.integers(0, len(fam), n)] + rng.standard_normal((n, d)) * 0.6 / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def naive(emb: np.ndarray, pids: np.ndarray, top_m: int, min_sim: float):
+    """The definition, one request at a time: (ids, sims, complete) per request."""
+    sims_all = emb @ emb.T
+    first: dict[int, int] = {}
+    for i, p in enumerate(pids.tolist()):
+        first.setdefault(p, i)
+    seen = np.array(sorted(first, key=first.get), dtype=np.int64)
+    first_at = np.array([first[p] for p in seen.tolist()])
+    out = []
+    for i, p in enumerate(pids.tolist()):
+        cand = seen[first_at < i]
+        s = sims_all[p, cand].astype(np.float32)
+        s[cand == p] = 1.0
+        ok = s >= np.float32(min_sim)
+        cand, s = cand[ok], s[ok]
+        order = np.lexsort((cand, -s))[:top_m]
+        out.append((cand[order], s[order], len(cand) < top_m))
+    return out
+
+
+def assert_equal_to_naive(nb: NeighbourLists, ref) -> None:
+    assert len(nb) == len(ref)
+    for i, (ids, sims, complete) in enumerate(ref):
+        got_ids, got_sims = nb.neighbours(i)
+        assert np.array_equal(got_ids, ids), f"request {i}"
+        assert np.array_equal(got_sims, sims), f"request {i}"
+        assert nb.complete[i] == complete, f"request {i}"
+
+
+@pytest.mark.parametrize(("top_m", "min_sim"), [(5, 0.3), (8, 0.05), (1, -1.0)])
+def test_exact_build_equals_naive_scan(top_m: int, min_sim: float) -> None:
+    pids = trace_ids(3000, 1600, seed=top_m)
+    emb = grid_vectors(1700, 32, seed=top_m)  # some prompts never occur
+    nb = build_neighbours(emb, pids, top_m=top_m, min_similarity=min_sim, index="exact", progress=False)
+    assert len(nb.ids) > 1000  # the comparison is not vacuous
+    assert_equal_to_naive(nb, naive(emb, pids, top_m, min_sim))
+
+
+def test_structure_and_semantics_with_hnsw() -> None:
+    pids = trace_ids(2500, 2000, seed=7, repeat=0.2)
+    emb = unit_vectors(2000, 48, seed=7)
+    nb = build_neighbours(emb, pids, top_m=6, min_similarity=0.5, index="hnsw", progress=False)
+    n = len(pids)
+    assert nb.offsets.dtype == np.int64 and nb.offsets.shape == (n + 1,)
+    assert nb.ids.dtype == np.int32 and nb.sims.dtype == np.float32 and nb.complete.dtype == bool
+    assert nb.offsets[0] == 0 and nb.offsets[-1] == len(nb.ids) == len(nb.sims)
+    counts = np.diff(nb.offsets)
+    assert counts.max() <= 6
+    assert np.array_equal(nb.complete, counts < 6)
+    assert (nb.sims >= np.float32(0.5)).all()
+    first = nbmod._first_seen(pids, len(emb))
+    req = np.repeat(np.arange(n), counts)
+    assert (first[nb.ids] < req).all(), "a candidate must have appeared before the request"
+    for i in range(n):
+        ids, sims = nb.neighbours(i)
+        assert (np.diff(sims) <= 0).all()
+        assert len(set(ids.tolist())) == len(ids)
+        if first[pids[i]] < i:  # a repeat lists its own prompt first, at 1.0
+            assert ids[0] == pids[i] and sims[0] == 1.0
+    assert nb.complete[0] and counts[0] == 0
+
+    # hnsw is approximate but must find nearly every pair the exact scan finds.
+    ex = build_neighbours(emb, pids, top_m=6, min_similarity=0.5, index="exact", progress=False)
+    pairs_h = set(zip(req.tolist(), nb.ids.tolist(), strict=True))
+    req_e = np.repeat(np.arange(n), np.diff(ex.offsets))
+    pairs_e = set(zip(req_e.tolist(), ex.ids.tolist(), strict=True))
+    assert len(pairs_e) > 2000
+    assert len(pairs_h & pairs_e) / len(pairs_e) >= 0.98
+
+
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_more_extends_the_list(index: str) -> None:
+    pids = trace_ids(1200, 900, seed=3)
+    emb = unit_vectors(900, 32, seed=3)
+    nb = build_neighbours(emb, pids, top_m=3, min_similarity=0.0, index=index, progress=False)
+    ref = naive(emb, pids, 40, 0.0)
+    checked = 0
+    for i in range(0, 1200, 37):
+        ids, sims = nb.more(i, 40)
+        assert ids.dtype == np.int32 and sims.dtype == np.float32
+        ref_ids, ref_sims, _ = ref[i]
+        if index == "exact":
+            assert np.array_equal(ids, ref_ids)
+            np.testing.assert_allclose(sims, ref_sims, atol=1e-6)
+        else:
+            assert len(set(ids.tolist()) & set(ref_ids.tolist())) >= 0.9 * len(ref_ids)
+        # The list is the head of the longer answer.
+        head, _ = nb.neighbours(i)
+        assert np.array_equal(ids[: len(head)], head) or index == "hnsw"
+        checked += len(ref_ids) == 40
+    assert checked > 10
+    # Asking for more than exist returns fewer than k: the replay's "no more" signal.
+    ids, _ = nb.more(5, 1000)
+    assert len(ids) == len(naive(emb, pids, 1000, 0.0)[5][0]) < 1000
+
+
+def test_save_load_roundtrip(tmp_path) -> None:
+    pids = trace_ids(700, 500, seed=1)
+    emb = unit_vectors(500, 16, seed=1)
+    nb = build_neighbours(emb, pids, top_m=4, min_similarity=0.2, index="exact", progress=False)
+    path = nb.save(tmp_path / "nb.npz")
+    assert not list(tmp_path.glob("*.tmp"))
+    back = NeighbourLists.load(path)
+    for name in ("offsets", "ids", "sims", "complete", "prompt_ids"):
+        assert np.array_equal(getattr(back, name), getattr(nb, name)), name
+    assert (back.top_m, back.min_similarity, back.index) == (4, 0.2, "exact")
+    with pytest.raises(RuntimeError, match="attach"):
+        back.more(10, 5)
+    back.attach(emb)
+    assert np.array_equal(back.more(600, 6)[0], nb.more(600, 6)[0])
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="junk.npz"):
+        NeighbourLists.load(tmp_path / "junk.npz")
+
+
+def test_cache_is_reused_and_keyed(tmp_path, monkeypatch) -> None:
+    pids = trace_ids(600, 400, seed=2)
+    emb = unit_vectors(400, 16, seed=2)
+    kw = {"index": "exact", "cache_dir": tmp_path, "cache_key": "trace-a", "progress": False}
+    first = build_neighbours(emb, pids, 4, 0.3, **kw)
+    assert len(list(tmp_path.glob("neighbours-*.npz"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("cached lists must not be rebuilt")
+
+    monkeypatch.setattr(nbmod, "_build", fail)
+    again = build_neighbours(emb, pids, 4, 0.3, **kw)
+    assert np.array_equal(again.ids, first.ids) and np.array_equal(again.sims, first.sims)
+    assert np.array_equal(again.more(300, 10)[0], first.more(300, 10)[0])  # embeddings attached
+    # Another top_m, threshold or key is another entry.
+    for args, extra in [((5, 0.3), {}), ((4, 0.4), {}), ((4, 0.3), {"cache_key": "trace-b"})]:
+        with pytest.raises(AssertionError, match="rebuilt"):
+            build_neighbours(emb, pids, *args, **{**kw, **extra})
+
+
+def test_bad_inputs() -> None:
+    emb = unit_vectors(10, 8, seed=0)
+    with pytest.raises(ValueError, match="prompt_ids"):
+        build_neighbours(emb, np.array([0, 10]), 2, 0.5, progress=False)
+    with pytest.raises(ValueError, match="top_m"):
+        build_neighbours(emb, np.array([0, 1]), 0, 0.5, progress=False)
+    with pytest.raises(ValueError, match="index"):
+        build_neighbours(emb, np.array([0, 1]), 2, 0.5, index="faiss", progress=False)
+    with pytest.raises(ValueError, match="matrix"):
+        build_neighbours(emb[0], np.array([0]), 2, 0.5, progress=False)
+    empty = build_neighbours(emb, np.zeros(0, np.int32), 2, 0.5, progress=False)
+    assert len(empty) == 0 and empty.offsets.tolist() == [0]
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path) -> None:
+    pids = trace_ids(300, 200, seed=4)
+    emb = unit_vectors(200, 16, seed=4)
+    kw = {"index": "exact", "cache_dir": tmp_path, "cache_key": "t", "progress": False}
+    good = build_neighbours(emb, pids, 3, 0.3, **kw)
+    (entry,) = tmp_path.glob("neighbours-*.npz")
+    entry.write_bytes(b"truncated")
+    again = build_neighbours(emb, pids, 3, 0.3, **kw)
+    assert np.array_equal(again.ids, good.ids)
+    assert np.array_equal(NeighbourLists.load(entry).ids, good.ids)  # rewritten
