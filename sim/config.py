@@ -78,7 +78,7 @@ class SyntheticConfig:
     users: int | None = None  # None: scales with the request count
     topics: int | None = None
     zipf_s: float = 1.1
-    session_mean: float = 6.0  # prompts per user session
+    session_mean: float = 4.0  # prompts per user session (fits the real 1k sample: 217 sessions, mean 4.6 in its window)
     edit_prob: float = 0.55  # chance the next prompt in a session is an edit of the last
     repeat_prob: float = 0.08  # chance a request repeats an earlier prompt exactly
     drift_per_day: float = 0.3  # fraction of topic popularity reshuffled per day
@@ -90,7 +90,8 @@ class TraceConfig:
     """Where requests come from."""
 
     source: Literal["synthetic", "diffusiondb", "prompts", "parquet"] = "synthetic"
-    path: str | None = None
+    # A list means the first of those files that exists (e.g. the full dataset, else a shipped sample).
+    path: str | list[str] | None = None
     requests: int | None = 20000  # keep the first N requests (None: all)
     start: str | None = None  # ISO time window on the trace's own clock
     end: str | None = None
@@ -314,12 +315,22 @@ def _positive(path: str, value: float | None, *, allow_zero: bool = False) -> No
         raise ConfigError(path, value, "must be " + (">= 0" if allow_zero else "> 0"))
 
 
+def _first_existing(field: str, candidates: list[str]) -> str:
+    """The first candidate path that exists (what the resolved config records)."""
+    for candidate in candidates:
+        if Path(candidate).expanduser().exists():
+            return candidate
+    raise ConfigError(field, candidates, "none of these files exists")
+
+
 def _check_ranges(obj: Any, prefix: str) -> None:
     """Value checks that a type annotation cannot express."""
     p = (prefix + ".") if prefix else ""
     if isinstance(obj, TraceConfig):
         _positive(p + "requests", obj.requests)
         _positive(p + "time_scale", obj.time_scale)
+        if isinstance(obj.path, list):
+            obj.path = _first_existing(p + "path", obj.path)
         if obj.source != "synthetic" and obj.path is None:
             raise ConfigError(p + "path", None, f"trace.source={obj.source!r} needs a path to read")
     elif isinstance(obj, ArrivalConfig):

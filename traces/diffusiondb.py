@@ -1,0 +1,209 @@
+"""DiffusionDB metadata: ``metadata.parquet`` (2M rows), ``metadata-large.parquet`` (14M) and CSV exports.
+
+The parquet reader never turns the whole file into Python objects: it reads the ``timestamp``
+column alone, picks the wanted rows (time window, then the ``requests`` earliest), and streams
+only the needed columns batch by batch, stopping after the last wanted row.
+
+DiffusionDB times have minute resolution, so many requests share a timestamp. When every
+timestamp is a whole minute, the n requests of a minute are spread inside it: ordered by a stable
+hash of (prompt, user, seed), the k-th gets offset (k + 0.5) / n * 60 s. The result does not
+depend on the order of rows in the file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sim.errors import InputError
+from traces.prompts import decode_utf8
+from traces.schema import Trace, normalise
+
+# DiffusionDB column -> trace column (only these are read).
+RENAME = {
+    "prompt": "prompt",
+    "timestamp": "timestamp",
+    "user_name": "user",
+    "seed": "seed",
+    "step": "steps",
+    "width": "width",
+    "height": "height",
+}
+MINUTE_NS = 60 * 10**9
+BATCH_ROWS = 65536
+
+
+def load_diffusiondb(
+    path: str | Path,
+    requests: int | None = None,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> Trace:
+    """Load DiffusionDB metadata (``.parquet`` or ``.csv`` by suffix).
+
+    ``start`` (inclusive) and ``end`` (exclusive) window the trace on its original minute
+    timestamps; ``requests`` keeps the earliest N requests of the window.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "DiffusionDB metadata file not found")
+    if p.suffix.lower() == ".csv":
+        raw = _read_csv(p)
+    elif p.suffix.lower() == ".parquet":
+        raw = _read_parquet(p, requests, start, end)
+    else:
+        raise InputError(p, "expected a DiffusionDB metadata .parquet or a .csv export")
+    raw = _drop_empty(raw, p)
+    df = normalise(raw, p)
+    df = _window(df, start, end, requests)
+    if len(df) == 0:
+        raise InputError(p, f"no request in the window [{start}, {end})")
+    df["timestamp"] = spread_within_minute(df)
+    # Spreading reorders requests inside a minute, so sort and number prompts again.
+    df = normalise(df, p)
+    return Trace(df, name=p.stem, source=f"diffusiondb:{p}")
+
+
+def spread_within_minute(df: pd.DataFrame) -> pd.Series:
+    """Spread minute-resolution timestamps deterministically inside their minute (see module doc)."""
+    ns = df["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    if len(ns) == 0 or np.any(ns % MINUTE_NS):
+        return df["timestamp"]
+    h = pd.util.hash_pandas_object(df[["prompt", "user", "seed"]].astype("str"), index=False).to_numpy()
+    order = np.lexsort((h, ns))
+    s = ns[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(s)) + 1))
+    sizes = np.diff(np.concatenate((starts, [len(s)])))
+    k = np.arange(len(s)) - np.repeat(starts, sizes)
+    n = np.repeat(sizes, sizes)
+    out = np.empty_like(ns)
+    out[order] = s + ((k + 0.5) / n * MINUTE_NS).astype(np.int64)
+    return pd.Series(pd.to_datetime(out, utc=True), index=df.index).astype("datetime64[ns, UTC]")
+
+
+def _window(
+    df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None, requests: int | None
+) -> pd.DataFrame:
+    keep = np.ones(len(df), dtype=bool)
+    if start is not None:
+        keep &= (df["timestamp"] >= start).to_numpy()
+    if end is not None:
+        keep &= (df["timestamp"] < end).to_numpy()
+    df = df[keep]
+    if requests is not None:
+        df = df.iloc[:requests]
+    return df.reset_index(drop=True)
+
+
+def _drop_empty(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Real DiffusionDB has empty prompts; drop them with a warning (a trace may not hold one)."""
+    if "prompt" not in raw.columns:
+        return raw
+    prompt = raw["prompt"]
+    empty = (prompt.isna() | (prompt.astype("str").str.strip() == "")).to_numpy()
+    if empty.any():
+        rows = np.flatnonzero(empty)[:5] + 1
+        warnings.warn(
+            f"{path}: dropped {int(empty.sum())} request(s) with an empty prompt (data rows "
+            f"{', '.join(map(str, rows))}{' ...' if empty.sum() > 5 else ''})",
+            stacklevel=3,
+        )
+        raw = raw[~empty].reset_index(drop=True)
+    return raw
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    text = decode_utf8(path, path.read_bytes())
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(path, f"not a readable CSV ({exc})") from None
+    _check_columns(path, list(df.columns))
+    df = df[[c for c in RENAME if c in df.columns]].rename(columns=RENAME)
+    for col in df.columns:
+        if col != "prompt":
+            df[col] = df[col].where(df[col] != "", None)
+    return df
+
+
+def _check_columns(path: Path, names: list[str]) -> None:
+    for col in ("prompt", "timestamp"):
+        if col not in names:
+            raise InputError(path, f"missing DiffusionDB column {col!r}; found {names}", column=col)
+
+
+def _read_parquet(
+    path: Path, requests: int | None, start: pd.Timestamp | None, end: pd.Timestamp | None
+) -> pd.DataFrame:
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        _check_columns(path, names)
+        ts_col = pf.read(columns=["timestamp"]).column(0)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(path, f"not a readable parquet file ({exc})") from None
+    ts = _column_times(ts_col, path)
+    rows = _select_rows(ts, requests, start, end)
+    columns = [c for c in RENAME if c in names]
+    parts, offset = [], 0
+    last = int(rows[-1]) if len(rows) else -1
+    try:
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            hi = offset + batch.num_rows
+            lo_i, hi_i = np.searchsorted(rows, [offset, hi])
+            if hi_i > lo_i:
+                parts.append(batch.take(pa.array(rows[lo_i:hi_i] - offset)))
+            offset = hi
+            if offset > last:
+                break
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(path, f"not a readable parquet file ({exc})") from None
+    if not parts:
+        raise InputError(path, f"no request in the window [{start}, {end})")
+    table = pa.Table.from_batches(parts)
+    try:
+        df = table.to_pandas()
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text ({exc.reason})", column="prompt") from None
+    df = df.rename(columns=RENAME)
+    df["timestamp"] = pd.to_datetime(ts[rows], utc=True)
+    return df
+
+
+def _column_times(col: pa.ChunkedArray, path: Path) -> np.ndarray:
+    """The timestamp column as int64 ns UTC; errors name the row."""
+    s = col.to_pandas()
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        t = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+    else:
+        t = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+    bad = np.flatnonzero(t.isna().to_numpy())
+    if len(bad):
+        raise InputError(
+            path,
+            f"missing or unparseable timestamp {s.iloc[bad[0]]!r}",
+            row=int(bad[0]) + 1,
+            column="timestamp",
+        )
+    return t.astype("datetime64[ns, UTC]").to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _select_rows(
+    ts: np.ndarray, requests: int | None, start: pd.Timestamp | None, end: pd.Timestamp | None
+) -> np.ndarray:
+    """Row indices (ascending) of the ``requests`` earliest rows inside the window."""
+    keep = np.ones(len(ts), dtype=bool)
+    if start is not None:
+        keep &= ts >= start.value
+    if end is not None:
+        keep &= ts < end.value
+    rows = np.flatnonzero(keep)
+    if requests is not None and len(rows) > requests:
+        rows = np.sort(rows[np.argsort(ts[rows], kind="stable")[:requests]])
+    return rows
