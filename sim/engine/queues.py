@@ -1,0 +1,68 @@
+"""GPU queue disciplines: the order in which waiting jobs get a GPU.
+
+Each queue holds :class:`Job` objects and offers ``push``, ``pop`` and ``oldest_ready``.
+``fcfs`` serves in order of arrival at the queue; ``sjf`` serves the job with the fewest
+denoising steps first (ties in arrival order), which favours cache hits under load.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+
+class Job:
+    """One request waiting for (or running on) a GPU."""
+
+    __slots__ = ("i", "ready", "steps", "saves", "work", "start")
+
+    def __init__(self, i: int, ready: float, steps: int, saves: bool, work: float) -> None:
+        self.i = i
+        self.ready = ready  # time it joined the GPU queue
+        self.steps = steps  # denoising steps to run
+        self.saves = saves  # whether it stores latents (costs GPU time per step)
+        self.work = work  # its service time alone on a GPU (batch of one)
+        self.start = float("nan")  # when its GPU service began
+
+
+class FCFSQueue:
+    """First come, first served."""
+
+    def __init__(self) -> None:
+        self._q: deque[Job] = deque()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def push(self, job: Job) -> None:
+        self._q.append(job)
+
+    def pop(self) -> Job:
+        return self._q.popleft()
+
+    def oldest_ready(self) -> float:
+        return self._q[0].ready
+
+
+class SJFQueue:
+    """Shortest job (fewest denoising steps) first; non-preemptive."""
+
+    def __init__(self) -> None:
+        self._h: list[tuple[int, int, Job]] = []
+        self._n = 0
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def push(self, job: Job) -> None:
+        self._n += 1
+        heapq.heappush(self._h, (job.steps, self._n, job))
+
+    def pop(self) -> Job:
+        return heapq.heappop(self._h)[2]
+
+    def oldest_ready(self) -> float:
+        return min(e[2].ready for e in self._h)
+
+
+QUEUES: dict[str, type[FCFSQueue] | type[SJFQueue]] = {"fcfs": FCFSQueue, "sjf": SJFQueue}

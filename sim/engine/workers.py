@@ -1,0 +1,180 @@
+"""The pool of identical GPU workers and its queue, as SimPy events with callbacks.
+
+Workers are identical, so the pool only counts idle ones; a job (or batch) in service is
+one SimPy ``Timeout`` whose callback finishes it and pulls the next work from the queue.
+That hand-rolled worker loop avoids a generator process per worker or request, which
+keeps the per-request cost of the simulation to a few heap operations.
+
+Service time of a batch of b jobs (b = 1 without batching)::
+
+    text_encoder_s + max(steps) * step_s(b) + sum(steps of jobs that save) * save_overhead_step_s
+    + b * vae_decode_s
+
+so a lone job takes ``text_encoder_s + steps * (step_s(1) [+ save_overhead_step_s]) +
+vae_decode_s``. A batch runs as many steps as its longest member and all members finish
+together. With ``max_batch > 1`` a free GPU starts a batch as soon as ``max_batch`` jobs
+wait or the oldest waiting job has waited ``max_wait_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import simpy
+from simpy.events import Timeout
+
+from sim.config import BatchConfig
+from sim.engine.queues import Job
+from sim.profile import Profile
+
+# Times closer than this are the same instant (floating-point sums of delays).
+_EPS = 1e-9
+
+
+def job_work(profile: Profile, steps: int, saves: bool) -> float:
+    """Seconds one job takes alone on a GPU."""
+    per_step = profile.step_s(1) + (profile.save_overhead_step_s if saves else 0.0)
+    return profile.text_encoder_s + steps * per_step + profile.vae_decode_s
+
+
+class WorkTable:
+    """:func:`job_work` memoised by (steps, saves): the engine asks once per request."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._memo: dict[tuple[int, bool], float] = {}
+
+    def __call__(self, steps: int, saves: bool) -> float:
+        key = (steps, saves)
+        w = self._memo.get(key)
+        if w is None:
+            w = self._memo[key] = job_work(self.profile, steps, saves)
+        return w
+
+
+class GpuPool:
+    """``gpus`` identical workers serving one queue, optionally in batches."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        gpus: int,
+        queue: object,
+        batch: BatchConfig,
+        profile: Profile,
+        on_finish: Callable[[Job, float], None] | None = None,
+    ) -> None:
+        self.env = env
+        self.gpus = gpus
+        self.idle = gpus
+        self.queue = queue
+        self.max_batch = batch.max_batch
+        self.max_wait = batch.max_wait_s
+        self.profile = profile
+        # Called with (job, its GPU-seconds) when a job's image is done; set before the run.
+        self.on_finish = on_finish
+        self._step_s = [0.0] + [profile.step_s(b) for b in range(1, self.max_batch + 1)]
+        self.busy_s = 0.0  # GPU-seconds of service
+        self.batches = 0
+        self.queued_work = 0.0  # batch-of-one seconds of the jobs waiting
+        self._busy_until = 0.0  # sum over busy GPUs of the time they free up
+        self.queue_area = 0.0  # integral of the queue length over time
+        self._q_last = 0.0
+
+    # -- load estimate -------------------------------------------------------------
+
+    def backlog_s(self) -> float:
+        """Seconds of work ahead of a new job per GPU: queued work plus what is left in service."""
+        busy = self.gpus - self.idle
+        return (self.queued_work + self._busy_until - busy * self.env.now) / self.gpus
+
+    # -- arrivals ------------------------------------------------------------------
+
+    def push(self, job: Job) -> None:
+        """A job joins the queue (or starts at once on an idle GPU)."""
+        env = self.env
+        now = env.now
+        if self.max_batch == 1:
+            if self.idle:
+                self._start_one(job, now)
+                return
+            self._tick(now)
+            self.queue.push(job)
+            self.queued_work += job.work
+            return
+        self._tick(now)
+        self.queue.push(job)
+        self.queued_work += job.work
+        if self.idle and (len(self.queue) >= self.max_batch or self.max_wait <= 0):
+            self._start_batch(now)
+        elif self.max_wait > 0:
+            # Even with every GPU busy: one may free up before this job has waited max_wait_s
+            # and leave it for company, so its deadline needs an event of its own.
+            Timeout(env, self.max_wait, job).callbacks.append(self._wait_over)
+
+    def _wait_over(self, event: Timeout) -> None:
+        now = self.env.now
+        if self.idle and len(self.queue) and self.queue.oldest_ready() + self.max_wait <= now + _EPS:
+            self._start_batch(now)
+
+    def _tick(self, now: float) -> None:
+        self.queue_area += len(self.queue) * (now - self._q_last)
+        self._q_last = now
+
+    # -- service -------------------------------------------------------------------
+
+    def _start_one(self, job: Job, now: float) -> None:
+        self.idle -= 1
+        dur = job.work
+        job.start = now
+        self.busy_s += dur
+        self.batches += 1
+        self._busy_until += now + dur
+        Timeout(self.env, dur, job).callbacks.append(self._done_one)
+
+    def _done_one(self, event: Timeout) -> None:
+        job = event._value
+        now = self.env.now
+        self._busy_until -= job.start + job.work
+        self.idle += 1
+        self.on_finish(job, job.work)
+        if len(self.queue):
+            self._tick(now)
+            nxt = self.queue.pop()
+            self.queued_work -= nxt.work
+            self._start_one(nxt, now)
+
+    def _start_batch(self, now: float) -> None:
+        q = self.queue
+        self._tick(now)
+        jobs = [q.pop() for _ in range(min(self.max_batch, len(q)))]
+        b = len(jobs)
+        p = self.profile
+        longest = max(j.steps for j in jobs)
+        saving_steps = sum(j.steps for j in jobs if j.saves)
+        dur = (
+            p.text_encoder_s
+            + longest * self._step_s[b]
+            + saving_steps * p.save_overhead_step_s
+            + b * p.vae_decode_s
+        )
+        for j in jobs:
+            j.start = now
+            self.queued_work -= j.work
+        self.idle -= 1
+        self.busy_s += dur
+        self.batches += 1
+        self._busy_until += now + dur
+        Timeout(self.env, dur, (jobs, now + dur, dur)).callbacks.append(self._done_batch)
+
+    def _done_batch(self, event: Timeout) -> None:
+        jobs, until, dur = event._value
+        now = self.env.now
+        self._busy_until -= until
+        self.idle += 1
+        share = dur / len(jobs)
+        for job in jobs:
+            self.on_finish(job, share)
+        q = self.queue
+        if len(q) and (len(q) >= self.max_batch or q.oldest_ready() + self.max_wait <= now + _EPS):
+            self._start_batch(now)

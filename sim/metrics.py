@@ -1,0 +1,204 @@
+"""Per-request records -> one summary row per system, and per-minute time series.
+
+Works on records of both replay paths. Cache-only records have NaN time columns: their
+latency, queue and SLO fields are NaN, their GPU time is estimated from the steps run
+(``gpu_s`` is filled by the full engine only) and their duration is the arrival span.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.config import Experiment
+from sim.cost import run_cost
+from sim.engine.source import default_lookup_kind
+from sim.profile import Profile
+from sim.records import REUSE_OUTCOMES
+
+_NAN = float("nan")
+
+
+def _mean_cached_bytes(stats: dict[str, Any], exp: Experiment, profile: Profile) -> float:
+    """Bytes the cache held on average: the system's occupancy samples, else its final size,
+    else its configured capacity."""
+    occ = stats.get("occupancy")
+    if isinstance(occ, pd.DataFrame) and len(occ) and "bytes" in occ:
+        return float(occ["bytes"].mean())
+    if stats.get("bytes") is not None:
+        return float(stats["bytes"])
+    c = exp.cache
+    if c.unit == "bytes":
+        return float(c.capacity)
+    per_prompt = len(profile.k_levels) if c.unit == "prompts" else 1
+    return float(c.capacity) * per_prompt * profile.latent_bytes
+
+
+def estimated_gpu_s(records: pd.DataFrame, profile: Profile, latents: bool) -> np.ndarray:
+    """GPU-seconds of each request from its steps (for records without ``gpu_s``).
+
+    ``latents``: the system caches intermediate latents, so a generation pays the save
+    overhead when the ladder has levels above the K it started from (a miss: every level).
+    Image caches store only the final image, which costs no GPU time.
+    """
+    steps = records["steps"].to_numpy(dtype=float)
+    per_step = np.full(len(steps), profile.step_s(1))
+    if latents:
+        saves = records["k_used"].to_numpy() < max(profile.k_levels)
+        per_step += np.where(saves, profile.save_overhead_step_s, 0.0)
+    work = profile.text_encoder_s + steps * per_step + profile.vae_decode_s
+    return np.where(steps > 0, work, 0.0)
+
+
+def quality_traded(records: pd.DataFrame, profile: Profile, exp: Experiment) -> float:
+    """Mean CLIP score per request given up to load-aware boosts (0 when nothing was boosted).
+
+    For each boosted request: the quality at the K the plain selector gives its similarity
+    minus the quality it was served at; summed and divided by all requests, so that
+    ``quality_clip + quality_traded`` is the quality the run would have had without boosts
+    (for the same matches).
+    """
+    if "boost" not in records or not (records["boost"] > 0).any():
+        return 0.0
+    from sim.selector import Selector
+
+    sel = Selector.from_config(exp, profile)
+    b = records[records["boost"] > 0]
+    plain_q = [
+        profile.quality_for_k(sel.k_for(float(s))) if s == s else profile.quality_vanilla
+        for s in b["similarity"].to_numpy(dtype=float)
+    ]
+    return float(np.sum(np.asarray(plain_q) - b["quality"].to_numpy(dtype=float)) / len(records))
+
+
+def summarize(
+    records_df: pd.DataFrame, *, profile: Profile, exp: Experiment, system_stats: dict[str, Any]
+) -> dict[str, Any]:
+    """One summary row (see ARCHITECTURE.md) for the records of one system."""
+    r = records_df
+    n = len(r)
+    name = str(r["system"].iloc[0]) if n else "?"
+    stats = dict(system_stats or {})
+    engine = dict(r.attrs.get("engine", {}))
+    outcome = r["outcome"].astype(str).to_numpy()
+    latency = r["latency_s"].to_numpy(dtype=float)
+    full = n > 0 and not np.isnan(latency).all()
+    arrival = r["arrival_s"].to_numpy(dtype=float)
+    kind = engine.get("lookup_kind") or default_lookup_kind(name)
+    gpu_s = r["gpu_s"].to_numpy(dtype=float)
+    if not full or np.isnan(gpu_s).any():
+        # Records carry no store levels: a system that reused latents (hits, holes) is taken
+        # to cache them, one that serves images (or nothing) not.
+        gpu_s = estimated_gpu_s(r, profile, latents=bool(np.isin(outcome, ("hit", "hole")).any()))
+    gpu_busy = float(gpu_s.sum())
+    if full:
+        t0 = float(arrival.min())
+        duration = float(np.nanmax(r["finish_s"].to_numpy(dtype=float))) - t0
+    else:
+        duration = float(arrival.max() - arrival.min()) if n else 0.0
+    gpus = int(engine.get("gpus", exp.cluster.gpus))
+    cost = run_cost(
+        profile,
+        gpus=gpus,
+        duration_s=duration,
+        gpu_busy_s=gpu_busy,
+        mean_cached_bytes=0.0 if kind == "none" else _mean_cached_bytes(stats, exp, profile),
+        tier=exp.cache.tier,
+        uses_index=kind == "vector",
+    )
+    steps = r["steps"].to_numpy()
+    pct = np.percentile(latency, [50, 95, 99]) if full else [_NAN] * 3
+    row: dict[str, Any] = {
+        "system": name,
+        "policy": exp.cache.policy,
+        "cache_capacity": exp.cache.capacity,
+        "requests": n,
+        "hit_rate": float(np.isin(outcome, REUSE_OUTCOMES).mean()) if n else _NAN,
+        "compute_saved": 1.0 - float(steps.sum()) / (n * profile.steps) if n else _NAN,
+        "mean_latency_s": float(latency.mean()) if full else _NAN,
+        "p50_latency_s": float(pct[0]),
+        "p95_latency_s": float(pct[1]),
+        "p99_latency_s": float(pct[2]),
+        "mean_queue_s": float(r["queue_s"].mean()) if full else _NAN,
+        "throughput_rps": n / duration if duration > 0 else _NAN,
+        "gpu_busy_s": gpu_busy,
+        "gpu_utilization": gpu_busy / (gpus * duration) if duration > 0 else _NAN,
+        "slo_attainment": float((latency <= exp.selector.slo_s).mean()) if full else _NAN,
+        "quality_clip": float(r["quality"].mean()) if n else _NAN,
+        "cost_usd": cost.total_usd,
+        "cost_per_1k_images_usd": 1000.0 * cost.total_usd / n if n else _NAN,
+        "holes": int((outcome == "hole").sum()),
+        "evictions": stats.get("evictions", _NAN),
+        "cost_provisioned_usd": cost.total_provisioned_usd,
+        "gpu_hours_busy": cost.gpu_hours_busy,
+        "gpu_hours_provisioned": cost.gpu_hours_provisioned,
+        "storage_usd": cost.storage_usd,
+        "index_usd": cost.index_usd,
+        "quality_traded": quality_traded(r, profile, exp),
+        "boosted_share": float((r["boost"] > 0).mean()) if "boost" in r and n else 0.0,
+        "lost_hits": engine.get("lost_hits", 0),
+        "predictor_skipped": engine.get("predictor_skipped", 0),
+    }
+    return row
+
+
+def _integral_until(t: np.ndarray, points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """For each t: sum over points p <= t of w * (t - p), via sorted cumulative sums."""
+    order = np.argsort(points, kind="stable")
+    p, w = points[order], weights[order]
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cwp = np.concatenate([[0.0], np.cumsum(w * p)])
+    j = np.searchsorted(p, t, side="right")
+    return cw[j] * t - cwp[j]
+
+
+def _per_bin_mean(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Time average per bin of sum_k w_k [start_k <= t < end_k]."""
+    ok = ends > starts
+    s, e, w = starts[ok], ends[ok], weights[ok]
+    f = _integral_until(edges, s, w) - _integral_until(edges, e, w)
+    return np.diff(f) / np.diff(edges)
+
+
+def timeseries(records_df: pd.DataFrame, bin_s: float = 60.0, *, gpus: int | None = None) -> pd.DataFrame:
+    """Per-bin series: arrivals, completions, hit rate and mean latency of the bin's arrivals,
+    time-averaged queue length, requests in the system, busy GPUs and (given ``gpus``) utilisation.
+
+    Queue length and busy GPUs are NaN for cache-only records (no times).
+    """
+    r = records_df
+    arrival = r["arrival_s"].to_numpy(dtype=float)
+    finish = r["finish_s"].to_numpy(dtype=float)
+    full = len(r) > 0 and not np.isnan(finish).all()
+    end = float(np.nanmax(finish)) if full else (float(arrival.max()) if len(r) else 0.0)
+    # A run that ends a hair past a bin edge (float sums of step times) does not open a new bin.
+    nbins = max(1, math.ceil(end / bin_s - 1e-9)) if end > 0 else 1
+    edges = np.arange(nbins + 1, dtype=float) * bin_s
+    a_bin = np.minimum((arrival // bin_s).astype(np.int64), nbins - 1)
+    arrivals = np.bincount(a_bin, minlength=nbins)
+    hits = np.bincount(a_bin, weights=np.isin(r["outcome"].astype(str), REUSE_OUTCOMES), minlength=nbins)
+    out = pd.DataFrame({"t_s": edges[:-1], "arrivals": arrivals})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["hit_rate"] = np.where(arrivals > 0, hits / np.maximum(arrivals, 1), np.nan)
+        if full:
+            start = r["start_s"].to_numpy(dtype=float)
+            ready = start - r["queue_s"].to_numpy(dtype=float)
+            f_bin = np.minimum((finish // bin_s).astype(np.int64), nbins - 1)
+            out["completions"] = np.bincount(f_bin, minlength=nbins)
+            lat = np.bincount(a_bin, weights=r["latency_s"].to_numpy(dtype=float), minlength=nbins)
+            out["mean_latency_s"] = np.where(arrivals > 0, lat / np.maximum(arrivals, 1), np.nan)
+            ones = np.ones(len(r))
+            out["queue_len"] = _per_bin_mean(ready, start, ones, edges)
+            out["in_system"] = _per_bin_mean(arrival, finish, ones, edges)
+            gpu = r["gpu_s"].to_numpy(dtype=float)
+            span = finish - start
+            rate = np.divide(gpu, span, out=np.zeros_like(gpu), where=span > 0)
+            out["busy_gpus"] = _per_bin_mean(start, finish, rate, edges)
+        else:
+            for col in ("completions", "mean_latency_s", "queue_len", "in_system", "busy_gpus"):
+                out[col] = np.nan
+    out["utilization"] = out["busy_gpus"] / gpus if gpus else np.nan
+    return out
