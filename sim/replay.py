@@ -33,8 +33,30 @@ def replay(
     if n > len(arrival_s) or n > len(prompt_ids) or n > len(user_codes):
         raise ValueError(f"n_requests={n} exceeds the trace arrays ({len(arrival_s)} requests)")
     arrivals = np.asarray(arrival_s[:n], dtype=np.float64).tolist()
-    lookup, complete = system.lookup, system.complete
     stride = max(1, n // max(occupancy_samples, 1))
+    fast = getattr(system, "replay_columns", None)
+    if fast is not None and n:
+        columns = fast(n, arrivals, stride)
+    else:
+        columns = _replay_decisions(system, n, arrivals, stride)
+
+    buf = RecordBuffer(system.name, n)
+    buf.i["request"][:] = np.arange(n)
+    buf.i["prompt_id"][:] = prompt_ids[:n]
+    buf.i["user"][:] = user_codes[:n]
+    buf.f["arrival_s"][:] = arrivals
+    if n:
+        buf.outcome[:] = columns["outcome"]
+        for name in ("matched", "k_planned", "k_used", "steps"):
+            buf.i[name][:] = columns[name]
+        buf.f["similarity"][:] = columns["similarity"]
+        buf.f["quality"][:] = columns["quality"]
+    return buf.to_frame()
+
+
+def _replay_decisions(system: System, n: int, arrivals: list[float], stride: int) -> dict[str, object]:
+    """The generic loop over the public API: ``lookup`` then ``complete``, request by request."""
+    lookup, complete = system.lookup, system.complete
     decisions = [None] * n
     for start in range(0, n, stride):
         for i in range(start, min(start + stride, n)):
@@ -43,24 +65,20 @@ def replay(
             complete(i, d, now)
             decisions[i] = d
         system.record_occupancy(arrivals[min(start + stride, n) - 1])
-
-    buf = RecordBuffer(system.name, n)
-    buf.i["request"][:] = np.arange(n)
-    buf.i["prompt_id"][:] = prompt_ids[:n]
-    buf.i["user"][:] = user_codes[:n]
-    buf.f["arrival_s"][:] = arrivals
-    if n:
-        # Decisions are tuples: one zip transposes them into columns.
-        outcome, matched, similarity, k_planned, k_used, steps, quality, _ = zip(*decisions, strict=True)
-        codes = OUTCOME_CODE
-        buf.outcome[:] = [codes[o] for o in outcome]
-        buf.i["matched"][:] = matched
-        buf.i["k_planned"][:] = k_planned
-        buf.i["k_used"][:] = k_used
-        buf.i["steps"][:] = steps
-        buf.f["similarity"][:] = similarity
-        buf.f["quality"][:] = quality
-    return buf.to_frame()
+    if not n:
+        return {}
+    # Decisions are tuples: one zip transposes them into columns.
+    outcome, matched, similarity, k_planned, k_used, steps, quality, _ = zip(*decisions, strict=True)
+    codes = OUTCOME_CODE
+    return {
+        "outcome": [codes[o] for o in outcome],
+        "matched": matched,
+        "similarity": similarity,
+        "k_planned": k_planned,
+        "k_used": k_used,
+        "steps": steps,
+        "quality": quality,
+    }
 
 
 def cache_summary(records: pd.DataFrame, n_steps: int, stats: dict) -> dict[str, float]:

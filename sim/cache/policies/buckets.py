@@ -55,12 +55,47 @@ class PriorityBuckets:
             bucket[key] = None
 
     def pop_min_n(self, n: int) -> list[int]:
-        return [self.pop_min() for _ in range(n)]
+        """``pop_min`` n times (one call per eviction batch: the store's hot path)."""
+        heap, buckets, prio_of = self._heap, self._buckets, self._prio
+        out: list[int] = []
+        append = out.append
+        while n:
+            prio = heap[0]
+            bucket = buckets.get(prio)
+            if not bucket:
+                self._in_heap.discard(heapq.heappop(heap))
+                continue
+            pop = bucket.popitem
+            while n and bucket:
+                key = pop(False)[0]
+                del prio_of[key]
+                append(key)
+                n -= 1
+            if not bucket:
+                del buckets[prio]
+        return out
 
     def move(self, key: int, prio: int) -> None:
         """Give ``key`` a new priority (it queues behind that bucket's keys)."""
         self.discard(key)
         self.add(key, prio)
+
+    def bump(self, key: int, delta: int) -> None:
+        """``move(key, priority(key) + delta)``, inlined: a hit's whole bookkeeping."""
+        prio_of, buckets = self._prio, self._buckets
+        old = prio_of[key]
+        bucket = buckets[old]
+        del bucket[key]
+        if not bucket:
+            del buckets[old]
+        prio = prio_of[key] = old + delta
+        bucket = buckets.get(prio)
+        if bucket is None:
+            bucket = buckets[prio] = OrderedDict()
+            if prio not in self._in_heap:
+                self._in_heap.add(prio)
+                heapq.heappush(self._heap, prio)
+        bucket[key] = None
 
     def discard(self, key: int) -> None:
         prio = self._prio.pop(key)

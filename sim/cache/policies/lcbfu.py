@@ -30,8 +30,7 @@ class LCBFU(Policy):
         self._b.add_levels(base, levels, 0)
 
     def on_hit(self, key: int, i: int, k: int) -> None:
-        b = self._b
-        b.move(key, b.priority(key) + (key & self._mask))
+        self._b.bump(key, key & self._mask)
 
     def evict(self, i: int) -> int:
         return self._b.pop_min()
@@ -50,5 +49,4 @@ class LCBFUModm(LCBFU):
     name = "lcbfu-modm"
 
     def on_hit(self, key: int, i: int, k: int) -> None:
-        b = self._b
-        b.move(key, b.priority(key) + k)
+        self._b.bump(key, k)

@@ -24,8 +24,7 @@ class LFU(Policy):
         self._b.add_levels(base, levels, 1)
 
     def on_hit(self, key: int, i: int, k: int) -> None:
-        b = self._b
-        b.move(key, b.priority(key) + 1)
+        self._b.bump(key, 1)
 
     def evict(self, i: int) -> int:
         return self._b.pop_min()
