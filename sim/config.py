@@ -128,7 +128,7 @@ class CacheConfig:
 class NeighbourConfig:
     """Causal top-m neighbour lists, precomputed once per (trace, embedder)."""
 
-    top_m: int = 8
+    top_m: int = 32  # long enough that the fallback to the full index stays rare
     min_similarity: float | None = None  # None: the lowest threshold in use
     index: Literal["hnsw", "exact"] = "hnsw"
 

@@ -1,0 +1,174 @@
+"""Reading result directories for the figures: summaries, records, time series.
+
+A *run* directory holds ``summary.csv``, ``records/<system>.parquet`` and, in full mode,
+``timeseries/<system>.csv``; a *sweep* directory holds a merged ``summary.csv``, ``runs.csv``
+and ``runs/<name>/`` run directories (see :mod:`sim.sweep`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sim.errors import InputError
+from sim.records import REUSE_OUTCOMES
+
+# Columns a sweep adds to a summary that are not settings someone varied.
+_SWEEP_META = ("run", "status", "elapsed_s", "error")
+# Swept fields that set the offered load; the SLO figure uses them when records are absent.
+LOAD_FIELDS = ("trace.arrival.rate", "trace.time_scale")
+
+
+@dataclasses.dataclass
+class Run:
+    """One run directory and the values its sweep varied (empty for a single run)."""
+
+    name: str
+    path: Path
+    values: dict[str, Any]
+
+    @property
+    def systems(self) -> list[str]:
+        """Systems with a records file, in name order."""
+        return sorted(p.stem for p in (self.path / "records").glob("*.parquet"))
+
+
+@dataclasses.dataclass
+class Results:
+    """Everything a figure may read from one run or sweep directory."""
+
+    root: Path
+    summary: pd.DataFrame  # has a ``run`` column (the run directory name)
+    runs: list[Run]
+    varied: list[str]  # columns of ``summary`` that the sweep varied
+    config: dict[str, Any]  # the resolved base config
+
+    @property
+    def is_sweep(self) -> bool:
+        """True for a sweep directory (several runs)."""
+        return (self.root / "runs").is_dir()
+
+    def run(self, name: str) -> Run:
+        """The run called ``name``."""
+        return next(r for r in self.runs if r.name == name)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a readable CSV table: {exc}") from None
+
+
+def load_results(results_dir: str | Path) -> Results:
+    """Read a run or sweep directory; raises InputError when it holds no summary.csv."""
+    root = Path(results_dir)
+    summary_path = root / "summary.csv"
+    if not summary_path.is_file():
+        raise InputError(root, "no summary.csv here: not an acsim run or sweep directory")
+    summary = _read_csv(summary_path)
+    if "system" not in summary.columns and len(summary):
+        raise InputError(summary_path, "missing the 'system' column", column="system")
+    config: dict[str, Any] = {}
+    for name in ("sweep.yaml", "config.yaml"):
+        if (root / name).is_file():
+            config = yaml.safe_load((root / name).read_text(encoding="utf-8")) or {}
+            break
+    if not (root / "runs").is_dir():
+        summary.insert(0, "run", "")
+        return Results(root, summary, [Run("", root, {})], [], config)
+    index = _read_csv(root / "runs.csv") if (root / "runs.csv").is_file() else summary.drop_duplicates("run")
+    sys_col = list(index.columns).index("system") if "system" in index.columns else len(index.columns)
+    varied = [c for c in list(index.columns)[:sys_col] if c not in _SWEEP_META]
+    runs = []
+    for _, row in index.iterrows():
+        path = root / "runs" / str(row["run"])
+        if (path / "summary.csv").is_file() and (row.get("status", "done") == "done"):
+            runs.append(Run(str(row["run"]), path, {c: row[c] for c in varied}))
+    return Results(root, summary, runs, varied, config)
+
+
+def read_records(run: Run, system: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A system's per-request records (only ``columns``), or None when the file is absent."""
+    path = run.path / "records" / f"{system}.parquet"
+    if not path.is_file():
+        return None
+    return pd.read_parquet(path, columns=columns)
+
+
+def offered_load_rps(run: Run) -> float:
+    """Requests per second that arrived over the run's trace (from any system's records)."""
+    for system in run.systems:
+        rec = read_records(run, system, ["arrival_s"])
+        if rec is not None and len(rec) > 1:
+            arrivals = rec["arrival_s"].to_numpy()
+            span = float(np.nanmax(arrivals) - np.nanmin(arrivals))
+            return len(arrivals) / span if span > 0 else float("nan")
+    return float("nan")
+
+
+# Names the engine's per-bin CSV (sim.metrics.timeseries) may use for each quantity we draw.
+_TS_ALIASES = {
+    "queue": ("queue_len", "queue", "queue_length"),
+    "hit_rate": ("hit_rate",),
+}
+
+
+def timeseries(run: Run, system: str) -> pd.DataFrame | None:
+    """Per-minute ``minute, load_rps, queue, hit_rate`` for one system.
+
+    Read from ``timeseries/<system>.csv`` (columns ``t_s, arrivals, queue_len, hit_rate``)
+    when it has them all; otherwise derived from the records (arrivals, the waiting count
+    at each minute boundary, the share of requests served from the cache). None when
+    neither file has arrival times.
+    """
+    path = run.path / "timeseries" / f"{system}.csv"
+    if path.is_file():
+        raw = _read_csv(path)
+        cols = {
+            name: next((a for a in aliases if a in raw.columns), None)
+            for name, aliases in _TS_ALIASES.items()
+        }
+        if "t_s" in raw.columns and "arrivals" in raw.columns and None not in cols.values() and len(raw) > 1:
+            t = raw["t_s"].to_numpy(dtype=float)
+            bin_s = float(np.median(np.diff(t)))
+            return pd.DataFrame(
+                {
+                    "minute": t / 60.0,
+                    "load_rps": raw["arrivals"].to_numpy(dtype=float) / bin_s,
+                    "queue": raw[cols["queue"]].to_numpy(dtype=float),
+                    "hit_rate": raw[cols["hit_rate"]].to_numpy(dtype=float),
+                }
+            )
+    return _timeseries_from_records(run, system)
+
+
+def _timeseries_from_records(run: Run, system: str) -> pd.DataFrame | None:
+    rec = read_records(run, system, ["arrival_s", "queue_s", "outcome"])
+    if rec is None or not len(rec) or rec["arrival_s"].isna().all():
+        return None
+    arrival = rec["arrival_s"].to_numpy(dtype=float)
+    minute = np.floor(arrival / 60.0).astype(np.int64)
+    n_min = int(minute.max()) + 1
+    arrivals = np.bincount(minute, minlength=n_min)
+    reused = np.bincount(
+        minute, weights=rec["outcome"].astype(str).isin(REUSE_OUTCOMES).to_numpy(float), minlength=n_min
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hit_rate = np.where(arrivals > 0, reused / arrivals, np.nan)
+    queue = np.full(n_min, np.nan)
+    if rec["queue_s"].notna().any():
+        # Waiting at a boundary t: arrived by t but not started by t.
+        start = np.sort(arrival + rec["queue_s"].fillna(0.0).to_numpy(dtype=float))
+        edges = (np.arange(n_min) + 1) * 60.0
+        queue = np.searchsorted(np.sort(arrival), edges, side="right") - np.searchsorted(
+            start, edges, side="right"
+        )
+    return pd.DataFrame(
+        {"minute": np.arange(n_min), "load_rps": arrivals / 60.0, "queue": queue, "hit_rate": hit_rate}
+    )

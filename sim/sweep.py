@@ -1,0 +1,603 @@
+"""Sweeps: expand an experiment's ``sweep:`` block and run every configuration, resumably.
+
+A sweep block is either a plain grid ``{dotted.path: [values], ..., seeds: [..]}`` or
+``{grid: {path: [values]}, zip: {path: [values]}, seeds: [..]}``: grid axes are crossed,
+zip lists advance together (one axis), every configuration runs once per seed.
+
+Layout of a sweep's output directory (``exp.output``)::
+
+    summary.csv            merged: one row per (configuration, system) + the varied columns
+    runs.csv               one row per configuration: its directory, varied values, status, error
+    runs/<slug>-<hash>/    one run directory (see sim.run), plus ``done`` (written last) or ``error.txt``
+
+A configuration's directory name is a readable slug of its varied values plus a hash of
+its whole resolved config, so a second invocation finds the runs it already finished
+(their ``done`` marker) and skips them, while editing the base config starts fresh ones.
+The expensive shared inputs (trace, embeddings, neighbour lists) are prepared once per
+distinct input configuration in the parent and handed to the workers. A failing
+configuration writes ``error.txt`` and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sim import config as cfg
+from sim.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RunFn = Callable[..., "pd.DataFrame"]
+PrepareFn = Callable[..., Any]
+
+DONE_MARKER = "done"
+ERROR_FILE = "error.txt"
+RUNS_DIR = "runs"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Fields that never change what prepare_inputs builds; configurations that differ only in
+# these share one prepared Inputs object.
+_NOT_INPUT_FIELDS = ("name", "output", "plots", "sweep", "cache", "cluster", "mode")
+# Fields that do not change a run's results: left out of its directory hash.
+_NOT_RESULT_FIELDS = ("name", "output", "plots", "sweep")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One configuration of a sweep."""
+
+    values: dict[str, Any]  # varied dotted path (or "seed") -> value
+    exp: cfg.Experiment
+    name: str  # directory name under runs/
+
+    @property
+    def inputs_key(self) -> str:
+        """Configurations with the same key share one prepared Inputs."""
+        return _digest({k: v for k, v in cfg.to_dict(self.exp).items() if k not in _NOT_INPUT_FIELDS})
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """What one configuration's run produced (returned by executors)."""
+
+    name: str
+    summary: pd.DataFrame | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+    # Executors whose workers may not share our filesystem ship the run directory back.
+    files: dict[str, bytes] | None = None
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """The outcome of :func:`run_sweep`."""
+
+    out_dir: Path
+    summary: pd.DataFrame  # merged over every finished configuration
+    completed: list[str]  # run names finished by this invocation
+    skipped: list[str]  # run names already finished before it
+    failed: dict[str, str]  # run name -> one-line error
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every configuration has finished."""
+        return not self.failed
+
+
+# ---------------------------------------------------------------------------
+# Expansion
+
+
+def _digest(obj: object, n: int = 10) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def _axes(sweep: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
+    """Each axis as the list of {path: value} assignments it takes, in file order."""
+    if "grid" in sweep or "zip" in sweep:
+        if "mode" in sweep:
+            raise ConfigError("sweep.mode", sweep["mode"], "put swept fields under sweep.grid or sweep.zip")
+        axes = [[{path: v} for v in values] for path, values in (sweep.get("grid") or {}).items()]
+        zipped = sweep.get("zip") or {}
+        if zipped:
+            paths = list(zipped)
+            axes.append(
+                [dict(zip(paths, combo, strict=True)) for combo in zip(*zipped.values(), strict=True)]
+            )
+    else:
+        axes = [[{path: v} for v in values] for path, values in sweep.items() if path != "seeds"]
+    seeds = sweep.get("seeds")
+    if seeds:
+        axes.append([{"seed": s} for s in seeds])
+    return axes
+
+
+def _slug_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, list | dict):
+        return _digest(value, 6)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
+
+
+def _run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
+    slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{_slug_value(v)}" for k, v in values.items())[:80] or "base"
+    full = {k: v for k, v in cfg.to_dict(exp).items() if k not in _NOT_RESULT_FIELDS}
+    return f"{slug}-{_digest(full, 8)}"
+
+
+def expand_sweep(exp: cfg.Experiment) -> list[SweepPoint]:
+    """Every configuration of ``exp.sweep`` as a validated Experiment (the base alone if no sweep).
+
+    Raises :class:`ConfigError` naming the swept field when a value is invalid.
+    """
+    sweep = exp.sweep or {}
+    if sweep:
+        cfg.validate_sweep(exp)
+    base = cfg.to_dict(exp)
+    base["sweep"] = None
+    base["plots"] = False  # figures are drawn once over the merged results
+    points, seen = [], set()
+    for combo in itertools.product(*_axes(sweep)):
+        values: dict[str, Any] = {}
+        for part in combo:
+            values.update(part)
+        data = cfg._deep_copy(base)
+        for path, value in values.items():
+            cfg.set_path(data, path, value)
+        point_exp = cfg.from_dict(data)
+        name = _run_name(values, point_exp)
+        if name in seen:
+            raise ConfigError(
+                "sweep", sweep, f"two configurations are identical ({name}); remove duplicate values"
+            )
+        seen.add(name)
+        points.append(SweepPoint(values=values, exp=point_exp, name=name))
+    return points
+
+
+# ---------------------------------------------------------------------------
+# Running one configuration (in a worker)
+
+
+def _default_run_fn() -> RunFn:
+    from sim.run import run_experiment
+
+    return run_experiment
+
+
+def _default_prepare_fn() -> PrepareFn:
+    from sim.run import prepare_inputs
+
+    return prepare_inputs
+
+
+def execute_point(
+    point: SweepPoint, run_dir: Path | None, inputs: Any, run_fn: RunFn | None, ship_files: bool = False
+) -> RunOutcome:
+    """Run one configuration into ``run_dir``; never raises for a failing run.
+
+    With ``ship_files`` the run happens in a private temporary directory and its files
+    come back in the outcome (for workers on other machines); the caller writes them.
+    """
+    from sim.io import atomic_write_csv
+
+    start = time.perf_counter()
+    fn = run_fn or _default_run_fn()
+    with (
+        tempfile.TemporaryDirectory(prefix="acsim-run-")
+        if ship_files
+        else contextlib.nullcontext(run_dir) as where
+    ):
+        out = Path(where)
+        try:
+            summary = fn(point.exp, out_dir=out, inputs=inputs, progress=False)
+            if not (out / "summary.csv").exists():
+                atomic_write_csv(out / "summary.csv", summary)
+        except Exception as exc:  # any failure of one configuration is reported, not fatal
+            detail = "".join(traceback.format_exception(exc))
+            return RunOutcome(
+                point.name,
+                error=f"{type(exc).__name__}: {exc}\n\n{detail}",
+                elapsed_s=time.perf_counter() - start,
+            )
+        files = None
+        if ship_files:
+            files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    return RunOutcome(point.name, summary=summary, elapsed_s=time.perf_counter() - start, files=files)
+
+
+# ---------------------------------------------------------------------------
+# Executors
+
+
+@dataclasses.dataclass
+class Task:
+    """One configuration to run, as handed to an executor."""
+
+    point: SweepPoint
+    run_dir: Path
+    inputs_key: str | None
+
+
+class Executor(Protocol):
+    """Runs tasks and yields their outcomes as they finish (any order)."""
+
+    name: str
+
+    def run(
+        self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
+    ) -> Iterator[RunOutcome]: ...
+
+
+_WORKER_INPUTS: dict[str, Any] = {}
+
+
+def _init_worker(shared: Mapping[str, Any]) -> None:
+    _WORKER_INPUTS.clear()
+    _WORKER_INPUTS.update(shared)
+
+
+def _pool_task(task: Task, run_fn: RunFn | None) -> RunOutcome:
+    inputs = _WORKER_INPUTS.get(task.inputs_key) if task.inputs_key else None
+    return execute_point(task.point, task.run_dir, inputs, run_fn)
+
+
+class LocalExecutor:
+    """A process pool on this machine (``jobs`` workers; 1 runs in this process)."""
+
+    name = "local"
+
+    def __init__(self, jobs: int | None = None, address: str | None = None) -> None:
+        if address:
+            raise ConfigError("--address", address, "only the ray executor connects to a cluster")
+        self.jobs = jobs or len(os.sched_getaffinity(0))
+
+    def run(
+        self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
+    ) -> Iterator[RunOutcome]:
+        """Run ``tasks`` on the pool; the shared inputs are sent once per worker process."""
+        if self.jobs <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                inputs = shared.get(task.inputs_key) if task.inputs_key else None
+                yield execute_point(task.point, task.run_dir, inputs, run_fn)
+            return
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        # spawn, not fork: the parent may hold torch/BLAS thread pools that a forked child would inherit locked.
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.jobs, len(tasks)),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(dict(shared),),
+        )
+        try:
+            futures = {pool.submit(_pool_task, t, run_fn): t for t in tasks}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = futures[fut]
+                    try:
+                        yield fut.result()
+                    except Exception as exc:  # the worker process died (e.g. out of memory)
+                        yield RunOutcome(task.point.name, error=f"worker failed: {type(exc).__name__}: {exc}")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Ray tasks: on the cluster at ``address``, or on a local Ray started with ``jobs`` CPUs.
+
+    Workers may be on other machines, so each run writes into a private temporary directory
+    and ships its files back; the driver writes them into the sweep's directory.
+    """
+
+    name = "ray"
+
+    def __init__(self, jobs: int | None = None, address: str | None = None) -> None:
+        self.jobs = jobs
+        self.address = address
+
+    def run(
+        self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
+    ) -> Iterator[RunOutcome]:
+        """Submit one Ray task per configuration; shared inputs go through the object store once."""
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                "--executor", "ray", "ray is not installed (pip install 'acsim[ray]')"
+            ) from None
+        started = not ray.is_initialized()
+        if started:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                # Workers of a local Ray import what this process can (e.g. a run_fn in a script or test).
+                path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+                # Ray starts workers at nice 15; runs are the whole point here, so give them the
+                # priority a local pool worker has.
+                os.environ.setdefault("RAY_worker_niceness", "0")
+                ray.init(
+                    num_cpus=self.jobs or len(os.sched_getaffinity(0)),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": path}},
+                )
+        try:
+            refs = {key: ray.put(value) for key, value in shared.items()}
+            remote = ray.remote(num_cpus=1, max_retries=0)(execute_point)
+            futures = {
+                remote.remote(
+                    t.point, None, refs.get(t.inputs_key) if t.inputs_key else None, run_fn, True
+                ): t
+                for t in tasks
+            }
+            while futures:
+                done, _ = ray.wait(list(futures), num_returns=1)
+                task = futures.pop(done[0])
+                try:
+                    yield ray.get(done[0])
+                except Exception as exc:  # the task's worker died or could not unpickle its arguments
+                    cause = getattr(exc, "cause", None) or exc
+                    detail = _ANSI.sub("", str(exc))
+                    yield RunOutcome(
+                        task.point.name,
+                        error=f"ray task failed: {type(cause).__name__}: "
+                        f"{_ANSI.sub('', str(cause)).strip()}\n\n{detail}",
+                    )
+        finally:
+            if started:
+                ray.shutdown()
+
+
+EXECUTORS: dict[str, type[LocalExecutor] | type[RayExecutor]] = {"local": LocalExecutor, "ray": RayExecutor}
+
+
+# ---------------------------------------------------------------------------
+# The sweep
+
+
+def is_done(run_dir: Path) -> bool:
+    """Whether a configuration's run finished (its ``done`` marker is written last)."""
+    return (run_dir / DONE_MARKER).is_file() and (run_dir / "summary.csv").is_file()
+
+
+def _record_outcome(task: Task, outcome: RunOutcome) -> None:
+    from sim.io import atomic_write_bytes, atomic_write_text
+
+    run_dir = task.run_dir
+    if outcome.error is not None:
+        atomic_write_text(run_dir / ERROR_FILE, outcome.error)
+        return
+    for rel, data in (outcome.files or {}).items():
+        if rel not in (DONE_MARKER, "summary.csv"):
+            atomic_write_bytes(run_dir / rel, data)
+    if outcome.files and "summary.csv" in outcome.files:
+        atomic_write_bytes(run_dir / "summary.csv", outcome.files["summary.csv"])
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    marker = {
+        "values": task.point.values,
+        "elapsed_s": round(outcome.elapsed_s, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_text(run_dir / DONE_MARKER, json.dumps(marker, default=str, indent=1) + "\n")
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def merge_summaries(points: Sequence[SweepPoint], runs_dir: Path) -> pd.DataFrame:
+    """One table over every finished configuration: ``run``, the varied columns, then its summary rows."""
+    import pandas as pd
+
+    frames = []
+    for p in points:
+        run_dir = runs_dir / p.name
+        if not is_done(run_dir):
+            continue
+        df = pd.read_csv(run_dir / "summary.csv")
+        varied = {"run": p.name, **{k: _cell(v) for k, v in p.values.items()}}
+        df = df.drop(columns=[c for c in varied if c in df.columns])
+        for i, (col, value) in enumerate(varied.items()):
+            df.insert(i, col, [value] * len(df))
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run"])
+
+
+def _write_index(
+    points: Sequence[SweepPoint], runs_dir: Path, out_dir: Path, elapsed: Mapping[str, float]
+) -> None:
+    import pandas as pd
+
+    from sim.io import atomic_write_csv
+
+    rows = []
+    for p in points:
+        run_dir = runs_dir / p.name
+        err = run_dir / ERROR_FILE
+        status = "done" if is_done(run_dir) else "failed" if err.is_file() else "pending"
+        error = err.read_text(encoding="utf-8").splitlines()[0] if status == "failed" else ""
+        row = {"run": p.name, **{k: _cell(v) for k, v in p.values.items()}, "status": status}
+        seconds = elapsed.get(p.name, float("nan"))
+        if status == "done" and p.name not in elapsed:  # finished by an earlier invocation
+            with contextlib.suppress(ValueError, OSError):
+                seconds = json.loads((run_dir / DONE_MARKER).read_text(encoding="utf-8"))["elapsed_s"]
+        row.update(elapsed_s=seconds, error=error)
+        rows.append(row)
+    atomic_write_csv(out_dir / "runs.csv", pd.DataFrame(rows))
+
+
+def run_sweep(
+    exp: cfg.Experiment,
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    out_dir: Path | str | None = None,
+    run_fn: RunFn | None = None,
+    prepare_fn: PrepareFn | None = None,
+    progress: bool = True,
+    stream: Any = None,
+) -> SweepResult:
+    """Run every configuration of ``exp.sweep`` that has not finished yet; merge the summaries.
+
+    ``executor`` names an entry of :data:`EXECUTORS`; ``jobs`` is the number of worker
+    processes (default: the usable CPUs); ``address`` is a Ray cluster to connect to.
+    ``run_fn(exp, out_dir=, inputs=, progress=)`` and ``prepare_fn(exp, progress=)`` default
+    to :func:`sim.run.run_experiment` and :func:`sim.run.prepare_inputs`; both must be
+    module-level functions (they are pickled to the workers). Returns a :class:`SweepResult`;
+    failing configurations are in ``result.failed`` (their ``error.txt`` holds the traceback).
+    """
+    from tqdm import tqdm
+
+    from sim.io import atomic_write_csv, atomic_write_text
+
+    stream = stream or sys.stderr
+    if executor not in EXECUTORS:
+        raise ConfigError("--executor", executor, "allowed: " + ", ".join(EXECUTORS))
+    if jobs is not None and jobs < 1:
+        raise ConfigError("--jobs", jobs, "must be >= 1")
+    pool = EXECUTORS[executor](jobs=jobs, address=address)
+    t0 = time.perf_counter()
+    out = Path(out_dir if out_dir is not None else exp.output)
+    runs_dir = out / RUNS_DIR
+    points = expand_sweep(exp)
+    atomic_write_text(out / "sweep.yaml", cfg.dump(exp))
+    skipped = [p.name for p in points if is_done(runs_dir / p.name)]
+    todo = [p for p in points if p.name not in set(skipped)]
+    print(
+        f"sweep {exp.name}: {len(points)} configurations, {len(skipped)} already done, {len(todo)} to run "
+        f"({pool.name} executor) -> {out}",
+        file=stream,
+    )
+
+    failed: dict[str, str] = {}
+    shared: dict[str, Any] = {}
+    prep_errors: dict[str, str] = {}  # inputs key -> error with traceback
+    tasks: dict[str, Task] = {}
+    prepare = prepare_fn or _default_prepare_fn()
+    for p in todo:
+        key = p.inputs_key
+        if key not in shared and key not in prep_errors:
+            try:
+                shared[key] = prepare(p.exp, progress=progress)
+            except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
+                prep_errors[key] = (
+                    f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
+                )
+        if key in prep_errors:
+            atomic_write_text(runs_dir / p.name / ERROR_FILE, prep_errors[key])
+            failed[p.name] = prep_errors[key].splitlines()[0]
+        else:
+            tasks[p.name] = Task(point=p, run_dir=runs_dir / p.name, inputs_key=key)
+
+    completed: list[str] = []
+    elapsed: dict[str, float] = {}
+    bar = tqdm(
+        total=len(tasks),
+        unit="run",
+        desc=f"sweep {exp.name}",
+        disable=not progress or not tasks,
+        file=stream,
+        dynamic_ncols=True,
+    )
+    try:
+        for outcome in pool.run(list(tasks.values()), shared, run_fn):
+            _record_outcome(tasks[outcome.name], outcome)
+            elapsed[outcome.name] = outcome.elapsed_s
+            if outcome.error is None:
+                completed.append(outcome.name)
+            else:
+                failed[outcome.name] = outcome.error.splitlines()[0]
+                bar.write(f"FAILED {outcome.name}: {failed[outcome.name]}", file=stream)
+            bar.update(1)
+            bar.set_postfix(failed=len(failed), refresh=False)
+    finally:
+        bar.close()
+        summary = merge_summaries(points, runs_dir)
+        atomic_write_csv(out / "summary.csv", summary)
+        _write_index(points, runs_dir, out, elapsed)
+    result = SweepResult(out, summary, completed, skipped, failed, time.perf_counter() - t0)
+    print(
+        f"sweep {exp.name}: {len(completed)} run, {len(skipped)} skipped, {len(failed)} failed "
+        f"in {result.elapsed_s:.1f} s; summary: {out / 'summary.csv'}",
+        file=stream,
+    )
+    for name, msg in failed.items():
+        print(f"  failed {name}: {msg} (see {runs_dir / name / ERROR_FILE})", file=stream)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Command line (wired by sim.cli)
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``acsim sweep`` (the file and --set are added by the CLI)."""
+    parser.add_argument(
+        "--executor", choices=sorted(EXECUTORS), default="local", help="local process pool (default) or ray"
+    )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        help="worker processes (local) or CPUs of a local Ray (default: usable CPUs)",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="address of an existing Ray cluster, e.g. ray://head:10001 or auto (ray only)",
+    )
+    parser.add_argument(
+        "--output", "-o", type=Path, default=None, help="sweep directory (default: the file's output:)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip drawing figures after the sweep")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """``acsim sweep FILE``: run (or resume) the sweep; exit 1 if any configuration failed."""
+    exp = cfg.load(args.file, getattr(args, "overrides", None))
+    if not exp.sweep:
+        print(f"note: {args.file} has no sweep block; running its base configuration once", file=sys.stderr)
+    try:
+        result = run_sweep(
+            exp,
+            executor=args.executor,
+            jobs=args.jobs,
+            address=args.address,
+            out_dir=args.output,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished runs are kept; run `acsim sweep {args.file}` again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    if exp.plots and not args.no_plots and len(result.summary):
+        from plots import plot_results
+
+        figures = plot_results(result.out_dir)
+        print(f"{len(figures)} figure files in {result.out_dir / 'plots'}", file=sys.stderr)
+    return 0 if result.ok else 1
