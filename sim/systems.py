@@ -259,6 +259,10 @@ class CachedSystem(System):
             k *= 2
 
     # -- System API ---------------------------------------------------------------------
+    def miss_decision(self, i: int, now: float) -> Decision:
+        """What request ``i`` gets when the match predictor skips its lookup: a fresh generation."""
+        return self._miss
+
     def complete(self, i: int, decision: Decision, now: float) -> None:
         levels = decision.store_levels
         if levels:
