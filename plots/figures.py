@@ -269,7 +269,7 @@ def latency_cdf(results: Results, out_dir: Path) -> list[Path]:
             fig.tight_layout()
             _legend_below(fig, handles, names)
         else:
-            ax.legend(handles, names, loc="lower right")
+            ax.legend(handles, names, loc="upper left")
         return save_figure(fig, out_dir, "latency_cdf")
 
 
