@@ -61,12 +61,9 @@ class Profile:
     retrieval_at_1: float
     retrieval_slope_per_unit_s: float
     quality_exact: float
-    quality_small_model: float
     tiers: dict[str, Tier]
     default_tier: str
     index_per_hour_usd: float
-    small_model_step_s: float
-    small_model_steps: int
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def step_s(self, batch: int = 1) -> float:
@@ -184,7 +181,6 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
     if default_tier not in tiers:
         raise InputError(path, f"storage.default_tier {default_tier!r} is not one of {', '.join(tiers)}")
     lat = data["latency"]
-    small = data.get("small_model") or {}
     q = data["quality"]
     return Profile(
         name=str(data.get("name", path.stem)),
@@ -206,11 +202,8 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         retrieval_at_1=float(q.get("retrieval_at_1", q["vanilla"])),
         retrieval_slope_per_unit_s=float(q.get("retrieval_slope_per_unit_s", 0.0)),
         quality_exact=float(q.get("exact", q["vanilla"])),
-        quality_small_model=float(q.get("small_model", q["vanilla"])),
         tiers=tiers,
         default_tier=default_tier,
         index_per_hour_usd=float((data.get("cost") or {}).get("index_per_hour_usd", 0.0)),
-        small_model_step_s=float((small.get("denoise_step_s") or {1: lat["denoise_step_s"][1]})[1]),
-        small_model_steps=int(small.get("steps", steps)),
         raw=data,
     )

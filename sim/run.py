@@ -31,7 +31,7 @@ from traces.load import load_trace
 from traces.schema import Trace
 
 # Systems that only need exact prompt identity, not similarity.
-_NO_SIMILARITY = {"vanilla", "exact", "small-model"}
+_NO_SIMILARITY = {"vanilla", "exact"}
 
 
 def cache_dir() -> Path:

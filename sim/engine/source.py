@@ -49,7 +49,7 @@ from sim.records import OUTCOME_CODE, REUSE_OUTCOMES
 # (identical prompts only) or an embedding plus a vector-index search.
 LOOKUP_KINDS = ("none", "hash", "vector")
 _REUSE = frozenset(REUSE_OUTCOMES)
-_DEFAULT_LOOKUP_KIND = {"vanilla": "none", "small-model": "none", "exact": "hash"}
+_DEFAULT_LOOKUP_KIND = {"vanilla": "none", "exact": "hash"}
 
 
 def default_lookup_kind(name: str) -> str:
