@@ -29,6 +29,7 @@ the final result at level N.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -240,9 +241,12 @@ class CachedSystem(System):
             j += 1
         return -1 if self._complete[i] else -2
 
-    def _more(self, i: int, base: int) -> tuple[int, float, int]:
-        """(slot, similarity, K) of the nearest cached candidate in the full index; slot -1: none."""
-        masks = self.store.masks
+    def _more(self, i: int, base: int, cached: Callable[[int], bool] | None = None) -> tuple[int, float, int]:
+        """(slot, similarity, K) of the nearest cached candidate in the full index; slot -1: none.
+
+        ``cached(slot)`` says whether a slot holds anything (default: the store's masks).
+        """
+        is_cached = self.store.masks.__contains__ if cached is None else cached
         k = max(2 * (self._offsets[i + 1] - self._offsets[i]), 16)
         while True:
             more_ids, more_sims = self._nb.more(i, k)
@@ -252,7 +256,7 @@ class CachedSystem(System):
             for p, s, kp in zip(np.asarray(more_ids).tolist(), sims, ks, strict=True):
                 if kp < 0:
                     return -1, NAN, 0
-                if base + p in masks:
+                if is_cached(base + p):
                     return base + p, s, kp
             if len(sims) < k:
                 return -1, NAN, 0
@@ -445,12 +449,13 @@ class Nirvana(CachedSystem):
             self.holes += 1
         return _new(Decision, (outcome, slot - base, s, k, ku, n - ku, self._quality[ku], self._above[ku]))
 
-    # -- the cache-only replay's fast path ------------------------------------------------
-    def _candidate_rows(self) -> tuple[list[tuple[int, ...]], list[int], list[bool]]:
-        """Per request: listed candidate slots that can be reused, the CSR start, fallback allowed.
+    # -- the cache-only replay's fast paths ----------------------------------------------
+    def _candidate_csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
+        """Listed candidates that can be reused: (row offsets, slots, CSR index, fallback allowed).
 
         Each row is cut at its first candidate below the selector's floor (the walk stops
         there), so the fallback is allowed only for rows that are neither cut nor complete.
+        The CSR index points into the neighbour lists (for the candidate's K and similarity).
         """
         offsets = np.frombuffer(self._offsets, dtype=np.int64)
         n = len(offsets) - 1
@@ -466,21 +471,121 @@ class Nirvana(CachedSystem):
             slots += np.repeat(np.asarray(self._bases, dtype=np.int64), counts)
         kept = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(row[keep], minlength=n), out=kept[1:])
-        flat = slots[keep].tolist()
-        rows = [tuple(flat[a:b]) for a, b in zip(kept[:-1].tolist(), kept[1:].tolist(), strict=True)]
         fallback = (~cut & ~np.asarray(self._complete, dtype=bool)).tolist()
-        return rows, offsets[:-1].tolist(), fallback
+        return kept, slots[keep], np.flatnonzero(keep), fallback
 
     def replay_columns(self, n: int, arrivals: list[float], stride: int) -> dict[str, list]:
         """``lookup(i, now)`` then ``complete(i, decision, now)`` for requests 0..n-1, fast.
 
         The cache-only replay's hot loop: the same decisions, cache contents and counters as
         the two public calls (the tests hold it to that), without building a Decision per
-        request. Occupancy is sampled after every ``stride`` requests, as ``replay`` does.
-        Returns record columns: ``outcome`` (codes of ``sim.records.OUTCOMES``), ``matched``,
-        ``similarity``, ``k_planned``, ``k_used``, ``steps``, ``quality``.
+        request; compiled (:mod:`sim.cache.kernel`) when the policy declares a priority rule
+        and the store is the common kind. Occupancy is sampled after every ``stride``
+        requests, as ``replay`` does. Returns record columns: ``outcome`` (codes of
+        ``sim.records.OUTCOMES``), ``matched``, ``similarity``, ``k_planned``, ``k_used``,
+        ``steps``, ``quality``.
         """
-        rows, starts, fallback = self._candidate_rows()
+        store = self.store
+        simple = not store.by_prompts and not store.whole_prompt and store.batch == 1 and store.capacity > 0
+        if simple and store.policy.rule is not None and not store.masks:
+            return self._columns(*self._compiled_replay(n, arrivals, stride))
+        return self._columns(*self._python_replay(n, arrivals, stride))
+
+    def _columns(self, code: list[int], matched: list[int], similarity: list[float], k_planned: list[int],
+                 k_used: list[int]) -> dict[str, list]:
+        """Record columns from the replay's outcome codes, and the counters they imply."""
+        miss_c, hole_c = OUTCOME_CODE["miss"], OUTCOME_CODE["hole"]
+        self.lookups += len(code)
+        reused = [ku for c, ku in zip(code, k_used, strict=True) if c != miss_c]
+        self.store.hits += len(reused)
+        self.holes += sum(1 for c in code if c == hole_c)
+        for ku in reused:
+            self._hits_by_k[ku] += 1
+        n_steps = self.n_steps
+        q_miss = self._q_vanilla
+        quality = self._quality
+        return {
+            "outcome": code,
+            "matched": matched,
+            "similarity": similarity,
+            "k_planned": k_planned,
+            "k_used": k_used,
+            "steps": [n_steps - ku for ku in k_used],
+            "quality": [q_miss if c == miss_c else quality[ku] for c, ku in zip(code, k_used, strict=True)],
+        }
+
+    def _compiled_replay(self, n: int, arrivals: list[float], stride: int) -> tuple[list, ...]:
+        from sim.cache import kernel
+
+        kept, slots, csr, fallback = self._candidate_csr()
+        bases = np.asarray(self._bases, dtype=np.int64)
+        own = (bases + np.asarray(self._pids, dtype=np.int64))[:n]
+        # Dense slot numbers: only slots some request stores can ever be cached.
+        uniq = np.unique(own)
+        pos = np.minimum(np.searchsorted(uniq, slots), len(uniq) - 1)
+        storable = uniq[pos] == slots
+        row_of = np.repeat(np.arange(len(kept) - 1), np.diff(kept))
+        counts = np.bincount(row_of[storable], minlength=len(kept) - 1)[:n]
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        end = offsets[-1]
+        csr = csr[storable][:end]
+        cand = kernel.Candidates(
+            offsets=offsets,
+            slots=pos[storable][:end],
+            ks=np.frombuffer(self._kmap, dtype=np.int16)[csr].astype(np.int64),
+            sims=np.frombuffer(self._sims, dtype=np.float32)[csr].astype(np.float64),
+            fallback=np.asarray(fallback[:n], dtype=bool),
+        )
+
+        def more(i: int, masks: np.ndarray) -> tuple[int, float, int]:
+            def cached(slot: int) -> bool:
+                p = int(np.searchsorted(uniq, slot))
+                return p < len(uniq) and uniq[p] == slot and masks[p] != 0
+
+            slot, s, k = self._more(i, int(bases[i]), cached)
+            return (int(np.searchsorted(uniq, slot)) if slot >= 0 else -1), s, k
+
+        store = self.store
+        res = kernel.replay(
+            n,
+            stride,
+            cand,
+            np.searchsorted(uniq, own),
+            self.levels,
+            bool(self._above[self.levels[0]]),
+            store.capacity,
+            store.policy.rule,
+            more,
+        )
+        # Hand the final state back to the store and the policy, in original slot numbers.
+        shift = self.shift
+        live = np.flatnonzero(res.masks)
+        store.masks = dict(zip(uniq[live].tolist(), res.masks[live].tolist(), strict=True))
+        store.entries, store.insertions, store.evictions = res.entries, res.insertions, res.evictions
+        n_levels = len(self.levels)
+        levels = np.asarray(self.levels, dtype=np.int64)
+        keys = uniq[res.live_keys // n_levels] << shift | levels[res.live_keys % n_levels]
+        store.policy.restore(keys.tolist(), res.live_prio.tolist())
+        samples = [min(lo + stride, n) - 1 for lo in range(0, n, stride)]
+        for c, last in enumerate(samples):
+            self._occupancy.append((arrivals[last], int(res.occ_entries[c]), int(res.occ_prompts[c])))
+        codes = np.array([OUTCOME_CODE[o] for o in ("miss", "hit", "hole")], dtype=np.int64)[res.code]
+        matched = np.where(res.matched >= 0, uniq[np.maximum(res.matched, 0)] - bases[:n], -1)
+        return (
+            codes.tolist(),
+            matched.tolist(),
+            res.similarity.tolist(),
+            res.k_planned.tolist(),
+            res.k_used.tolist(),
+        )
+
+    def _python_replay(self, n: int, arrivals: list[float], stride: int) -> tuple[list, ...]:
+        """The interpreted fast path, for policies without a priority rule and uncommon stores."""
+        kept, slots, csr, fallback = self._candidate_csr()
+        flat = slots.tolist()
+        rows = [tuple(flat[a:b]) for a, b in zip(kept[:-1].tolist(), kept[1:].tolist(), strict=True)]
+        starts = np.frombuffer(self._offsets, dtype=np.int64)[:-1].tolist()
         store = self.store
         masks = store.masks
         masks_get = masks.get
@@ -579,24 +684,7 @@ class Nirvana(CachedSystem):
                 store.entries, store.insertions, store.evictions = entries, insertions, evictions
             self.record_occupancy(arrivals[hi - 1])
 
-        self.lookups += n
-        reused = [ku for c, ku in zip(code, k_used, strict=True) if c != miss_c]
-        store.hits += len(reused)
-        self.holes += sum(1 for c in code if c == hole_c)
-        for ku in reused:
-            self._hits_by_k[ku] += 1
-        n_steps = self.n_steps
-        q_miss = self._q_vanilla
-        quality = self._quality
-        return {
-            "outcome": code,
-            "matched": matched,
-            "similarity": similarity,
-            "k_planned": k_planned,
-            "k_used": k_used,
-            "steps": [n_steps - ku for ku in k_used],
-            "quality": [q_miss if c == miss_c else quality[ku] for c, ku in zip(code, k_used, strict=True)],
-        }
+        return code, matched, similarity, k_planned, k_used
 
 
 def _require_neighbours(system: str, neighbours: Any, needed: float) -> None:

@@ -5,7 +5,7 @@ Every policy subclasses :class:`~sim.cache.policies.base.Policy` and is driven b
 ``on_remove`` hooks keyed by int entry ids.
 """
 
-from sim.cache.policies.base import FutureUses, Policy, PolicyContext
+from sim.cache.policies.base import FutureUses, Policy, PolicyContext, PriorityRule
 from sim.cache.policies.belady import Belady
 from sim.cache.policies.fifo import FIFO
 from sim.cache.policies.gdsf import GDSF
@@ -19,4 +19,4 @@ POLICIES: dict[str, type[Policy]] = {
     cls.name: cls for cls in (FIFO, LRU, LFU, LCBFU, LCBFUModm, S3FIFO, Sieve, GDSF, Belady)
 }
 
-__all__ = ["POLICIES", "FutureUses", "Policy", "PolicyContext"]
+__all__ = ["POLICIES", "FutureUses", "Policy", "PolicyContext", "PriorityRule"]

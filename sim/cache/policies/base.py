@@ -10,7 +10,7 @@ what keeps every policy independent of wall-clock units.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,20 @@ class FutureUses:
         return float(self.requests[j]) if j < hi else float("inf")
 
 
+class PriorityRule(NamedTuple):
+    """How a policy that evicts by (priority, age) sets priorities.
+
+    Such a policy evicts the entry of lowest priority, the one that reached its priority
+    first among equals. ``on_insert`` is a new entry's priority; ``on_hit`` what a hit does:
+    ``keep`` (nothing), ``requeue`` (same priority, newest again), ``add-one``, ``add-level``
+    (the entry's K) or ``add-asked`` (the K the request asked for). Policies that declare a
+    rule run in the compiled replay (:mod:`sim.cache.kernel`).
+    """
+
+    on_insert: int
+    on_hit: str
+
+
 @dataclass(frozen=True)
 class PolicyContext:
     """What a policy may know about the cache it orders."""
@@ -63,6 +77,7 @@ class Policy:
 
     name: ClassVar[str] = ""
     offline: ClassVar[bool] = False  # True: needs PolicyContext.future
+    rule: ClassVar[PriorityRule | None] = None  # set: the compiled replay can run this policy
 
     def __init__(self, ctx: PolicyContext) -> None:
         self.ctx = ctx
@@ -92,3 +107,11 @@ class Policy:
         """Evict ``n`` victims in order (one call per batch keeps the store's loop short)."""
         evict = self.evict
         return [evict(i) for _ in range(n)]
+
+    def restore(self, keys: list[int], priorities: list[int]) -> None:
+        """Replace the state by ``keys`` in eviction order, with their priorities under ``rule``.
+
+        Policies with a :attr:`rule` implement it: the compiled replay hands its final
+        state back through it, so the policy continues exactly where the replay stopped.
+        """
+        raise NotImplementedError

@@ -24,6 +24,14 @@ class PriorityBuckets:
     def __len__(self) -> int:
         return len(self._prio)
 
+    @classmethod
+    def of(cls, keys: list[int], priorities: list[int]) -> PriorityBuckets:
+        """Buckets holding ``keys`` with their priorities, added in the order given."""
+        out = cls()
+        for key, prio in zip(keys, priorities, strict=True):
+            out.add(key, prio)
+        return out
+
     def __contains__(self, key: int) -> bool:
         return key in self._prio
 

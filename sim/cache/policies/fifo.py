@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from sim.cache.policies.base import Policy, PolicyContext
+from sim.cache.policies.base import Policy, PolicyContext, PriorityRule
 
 
 class FIFO(Policy):
     name = "fifo"
+    rule = PriorityRule(on_insert=0, on_hit="keep")
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -34,6 +35,9 @@ class FIFO(Policy):
 
     def on_remove(self, key: int) -> None:
         del self._queue[key]
+
+    def restore(self, keys: list[int], priorities: list[int]) -> None:
+        self._queue = OrderedDict.fromkeys(keys)
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -11,12 +11,13 @@ than 10, crediting the fallback with the compute the request hoped to save.
 
 from __future__ import annotations
 
-from sim.cache.policies.base import Policy, PolicyContext
+from sim.cache.policies.base import Policy, PolicyContext, PriorityRule
 from sim.cache.policies.buckets import PriorityBuckets
 
 
 class LCBFU(Policy):
     name = "lcbfu"
+    rule = PriorityRule(on_insert=0, on_hit="add-level")
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -41,12 +42,16 @@ class LCBFU(Policy):
     def on_remove(self, key: int) -> None:
         self._b.discard(key)
 
+    def restore(self, keys: list[int], priorities: list[int]) -> None:
+        self._b = PriorityBuckets.of(keys, priorities)
+
     def __len__(self) -> int:
         return len(self._b)
 
 
 class LCBFUModm(LCBFU):
     name = "lcbfu-modm"
+    rule = PriorityRule(on_insert=0, on_hit="add-asked")
 
     def on_hit(self, key: int, i: int, k: int) -> None:
         self._b.bump(key, k)

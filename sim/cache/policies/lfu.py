@@ -6,12 +6,13 @@ it leaves. These are libCacheSim's LFU rules, so hit ratios agree exactly with i
 
 from __future__ import annotations
 
-from sim.cache.policies.base import Policy, PolicyContext
+from sim.cache.policies.base import Policy, PolicyContext, PriorityRule
 from sim.cache.policies.buckets import PriorityBuckets
 
 
 class LFU(Policy):
     name = "lfu"
+    rule = PriorityRule(on_insert=1, on_hit="add-one")
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -34,6 +35,9 @@ class LFU(Policy):
 
     def on_remove(self, key: int) -> None:
         self._b.discard(key)
+
+    def restore(self, keys: list[int], priorities: list[int]) -> None:
+        self._b = PriorityBuckets.of(keys, priorities)
 
     def __len__(self) -> int:
         return len(self._b)

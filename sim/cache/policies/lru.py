@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from sim.cache.policies.base import Policy, PolicyContext
+from sim.cache.policies.base import Policy, PolicyContext, PriorityRule
 
 
 class LRU(Policy):
     name = "lru"
+    rule = PriorityRule(on_insert=0, on_hit="requeue")
 
     def __init__(self, ctx: PolicyContext) -> None:
         super().__init__(ctx)
@@ -34,6 +35,9 @@ class LRU(Policy):
 
     def on_remove(self, key: int) -> None:
         del self._order[key]
+
+    def restore(self, keys: list[int], priorities: list[int]) -> None:
+        self._order = OrderedDict.fromkeys(keys)
 
     def __len__(self) -> int:
         return len(self._order)
