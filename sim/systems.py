@@ -242,7 +242,7 @@ class CachedSystem(System):
         return -1 if self._complete[i] else -2
 
     def _more(self, i: int, base: int, cached: Callable[[int], bool] | None = None) -> tuple[int, float, int]:
-        """(slot, similarity, K) of the nearest cached candidate in the full index; slot -1: none.
+        """(slot, similarity, K) of the nearest cached candidate from the exhaustive search; slot -1: none.
 
         ``cached(slot)`` says whether a slot holds anything (default: the store's masks).
         """
@@ -532,9 +532,9 @@ class Nirvana(CachedSystem):
         csr = csr[storable][:end]
         cand = kernel.Candidates(
             offsets=offsets,
-            slots=pos[storable][:end],
-            ks=np.frombuffer(self._kmap, dtype=np.int16)[csr].astype(np.int64),
-            sims=np.frombuffer(self._sims, dtype=np.float32)[csr].astype(np.float64),
+            slots=pos[storable][:end].astype(np.int32),
+            ks=np.frombuffer(self._kmap, dtype=np.int16)[csr],
+            sims=np.frombuffer(self._sims, dtype=np.float32)[csr],
             fallback=np.asarray(fallback[:n], dtype=bool),
         )
 

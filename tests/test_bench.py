@@ -14,7 +14,7 @@ FIGURES = (
     "synthetic trace generation",
     "embedding, hashing",
     "neighbour precompute",
-    "full index for fallbacks",
+    "neighbour rows complete",
     "cache-only replay, nirvana LCBFU",
     "cache-only replay, nirvana LRU",
     "full SimPy replay, nirvana",

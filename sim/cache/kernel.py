@@ -10,7 +10,7 @@ by (priority, sequence number) in place of the policies' ordered dicts.
 The loop gives exactly the decisions, cache contents and counters of
 ``Nirvana.lookup`` + ``Nirvana.complete`` (tests hold it to that for every supported
 policy). It stops at a request whose listed candidates are all gone from a truncated list,
-so that Python can ask the full index (``NeighbourLists.more``), and resumes with the answer.
+so that Python can search every earlier prompt (``NeighbourLists.more``), and resumes with the answer.
 Slots are renumbered densely (``slot_of``) so that per-slot state fits in arrays.
 """
 
@@ -37,10 +37,10 @@ class Candidates:
     """Per request: cached-able candidate slots (dense) in walk order, their K and similarity."""
 
     offsets: np.ndarray  # int64 (n + 1)
-    slots: np.ndarray  # int64, dense slot numbers
-    ks: np.ndarray  # int64, the selector's K for the candidate (0: a miss that still decides)
-    sims: np.ndarray  # float64
-    fallback: np.ndarray  # bool (n): the row may be extended by the full index
+    slots: np.ndarray  # int32, dense slot numbers
+    ks: np.ndarray  # int16, the selector's K for the candidate (0: a miss that still decides)
+    sims: np.ndarray  # float32
+    fallback: np.ndarray  # bool (n): the row may be extended by the exhaustive search
 
 
 @dataclass
@@ -249,7 +249,7 @@ def _run(  # pragma: no cover - compiled
     occ_entries,
     occ_prompts,
 ):
-    """Requests lo..n-1; returns the first request that needs the full index (or n)."""
+    """Requests lo..n-1; returns the first request that needs the exhaustive search (or n)."""
     n_levels = len(levels)
     new = np.empty(n_levels, np.int64)
     for i in range(lo, n):
@@ -257,7 +257,7 @@ def _run(  # pragma: no cover - compiled
         s = np.nan
         k = 0
         if i == lo and forced_slot != -2:
-            # Resuming after a fallback: the full index answered for this request.
+            # Resuming after a fallback: the exhaustive search answered for this request.
             slot, s, k = forced_slot, forced_sim, forced_k
         else:
             for j in range(offsets[i], offsets[i + 1]):
