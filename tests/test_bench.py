@@ -15,6 +15,7 @@ FIGURES = (
     "embedding, hashing",
     "neighbour precompute",
     "neighbour rows complete",
+    "replay kernel load",
     "cache-only replay, nirvana LCBFU",
     "cache-only replay, nirvana LRU",
     "full SimPy replay, nirvana",
