@@ -517,26 +517,39 @@ class Nirvana(CachedSystem):
     def _compiled_replay(self, n: int, arrivals: list[float], stride: int) -> tuple[list, ...]:
         from sim.cache import kernel
 
-        kept, slots, csr, fallback = self._candidate_csr()
         bases = np.asarray(self._bases, dtype=np.int64)
         own = (bases + np.asarray(self._pids, dtype=np.int64))[:n]
         # Dense slot numbers: only slots some request stores can ever be cached.
-        uniq = np.unique(own)
-        pos = np.minimum(np.searchsorted(uniq, slots), len(uniq) - 1)
-        storable = uniq[pos] == slots
-        row_of = np.repeat(np.arange(len(kept) - 1), np.diff(kept))
-        counts = np.bincount(row_of[storable], minlength=len(kept) - 1)[:n]
-        offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        end = offsets[-1]
-        csr = csr[storable][:end]
-        cand = kernel.Candidates(
-            offsets=offsets,
-            slots=pos[storable][:end].astype(np.int32),
-            ks=np.frombuffer(self._kmap, dtype=np.int16)[csr],
-            sims=np.frombuffer(self._sims, dtype=np.float32)[csr],
-            fallback=np.asarray(fallback[:n], dtype=bool),
-        )
+        uniq = np.unique(own) if self._per_user else np.flatnonzero(np.bincount(own))
+        if self._per_user:
+            # (user, prompt) slots are too sparse for a lookup table: list them densely.
+            kept, slots, csr, fallback = self._candidate_csr()
+            pos = np.minimum(np.searchsorted(uniq, slots), len(uniq) - 1)
+            storable = uniq[pos] == slots
+            row_of = np.repeat(np.arange(len(kept) - 1), np.diff(kept))
+            offsets = np.zeros(n + 1, np.int64)
+            np.cumsum(np.bincount(row_of[storable], minlength=len(kept) - 1)[:n], out=offsets[1:])
+            csr = csr[storable][: offsets[-1]]
+            cand = kernel.Candidates(
+                offsets=offsets,
+                ids=pos[storable][: offsets[-1]].astype(np.int32),
+                ks=np.frombuffer(self._kmap, dtype=np.int16)[csr],
+                sims=np.frombuffer(self._sims, dtype=np.float32)[csr],
+                complete=~np.asarray(fallback[:n], dtype=bool),
+                dense_of=np.arange(len(uniq), dtype=np.int32),
+            )
+        else:
+            # Shared slots are prompt ids: the kernel walks the lists themselves, no copies.
+            dense_of = np.full(self._n_prompts, -1, np.int32)
+            dense_of[uniq] = np.arange(len(uniq), dtype=np.int32)
+            cand = kernel.Candidates(
+                offsets=np.frombuffer(self._offsets, dtype=np.int64),
+                ids=np.frombuffer(self._ids, dtype=np.int32),
+                ks=np.frombuffer(self._kmap, dtype=np.int16),
+                sims=np.frombuffer(self._sims, dtype=np.float32),
+                complete=np.asarray(self._complete, dtype=bool),
+                dense_of=dense_of,
+            )
 
         def more(i: int, masks: np.ndarray) -> tuple[int, float, int]:
             def cached(slot: int) -> bool:

@@ -34,13 +34,20 @@ MISS, HIT, HOLE = 0, 1, 2  # outcome codes in the kernel's output (mapped by the
 
 @dataclass
 class Candidates:
-    """Per request: cached-able candidate slots (dense) in walk order, their K and similarity."""
+    """The neighbour lists as the kernel walks them (CSR over requests, best first).
+
+    The walk of request i stops at its first entry with K < 0 (below the selector's floor:
+    the rest is lower still) or at the first entry whose dense slot ``dense_of[ids[j]]``
+    holds anything; entries whose slot is -1 can never be cached and are skipped. A walk
+    that runs off the end of an incomplete row needs the exhaustive search.
+    """
 
     offsets: np.ndarray  # int64 (n + 1)
-    slots: np.ndarray  # int32, dense slot numbers
-    ks: np.ndarray  # int16, the selector's K for the candidate (0: a miss that still decides)
+    ids: np.ndarray  # int32, looked up in dense_of
+    ks: np.ndarray  # int16, the selector's K (0: a miss that still decides; < 0: the floor)
     sims: np.ndarray  # float32
-    fallback: np.ndarray  # bool (n): the row may be extended by the exhaustive search
+    complete: np.ndarray  # bool (n): the row lists every candidate above the floor
+    dense_of: np.ndarray  # int32: id -> dense slot, -1 when no request ever stores it
 
 
 @dataclass
@@ -111,10 +118,11 @@ def replay(
     )
     args = (
         cand.offsets,
-        cand.slots,
+        cand.ids,
         cand.ks,
         cand.sims,
-        cand.fallback,
+        cand.complete,
+        cand.dense_of,
         own,
         levels,
         level_index,
@@ -222,10 +230,11 @@ def _run(  # pragma: no cover - compiled
     forced_sim,
     forced_k,
     offsets,
-    cslots,
+    cids,
     cks,
     csims,
-    fallback,
+    complete,
+    dense_of,
     own,
     levels,
     level_index,
@@ -260,11 +269,16 @@ def _run(  # pragma: no cover - compiled
             # Resuming after a fallback: the exhaustive search answered for this request.
             slot, s, k = forced_slot, forced_sim, forced_k
         else:
+            cut = False
             for j in range(offsets[i], offsets[i + 1]):
-                if masks[cslots[j]] != 0:
-                    slot, s, k = cslots[j], csims[j], cks[j]
+                if cks[j] < 0:
+                    cut = True
                     break
-            if slot < 0 and fallback[i]:
+                d = dense_of[cids[j]]
+                if d >= 0 and masks[d] != 0:
+                    slot, s, k = d, csims[j], cks[j]
+                    break
+            if slot < 0 and not cut and not complete[i]:
                 return i
         first_stored = 0  # store every level (a miss)
         if slot >= 0:
