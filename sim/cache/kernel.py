@@ -159,29 +159,20 @@ def replay(
 
 
 @numba.njit(cache=True, nogil=True)
-def _less(hp, hs, a, b):  # pragma: no cover - compiled
-    return hp[a] < hp[b] or (hp[a] == hp[b] and hs[a] < hs[b])
-
-
-@numba.njit(cache=True, nogil=True)
-def _swap(hp, hs, he, a, b):  # pragma: no cover - compiled
-    hp[a], hp[b] = hp[b], hp[a]
-    hs[a], hs[b] = hs[b], hs[a]
-    he[a], he[b] = he[b], he[a]
-
-
-@numba.njit(cache=True, nogil=True)
 def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
+    """Move the entry at j down to its place (children move up into the hole)."""
+    p, s, e = hp[j], hs[j], he[j]
     while True:
         c = 2 * j + 1
         if c >= size:
-            return
-        if c + 1 < size and _less(hp, hs, c + 1, c):
+            break
+        if c + 1 < size and (hp[c + 1] < hp[c] or (hp[c + 1] == hp[c] and hs[c + 1] < hs[c])):
             c += 1
-        if not _less(hp, hs, c, j):
-            return
-        _swap(hp, hs, he, c, j)
+        if not (hp[c] < p or (hp[c] == p and hs[c] < s)):
+            break
+        hp[j], hs[j], he[j] = hp[c], hs[c], he[c]
         j = c
+    hp[j], hs[j], he[j] = p, s, e
 
 
 @numba.njit(cache=True, nogil=True)
@@ -197,14 +188,14 @@ def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
         size = w
         for j in range(size // 2 - 1, -1, -1):
             _sift_down(hp, hs, he, size, j)
-    hp[size], hs[size], he[size] = p, s, e
     j = size
     while j > 0:
         parent = (j - 1) // 2
-        if not _less(hp, hs, j, parent):
+        if not (p < hp[parent] or (p == hp[parent] and s < hs[parent])):
             break
-        _swap(hp, hs, he, j, parent)
+        hp[j], hs[j], he[j] = hp[parent], hs[parent], he[parent]
         j = parent
+    hp[j], hs[j], he[j] = p, s, e
     state[0] = size + 1
 
 
