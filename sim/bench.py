@@ -291,16 +291,17 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
     ]
 
 
-def _count_more(nb: Any) -> list[int]:
-    """Count ``more()`` calls: the fallbacks bound the replay's speed."""
+def _count_fallbacks(nb: Any) -> list[int]:
+    """Count fallback searches (``more`` or ``nearest_among``): they bound the replay's speed."""
     calls = [0]
-    more = nb.more
+    for name in ("more", "nearest_among"):
+        search = getattr(nb, name)
 
-    def counted(i: int, k: int):
-        calls[0] += 1
-        return more(i, k)
+        def counted(i: int, arg: Any, search: Any = search) -> Any:
+            calls[0] += 1
+            return search(i, arg)
 
-    nb.more = counted
+        setattr(nb, name, counted)
     return calls
 
 
@@ -328,12 +329,12 @@ def _replay_rate(inp: Inputs, policy: str) -> tuple[float, float, int]:
     system = build_system(
         "nirvana", _experiment(n, policy), inp.arrays, inp.neighbours, load_profile("sdxl-a10g")
     )
-    calls = _count_more(inp.neighbours)
+    calls = _count_fallbacks(inp.neighbours)
     a = inp.arrays
     t0, c0 = time.perf_counter(), time.process_time()
     replay(system, a.arrival_s, a.prompt_ids, a.user_codes)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del inp.neighbours.more  # back to the class's method
+    del inp.neighbours.more, inp.neighbours.nearest_among  # back to the class's methods
     return n / wall, n / cpu, calls[0]
 
 

@@ -94,6 +94,27 @@ class NeighbourLists:
         order = np.lexsort((ids, -sims))[:k]
         return ids[order].astype(np.int32), sims[order].astype(np.float32)
 
+    def nearest_among(self, i: int, prompts: np.ndarray) -> tuple[int, float]:
+        """Position in ``prompts`` of request ``i``'s best candidate among them, and its similarity.
+
+        ``prompts`` are prompt ids first seen before request i (the cached ones, say); best is
+        by similarity descending, then prompt id, as in the lists, and must reach
+        ``min_similarity`` (the request's own prompt counts 1.0). (-1, nan) when none does.
+        The replay's fallback over only what is cached: it costs a product with the cache's
+        prompts instead of with every prompt of the trace.
+        """
+        if self.embeddings is None or self.prompt_ids is None:
+            raise RuntimeError("NeighbourLists.nearest_among needs embeddings: call attach(embeddings)")
+        own = int(self.prompt_ids[i])
+        prompts = np.asarray(prompts, dtype=np.int64)
+        sims = self.embeddings[prompts] @ self.embeddings[own]
+        sims[prompts == own] = 1.0
+        ok = np.flatnonzero(sims >= np.float32(self.min_similarity))
+        if not len(ok):
+            return -1, float("nan")
+        best = ok[np.lexsort((prompts[ok], -sims[ok]))[0]]
+        return int(best), float(sims[best])
+
     def save(self, path: str | Path) -> Path:
         """Write the lists to ``path`` (npz, atomic). Embeddings are not stored."""
         dest = Path(path)

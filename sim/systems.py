@@ -552,12 +552,18 @@ class Nirvana(CachedSystem):
             )
 
         def more(i: int, masks: np.ndarray) -> tuple[int, float, int]:
-            def cached(slot: int) -> bool:
-                p = int(np.searchsorted(uniq, slot))
-                return p < len(uniq) and uniq[p] == slot and masks[p] != 0
-
-            slot, s, k = self._more(i, int(bases[i]), cached)
-            return (int(np.searchsorted(uniq, slot)) if slot >= 0 else -1), s, k
+            # Every listed candidate is gone: the nearest of what is cached now, exactly.
+            cached = np.flatnonzero(masks)
+            base = int(bases[i])
+            prompts = uniq[cached] - base
+            if self._per_user:
+                mine = (prompts >= 0) & (prompts < self._n_prompts)  # this user's partition
+                cached, prompts = cached[mine], prompts[mine]
+            at, s = self._nb.nearest_among(i, prompts)
+            if at < 0:
+                return -1, NAN, 0
+            k = int(self._entry_k(np.array([s], dtype=np.float32))[0])
+            return (int(cached[at]), s, k) if k >= 0 else (-1, NAN, 0)
 
         store = self.store
         res = kernel.replay(
