@@ -173,7 +173,10 @@ def stage_inputs(src: Path, requests: int) -> list[Figure]:
         meta = json.loads(meta_path.read_text())
         return [
             Figure(
-                f"inputs: {meta['requests']:,}-request trace + lists REUSED", meta["build_s"], "s", f"cached in {src}"
+                f"inputs: {meta['requests']:,}-request trace + lists REUSED",
+                meta["build_s"],
+                "s",
+                f"cached in {src}",
             )
         ]
     src.mkdir(parents=True, exist_ok=True)
@@ -272,7 +275,9 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
 
     # The reference: the lists' graph settings and first query depth, on a prebuilt index.
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
-    index.init_index(max_elements=len(emb), ef_construction=_HNSW["ef_construction"], M=_HNSW["M"], random_seed=1)
+    index.init_index(
+        max_elements=len(emb), ef_construction=_HNSW["ef_construction"], M=_HNSW["M"], random_seed=1
+    )
     index.set_num_threads(1)
     index.add_items(emb, np.arange(len(emb)))
     index.set_ef(_HNSW["ef"])
@@ -314,7 +319,9 @@ def _warm_kernel(inp: Inputs) -> float:
     n = min(2000, len(inp.arrays.prompt_ids))
     a = inp.arrays
     t0 = time.perf_counter()
-    system = build_system("nirvana", _experiment(n, "lcbfu", 500), a, inp.neighbours, load_profile("sdxl-a10g"))
+    system = build_system(
+        "nirvana", _experiment(n, "lcbfu", 500), a, inp.neighbours, load_profile("sdxl-a10g")
+    )
     replay(system, a.arrival_s, a.prompt_ids, a.user_codes, n_requests=n)
     return time.perf_counter() - t0
 

@@ -491,8 +491,14 @@ class Nirvana(CachedSystem):
             return self._columns(*self._compiled_replay(n, arrivals, stride))
         return self._columns(*self._python_replay(n, arrivals, stride))
 
-    def _columns(self, code: list[int], matched: list[int], similarity: list[float], k_planned: list[int],
-                 k_used: list[int]) -> dict[str, list]:
+    def _columns(
+        self,
+        code: list[int],
+        matched: list[int],
+        similarity: list[float],
+        k_planned: list[int],
+        k_used: list[int],
+    ) -> dict[str, list]:
         """Record columns from the replay's outcome codes, and the counters they imply."""
         miss_c, hole_c = OUTCOME_CODE["miss"], OUTCOME_CODE["hole"]
         self.lookups += len(code)

@@ -177,7 +177,9 @@ def test_fast_replay_equals_lookup_and_complete(policy: str, cache: dict, work) 
     fast, slow = make("nirvana", policy, work, **cache), make("nirvana", policy, work, **cache)
     slow.replay_columns = None  # replay() then drives lookup() and complete() request by request
     args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
-    pd.testing.assert_frame_equal(replay(fast, *args, occupancy_samples=37), replay(slow, *args, occupancy_samples=37))
+    pd.testing.assert_frame_equal(
+        replay(fast, *args, occupancy_samples=37), replay(slow, *args, occupancy_samples=37)
+    )
     a, b = fast.stats(), slow.stats()
     pd.testing.assert_frame_equal(a.pop("occupancy"), b.pop("occupancy"))
     assert a == b and a["evictions"] > 0 and sum(a["hits_by_k"].values()) > 0
