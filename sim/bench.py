@@ -68,6 +68,9 @@ def _pin_one_core() -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # numpy's BLAS threads would only contend for the one core
 
 
 def _experiment(requests: int, policy: str = "lcbfu", capacity: float = 15000, mode: str = "cache-only"):
