@@ -29,7 +29,6 @@ the final result at level N.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -241,12 +240,9 @@ class CachedSystem(System):
             j += 1
         return -1 if self._complete[i] else -2
 
-    def _more(self, i: int, base: int, cached: Callable[[int], bool] | None = None) -> tuple[int, float, int]:
-        """(slot, similarity, K) of the nearest cached candidate from the exhaustive search; slot -1: none.
-
-        ``cached(slot)`` says whether a slot holds anything (default: the store's masks).
-        """
-        is_cached = self.store.masks.__contains__ if cached is None else cached
+    def _more(self, i: int, base: int) -> tuple[int, float, int]:
+        """(slot, similarity, K) of the nearest cached candidate from the exhaustive search; slot -1: none."""
+        masks = self.store.masks
         k = max(2 * (self._offsets[i + 1] - self._offsets[i]), 16)
         while True:
             more_ids, more_sims = self._nb.more(i, k)
@@ -256,7 +252,7 @@ class CachedSystem(System):
             for p, s, kp in zip(np.asarray(more_ids).tolist(), sims, ks, strict=True):
                 if kp < 0:
                     return -1, NAN, 0
-                if is_cached(base + p):
+                if base + p in masks:
                     return base + p, s, kp
             if len(sims) < k:
                 return -1, NAN, 0
@@ -385,9 +381,11 @@ class Nirvana(CachedSystem):
         qv = profile.quality_vanilla
         self._q_vanilla = qv
         self._quality = {k: profile.quality_for_k(k) for k in (0, *self.levels)}
-        store_on_hit = exp.cache.store_on_hit
+        self._store_on_hit = exp.cache.store_on_hit
         # Levels a generation that started from level k passes and stores.
-        self._above = {k: tuple(x for x in self.levels if x > k) if store_on_hit else () for k in self.levels}
+        self._above = {
+            k: tuple(x for x in self.levels if x > k) if self._store_on_hit else () for k in self.levels
+        }
         self._miss = Decision("miss", -1, NAN, 0, 0, n, qv, self.levels)
 
     def _future_pairs(self, arrays: TraceArrays, neighbours: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -578,7 +576,7 @@ class Nirvana(CachedSystem):
             cand,
             np.searchsorted(uniq, own),
             self.levels,
-            bool(self._above[self.levels[0]]),
+            self._store_on_hit,
             store.capacity,
             store.policy.rule,
             more,
@@ -607,7 +605,7 @@ class Nirvana(CachedSystem):
 
     def _python_replay(self, n: int, arrivals: list[float], stride: int) -> tuple[list, ...]:
         """The interpreted fast path, for policies without a priority rule and uncommon stores."""
-        kept, slots, csr, fallback = self._candidate_csr()
+        kept, slots, _, fallback = self._candidate_csr()
         flat = slots.tolist()
         rows = [tuple(flat[a:b]) for a, b in zip(kept[:-1].tolist(), kept[1:].tolist(), strict=True)]
         starts = np.frombuffer(self._offsets, dtype=np.int64)[:-1].tolist()

@@ -25,6 +25,7 @@ import numpy as np
 from sim.cache.policies.base import PriorityRule
 
 HIT_RULES = ("keep", "requeue", "add-one", "add-level", "add-asked")
+_KEEP, _REQUEUE, _ADD_ONE, _ADD_LEVEL, _ADD_ASKED = range(len(HIT_RULES))
 
 # Slots of the state vector shared by Python and the kernel between calls.
 _HEAP, _SEQ, _ENTRIES, _INSERTIONS, _EVICTIONS, _PROMPTS = range(6)
@@ -83,8 +84,8 @@ def replay(
     """Replay requests 0..n-1 (see the module docstring).
 
     ``own``: dense slot of each request's own prompt; ``ladder``: the K levels, ascending;
-    ``capacity``: entries (> 0); ``more(i, masks)``: the full-index fallback of request i
-    given the current masks, as (dense slot or -1, similarity, K).
+    ``capacity``: entries (> 0); ``more(i, masks)``: the fallback search of request i given
+    the current masks, as (dense slot or -1, similarity, K).
     """
     n_slots = int(own.max()) + 1 if n else 1
     n_levels = len(ladder)
@@ -177,7 +178,7 @@ def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
-    size = state[0]
+    size = state[_HEAP]
     if size == len(hp):
         # Drop stale entries (superseded by a later push or evicted), then re-heapify.
         w = 0
@@ -196,18 +197,18 @@ def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
         hp[j], hs[j], he[j] = hp[parent], hs[parent], he[parent]
         j = parent
     hp[j], hs[j], he[j] = p, s, e
-    state[0] = size + 1
+    state[_HEAP] = size + 1
 
 
 @numba.njit(cache=True, nogil=True)
 def _pop_live(hp, hs, he, seq, state):  # pragma: no cover - compiled
     """Remove and return the live entry of lowest (priority, sequence)."""
     while True:
-        size = state[0]
+        size = state[_HEAP]
         e, s = he[0], hs[0]
         size -= 1
         hp[0], hs[0], he[0] = hp[size], hs[size], he[size]
-        state[0] = size
+        state[_HEAP] = size
         _sift_down(hp, hs, he, size, 0)
         if seq[e] == s:
             return e
@@ -282,17 +283,17 @@ def _run(  # pragma: no cover - compiled
                     while not (m >> ku) & 1:
                         ku -= 1
                     e = slot * n_levels + level_index[ku]
-                    if hit_rule != 0:
-                        if hit_rule == 2:
+                    if hit_rule != _KEEP:
+                        if hit_rule == _ADD_ONE:
                             prio[e] += 1
-                        elif hit_rule == 3:
+                        elif hit_rule == _ADD_LEVEL:
                             prio[e] += ku
-                        elif hit_rule == 4:
+                        elif hit_rule == _ADD_ASKED:
                             prio[e] += k
-                        seq[e] = state[1]
-                        state[1] += 1
+                        seq[e] = state[_SEQ]
+                        state[_SEQ] += 1
                         _push(hp, hs, he, seq, state, prio[e], seq[e], e)
-                    code[i] = 1 if ku == k else 2
+                    code[i] = HIT if ku == k else HOLE
                     matched[i] = slot
                     k_used[i] = ku
                     first_stored = level_index[ku] + 1 if store_on_hit else n_levels
@@ -306,20 +307,20 @@ def _run(  # pragma: no cover - compiled
                 nl += 1
         if nl > 0:
             start = 0
-            if state[2] + nl > capacity:
+            if state[_ENTRIES] + nl > capacity:
                 if nl > capacity:
                     start = nl - capacity  # a tiny cache keeps the levels that save most
-                if state[2] + nl - start > capacity:
-                    victims = state[2] + nl - start - capacity
+                if state[_ENTRIES] + nl - start > capacity:
+                    victims = state[_ENTRIES] + nl - start - capacity
                     for _ in range(victims):
                         e = _pop_live(hp, hs, he, seq, state)
                         seq[e] = -1
                         vs = e // n_levels
                         masks[vs] &= ~(np.int64(1) << levels[e % n_levels])
                         if masks[vs] == 0:
-                            state[5] -= 1
-                    state[2] -= victims
-                    state[4] += victims
+                            state[_PROMPTS] -= 1
+                    state[_ENTRIES] -= victims
+                    state[_EVICTIONS] += victims
                     m = masks[o]
             was_empty = m == 0
             for r in range(start, nl):
@@ -327,15 +328,15 @@ def _run(  # pragma: no cover - compiled
                 m |= np.int64(1) << levels[x]
                 e = o * n_levels + x
                 prio[e] = insert_prio
-                seq[e] = state[1]
-                state[1] += 1
+                seq[e] = state[_SEQ]
+                state[_SEQ] += 1
                 _push(hp, hs, he, seq, state, insert_prio, seq[e], e)
             if was_empty:
-                state[5] += 1
+                state[_PROMPTS] += 1
             masks[o] = m
-            state[2] += nl - start
-            state[3] += nl - start
+            state[_ENTRIES] += nl - start
+            state[_INSERTIONS] += nl - start
         if (i + 1) % stride == 0 or i == n - 1:
-            occ_entries[i // stride] = state[2]
-            occ_prompts[i // stride] = state[5]
+            occ_entries[i // stride] = state[_ENTRIES]
+            occ_prompts[i // stride] = state[_PROMPTS]
     return n
