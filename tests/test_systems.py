@@ -140,9 +140,9 @@ def test_nirvana_store_on_hit_off() -> None:
     assert ds[1].outcome == "hit" and ds[1].store_levels == ()
 
 
-def test_nirvana_falls_back_to_the_full_index_when_the_list_runs_out() -> None:
+def test_nirvana_falls_back_to_the_exhaustive_search_when_the_list_runs_out() -> None:
     # Request 2's truncated list names only prompt 1, which is not cached (its generation has
-    # not completed), so the full index is asked (k = 16) and finds prompt 0 at 0.92.
+    # not completed), so the exhaustive search is asked (k = 16) and finds prompt 0 at 0.92.
     lists = Lists(
         [[], [], [(1, 0.99)]],
         complete_rows=[True, True, False],
