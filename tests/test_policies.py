@@ -190,6 +190,26 @@ def test_fast_replay_equals_lookup_and_complete(policy: str, cache: dict, work) 
 
 
 @pytest.mark.parametrize("policy", ALL)
+def test_after_a_fast_replay_of_a_prefix_lookups_continue_exactly(policy: str, work) -> None:
+    """The fast path hands its state back: the generic loop then goes on as if it had run all along."""
+    arrays, _ = work
+    fast, slow = make("nirvana", policy, work), make("nirvana", policy, work)
+    slow.replay_columns = None
+    args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    pd.testing.assert_frame_equal(replay(fast, *args, n_requests=700), replay(slow, *args, n_requests=700))
+    rest = []
+    for sys_ in (fast, slow):
+        decisions = []
+        for i in range(700, len(arrays.prompt_ids)):
+            d = sys_.lookup(i, float(i))
+            sys_.complete(i, d, float(i))
+            decisions.append(d)
+        rest.append(decisions)
+    assert rest[0] == rest[1] and any(d.outcome == "hit" for d in rest[0])
+    assert fast.stats()["evictions"] == slow.stats()["evictions"] > 0
+
+
+@pytest.mark.parametrize("policy", ALL)
 def test_deterministic(policy: str, work) -> None:
     runs = [drive(make("nirvana", policy, work), 1200, check=False) for _ in range(2)]
     assert runs[0] == runs[1]
