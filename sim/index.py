@@ -198,9 +198,11 @@ class HnswIndex(VectorIndex):
                 labels, dist = self._index.knn_query(x, k=k, num_threads=num_threads)
                 break
             except RuntimeError:
-                # Deleted vertices can leave a search with fewer than k live results: widen it.
+                # Deleted vertices, or parts of the graph the search cannot reach, can leave fewer
+                # than k results: widen the search, and when even one as wide as the index falls
+                # short, score every live vector exactly.
                 if ef >= len(self) + self._deleted:
-                    raise
+                    return self._scan(x, k)
                 ef = min(4 * ef, len(self) + self._deleted)
             finally:
                 self._index.set_ef(self.ef)
@@ -210,6 +212,14 @@ class HnswIndex(VectorIndex):
         # hnswlib returns ascending distance; a stable sort only fixes float ties' order.
         order = np.argsort(-sims, axis=1, kind="stable")
         return np.take_along_axis(labels, order, 1), np.take_along_axis(sims, order, 1)
+
+
+    def _scan(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over every live vector (ties by label), for searches the graph cannot answer."""
+        labels = np.array(sorted(self._live), dtype=np.int64)
+        vecs = np.asarray(self._index.get_items(labels), dtype=np.float32)
+        sims = x @ vecs.T
+        return topk_rows(sims, np.broadcast_to(labels, sims.shape), k)
 
 
 class ExactIndex(VectorIndex):

@@ -144,3 +144,24 @@ def test_exact_query_in_chunks_gives_the_same_answer(monkeypatch) -> None:
     assert np.array_equal(whole[0], chunked[0])
     # BLAS may sum in another order for another matrix shape: equal up to float rounding.
     np.testing.assert_allclose(whole[1], chunked[1], atol=1e-6)
+
+
+def test_hnsw_answers_a_query_its_graph_cannot_cover() -> None:
+    """A sparse graph over tight clusters leaves hnswlib short of k results even at ef = n
+    (it raises); the index then scores every vector exactly instead of failing."""
+    rng = np.random.default_rng(0)
+    n, d = 300, 16
+    centres = rng.normal(size=(6, d))
+    x = centres[rng.integers(0, 6, n)] + 0.01 * rng.normal(size=(n, d))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    idx = make_index("hnsw", d, n, 0, M=2, ef_construction=4, ef=4)
+    idx.add(x, np.arange(n))
+    with pytest.raises(RuntimeError):  # the situation itself: hnswlib alone cannot answer
+        idx._index.knn_query(x[:5], k=n)
+    labels, sims = idx.query(x[:5], n)
+    exact = ExactIndex(d, n)
+    exact.add(x, np.arange(n))
+    ref_labels, ref_sims = exact.query(x[:5], n)
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+    assert all(sorted(row) == list(range(n)) for row in labels.tolist())
+    assert idx.ef == 4  # the query-time breadth is restored
