@@ -10,8 +10,9 @@ by (priority, sequence number) in place of the policies' ordered dicts.
 The loop gives exactly the decisions, cache contents and counters of
 ``Nirvana.lookup`` + ``Nirvana.complete`` (tests hold it to that for every supported
 policy). It stops at a request whose listed candidates are all gone from a truncated list,
-so that Python can search every earlier prompt (``NeighbourLists.more``), and resumes with the answer.
-Slots are renumbered densely (``slot_of``) so that per-slot state fits in arrays.
+so that Python can search the cached prompts exactly (``NeighbourLists.nearest_among``), and
+resumes with the answer. Slots are renumbered densely (``Candidates.dense_of``) so that
+per-slot state fits in arrays.
 """
 
 from __future__ import annotations
