@@ -9,7 +9,9 @@ the trace's arrays, the causal neighbour lists and the profile.
 
 Lookup rule (gptcache, nirvana): walk request i's neighbour candidates (most similar
 first) and take the first one that has anything cached; when every listed candidate is
-gone and the list is not complete, ask ``neighbours.more(i, k)`` with k doubling. The
+gone and the list is not complete, ask ``neighbours.more(i, k)`` with k doubling (the
+compiled cache-only replay asks ``neighbours.nearest_among`` over the cached prompts instead:
+the same answer, from a smaller product). The
 selector maps its similarity to K; the latent of level K is served, or on a hole the
 largest cached K' <= K; with no level <= K cached the request misses. A miss stores
 every level of the ladder, a hit at K' the levels above K' (``cache.store_on_hit``).
