@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.errors import ConfigError
+from sim.base.errors import ConfigError
 
 _DESCRIPTION = """\
 Measure a diffusion model on this machine and write a calibration profile (schema

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from sim.io import atomic_path
+from sim.base.io import atomic_path
 
 _BG, _FG = (255, 255, 255), (20, 20, 20)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from calibrate.pipelines import LoadedModel
-from sim.errors import ConfigError
+from sim.base.errors import ConfigError
 
 # Prompt text does not change the cost (CLIP pads to 77 tokens); a fixed set keeps runs reproducible.
 PROMPTS = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.errors import InputError
+from sim.base.errors import InputError
 
 _LAYOUTS = (
     ("cached_prompt", "new_prompt", "similarity"),

@@ -28,7 +28,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from calibrate.tokenizer import load_tokenizer
-from sim.errors import ConfigError
+from sim.base.errors import ConfigError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

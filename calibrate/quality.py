@@ -33,8 +33,8 @@ from calibrate.contact import contact_sheet
 from calibrate.pairs import Pair
 from calibrate.pipelines import LoadedModel
 from calibrate.scorers import ClipScorer
-from sim.errors import ConfigError
-from sim.io import atomic_path, atomic_write_csv
+from sim.base.errors import ConfigError
+from sim.base.io import atomic_path, atomic_write_csv
 
 
 class StepCounter:

@@ -21,7 +21,7 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from calibrate.tokenizer import load_tokenizer
-from sim.errors import ConfigError
+from sim.base.errors import ConfigError
 
 try:  # transformers >= 5 names the torchvision-free processor explicitly
     from transformers import CLIPImageProcessorPil as _ImageProcessor

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.errors import ConfigError, InputError
+from sim.base.errors import ConfigError, InputError
 
 # Source names that mean "the similarity the log already holds" (CLIP text cosine); a CLIP model
 # directory (clip:PATH) re-embeds the pairs instead.

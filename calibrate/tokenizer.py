@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from sim.io import atomic_write_text
+from sim.base.io import atomic_write_text
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"

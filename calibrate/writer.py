@@ -5,7 +5,7 @@ quality; quality does not measure step times). The writer starts from a base pro
 one such as ``sdxl-a10g`` or an earlier calibration output), replaces what was measured, marks it
 ``kind: measured``, and lists under each touched block's ``fields:`` where every other number came
 from, so a carried-over figure keeps its original ``kind`` and ``source``. The result must pass
-:func:`sim.profile.parse_profile` before anything is written.
+:func:`sim.base.profile.parse_profile` before anything is written.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import yaml
 
-from sim.errors import InputError
-from sim.io import atomic_write_text
-from sim.profile import Profile, load_profile, parse_profile
+from sim.base.errors import InputError
+from sim.base.io import atomic_write_text
+from sim.base.profile import Profile, load_profile, parse_profile
 
 MEASURED = "measured"
 
@@ -120,7 +120,7 @@ def finish(data: dict[str, Any], name: str, description: str, calibration: dict[
 
 
 def write_profile(path: str | Path, data: dict[str, Any]) -> Profile:
-    """Validate ``data`` with :func:`sim.profile.parse_profile`, then write it as YAML atomically."""
+    """Validate ``data`` with :func:`sim.base.profile.parse_profile`, then write it as YAML atomically."""
     dest = Path(path)
     if dest.suffix not in (".yaml", ".yml"):
         raise InputError(dest, "a profile is written as YAML: give --out a .yaml path")

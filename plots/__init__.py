@@ -16,7 +16,7 @@ __all__ = ["plot_command", "plot_results"]
 def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Draw every figure the results support; returns the written PNG and PDF paths.
 
-    Raises :class:`sim.errors.InputError` when ``results_dir`` holds no summary.csv.
+    Raises :class:`sim.base.errors.InputError` when ``results_dir`` holds no summary.csv.
     """
     from plots.data import load_results
     from plots.figures import FIGURES

@@ -2,7 +2,7 @@
 
 A *run* directory holds ``summary.csv``, ``records/<system>.parquet`` and, in full mode,
 ``timeseries/<system>.csv``; a *sweep* directory holds a merged ``summary.csv``, ``runs.csv``
-and ``runs/<name>/`` run directories (see :mod:`sim.sweep`).
+and ``runs/<name>/`` run directories (see :mod:`sim.app.sweep`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.errors import InputError
-from sim.records import REUSE_OUTCOMES
+from sim.base.errors import InputError
+from sim.base.records import REUSE_OUTCOMES
 
 # Columns a sweep adds to a summary that are not settings someone varied.
 _SWEEP_META = ("run", "status", "elapsed_s", "error")

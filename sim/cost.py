@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sim.base.profile import Profile
 from sim.engine.tiers import TierPath
-from sim.profile import Profile
 
 GB = 2**30
 HOURS_PER_MONTH = 730.0

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config import Experiment
+from sim.base.config import Experiment
+from sim.base.profile import Profile
+from sim.base.records import REUSE_OUTCOMES
 from sim.cost import run_cost
 from sim.engine.source import default_lookup_kind
-from sim.profile import Profile
-from sim.records import REUSE_OUTCOMES
 
 _NAN = float("nan")
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import InputError
+from sim.base.errors import InputError
+from sim.base.io import atomic_path
 from sim.index import VectorIndex, make_index
-from sim.io import atomic_path
 
 __all__ = ["NeighbourLists", "build_neighbours"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.records import OUTCOME_CODE, REUSE_OUTCOMES, RecordBuffer
+from sim.base.records import OUTCOME_CODE, REUSE_OUTCOMES, RecordBuffer
 from sim.systems import System
 
 
@@ -25,7 +25,7 @@ def replay(
 ) -> pd.DataFrame:
     """Replay the first ``n_requests`` requests (default: all) through ``system``.
 
-    Returns the per-request records (``sim.records.COLUMNS``; time columns other than
+    Returns the per-request records (``sim.base.records.COLUMNS``; time columns other than
     ``arrival_s`` stay NaN). The system's occupancy is sampled about
     ``occupancy_samples`` times (see ``system.stats()["occupancy"]``).
     """

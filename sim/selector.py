@@ -9,9 +9,9 @@ the engine asks for ``boost`` rungs more K, for any similarity above ``floor``, 
 
 from __future__ import annotations
 
-from sim.config import Experiment
-from sim.errors import ConfigError
-from sim.profile import Profile
+from sim.base.config import Experiment
+from sim.base.errors import ConfigError
+from sim.base.profile import Profile
 
 
 class Selector:

@@ -37,12 +37,12 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import pandas as pd
 
+from sim.base.config import Experiment
+from sim.base.errors import ConfigError
+from sim.base.profile import Profile
+from sim.base.records import OUTCOME_CODE
 from sim.cache.policies import POLICIES, FutureUses, PolicyContext
 from sim.cache.store import LatentStore
-from sim.config import Experiment
-from sim.errors import ConfigError
-from sim.profile import Profile
-from sim.records import OUTCOME_CODE
 from sim.selector import Selector
 
 NAN = float("nan")
@@ -482,7 +482,7 @@ class Nirvana(CachedSystem):
         request; compiled (:mod:`sim.cache.kernel`) when the policy declares a priority rule
         and the store is the common kind. Occupancy is sampled after every ``stride``
         requests, as ``replay`` does. Returns record columns: ``outcome`` (codes of
-        ``sim.records.OUTCOMES``), ``matched``, ``similarity``, ``k_planned``, ``k_used``,
+        ``sim.base.records.OUTCOMES``), ``matched``, ``similarity``, ``k_planned``, ``k_used``,
         ``steps``, ``quality``.
         """
         store = self.store

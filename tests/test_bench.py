@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sim.cli import main
+from sim.app.cli import main
 
 FIGURES = (
     "inputs: 4,000-request trace + lists BUILT",
@@ -61,6 +61,6 @@ def test_tiny_bench_prints_every_figure(tmp_path, monkeypatch, capsys) -> None:
     "sizes, values, exponent", [([1, 10], [2.0, 20.0], 1.0), ([1, 100], [3.0, 3.0], 0.0)]
 )
 def test_fit_exponent(sizes, values, exponent) -> None:
-    from sim.bench import fit_exponent
+    from sim.app.bench import fit_exponent
 
     assert fit_exponent(sizes, values) == pytest.approx(exponent)

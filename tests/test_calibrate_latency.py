@@ -12,8 +12,8 @@ from calibrate import latency, writer
 from calibrate.commands import register
 from calibrate.latency import Stat
 from calibrate.pipelines import load_model
-from sim.errors import ConfigError, InputError
-from sim.profile import load_profile, parse_profile
+from sim.base.errors import ConfigError, InputError
+from sim.base.profile import load_profile, parse_profile
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,7 +12,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from calibrate.pipelines import PRESETS, _text_config, load_model
 from calibrate.quality import StepCounter, generate_to_k, resume
 from calibrate.tokenizer import EOS, load_tokenizer, vocab_and_merges, write_tokenizer_files
-from sim.errors import ConfigError
+from sim.base.errors import ConfigError
 
 N = 10
 

@@ -16,8 +16,8 @@ from calibrate.commands import register
 from calibrate.pairs import read_pairs
 from calibrate.quality import assign_bins, derive_ladder
 from calibrate.scorers import get_scorer
-from sim.errors import ConfigError, InputError
-from sim.profile import load_profile
+from sim.base.errors import ConfigError, InputError
+from sim.base.profile import load_profile
 
 # The shared data sits beside the repository (../shared/data), as in the experiment files.
 DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_cache_prompts_100.csv")

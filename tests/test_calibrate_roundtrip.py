@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from calibrate.commands import register
-from sim.profile import load_profile
+from sim.base.profile import load_profile
 
 # The shared data sits beside the repository (../shared/data), as in the experiment files.
 LOG = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_match_log_20k.csv")
@@ -32,8 +32,8 @@ def _acsim(argv: list[str]) -> int:
 
 def test_calibrated_profile_runs_a_simulation(tmp_path):
     pytest.importorskip("sim.neighbours", reason="the simulation engine is not in the tree yet")
-    from sim import config
-    from sim.run import run_experiment
+    from sim.app.run import run_experiment
+    from sim.base import config
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

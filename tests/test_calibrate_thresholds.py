@@ -11,8 +11,8 @@ import yaml
 
 from calibrate import thresholds as th
 from calibrate.commands import register
-from sim.errors import ConfigError, InputError
-from sim.profile import load_profile
+from sim.base.errors import ConfigError, InputError
+from sim.base.profile import load_profile
 
 # The shared data sits beside the repository (../shared/data), as in the experiment files.
 LOG = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_match_log_20k.csv")

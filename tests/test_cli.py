@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import build_parser, main
+from sim.app.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim import config
-from sim.errors import ConfigError, InputError
+from sim.base import config
+from sim.base.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import pytest
 from test_engine_support import ExactPrompt, Retrieval, Vanilla, make_profile
 from test_queueing_theory import assert_littles_law
 
-from sim.config import from_dict
+from sim.base.config import from_dict
+from sim.base.errors import ConfigError
 from sim.engine import simulate
-from sim.errors import ConfigError
 
 A10G = make_profile()
 EFS_FETCH = 0.003 + 131072 / 1.0e8  # the default tier's latency + one latent over its bandwidth

@@ -8,9 +8,9 @@ import pytest
 from test_engine_core import experiment
 from test_queueing_theory import assert_littles_law
 
+from sim.base.profile import load_profile
 from sim.engine import simulate
 from sim.metrics import summarize
-from sim.profile import load_profile
 from sim.replay import replay
 from sim.systems import TraceArrays, build_system
 

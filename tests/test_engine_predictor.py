@@ -7,8 +7,8 @@ import pytest
 from test_engine_core import A10G, experiment, run
 from test_engine_support import ExactPrompt
 
+from sim.base.errors import ConfigError
 from sim.engine.predictor import PREDICTORS
-from sim.errors import ConfigError
 
 
 def half_repeats(n: int, popular: int = 10, seed: int = 0) -> np.ndarray:

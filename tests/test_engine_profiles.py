@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sim.base.profile import PROFILE_DIR, load_profile
 from sim.engine.workers import job_work
-from sim.profile import PROFILE_DIR, load_profile
 
 PROFILES = ("sdxl-a10g", "sdxl-a100")
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import yaml
 
-from sim.profile import PROFILE_DIR, Profile, parse_profile
+from sim.base.profile import PROFILE_DIR, Profile, parse_profile
 from sim.systems import Decision
 
 _BASE = yaml.safe_load((PROFILE_DIR / "sdxl-a10g.yaml").read_text(encoding="utf-8"))

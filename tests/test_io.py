@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.io import atomic_path, atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text
+from sim.base.io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_parquet,
+    atomic_write_text,
+)
 
 
 def _leftovers(directory):
@@ -63,7 +69,7 @@ def test_csv_and_parquet_round_trip(tmp_path):
 def test_written_files_get_umask_permissions_not_mkstemp_0600(tmp_path):
     old = os.umask(0o022)
     try:
-        # sim.io reads the umask once at import; the usual 022 gives 0644.
+        # sim.base.io reads the umask once at import; the usual 022 gives 0644.
         path = atomic_write_text(tmp_path / "p.txt", "x")
     finally:
         os.umask(old)

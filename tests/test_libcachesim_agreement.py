@@ -15,8 +15,8 @@ import pytest
 
 libcachesim = pytest.importorskip("libcachesim")
 
-from sim.config import CacheConfig, Experiment  # noqa: E402
-from sim.profile import load_profile  # noqa: E402
+from sim.base.config import CacheConfig, Experiment  # noqa: E402
+from sim.base.profile import load_profile  # noqa: E402
 from sim.replay import replay  # noqa: E402
 from sim.systems import TraceArrays, build_system  # noqa: E402
 

@@ -11,9 +11,9 @@ from test_engine_core import experiment
 from test_engine_support import Vanilla, service_only_profile
 from test_queueing_theory import assert_littles_law
 
+from sim.base.profile import load_profile
 from sim.engine import simulate
 from sim.metrics import quality_traded, summarize, timeseries
-from sim.profile import load_profile
 from sim.replay import replay
 from sim.systems import TraceArrays, build_system
 

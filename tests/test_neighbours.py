@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sim.neighbours as nbmod
-from sim.errors import InputError
+from sim.base.errors import InputError
 from sim.neighbours import NeighbourLists, build_neighbours
 
 

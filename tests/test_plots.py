@@ -1,4 +1,4 @@
-"""Figures from run and sweep directories written in the layout sim.run / sim.sweep produce."""
+"""Figures from run and sweep directories written in the layout sim.app.run / sim.app.sweep produce."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from plots import plot_results
 from plots.data import Run, load_results, offered_load_rps, timeseries
 from plots.figures import _frontier
 from plots.style import color_for
-from sim.errors import InputError
-from sim.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
-from sim.records import COLUMNS
+from sim.base.errors import InputError
+from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
+from sim.base.records import COLUMNS
 
 SYSTEMS = {"vanilla": (0.0, 30.3), "gptcache": (0.35, 25.8), "nirvana": (0.2, 28.8)}  # (reuse share, CLIP)
 
@@ -80,7 +80,7 @@ def write_run(
 
 
 def write_sweep(root: Path, grid: dict[str, list], full: bool = True, n: int = 1500) -> None:
-    """A sweep directory as sim.sweep lays it out: runs/<name>/, runs.csv, merged summary.csv."""
+    """A sweep directory as sim.app.sweep lays it out: runs/<name>/, runs.csv, merged summary.csv."""
     keys = list(grid)
     combos = [dict(zip(keys, vals, strict=True)) for vals in pd.MultiIndex.from_product(grid.values())]
     frames, index = [], []

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sim.base.config import CacheConfig, Experiment
+from sim.base.profile import load_profile
 from sim.cache.policies import POLICIES, FutureUses, PolicyContext
-from sim.config import CacheConfig, Experiment
-from sim.profile import load_profile
 from sim.replay import replay
 from sim.systems import TraceArrays, build_system
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sim import config
+from sim.app.run import prepare_inputs
+from sim.base import config
 from sim.engine import simulate
-from sim.run import prepare_inputs
 from sim.systems import build_system
 
 

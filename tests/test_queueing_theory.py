@@ -34,7 +34,7 @@ import pytest
 from scipy.stats import poisson
 from test_engine_support import Vanilla, service_only_profile
 
-from sim.config import from_dict
+from sim.base.config import from_dict
 from sim.engine import simulate
 
 

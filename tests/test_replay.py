@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import CacheConfig, Experiment
+from sim.base.config import CacheConfig, Experiment
+from sim.base.profile import load_profile
+from sim.base.records import COLUMNS
 from sim.neighbours import NeighbourLists, build_neighbours
-from sim.profile import load_profile
-from sim.records import COLUMNS
 from sim.replay import cache_summary, replay
 from sim.systems import TraceArrays, build_system
 

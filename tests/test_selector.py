@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sim.config import Experiment, SelectorConfig
-from sim.errors import ConfigError
-from sim.profile import load_profile
+from sim.base.config import Experiment, SelectorConfig
+from sim.base.errors import ConfigError
+from sim.base.profile import load_profile
 from sim.selector import Selector
 
 PUBLISHED = [(0.95, 25), (0.90, 20), (0.85, 15), (0.75, 10), (0.65, 5)]

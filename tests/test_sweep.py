@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import config as cfg
-from sim.errors import ConfigError
-from sim.io import atomic_write_csv, atomic_write_parquet
-from sim.sweep import EXECUTORS, expand_sweep, run_sweep
+from sim.app.sweep import EXECUTORS, expand_sweep, run_sweep
+from sim.base import config as cfg
+from sim.base.errors import ConfigError
+from sim.base.io import atomic_write_csv, atomic_write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARED: list[int] = []  # seeds prepare_lru_trace was called with (it runs in the parent process)
@@ -234,7 +234,7 @@ _INTERRUPTED_SWEEP = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_sweep import _exp, prepare_lru_trace, run_slow
-from sim.sweep import run_sweep
+from sim.app.sweep import run_sweep
 if __name__ == "__main__":
     exp = _exp({{"cache.capacity": [1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007]}}, output={out!r})
     run_sweep(exp, jobs=2, run_fn=run_slow, prepare_fn=prepare_lru_trace, progress=False)
@@ -268,7 +268,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path):
 
 
 def test_acsim_sweep_runs_the_real_pipeline_and_draws_figures(tmp_path, monkeypatch, capsys):
-    from sim.cli import main
+    from sim.app.cli import main
 
     monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
     spec = tmp_path / "tiny.yaml"

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from sim.config import CacheConfig, Experiment, GptCacheConfig
-from sim.errors import ConfigError
-from sim.profile import load_profile
+from sim.base.config import CacheConfig, Experiment, GptCacheConfig
+from sim.base.errors import ConfigError
+from sim.base.profile import load_profile
 from sim.systems import SYSTEMS, Decision, TraceArrays, build_system
 
 PROFILE = load_profile("sdxl-a10g")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.config import ArrivalConfig
-from sim.errors import InputError
+from sim.base.config import ArrivalConfig
+from sim.base.errors import InputError
 from traces.arrivals import arrival_times, diurnal_rate, read_rate_series
 from traces.prompts import prompts_trace, read_prompts
 

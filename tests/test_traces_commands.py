@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.errors import ConfigError, InputError
+from sim.base.errors import ConfigError, InputError
 from traces.commands import register
 from traces.schema import read_parquet
 

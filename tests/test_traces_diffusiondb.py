@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import traces.diffusiondb as ddb
-from sim.errors import InputError
+from sim.base.errors import InputError
 from traces.diffusiondb import load_diffusiondb
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

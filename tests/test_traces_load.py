@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import ArrivalConfig, TraceConfig, from_dict
-from sim.errors import ConfigError, InputError
+from sim.base.config import ArrivalConfig, TraceConfig, from_dict
+from sim.base.errors import ConfigError, InputError
 from traces.load import load_trace
 from traces.schema import Trace, normalise, write_parquet
 

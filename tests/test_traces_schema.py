@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sim.errors import InputError
+from sim.base.errors import InputError
 from traces.schema import COLUMNS, Trace, normalise, read_parquet, write_parquet
 
 

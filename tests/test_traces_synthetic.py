@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.config import ArrivalConfig, SyntheticConfig
-from sim.errors import ConfigError
+from sim.base.config import ArrivalConfig, SyntheticConfig
+from sim.base.errors import ConfigError
 from traces.prompts import EPOCH
 from traces.schema import COLUMNS
 from traces.stats import trace_stats

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.config import ArrivalConfig, SyntheticConfig
+from sim.base.config import ArrivalConfig, SyntheticConfig
 from traces.diffusiondb import load_diffusiondb
 from traces.embeddings import get_embedder
 from traces.prompts import read_prompts

@@ -1,7 +1,7 @@
 """Arrival processes for requests that come without timestamps (prompt lists, synthetic sessions).
 
 :func:`arrival_times` draws ``n`` sorted arrival times (float64 seconds from the process start)
-from a :class:`sim.config.ArrivalConfig`, seeded by a numpy Generator:
+from a :class:`sim.base.config.ArrivalConfig`, seeded by a numpy Generator:
 
 - ``poisson``: exponential gaps at ``rate``.
 - ``diurnal``: a sinusoidal daily rate ``rate * (1 + A sin(...))`` peaking at :data:`PEAK_HOUR_UTC`,
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import ArrivalConfig
-from sim.errors import InputError
+from sim.base.config import ArrivalConfig
+from sim.base.errors import InputError
 
 DAY_S = 86400.0
 # The synthetic clock starts at midnight UTC; the Stable Diffusion Discord was busiest in the

@@ -1,6 +1,6 @@
 """``acsim trace``: generate, import and describe request traces.
 
-Every sub-command validates its knobs through :mod:`sim.config`, so a bad value gets the same
+Every sub-command validates its knobs through :mod:`sim.base.config`, so a bad value gets the same
 message (field, value, what is allowed) as it would in an experiment file.
 """
 
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
         "--seed", type=int, default=1, help="random seed; equal seeds give equal traces (default: 1)"
     )
     p.add_argument("--out", "-o", type=Path, required=True, help="output trace parquet")
-    g = p.add_argument_group("generator knobs (defaults: sim.config.SyntheticConfig)")
+    g = p.add_argument_group("generator knobs (defaults: sim.base.config.SyntheticConfig)")
     g.add_argument("--users", type=int, help="user population (default: grows with --requests)")
     g.add_argument("--topics", type=int, help="number of prompt topics (default: grows with --requests)")
     g.add_argument("--zipf-s", type=float, help="Zipf exponent of topic popularity (default: 1.1)")
@@ -145,7 +145,7 @@ def register(subparsers: Any) -> None:
 
 
 def _arrival_args(p: argparse.ArgumentParser, default_process: str | None) -> None:
-    g = p.add_argument_group("arrival process (defaults: sim.config.ArrivalConfig)")
+    g = p.add_argument_group("arrival process (defaults: sim.base.config.ArrivalConfig)")
     g.add_argument(
         "--process",
         choices=("poisson", "diurnal", "bursty", "rate"),
@@ -169,7 +169,7 @@ def _given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
 def _trace_config(args: argparse.Namespace, trace: dict[str, Any]) -> Any:
     """Validate the command's knobs as the ``trace`` block of an experiment."""
-    from sim import config
+    from sim.base import config
 
     arrival = _given(
         args,
@@ -230,8 +230,8 @@ def _open_any(path: Path) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sim.config import ArrivalConfig
-    from sim.errors import InputError
+    from sim.base.config import ArrivalConfig
+    from sim.base.errors import InputError
     from traces.diffusiondb import load_diffusiondb
     from traces.prompts import prompts_trace
     from traces.schema import META_KEY, read_parquet
@@ -261,7 +261,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     trace = _open_any(args.path)
     embeddings = None
     if args.embedder:
-        from sim.errors import ConfigError
+        from sim.base.errors import ConfigError
         from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
 
         problem = check_embedder_name(args.embedder)

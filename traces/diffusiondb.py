@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.errors import InputError
+from sim.base.errors import InputError
 from traces.prompts import decode_utf8
 from traces.schema import Trace, normalise
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from sim.io import atomic_path
+from sim.base.io import atomic_path
 
 __all__ = [
     "EMBEDDERS",

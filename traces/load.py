@@ -1,4 +1,4 @@
-"""One entry point from a :class:`sim.config.TraceConfig` to a :class:`traces.schema.Trace`.
+"""One entry point from a :class:`sim.base.config.TraceConfig` to a :class:`traces.schema.Trace`.
 
 Order of operations: read the source, keep the window ``[start, end)`` (ISO times on the
 trace's own clock; a time without a zone is UTC), keep the first ``requests`` requests of it,
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.config import TraceConfig
-from sim.errors import ConfigError
+from sim.base.config import TraceConfig
+from sim.base.errors import ConfigError
 from traces.diffusiondb import load_diffusiondb
 from traces.prompts import prompts_trace
 from traces.schema import Trace, read_parquet

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import ArrivalConfig
-from sim.errors import InputError
+from sim.base.config import ArrivalConfig
+from sim.base.errors import InputError
 from traces.arrivals import arrival_times
 from traces.schema import Trace, normalise
 

@@ -3,7 +3,7 @@
 A trace row is one request: ``timestamp`` (UTC), ``prompt``, optional ``user``, ``seed``,
 ``steps``, ``width``, ``height``, and the derived ``prompt_id`` (dense index of the unique prompt
 in order of first appearance). :func:`normalise` turns any loader's raw table into that shape and
-reports bad input as :class:`sim.errors.InputError` naming file, row and column.
+reports bad input as :class:`sim.base.errors.InputError` naming file, row and column.
 
 Rows of real DiffusionDB files are not in time order, so :func:`normalise` sorts (stably). A file
 written by :func:`write_parquet` is sorted by construction and says so in its parquet metadata;
@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.errors import InputError
-from sim.io import atomic_path
+from sim.base.errors import InputError
+from sim.base.io import atomic_path
 
 REQUIRED = ("timestamp", "prompt")
 OPTIONAL_INT = ("seed", "steps", "width", "height")

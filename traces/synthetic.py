@@ -39,8 +39,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from sim.config import ArrivalConfig, SyntheticConfig
-from sim.errors import ConfigError
+from sim.base.config import ArrivalConfig, SyntheticConfig
+from sim.base.errors import ConfigError
 from traces import vocab
 from traces.arrivals import arrival_times, mean_rate
 from traces.prompts import EPOCH

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from sim.config import Experiment
+from sim.base.config import Experiment
+from sim.base.errors import ConfigError
+from sim.base.profile import Profile
+from sim.base.records import RecordBuffer
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
 from sim.engine.source import Source
 from sim.engine.tiers import TierPath
 from sim.engine.workers import GpuPool
-from sim.errors import ConfigError
-from sim.profile import Profile
-from sim.records import RecordBuffer
 
 
 def simulate(
@@ -34,7 +34,7 @@ def simulate(
     ``system`` follows the ``sim.systems`` contract (``name``, ``lookup(i, now, boost)``,
     ``complete(i, decision, now)``, ``cached_prompts()``). Arrivals are seconds since the
     trace's start, non-decreasing. Returns the per-request records (the columns of
-    :mod:`sim.records` plus ``boost``, the load-aware rungs asked for) and the per-minute
+    :mod:`sim.base.records` plus ``boost``, the load-aware rungs asked for) and the per-minute
     time series of :func:`sim.metrics.timeseries`. Engine totals (GPU busy seconds, the
     areas under the queue-length and in-system curves, predictor counters) are in
     ``records.attrs["engine"]``. The same inputs and seed give the same records.

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.config import PredictorConfig
-from sim.errors import ConfigError
+from sim.base.config import PredictorConfig
+from sim.base.errors import ConfigError
 
 
 class Predictor:

@@ -37,13 +37,13 @@ import numpy as np
 import simpy
 from simpy.events import Timeout
 
-from sim.config import Experiment
+from sim.base.config import Experiment
+from sim.base.profile import Profile
+from sim.base.records import OUTCOME_CODE, REUSE_OUTCOMES
 from sim.engine.predictor import NoPredictor, Predictor
 from sim.engine.queues import Job
 from sim.engine.tiers import TierPath
 from sim.engine.workers import GpuPool, WorkTable, job_work
-from sim.profile import Profile
-from sim.records import OUTCOME_CODE, REUSE_OUTCOMES
 
 # What a system's request costs before the GPU: nothing (no cache), a key-value lookup
 # (identical prompts only) or an embedding plus a vector-index search.
@@ -278,5 +278,5 @@ class Source:
         self.in_system -= 1
 
     def outcome_codes(self) -> np.ndarray:
-        """Outcome of every request as :data:`sim.records.OUTCOME_CODE` codes."""
+        """Outcome of every request as :data:`sim.base.records.OUTCOME_CODE` codes."""
         return np.fromiter((OUTCOME_CODE[d.outcome] for d in self.decisions), dtype=np.int8, count=self.n)

@@ -10,8 +10,8 @@ deterministic stand-in for demotion by age.
 
 from __future__ import annotations
 
-from sim.errors import ConfigError
-from sim.profile import Profile, Tier
+from sim.base.errors import ConfigError
+from sim.base.profile import Profile, Tier
 
 
 class TierPath:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 import simpy
 from simpy.events import Timeout
 
-from sim.config import BatchConfig
+from sim.base.config import BatchConfig
+from sim.base.profile import Profile
 from sim.engine.queues import Job
-from sim.profile import Profile
 
 # Times closer than this are the same instant (floating-point sums of delays).
 _EPS = 1e-9

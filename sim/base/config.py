@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sim.errors import ConfigError, InputError
+from sim.base.errors import ConfigError, InputError
 
 
 def _choices(names: Callable[[], list[str]]) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from sim.errors import InputError
+from sim.base.errors import InputError
 
 SCHEMA = "acsim-profile/1"
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "calibrate" / "profiles"
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "calibrate" / "profiles"
 KINDS = ("measured", "published", "assumed")
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import NeighbourConfig
-from sim.io import atomic_path, atomic_write_text
+from sim.base.config import NeighbourConfig
+from sim.base.io import atomic_path, atomic_write_text
 
 TOP_M = NeighbourConfig().top_m  # the config default, so the bench measures what users get
 
@@ -75,7 +75,7 @@ def _pin_one_core() -> None:
 
 
 def _experiment(requests: int, policy: str = "lcbfu", capacity: float = 15000, mode: str = "cache-only"):
-    from sim import config
+    from sim.base import config
 
     return config.from_dict(
         {
@@ -102,8 +102,8 @@ def inputs_dir(requests: int) -> Path:
     A cached trace at least that long is reused (its prefix serves), so measuring a large
     size once makes every later smaller run warm.
     """
+    from sim.app.run import cache_dir
     from sim.neighbours import _FORMAT
-    from sim.run import cache_dir
 
     root = cache_dir() / "bench"
     suffix = f"-seed1-hashing-top{TOP_M}-nb{_FORMAT}"
@@ -165,9 +165,9 @@ def load_prefix(src: Path, n: int) -> Inputs:
 
 def stage_inputs(src: Path, requests: int) -> list[Figure]:
     """Generate, embed and list the bench trace once; later runs reuse it from the cache."""
+    from sim.app.run import min_similarity
+    from sim.base.profile import load_profile
     from sim.neighbours import build_neighbours
-    from sim.profile import load_profile
-    from sim.run import min_similarity
     from traces.embeddings import get_embedder
     from traces.load import load_trace
     from traces.schema import write_parquet
@@ -316,7 +316,7 @@ def _count_fallbacks(nb: Any) -> list[int]:
 
 def _warm_kernel(inp: Inputs) -> float:
     """Load (or, on a fresh install, compile) the replay kernel before anything is timed."""
-    from sim.profile import load_profile
+    from sim.base.profile import load_profile
     from sim.replay import replay
     from sim.systems import build_system
 
@@ -332,7 +332,7 @@ def _warm_kernel(inp: Inputs) -> float:
 
 def _replay_rate(inp: Inputs, policy: str) -> tuple[float, float, int]:
     """(requests/s wall, requests/s CPU, fallback calls) of one nirvana cache-only replay."""
-    from sim.profile import load_profile
+    from sim.base.profile import load_profile
     from sim.replay import replay
     from sim.systems import build_system
 
@@ -390,8 +390,8 @@ def _libcachesim_lru_rate(prompt_ids: np.ndarray, capacity: int) -> float:
 
 def stage_full(src: Path, requests: int) -> list[Figure]:
     """Full SimPy replay of nirvana on a prefix, against a bare SimPy M/M/1 queue."""
+    from sim.base.profile import load_profile
     from sim.engine import simulate
-    from sim.profile import load_profile
     from sim.systems import build_system
 
     inp = load_prefix(src, requests)

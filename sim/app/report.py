@@ -8,7 +8,7 @@ from typing import TextIO
 
 import pandas as pd
 
-from sim.config import Experiment
+from sim.base.config import Experiment
 
 # (column, header, format); a column missing from the summary (e.g. latency in
 # cache-only mode) is left out of the table.

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim import config as cfg
-from sim.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
+from sim.base import config as cfg
+from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
+from sim.base.profile import Profile, load_profile
 from sim.neighbours import NeighbourLists, build_neighbours
-from sim.profile import Profile, load_profile
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import load_trace
 from traces.schema import Trace

@@ -8,7 +8,7 @@ Layout of a sweep's output directory (``exp.output``)::
 
     summary.csv            merged: one row per (configuration, system) + the varied columns
     runs.csv               one row per configuration: its directory, varied values, status, error
-    runs/<slug>-<hash>/    one run directory (see sim.run), plus ``done`` (written last) or ``error.txt``
+    runs/<slug>-<hash>/    one run directory (see sim.app.run), plus ``done`` (written last) or ``error.txt``
 
 A configuration's directory name is a readable slug of its varied values plus a hash of
 its whole resolved config, so a second invocation finds the runs it already finished
@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sim import config as cfg
-from sim.errors import ConfigError
+from sim.base import config as cfg
+from sim.base.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,13 +176,13 @@ def expand_sweep(exp: cfg.Experiment) -> list[SweepPoint]:
 
 
 def _default_run_fn() -> RunFn:
-    from sim.run import run_experiment
+    from sim.app.run import run_experiment
 
     return run_experiment
 
 
 def _default_prepare_fn() -> PrepareFn:
-    from sim.run import prepare_inputs
+    from sim.app.run import prepare_inputs
 
     return prepare_inputs
 
@@ -195,7 +195,7 @@ def execute_point(
     With ``ship_files`` the run happens in a private temporary directory and its files
     come back in the outcome (for workers on other machines); the caller writes them.
     """
-    from sim.io import atomic_write_csv
+    from sim.base.io import atomic_write_csv
 
     start = time.perf_counter()
     fn = run_fn or _default_run_fn()
@@ -382,7 +382,7 @@ def is_done(run_dir: Path) -> bool:
 
 
 def _record_outcome(task: Task, outcome: RunOutcome) -> None:
-    from sim.io import atomic_write_bytes, atomic_write_text
+    from sim.base.io import atomic_write_bytes, atomic_write_text
 
     run_dir = task.run_dir
     if outcome.error is not None:
@@ -429,7 +429,7 @@ def _write_index(
 ) -> None:
     import pandas as pd
 
-    from sim.io import atomic_write_csv
+    from sim.base.io import atomic_write_csv
 
     rows = []
     for p in points:
@@ -463,13 +463,13 @@ def run_sweep(
     ``executor`` names an entry of :data:`EXECUTORS`; ``jobs`` is the number of worker
     processes (default: the usable CPUs); ``address`` is a Ray cluster to connect to.
     ``run_fn(exp, out_dir=, inputs=, progress=)`` and ``prepare_fn(exp, progress=)`` default
-    to :func:`sim.run.run_experiment` and :func:`sim.run.prepare_inputs`; both must be
+    to :func:`sim.app.run.run_experiment` and :func:`sim.app.run.prepare_inputs`; both must be
     module-level functions (they are pickled to the workers). Returns a :class:`SweepResult`;
     failing configurations are in ``result.failed`` (their ``error.txt`` holds the traceback).
     """
     from tqdm import tqdm
 
-    from sim.io import atomic_write_csv, atomic_write_text
+    from sim.base.io import atomic_write_csv, atomic_write_text
 
     stream = stream or sys.stderr
     if executor not in EXECUTORS:
@@ -548,7 +548,7 @@ def run_sweep(
 
 
 # ---------------------------------------------------------------------------
-# Command line (wired by sim.cli)
+# Command line (wired by sim.app.cli)
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:

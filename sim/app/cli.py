@@ -1,7 +1,7 @@
 """The ``acsim`` command.
 
 Each sub-command lives with the code it drives; this module only wires them up and
-turns user errors (:class:`sim.errors.AcsimError`) into one line on stderr and exit code 2.
+turns user errors (:class:`sim.base.errors.AcsimError`) into one line on stderr and exit code 2.
 Heavy imports happen inside the commands so that ``acsim --help`` is instant.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sim.errors import AcsimError
+from sim.base.errors import AcsimError
 
 DESCRIPTION = """\
 acsim: a trace-driven simulator of text-to-image diffusion serving with approximate caching.
@@ -46,7 +46,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check an experiment file; print the resolved config."""
-    from sim import config
+    from sim.base import config
 
     exp = config.load(args.file, args.overrides)
     print(f"{args.file}: valid")
@@ -57,9 +57,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment (every system in it) and print the comparison table."""
-    from sim import config
-    from sim.report import print_summary
-    from sim.run import describe_inputs, prepare_inputs, run_experiment
+    from sim.app.report import print_summary
+    from sim.app.run import describe_inputs, prepare_inputs, run_experiment
+    from sim.base import config
 
     exp = config.load(args.file, args.overrides)
     out = Path(args.output or exp.output)
@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep block of an experiment file (resumable)."""
-    from sim.sweep import sweep_command
+    from sim.app.sweep import sweep_command
 
     return sweep_command(args)
 
@@ -98,7 +98,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_profiles(args: argparse.Namespace) -> int:
     """List shipped profiles or print one."""
-    from sim.profile import load_profile, resolve_path, shipped_profiles
+    from sim.base.profile import load_profile, resolve_path, shipped_profiles
 
     if args.name:
         load_profile(args.name)
@@ -113,7 +113,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the simulator's speed and memory against its references."""
-    from sim.bench import bench_command
+    from sim.app.bench import bench_command
 
     return bench_command(args)
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run an experiment's sweep grid on a local pool or Ray (resumable)",
                        description=cmd_sweep.__doc__)
     _add_config_args(p)
-    from sim.sweep import add_sweep_arguments
+    from sim.app.sweep import add_sweep_arguments
 
     add_sweep_arguments(p)
     p.set_defaults(func=cmd_sweep)
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure simulator speed and memory against libcachesim, SimPy and hnswlib",
                        description=cmd_bench.__doc__)
-    from sim.bench import add_bench_arguments
+    from sim.app.bench import add_bench_arguments
 
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
