@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 
 from sim.base.io import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _BG, _FG = (255, 255, 255), (20, 20, 20)
 

@@ -13,17 +13,21 @@ import copy
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from calibrate.pipelines import LoadedModel
+from calibrate.writer import MEASURED, carried, hardware_name
 from sim.base.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from calibrate.pipelines import LoadedModel
 
 # Prompt text does not change the cost (CLIP pads to 77 tokens); a fixed set keeps runs reproducible.
 PROMPTS = (
@@ -304,7 +308,6 @@ def to_profile(
     base: dict[str, Any], result: LatencyResult, model: LoadedModel, env: dict[str, Any]
 ) -> dict[str, Any]:
     """The base profile with the model, GPU and latency blocks replaced by ``result``'s measurements."""
-    from calibrate.writer import MEASURED, carried, hardware_name
 
     data = copy.deepcopy(base)
     base_name = data.get("_base_name", "base")

@@ -18,23 +18,28 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
-from PIL import Image
 
 from calibrate.contact import contact_sheet
-from calibrate.pairs import Pair
-from calibrate.pipelines import LoadedModel
-from calibrate.scorers import ClipScorer
+from calibrate.writer import MEASURED, carried, hardware_name
 from sim.base.errors import ConfigError
 from sim.base.io import atomic_path, atomic_write_csv
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from PIL import Image
+
+    from calibrate.pairs import Pair
+    from calibrate.pipelines import LoadedModel
+    from calibrate.scorers import ClipScorer
 
 
 class StepCounter:
@@ -369,7 +374,6 @@ def to_profile(
     base: dict[str, Any], result: QualityResult, model: LoadedModel, env: dict[str, Any]
 ) -> dict[str, Any]:
     """The base profile with the ladder, k_levels and quality blocks replaced by ``result``."""
-    from calibrate.writer import MEASURED, carried, hardware_name
 
     data = copy.deepcopy(base)
     base_name = data.get("_base_name", "base")

@@ -11,17 +11,20 @@ its numbers measure nothing about image quality.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from calibrate.tokenizer import load_tokenizer
 from sim.base.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from PIL import Image
 
 try:  # transformers >= 5 names the torchvision-free processor explicitly
     from transformers import CLIPImageProcessorPil as _ImageProcessor

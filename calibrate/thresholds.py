@@ -13,15 +13,19 @@ prompt is empty (the prototype found no match) have nothing to embed and are ski
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from calibrate.writer import MEASURED
 from sim.base.errors import ConfigError, InputError
+from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 # Source names that mean "the similarity the log already holds" (CLIP text cosine); a CLIP model
 # directory (clip:PATH) re-embeds the pairs instead.
@@ -152,7 +156,6 @@ class Transfer:
 
 def _cached_embedder(name: str) -> Callable[[list[str]], np.ndarray]:
     # Through the shared on-disk embedding cache: a second run (or the simulator) reuses the vectors.
-    from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
 
     problem = check_embedder_name(name)
     if problem:
@@ -202,7 +205,6 @@ def transfer(
 
 def to_profile(base: dict[str, Any], tr: Transfer) -> dict[str, Any]:
     """The base profile with its ladder replaced by the carried one, with the mapping as provenance."""
-    from calibrate.writer import MEASURED
 
     data = copy.deepcopy(base)
     old = data.get("ladder") or {}

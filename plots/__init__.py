@@ -6,11 +6,12 @@ support into ``<results_dir>/plots/`` (PNG at 200 dpi and PDF) and returns their
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-__all__ = ["plot_command", "plot_results"]
+from plots.data import load_results
+from plots.figures import FIGURES
+
+__all__ = ["plot_results"]
 
 
 def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -18,22 +19,9 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> 
 
     Raises :class:`sim.base.errors.InputError` when ``results_dir`` holds no summary.csv.
     """
-    from plots.data import load_results
-    from plots.figures import FIGURES
-
     results = load_results(results_dir)
     dest = Path(out_dir) if out_dir is not None else results.root / "plots"
     written: list[Path] = []
     for draw in FIGURES.values():
         written += draw(results, dest)
     return written
-
-
-def plot_command(args: argparse.Namespace) -> int:
-    """``acsim plot RESULTS_DIR``: print the figure paths; exit 1 when nothing could be drawn."""
-    figures = plot_results(args.results)
-    for path in figures:
-        print(path)
-    if not figures:
-        print(f"{args.results}: the results hold nothing these figures can show", file=sys.stderr)
-    return 0 if figures else 1

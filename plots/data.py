@@ -48,11 +48,6 @@ class Results:
     varied: list[str]  # columns of ``summary`` that the sweep varied
     config: dict[str, Any]  # the resolved base config
 
-    @property
-    def is_sweep(self) -> bool:
-        """True for a sweep directory (several runs)."""
-        return (self.root / "runs").is_dir()
-
     def run(self, name: str) -> Run:
         """The run called ``name``."""
         return next(r for r in self.runs if r.name == name)

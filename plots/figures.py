@@ -9,10 +9,9 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, PercentFormatter
 
@@ -27,6 +26,9 @@ from plots.style import (
     save_figure,
     setting_color,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FigureFn = Callable[[Results, Path], list[Path]]
 _MAX_RUNS_SHOWN = 4  # per-request figures (CDF, time series) overlay at most this many runs
@@ -118,7 +120,7 @@ def _system_setting_legend(systems: list[str], settings: dict[str, Any]) -> tupl
 
 
 def cache_size(results: Results, out_dir: Path) -> list[Path]:
-    """Hit rate and compute saved against cache size, one line per policy (log x; Belady dashed).
+    """Hit rate and compute saved against cache size, one line per policy (log x; offline policies dashed).
 
     One row of two panels per caching system. Other swept settings (e.g. isolation) get a line
     each (line style, or colour when one policy is swept); seeds draw their mean and min-max band.
@@ -128,7 +130,8 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
     s = results.summary
     if not _has(s, "cache_capacity", "hit_rate", "compute_saved", "policy"):
         return []
-    s = s[s["policy"].notna() & (s["system"] != "vanilla") & (s["cache_capacity"] > 0)]
+    caches = s["caches"].astype(bool) if "caches" in s else s["policy"].notna()
+    s = s[caches & s["policy"].notna() & (s["cache_capacity"] > 0)]
     # Systems that never reuse anything (no cache) would draw a flat zero line per policy.
     s = s[s.groupby("system")["hit_rate"].transform("max") > 0]
     if s["cache_capacity"].nunique() < 2:
@@ -144,7 +147,8 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
         for v in dict.fromkeys(s["setting"])
     }
     systems = list(dict.fromkeys(s["system"]))
-    policies = sorted(s["policy"].unique(), key=lambda p: (p == "belady", p))
+    offline = set(s.loc[s["policy_offline"].astype(bool), "policy"]) if "policy_offline" in s else set()
+    policies = sorted(s["policy"].unique(), key=lambda p: (p in offline, p))
     by_policy = len(policies) > 1
     unit = (results.config.get("cache") or {}).get("unit", "latents")
     with paper_style():
@@ -177,8 +181,8 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
                     )
             for c in curves:
                 i, j, stats = c["i"], c["j"], c["stats"]
-                belady = c["names"] == ["belady"]
-                name = "Belady (offline bound)" if belady else " = ".join(c["names"])
+                dashed = all(n in offline for n in c["names"])
+                name = " = ".join(c["names"]) + (" (offline)" if dashed else "")
                 label = ", ".join(
                     x
                     for x in (
@@ -189,8 +193,8 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
                 )
                 style = {
                     "color": color_for(c["names"][0]) if by_policy or not others else setting_color(j),
-                    "linestyle": "--" if belady else LINESTYLES[j % len(LINESTYLES)] if by_policy else "-",
-                    "marker": None if belady else MARKERS[(i if by_policy else j) % len(MARKERS)],
+                    "linestyle": "--" if dashed else LINESTYLES[j % len(LINESTYLES)] if by_policy else "-",
+                    "marker": None if dashed else MARKERS[(i if by_policy else j) % len(MARKERS)],
                 }
                 x = stats.index.to_numpy(dtype=float)
                 for ax, col in zip(row, ("hit_rate", "compute_saved"), strict=True):

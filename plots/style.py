@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from sim.base.io import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SINGLE_COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.0

@@ -13,9 +13,12 @@ as money saved; ``total_provisioned_usd`` is the fixed-cluster view.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from sim.base.profile import Profile
-from sim.engine.tiers import TierPath
+from sim.tiers import TierPath
+
+if TYPE_CHECKING:
+    from sim.base.profile import Profile
 
 GB = 2**30
 HOURS_PER_MONTH = 730.0

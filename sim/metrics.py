@@ -1,23 +1,26 @@
 """Per-request records -> one summary row per system, and per-minute time series.
 
 Works on records of both replay paths. Cache-only records have NaN time columns: their
-latency, queue and SLO fields are NaN, their GPU time is estimated from the steps run
-(``gpu_s`` is filled by the full engine only) and their duration is the arrival span.
+latency, queue and SLO fields are NaN, their GPU time is computed from the steps run and the
+latents saved (``gpu_s`` is filled by the full engine only; at batch size 1 the two agree) and
+their duration is the arrival span.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from sim.base.config import Experiment
-from sim.base.profile import Profile
 from sim.base.records import REUSE_OUTCOMES
 from sim.cost import run_cost
-from sim.engine.source import default_lookup_kind
+from sim.selector import Selector
+
+if TYPE_CHECKING:
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
 
 _NAN = float("nan")
 
@@ -37,18 +40,15 @@ def _mean_cached_bytes(stats: dict[str, Any], exp: Experiment, profile: Profile)
     return float(c.capacity) * per_prompt * profile.latent_bytes
 
 
-def estimated_gpu_s(records: pd.DataFrame, profile: Profile, latents: bool) -> np.ndarray:
-    """GPU-seconds of each request from its steps (for records without ``gpu_s``).
+def estimated_gpu_s(records: pd.DataFrame, profile: Profile) -> np.ndarray:
+    """GPU-seconds of each request from its steps, one image per batch (for records without ``gpu_s``).
 
-    ``latents``: the system caches intermediate latents, so a generation pays the save
-    overhead when the ladder has levels above the K it started from (a miss: every level).
-    Image caches store only the final image, which costs no GPU time.
+    A generation that saves intermediate latents (``saved_latents`` > 0) pays the save overhead
+    on every step, as in the engine; storing a final image costs no GPU time.
     """
     steps = records["steps"].to_numpy(dtype=float)
     per_step = np.full(len(steps), profile.step_s(1))
-    if latents:
-        saves = records["k_used"].to_numpy() < max(profile.k_levels)
-        per_step += np.where(saves, profile.save_overhead_step_s, 0.0)
+    per_step += np.where(records["saved_latents"].to_numpy() > 0, profile.save_overhead_step_s, 0.0)
     work = profile.text_encoder_s + steps * per_step + profile.vae_decode_s
     return np.where(steps > 0, work, 0.0)
 
@@ -63,8 +63,6 @@ def quality_traded(records: pd.DataFrame, profile: Profile, exp: Experiment) -> 
     """
     if "boost" not in records or not (records["boost"] > 0).any():
         return 0.0
-    from sim.selector import Selector
-
     sel = Selector.from_config(exp, profile)
     b = records[records["boost"] > 0]
     plain_q = [
@@ -87,12 +85,11 @@ def summarize(
     latency = r["latency_s"].to_numpy(dtype=float)
     full = n > 0 and not np.isnan(latency).all()
     arrival = r["arrival_s"].to_numpy(dtype=float)
-    kind = engine.get("lookup_kind") or default_lookup_kind(name)
+    kind = stats["lookup_kind"]
+    caches = bool(stats["caches"])
     gpu_s = r["gpu_s"].to_numpy(dtype=float)
     if not full or np.isnan(gpu_s).any():
-        # Records carry no store levels: a system that reused latents (hits, holes) is taken
-        # to cache them, one that serves images (or nothing) not.
-        gpu_s = estimated_gpu_s(r, profile, latents=bool(np.isin(outcome, ("hit", "hole")).any()))
+        gpu_s = estimated_gpu_s(r, profile)
     gpu_busy = float(gpu_s.sum())
     if full:
         t0 = float(arrival.min())
@@ -105,7 +102,7 @@ def summarize(
         gpus=gpus,
         duration_s=duration,
         gpu_busy_s=gpu_busy,
-        mean_cached_bytes=0.0 if kind == "none" else _mean_cached_bytes(stats, exp, profile),
+        mean_cached_bytes=_mean_cached_bytes(stats, exp, profile) if caches else 0.0,
         tier=exp.cache.tier,
         uses_index=kind == "vector",
     )
@@ -113,8 +110,8 @@ def summarize(
     pct = np.percentile(latency, [50, 95, 99]) if full else [_NAN] * 3
     row: dict[str, Any] = {
         "system": name,
-        "policy": exp.cache.policy,
-        "cache_capacity": exp.cache.capacity,
+        "policy": exp.cache.policy if caches else None,
+        "cache_capacity": exp.cache.capacity if caches else _NAN,
         "requests": n,
         "hit_rate": float(np.isin(outcome, REUSE_OUTCOMES).mean()) if n else _NAN,
         "compute_saved": 1.0 - float(steps.sum()) / (n * profile.steps) if n else _NAN,
@@ -141,6 +138,11 @@ def summarize(
         "boosted_share": float((r["boost"] > 0).mean()) if "boost" in r and n else 0.0,
         "lost_hits": engine.get("lost_hits", 0),
         "predictor_skipped": engine.get("predictor_skipped", 0),
+        # What the system and its policy declare (figures and reports read these, not names).
+        "lookup_kind": kind,
+        "caches": caches,
+        "is_baseline": bool(stats["is_baseline"]),
+        "policy_offline": bool(stats["policy_offline"]),
     }
     return row
 

@@ -6,7 +6,7 @@ first seen at a request index < i with cosine >= ``min_similarity``, best ``top_
 Every replay then walks that list and checks which candidates are still cached; when all
 listed candidates are gone and the list was truncated, :meth:`NeighbourLists.more` searches
 every earlier prompt exactly. ``top_m`` is a cap rather than a length: a first index query
-of depth ``_FIRST_K`` settles most rows, and only rows that fill it are queried deeper, so
+of depth ``FIRST_K`` settles most rows, and only rows that fill it are queried deeper, so
 nearly every row is complete and the fallback rare.
 
 The build runs in time order over blocks of requests: a block queries (batched) an index of
@@ -31,12 +31,12 @@ from sim.index import VectorIndex, make_index
 
 __all__ = ["NeighbourLists", "build_neighbours"]
 
-_FORMAT = 2  # bump when the file layout or the build semantics change (cache key)
-_FIRST_K = 32  # depth of the first index query; deeper only for rows that fill it
+FORMAT = 2  # bump when the file layout or the build semantics change (cache key)
+FIRST_K = 32  # depth of the first index query; deeper only for rows that fill it
 # hnswlib graph for the lists. Measured on the 30k-request bench trace (hashing, 384-d)
 # against exact lists: M=16/ef_construction=40/ef=64 finds 93.5% of the exact pairs at
 # 5,900 req/s, this setting 91.7% at 8,400 req/s (precision 100% for both).
-_HNSW = {"M": 12, "ef_construction": 32, "ef": 48}
+HNSW_OPTIONS = {"M": 12, "ef_construction": 32, "ef": 48}
 _BLOCK = 256  # requests per block: larger blocks shift work from the index to dense products
 
 
@@ -119,7 +119,7 @@ class NeighbourLists:
         """Write the lists to ``path`` (npz, atomic). Embeddings are not stored."""
         dest = Path(path)
         meta = {
-            "format": _FORMAT,
+            "format": FORMAT,
             "top_m": self.top_m,
             "min_similarity": self.min_similarity,
             "index": self.index,
@@ -145,9 +145,9 @@ class NeighbourLists:
                 meta = json.loads(str(z["meta"]))
                 arrays = {name: z[name] for name in ("offsets", "ids", "sims", "complete")}
                 prompt_ids = z["prompt_ids"] if "prompt_ids" in z.files else None
-            if meta.get("format") != _FORMAT:
+            if meta.get("format") != FORMAT:
                 raise InputError(
-                    path, f"neighbour-list format {meta.get('format')!r}, this acsim reads {_FORMAT}"
+                    path, f"neighbour-list format {meta.get('format')!r}, this acsim reads {FORMAT}"
                 )
             lists = cls(
                 offsets=arrays["offsets"].astype(np.int64, copy=False),
@@ -206,7 +206,7 @@ def _cache_file(
 ) -> Path:
     # The caller's key names the (trace, embedder); the digests guard against a stale key.
     key = {
-        "format": _FORMAT,
+        "format": FORMAT,
         "key": cache_key if cache_key is not None else hashlib.sha1(emb.data).hexdigest(),
         "top_m": int(top_m),
         "min_similarity": float(min_sim),
@@ -261,14 +261,14 @@ def _query_above(
     """Each prompt of ``uq``'s indexed neighbours at or above ``floor``, up to ``top_m`` of them.
 
     Most prompts have few neighbours above the floor, so the first query is short
-    (``_FIRST_K``); only rows that come back full are asked again, four times deeper, until
+    (``FIRST_K``); only rows that come back full are asked again, four times deeper, until
     a result falls below the floor, ``top_m`` is reached or the index is exhausted. Returns
     flat (row of ``uq``, prompt id, similarity) triples, the prompt itself excluded.
     """
     out_u, out_l, out_s = [], [], []
     todo = np.arange(len(uq))
     # One extra result: the request's own prompt is dropped here and re-added at 1.0.
-    k = min(top_m, _FIRST_K) + 1
+    k = min(top_m, FIRST_K) + 1
     while len(todo):
         lab, sim = idx.query(emb[uq[todo]], k, num_threads=threads)
         full = np.zeros(len(todo), bool) if sim.shape[1] < k else sim[:, -1] >= floor
@@ -310,7 +310,7 @@ def _build(
     n = len(pids)
     first_seen = _first_seen(pids, len(emb))
     n_seen = int((first_seen < n).sum())
-    options = _HNSW if kind == "hnsw" else {}
+    options = HNSW_OPTIONS if kind == "hnsw" else {}
     idx = make_index(kind, emb.shape[1], max(1, n_seen), seed, **options)  # type: ignore[arg-type]
     floor = np.float32(min_sim)
     one = np.float32(1.0)

@@ -7,11 +7,16 @@ quality) at the speed big sweeps need. The SimPy engine reuses the same systems.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from sim.base.records import OUTCOME_CODE, REUSE_OUTCOMES, RecordBuffer
-from sim.systems import System
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sim.systems import System
 
 
 def replay(
@@ -22,22 +27,24 @@ def replay(
     *,
     n_requests: int | None = None,
     occupancy_samples: int = 200,
+    compiled: bool = True,
 ) -> pd.DataFrame:
     """Replay the first ``n_requests`` requests (default: all) through ``system``.
 
     Returns the per-request records (``sim.base.records.COLUMNS``; time columns other than
     ``arrival_s`` stay NaN). The system's occupancy is sampled about
-    ``occupancy_samples`` times (see ``system.stats()["occupancy"]``).
+    ``occupancy_samples`` times (see ``system.stats()["occupancy"]``). The system's compiled
+    replay (``System.replay_columns``) runs when it has one, unless ``compiled`` is False;
+    otherwise ``lookup`` then ``complete`` are called request by request. Both give the same
+    records.
     """
     n = len(arrival_s) if n_requests is None else int(n_requests)
     if n > len(arrival_s) or n > len(prompt_ids) or n > len(user_codes):
         raise ValueError(f"n_requests={n} exceeds the trace arrays ({len(arrival_s)} requests)")
     arrivals = np.asarray(arrival_s[:n], dtype=np.float64).tolist()
     stride = max(1, n // max(occupancy_samples, 1))
-    fast = getattr(system, "replay_columns", None)
-    if fast is not None and n:
-        columns = fast(n, arrivals, stride)
-    else:
+    columns = system.replay_columns(n, arrivals, stride) if compiled and n else None
+    if columns is None:
         columns = _replay_decisions(system, n, arrivals, stride)
 
     buf = RecordBuffer(system.name, n)
@@ -47,7 +54,7 @@ def replay(
     buf.f["arrival_s"][:] = arrivals
     if n:
         buf.outcome[:] = columns["outcome"]
-        for name in ("matched", "k_planned", "k_used", "steps"):
+        for name in ("matched", "k_planned", "k_used", "steps", "saved_latents"):
             buf.i[name][:] = columns[name]
         buf.f["similarity"][:] = columns["similarity"]
         buf.f["quality"][:] = columns["quality"]
@@ -78,6 +85,7 @@ def _replay_decisions(system: System, n: int, arrivals: list[float], stride: int
         "k_used": k_used,
         "steps": steps,
         "quality": quality,
+        "saved_latents": [system.saved_latents(d) for d in decisions],
     }
 
 

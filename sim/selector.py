@@ -9,9 +9,13 @@ the engine asks for ``boost`` rungs more K, for any similarity above ``floor``, 
 
 from __future__ import annotations
 
-from sim.base.config import Experiment
+from typing import TYPE_CHECKING
+
 from sim.base.errors import ConfigError
-from sim.base.profile import Profile
+
+if TYPE_CHECKING:
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
 
 
 class Selector:

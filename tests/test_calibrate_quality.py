@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,9 +17,6 @@ from calibrate.quality import assign_bins, derive_ladder
 from calibrate.scorers import get_scorer
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile
-
-# The shared data sits beside the repository (../shared/data), as in the experiment files.
-DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_cache_prompts_100.csv")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,8 +34,8 @@ def _acsim(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_reads_both_pair_layouts(tmp_path):
-    shared = read_pairs(DATA)
+def test_reads_both_pair_layouts(shared_data, tmp_path):
+    shared = read_pairs(str(shared_data / "accuscale_cache_prompts_100.csv"))
     assert len(shared) == 100
     assert shared[0].new.startswith("succulent plant") and shared[0].cached.startswith("succulents in pots")
     assert shared[0].similarity == pytest.approx(0.7267)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,9 +11,6 @@ import yaml
 
 from calibrate.commands import register
 from sim.base.profile import load_profile
-
-# The shared data sits beside the repository (../shared/data), as in the experiment files.
-LOG = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_match_log_20k.csv")
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +26,7 @@ def _acsim(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_calibrated_profile_runs_a_simulation(tmp_path):
+def test_calibrated_profile_runs_a_simulation(shared_data, tmp_path):
     pytest.importorskip("sim.neighbours", reason="the simulation engine is not in the tree yet")
     from sim.app.run import run_experiment
     from sim.base import config
@@ -67,7 +63,7 @@ def test_calibrated_profile_runs_a_simulation(tmp_path):
                 "calibrate",
                 "thresholds",
                 "--pairs",
-                LOG,
+                str(shared_data / "accuscale_match_log_20k.csv"),
                 "--to",
                 "hashing",
                 "--limit",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,6 @@ from calibrate.commands import register
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile
 
-# The shared data sits beside the repository (../shared/data), as in the experiment files.
-LOG = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "accuscale_match_log_20k.csv")
 PUBLISHED = [(0.95, 25), (0.9, 20), (0.85, 15), (0.75, 10), (0.65, 5)]
 
 
@@ -33,8 +30,8 @@ def _acsim(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def log():
-    return th.read_match_log(LOG)
+def log(shared_data):
+    return th.read_match_log(str(shared_data / "accuscale_match_log_20k.csv"))
 
 
 def test_reads_the_real_match_log_skipping_rows_without_a_cached_prompt(log):
@@ -77,14 +74,14 @@ def test_transfer_to_the_hashing_embedder_is_monotone(log):
     assert tr.at_floor() == [(0.65, 5)] and new[-1] == pytest.approx(tr.target_scores.min())
 
 
-def test_thresholds_cli_writes_a_valid_profile(tmp_path, capsys):
+def test_thresholds_cli_writes_a_valid_profile(shared_data, tmp_path, capsys):
     out = tmp_path / "sdxl-hashing.yaml"
     rc = _acsim(
         [
             "calibrate",
             "thresholds",
             "--pairs",
-            LOG,
+            str(shared_data / "accuscale_match_log_20k.csv"),
             "--from",
             "clip",
             "--to",
@@ -106,7 +103,7 @@ def test_thresholds_cli_writes_a_valid_profile(tmp_path, capsys):
     assert raw["latency"] == load_profile("sdxl-a10g").raw["latency"]
 
 
-def test_explicit_ladder_and_bad_inputs(tmp_path):
+def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
     assert th.parse_ladder("0.8:10,0.9:20") == [(0.9, 20), (0.8, 10)]
     with pytest.raises(ConfigError, match="threshold:K"):
         th.parse_ladder("0.9=20")
@@ -123,7 +120,7 @@ def test_explicit_ladder_and_bad_inputs(tmp_path):
                 "calibrate",
                 "thresholds",
                 "--pairs",
-                LOG,
+                str(shared_data / "accuscale_match_log_20k.csv"),
                 "--to",
                 "word2vec",
                 "--limit",

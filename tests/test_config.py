@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.app.preflight import preflight
+from sim.app.sweep import expand_sweep
 from sim.base import config
 from sim.base.errors import ConfigError, InputError
 
@@ -61,8 +63,9 @@ def test_overrides_by_dot_path(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_field_names_path_value_and_allowed(tmp_path: Path, text: str, field: str, fragment: str) -> None:
+    """What `acsim validate` checks: the file's own checks, the preflight step, every sweep configuration."""
     with pytest.raises(ConfigError) as err:
-        config.load(write(tmp_path, text))
+        expand_sweep(preflight(config.load(write(tmp_path, text))))
     assert str(err.value).startswith(field + ":"), str(err.value)
     assert fragment in str(err.value)
 
@@ -94,5 +97,8 @@ def test_dump_round_trips(tmp_path: Path) -> None:
 def test_replace_path_validates() -> None:
     exp = config.from_dict({})
     assert config.replace_path(exp, "cache.policy", "lru").cache.policy == "lru"
-    with pytest.raises(ConfigError):
-        config.replace_path(exp, "cache.policy", "nope")
+    with pytest.raises(ConfigError, match="cache.capacity"):
+        config.replace_path(exp, "cache.capacity", -1)
+    # Registry names are the preflight step's: the config itself cannot know the plug-ins.
+    with pytest.raises(ConfigError, match="cache.policy"):
+        preflight(config.replace_path(exp, "cache.policy", "nope"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_engine_support import make_profile
+from support import make_profile
 
 from sim.base.profile import load_profile
 from sim.cost import GB, HOURS_PER_MONTH, run_cost, storage_usd

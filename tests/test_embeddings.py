@@ -11,9 +11,6 @@ import pytest
 import traces.embeddings as em
 from traces.embeddings import EMBEDDERS, check_embedder_name, embed_prompts, get_embedder
 
-# The shared data sits beside the repository (../shared/data), as in the experiment files.
-PROMPTS_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "diffusiondb_2m_first5k_prompts.txt"
-
 CAT = "a cat on a mat, artstation"
 CAT_4K = "a cat on a mat, 4k, artstation"
 CITY = "city skyline at night"
@@ -53,8 +50,8 @@ def test_hashing_is_deterministic_unit_and_similarity_shaped() -> None:
     assert np.array_equal(em.HashingEmbedder().encode([CAT_4K], batch_size=1)[0], x[1])
 
 
-def test_hashing_similarity_structure_on_real_prompts() -> None:
-    prompts = PROMPTS_FILE.read_text(encoding="utf-8").splitlines()[:1500]
+def test_hashing_similarity_structure_on_real_prompts(shared_data) -> None:
+    prompts = (shared_data / "diffusiondb_2m_first5k_prompts.txt").read_text(encoding="utf-8").splitlines()[:1500]
     x = get_embedder("hashing").encode(prompts)
     s = x @ x.T
     iu = np.triu_indices(len(x), 1)

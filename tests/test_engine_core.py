@@ -5,43 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_engine_support import ExactPrompt, Retrieval, Vanilla, make_profile
-from test_queueing_theory import assert_littles_law
+from support import (
+    A10G,
+    EFS_FETCH,
+    ExactPrompt,
+    Retrieval,
+    Vanilla,
+    experiment,
+    make_profile,
+    run,
+)
 
-from sim.base.config import from_dict
 from sim.base.errors import ConfigError
 from sim.engine import simulate
-
-A10G = make_profile()
-EFS_FETCH = 0.003 + 131072 / 1.0e8  # the default tier's latency + one latent over its bandwidth
-
-
-def experiment(**fields):
-    data = {"systems": ["nirvana"], "cluster": {"gpus": 1}}
-    for dotted, value in fields.items():
-        node = data
-        *head, last = dotted.split("__")
-        for k in head:
-            node = node.setdefault(k, {})
-        node[last] = value
-    return from_dict(data)
-
-
-def run(system, arrival, prompts, exp=None, profile=A10G, **kw):
-    arrival = np.asarray(arrival, dtype=float)
-    prompts = np.asarray(prompts)
-    records, series = simulate(
-        system,
-        arrival,
-        prompts,
-        np.zeros(len(arrival), dtype=np.int32),
-        exp or experiment(),
-        profile,
-        seed=7,
-        **kw,
-    )
-    assert_littles_law(records)
-    return records, series
 
 
 def service(profile, steps, saves):

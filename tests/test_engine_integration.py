@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_core import experiment
-from test_queueing_theory import assert_littles_law
+from support import assert_littles_law, experiment
 
 from sim.base.profile import load_profile
 from sim.engine import simulate
 from sim.metrics import summarize
 from sim.replay import replay
-from sim.systems import TraceArrays, build_system
+from sim.systems import SYSTEMS, TraceArrays, build_system
 
 PROFILE = load_profile("sdxl-a10g")
 COMPARED = ["outcome", "matched", "k_planned", "k_used", "steps", "quality"]
@@ -91,10 +90,29 @@ def test_full_and_cache_only_agree_at_light_load(trace, name):
         assert (full["outcome"] != "miss").sum() > 300
     if name == "nirvana":
         assert (full["outcome"] == "hole").any()
-    # The cache-only summary estimates GPU time from steps and K: the same as the engine's.
-    busy_full = summarize(full, profile=PROFILE, exp=exp, system_stats={})["gpu_busy_s"]
-    busy_est = summarize(cache_only, profile=PROFILE, exp=exp, system_stats={})["gpu_busy_s"]
+    # The cache-only summary computes GPU time from steps and saved latents: the same as the engine's.
+    stats = build_system(name, exp, arrays, nb, PROFILE).stats()
+    busy_full = summarize(full, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
+    busy_est = summarize(cache_only, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
     assert busy_est == pytest.approx(busy_full, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+@pytest.mark.parametrize("cache", [{"capacity": 0}, {"capacity": 600, "store_on_hit": False}])
+def test_both_modes_charge_the_same_gpu_time(trace, name, cache):
+    """Whatever a system stores (nothing at capacity 0; only misses without store_on_hit), the two
+    modes charge the same GPU-seconds: saving latents is decided per request by the system."""
+    arrays, _, nb = trace
+    exp = experiment(systems=[name], cluster__gpus=16, **{f"cache__{k}": v for k, v in cache.items()})
+    full, cache_only = full_and_cache_only(name, exp, arrays, nb)
+    assert full["saved_latents"].tolist() == cache_only["saved_latents"].tolist()
+    stats = build_system(name, exp, arrays, nb, PROFILE).stats()
+    busy_full = summarize(full, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
+    busy_est = summarize(cache_only, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
+    assert busy_est == pytest.approx(busy_full, rel=1e-9)
+    if cache["capacity"] == 0:
+        vanilla = 50 * PROFILE.step_s(1) + PROFILE.text_encoder_s + PROFILE.vae_decode_s
+        assert busy_full == pytest.approx(len(full) * vanilla, rel=1e-9)
 
 
 def test_under_load_nothing_is_reused_before_its_generation_finished(trace):
@@ -139,8 +157,9 @@ def test_load_aware_trades_quality_for_latency(trace):
     la_exp = experiment(**base, selector__load_aware=True, selector__floor=0.6)
     plain, _ = full_and_cache_only("nirvana", plain_exp, fast, nb)
     la, _ = full_and_cache_only("nirvana", la_exp, fast, nb)
-    row_plain = summarize(plain, profile=PROFILE, exp=plain_exp, system_stats={})
-    row_la = summarize(la, profile=PROFILE, exp=la_exp, system_stats={})
+    stats = build_system("nirvana", plain_exp, fast, nb, PROFILE).stats()
+    row_plain = summarize(plain, profile=PROFILE, exp=plain_exp, system_stats=stats)
+    row_la = summarize(la, profile=PROFILE, exp=la_exp, system_stats=stats)
     assert row_la["boosted_share"] > 0.2
     assert row_plain["slo_attainment"] < 0.1 and row_la["slo_attainment"] > 0.9
     assert row_la["p95_latency_s"] < row_plain["p95_latency_s"] / 5

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_engine_core import A10G, experiment, run
-from test_engine_support import ExactPrompt
+from support import A10G, ExactPrompt, experiment, run
 
 from sim.base.errors import ConfigError
 from sim.engine.predictor import PREDICTORS

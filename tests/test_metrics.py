@@ -7,9 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_engine_core import experiment
-from test_engine_support import Vanilla, service_only_profile
-from test_queueing_theory import assert_littles_law
+from support import Vanilla, assert_littles_law, experiment, service_only_profile
 
 from sim.base.profile import load_profile
 from sim.engine import simulate
@@ -55,7 +53,7 @@ def three_jobs():
 
 def test_summary_of_a_run_worked_out_by_hand(three_jobs):
     rec, profile, exp = three_jobs
-    row = summarize(rec, profile=profile, exp=exp, system_stats={"evictions": 0})
+    row = summarize(rec, profile=profile, exp=exp, system_stats=Vanilla(50).stats())
     assert list(row)[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
     assert row["system"] == "vanilla" and row["requests"] == 3
     assert row["hit_rate"] == 0.0 and row["compute_saved"] == 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from plots.style import color_for
 from sim.base.errors import InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
 from sim.base.records import COLUMNS
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SYSTEMS = {"vanilla": (0.0, 30.3), "gptcache": (0.35, 25.8), "nirvana": (0.2, 28.8)}  # (reuse share, CLIP)
 

@@ -8,11 +8,10 @@ LCBFU scores and holes, SIEVE, S3-FIFO, GDSF, Belady).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pytest
+from support import Lists, workload
 
 from sim.base.config import CacheConfig, Experiment
 from sim.base.profile import load_profile
@@ -24,77 +23,6 @@ PROFILE = load_profile("sdxl-a10g")
 LEVELS = PROFILE.k_levels
 SHIFT = 6
 ALL = sorted(POLICIES)
-
-
-@dataclass
-class Lists:
-    """Causal neighbour lists in the NeighbourLists layout, exact, with the full matrix for ``more``."""
-
-    offsets: np.ndarray
-    ids: np.ndarray
-    sims: np.ndarray
-    complete: np.ndarray
-    min_similarity: float
-    full: np.ndarray
-
-    def more(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        row = self.full[i]
-        order = np.lexsort((np.arange(len(row)), -row))
-        order = order[row[order] >= self.min_similarity][:k]
-        return order.astype(np.int32), row[order]
-
-    def nearest_among(self, i: int, prompts: np.ndarray) -> tuple[int, float]:
-        sims = self.full[i][prompts]
-        ok = np.flatnonzero(sims >= self.min_similarity)
-        if not len(ok):
-            return -1, float("nan")
-        best = ok[np.lexsort((prompts[ok], -sims[ok]))[0]]
-        return int(best), float(sims[best])
-
-
-def causal_lists(emb: np.ndarray, pids: np.ndarray, top_m: int, min_sim: float = 0.65) -> Lists:
-    n, p = len(pids), len(emb)
-    first = np.full(p, n)
-    for i in range(n - 1, -1, -1):
-        first[pids[i]] = i
-    full = (emb[pids] @ emb.T).astype(np.float32)
-    full[first[None, :] >= np.arange(n)[:, None]] = -np.inf  # only prompts seen before request i
-    offsets, ids, sims, complete = [0], [], [], []
-    for i in range(n):
-        row = full[i]
-        order = np.lexsort((np.arange(p), -row))
-        order = order[row[order] >= min_sim]
-        complete.append(len(order) <= top_m)
-        ids += order[:top_m].tolist()
-        sims += row[order[:top_m]].tolist()
-        offsets.append(len(ids))
-    return Lists(
-        np.array(offsets),
-        np.array(ids, np.int32),
-        np.array(sims, np.float32),
-        np.array(complete),
-        min_sim,
-        full,
-    )
-
-
-def workload(n: int = 1200, seed: int = 3) -> tuple[TraceArrays, Lists]:
-    """Clustered prompts with repeats and near-duplicates, 5 users."""
-    rng = np.random.default_rng(seed)
-    n_prompts = int(n * 0.7)
-    centres = rng.normal(size=(n_prompts // 15, 24))
-    emb = centres[rng.integers(0, len(centres), n_prompts)] + rng.normal(scale=0.3, size=(n_prompts, 24))
-    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
-    pids, nxt = [], 0
-    for _ in range(n):
-        if nxt < n_prompts and (nxt == 0 or rng.random() < 0.75):
-            pids.append(nxt)
-            nxt += 1
-        else:
-            pids.append(int(rng.integers(max(0, nxt - 60), nxt)))
-    pids = np.array(pids, np.int32)
-    arrays = TraceArrays(pids, rng.integers(0, 5, n).astype(np.int32), np.arange(n, dtype=float))
-    return arrays, causal_lists(emb[: pids.max() + 1], pids, top_m=4)
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +103,10 @@ def test_fast_replay_equals_lookup_and_complete(policy: str, cache: dict, work) 
     the generic lookup/complete loop's records, counters, cache contents and eviction order."""
     arrays, _ = work
     fast, slow = make("nirvana", policy, work, **cache), make("nirvana", policy, work, **cache)
-    slow.replay_columns = None  # replay() then drives lookup() and complete() request by request
     args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    # compiled=False: replay() drives lookup() and complete() request by request.
     pd.testing.assert_frame_equal(
-        replay(fast, *args, occupancy_samples=37), replay(slow, *args, occupancy_samples=37)
+        replay(fast, *args, occupancy_samples=37), replay(slow, *args, occupancy_samples=37, compiled=False)
     )
     a, b = fast.stats(), slow.stats()
     pd.testing.assert_frame_equal(a.pop("occupancy"), b.pop("occupancy"))
@@ -194,9 +122,10 @@ def test_after_a_fast_replay_of_a_prefix_lookups_continue_exactly(policy: str, w
     """The fast path hands its state back: the generic loop then goes on as if it had run all along."""
     arrays, _ = work
     fast, slow = make("nirvana", policy, work), make("nirvana", policy, work)
-    slow.replay_columns = None
     args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
-    pd.testing.assert_frame_equal(replay(fast, *args, n_requests=700), replay(slow, *args, n_requests=700))
+    pd.testing.assert_frame_equal(
+        replay(fast, *args, n_requests=700), replay(slow, *args, n_requests=700, compiled=False)
+    )
     rest = []
     for sys_ in (fast, slow):
         decisions = []

@@ -3,7 +3,7 @@ exactly what that system's own misses store (regression: gptcache once stored la
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +11,9 @@ from sim.app.run import prepare_inputs
 from sim.base import config
 from sim.engine import simulate
 from sim.systems import build_system
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @pytest.mark.parametrize("system", ["exact", "gptcache", "nirvana"])

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import poisson
-from test_engine_support import Vanilla, service_only_profile
+from support import Vanilla, assert_littles_law, service_only_profile
 
 from sim.base.config import from_dict
 from sim.engine import simulate
@@ -108,16 +108,6 @@ def run_queue(lam: float, c: int, n: int, seed: int, *, d: float = 1.0, exponent
     )
     assert_littles_law(records)
     return records, series, steps * profile.step_s(1)
-
-
-def assert_littles_law(records) -> None:
-    """L = lambda W for the queue and the whole system: the engine's time integrals of the
-    queue length and the number in system equal the sums of the recorded waits."""
-    eng = records.attrs["engine"]
-    horizon = eng["horizon_s"]
-    lam = len(records) / horizon
-    assert eng["queue_area"] / horizon == pytest.approx(lam * records["queue_s"].mean(), rel=1e-9, abs=1e-9)
-    assert eng["system_area"] / horizon == pytest.approx(lam * records["latency_s"].mean(), rel=1e-9)
 
 
 def test_reference_formulas_agree_with_each_other():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from sim.base.config import CacheConfig, Experiment, GptCacheConfig
+from sim.base.config import CacheConfig, Experiment
 from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
 from sim.systems import SYSTEMS, Decision, TraceArrays, build_system
@@ -84,7 +84,7 @@ def test_exact_hits_identical_prompts_only() -> None:
 
 def test_gptcache_threshold_is_inclusive_and_returns_image() -> None:
     lists = Lists([[], [(0, 0.80)], [(0, 0.79)], [(1, 0.95), (0, 0.9)]])
-    exp = Experiment(gptcache=GptCacheConfig(threshold=0.8), cache=CacheConfig(capacity=10, policy="lru"))
+    exp = Experiment(params={"gptcache": {"threshold": 0.8}}, cache=CacheConfig(capacity=10, policy="lru"))
     ds = run(build_system("gptcache", exp, arrays([0, 1, 2, 3]), lists, PROFILE), 4)
     assert [d.outcome for d in ds] == ["miss", "retrieval", "miss", "retrieval"]
     assert ds[1].steps == 0 and ds[1].quality == pytest.approx(PROFILE.quality_retrieval(0.80))
@@ -95,7 +95,7 @@ def test_gptcache_threshold_is_inclusive_and_returns_image() -> None:
 
 def test_gptcache_batch_evicts_a_fraction() -> None:
     exp = Experiment(
-        gptcache=GptCacheConfig(evict_fraction=0.2), cache=CacheConfig(capacity=10, policy="fifo")
+        params={"gptcache": {"evict_fraction": 0.2}}, cache=CacheConfig(capacity=10, policy="fifo")
     )
     lists = Lists([[] for _ in range(11)])
     sys_ = build_system("gptcache", exp, arrays(list(range(11))), lists, PROFILE)

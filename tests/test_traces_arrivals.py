@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,6 +13,9 @@ from sim.base.config import ArrivalConfig
 from sim.base.errors import InputError
 from traces.arrivals import arrival_times, diurnal_rate, read_rate_series
 from traces.prompts import prompts_trace, read_prompts
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 N = 40_000
 
@@ -128,14 +131,8 @@ def test_prompt_list_errors(tmp_path):
         read_prompts(write(tmp_path, b"\n  \n"))
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.mark.skipif(
-    not (DATA / "diffusiondb_2m_first5k_prompts.txt").is_file(), reason="shared/data not found"
-)
-def test_real_prompt_list():
+def test_real_prompt_list(shared_data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its line 3972 is an empty prompt (real DiffusionDB data)
-        prompts = read_prompts(DATA / "diffusiondb_2m_first5k_prompts.txt")
+        prompts = read_prompts(shared_data / "diffusiondb_2m_first5k_prompts.txt")
     assert len(prompts) == 4999 and len(set(prompts)) == 4344

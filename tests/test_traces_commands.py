@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
 
 from sim.base.errors import ConfigError, InputError
 from traces.commands import register
 from traces.schema import read_parquet
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CSV = DATA / "diffusiondb_2m_first1k.csv"
 
 
 def run(argv: list[str]) -> int:
@@ -78,11 +74,11 @@ def test_synth_then_stats(tmp_path, capsys):
     assert "trace synthetic-800-s3: 800 requests" in capsys.readouterr().out
 
 
-def test_bad_knobs_are_config_errors(tmp_path):
+def test_bad_knobs_are_config_errors(shared_data, tmp_path):
     with pytest.raises(ConfigError, match="trace.arrival.diurnal_amplitude: 1.5 is not valid"):
         run(["trace", "synth", "--diurnal-amplitude", "1.5", "--out", str(tmp_path / "x.parquet")])
     with pytest.raises(ConfigError, match="--embedder: 'nope' is not valid"):
-        run(["trace", "stats", str(CSV), "--embedder", "nope"])
+        run(["trace", "stats", str(shared_data / "diffusiondb_2m_first1k.csv"), "--embedder", "nope"])
     with pytest.raises(InputError, match="file not found"):
         run(["trace", "stats", str(tmp_path / "none.parquet")])
     with pytest.raises(SystemExit):
@@ -118,8 +114,7 @@ def test_import_prompts_with_arrivals(tmp_path):
     assert t.prompt_ids.tolist() == [0, 1, 0] and t.time_scale == 2.0
 
 
-@pytest.mark.skipif(not CSV.is_file(), reason=f"real DiffusionDB sample not found at {CSV}")
-def test_import_diffusiondb_window(tmp_path, capsys):
+def test_import_diffusiondb_window(shared_data, tmp_path, capsys):
     out = tmp_path / "d.parquet"
     assert (
         run(
@@ -129,7 +124,7 @@ def test_import_diffusiondb_window(tmp_path, capsys):
                 "--source",
                 "diffusiondb",
                 "--path",
-                str(CSV),
+                str(shared_data / "diffusiondb_2m_first1k.csv"),
                 "--out",
                 str(out),
                 "--start",
@@ -145,5 +140,5 @@ def test_import_diffusiondb_window(tmp_path, capsys):
     assert t.df["timestamp"].min().hour == 22 and t.df["timestamp"].max().hour == 23
     assert "sessions (gap < 30 min)" in capsys.readouterr().out
     # stats reads DiffusionDB files directly too
-    assert run(["trace", "stats", str(CSV)]) == 0
+    assert run(["trace", "stats", str(shared_data / "diffusiondb_2m_first1k.csv")]) == 0
     assert "1,000 requests, 917 unique prompts (repeat rate 8.3%), 173 users" in capsys.readouterr().out

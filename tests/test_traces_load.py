@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,8 +14,8 @@ from sim.base.errors import ConfigError, InputError
 from traces.load import load_trace
 from traces.schema import Trace, normalise, write_parquet
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CSV = DATA / "diffusiondb_2m_first1k.csv"
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def stored(tmp_path: Path) -> Path:
@@ -84,11 +84,10 @@ def test_synthetic_and_prompts_sources(tmp_path):
     assert t.df["prompt"].tolist() == ["one", "two"] and np.all(np.diff(t.arrival_s) > 0)
 
 
-@pytest.mark.skipif(not CSV.is_file(), reason=f"real DiffusionDB sample not found at {CSV}")
-def test_diffusiondb_csv_source():
+def test_diffusiondb_csv_source(shared_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the 1k sample has no empty prompt
-        t = load_trace(TraceConfig(source="diffusiondb", path=str(CSV), requests=300, time_scale=2.0), seed=1)
+        t = load_trace(TraceConfig(source="diffusiondb", path=str(shared_data / "diffusiondb_2m_first1k.csv"), requests=300, time_scale=2.0), seed=1)
     assert len(t) == 300 and t.time_scale == 2.0
-    full = load_trace(TraceConfig(source="diffusiondb", path=str(CSV), requests=None), seed=1)
+    full = load_trace(TraceConfig(source="diffusiondb", path=str(shared_data / "diffusiondb_2m_first1k.csv"), requests=None), seed=1)
     assert np.allclose(t.arrival_s, full.arrival_s[:300] / 2)

@@ -11,7 +11,6 @@ prompts are strongly alike, so it carries roughly the information of ~200 indepe
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +22,6 @@ from traces.prompts import read_prompts
 from traces.stats import trace_stats
 from traces.synthetic import generate
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CSV = DATA / "diffusiondb_2m_first1k.csv"
-PROMPTS = DATA / "diffusiondb_2m_first5k_prompts.txt"
-pytestmark = pytest.mark.skipif(
-    not (CSV.is_file() and PROMPTS.is_file()), reason=f"real DiffusionDB samples not found in {DATA}"
-)
 SEEDS = range(1, 7)
 
 
@@ -98,9 +91,9 @@ TOLERANCES = {
 
 
 @pytest.fixture(scope="module")
-def stats():
+def stats(shared_data):
     embedder = get_embedder("hashing")
-    real = load_diffusiondb(CSV)
+    real = load_diffusiondb(shared_data / "diffusiondb_2m_first1k.csv")
     real_stats = flat(trace_stats(real, embedder.encode(real.prompts)))
     rate = (len(real) - 1) / real.arrival_s[-1]
     synth = []
@@ -125,10 +118,10 @@ def test_synthetic_matches_real_1k_sample(stats):
     assert not failed, f"outside tolerance: {failed}\n{table(real, synth)}"
 
 
-def test_prompt_lengths_match_the_5k_prompt_list():
+def test_prompt_lengths_match_the_5k_prompt_list(shared_data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the list's one empty prompt
-        real = read_prompts(PROMPTS)
+        real = read_prompts(shared_data / "diffusiondb_2m_first5k_prompts.txt")
     # 20k synthetic requests: many sessions and topics, so a steadier sample than one 1k window.
     synth = (
         generate(20000, SyntheticConfig(), ArrivalConfig(process="poisson", rate=0.04), 1)

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sim.base.config import ArrivalConfig
 from sim.base.errors import InputError
+
+if TYPE_CHECKING:
+    from sim.base.config import ArrivalConfig
 
 DAY_S = 86400.0
 # The synthetic clock starts at midnight UTC; the Stable Diffusion Discord was busiest in the

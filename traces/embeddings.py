@@ -23,13 +23,15 @@ import importlib.util
 import os
 import re
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from sim.base.io import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "EMBEDDERS",

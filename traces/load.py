@@ -11,15 +11,18 @@ For ``synthetic``, ``requests`` is the number generated (the window then applies
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from sim.base.config import TraceConfig
 from sim.base.errors import ConfigError
 from traces.diffusiondb import load_diffusiondb
 from traces.prompts import prompts_trace
 from traces.schema import Trace, read_parquet
 from traces.synthetic import generate
+
+if TYPE_CHECKING:
+    from sim.base.config import TraceConfig
 
 
 def parse_time(field: str, value: str | None) -> pd.Timestamp | None:

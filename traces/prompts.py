@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sim.base.config import ArrivalConfig
 from sim.base.errors import InputError
 from traces.arrivals import arrival_times
 from traces.schema import Trace, normalise
+
+if TYPE_CHECKING:
+    from sim.base.config import ArrivalConfig
 
 # Arrival times of prompt lists and synthetic traces count from this instant (DiffusionDB's era).
 EPOCH = pd.Timestamp("2022-08-01T00:00:00Z")

@@ -7,11 +7,12 @@ the tests that hold the synthetic generator to the real DiffusionDB sample.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from traces.schema import Trace
+if TYPE_CHECKING:
+    from traces.schema import Trace
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 SESSION_GAP_S = 1800.0  # a user's session ends after 30 minutes without a request

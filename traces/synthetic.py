@@ -34,17 +34,21 @@ from __future__ import annotations
 import itertools
 import math
 import string
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sim.base.config import ArrivalConfig, SyntheticConfig
 from sim.base.errors import ConfigError
 from traces import vocab
 from traces.arrivals import arrival_times, mean_rate
 from traces.prompts import EPOCH
 from traces.schema import Trace, normalise
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sim.base.config import ArrivalConfig, SyntheticConfig
 
 DAY_S = 86400.0
 SESSION_SIGMA = 1.6  # log-normal shape of session lengths (real sample: 43% single, median 2, p90 10)

@@ -17,7 +17,6 @@ neighbour precompute on a prefix of ``--precompute`` requests).
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -26,12 +25,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sim.base.config import NeighbourConfig
 from sim.base.io import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    import argparse
 
 TOP_M = NeighbourConfig().top_m  # the config default, so the bench measures what users get
 
@@ -103,10 +105,10 @@ def inputs_dir(requests: int) -> Path:
     size once makes every later smaller run warm.
     """
     from sim.app.run import cache_dir
-    from sim.neighbours import _FORMAT
+    from sim.neighbours import FORMAT
 
     root = cache_dir() / "bench"
-    suffix = f"-seed1-hashing-top{TOP_M}-nb{_FORMAT}"
+    suffix = f"-seed1-hashing-top{TOP_M}-nb{FORMAT}"
     built = sorted(
         (int(p.name.split("-")[1]), p)
         for p in root.glob(f"synthetic-*{suffix}")
@@ -266,7 +268,7 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
     """Causal neighbour lists of a prefix, against hnswlib's raw batched top-m query on the same vectors."""
     import hnswlib
 
-    from sim.neighbours import _FIRST_K, _HNSW, build_neighbours
+    from sim.neighbours import FIRST_K, HNSW_OPTIONS, build_neighbours
 
     inp = load_prefix(src, requests)
     emb, pids = inp.embeddings, inp.arrays.prompt_ids
@@ -280,20 +282,20 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
     # The reference: the lists' graph settings and first query depth, on a prebuilt index.
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
     index.init_index(
-        max_elements=len(emb), ef_construction=_HNSW["ef_construction"], M=_HNSW["M"], random_seed=1
+        max_elements=len(emb), ef_construction=HNSW_OPTIONS["ef_construction"], M=HNSW_OPTIONS["M"], random_seed=1
     )
     index.set_num_threads(1)
     index.add_items(emb, np.arange(len(emb)))
-    index.set_ef(_HNSW["ef"])
+    index.set_ef(HNSW_OPTIONS["ef"])
     t0 = time.perf_counter()
-    index.knn_query(emb[pids], k=_FIRST_K + 1, num_threads=1)
+    index.knn_query(emb[pids], k=FIRST_K + 1, num_threads=1)
     raw = requests / (time.perf_counter() - t0)
     return [
         Figure(
             f"neighbour precompute ({requests:,} req, top {TOP_M})",
             rate,
             "requests/s",
-            f"hnswlib knn_query k={_FIRST_K + 1}, no inserts",
+            f"hnswlib knn_query k={FIRST_K + 1}, no inserts",
             raw,
             rss,
         )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from sim.base.errors import AcsimError
+from sim.base.errors import AcsimError, DeprecatedField
 
 DESCRIPTION = """\
 acsim: a trace-driven simulator of text-to-image diffusion serving with approximate caching.
@@ -45,11 +46,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check an experiment file; print the resolved config."""
+    """Check an experiment file as `run` and `sweep` would (every sweep configuration too); print the resolved config."""
+    from sim.app.preflight import preflight
+    from sim.app.sweep import expand_sweep
     from sim.base import config
 
-    exp = config.load(args.file, args.overrides)
-    print(f"{args.file}: valid")
+    exp = preflight(config.load(args.file, args.overrides))
+    points = expand_sweep(exp) if exp.sweep else []
+    print(f"{args.file}: valid" + (f" ({len(points)} sweep configurations)" if points else ""))
     if args.show:
         print(config.dump(exp), end="")
     return 0
@@ -57,11 +61,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment (every system in it) and print the comparison table."""
+    from sim.app.preflight import preflight
     from sim.app.report import print_summary
     from sim.app.run import describe_inputs, prepare_inputs, run_experiment
     from sim.base import config
 
-    exp = config.load(args.file, args.overrides)
+    exp = preflight(config.load(args.file, args.overrides))
     out = Path(args.output or exp.output)
     if exp.sweep and not args.ignore_sweep:
         print(f"note: {args.file} has a sweep block; `acsim run` runs its base configuration only "
@@ -174,10 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Deprecated experiment-file keys are a note to the user, not a Python warning."""
+    if issubclass(category, DeprecatedField):
+        print(f"acsim: note: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``acsim`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_note
     try:
         return int(args.func(args) or 0)
     except AcsimError as exc:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
-from sim.base.config import Experiment
+if TYPE_CHECKING:
+    from sim.base.config import Experiment
 
 # (column, header, format); a column missing from the summary (e.g. latency in
 # cache-only mode) is left out of the table.
@@ -35,7 +36,10 @@ def _fmt(fmt: str, value: object) -> str:
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """Render summary rows as an aligned text table, with savings against vanilla below it."""
+    """Render summary rows as an aligned text table, with the savings against the baseline below it.
+
+    The baseline is the row whose system declares ``is_baseline`` (vanilla generation).
+    """
     cols = [c for c in _COLUMNS if c[0] in summary.columns and summary[c[0]].notna().any()]
     rows = [[h for _, h, _ in cols]]
     rows += [[_fmt(f, r[c]) for c, _, f in cols] for _, r in summary.iterrows()]
@@ -43,13 +47,12 @@ def format_summary(summary: pd.DataFrame) -> str:
     lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    base = summary[summary["system"] == "vanilla"]
+    is_base = summary["is_baseline"].astype(bool) if "is_baseline" in summary else pd.Series(False, summary.index)
+    base = summary[is_base]
     if len(base) == 1:
         b = base.iloc[0]
         notes = []
-        for _, r in summary.iterrows():
-            if r["system"] == "vanilla":
-                continue
+        for _, r in summary[~is_base].iterrows():
             parts = [f"compute {-r['compute_saved']:+.1%}"]
             for col, label in (("mean_latency_s", "latency"), ("cost_usd", "cost")):
                 if col in r and pd.notna(r.get(col)) and pd.notna(b.get(col)) and b[col] > 0:
@@ -58,7 +61,7 @@ def format_summary(summary: pd.DataFrame) -> str:
                 parts.append(f"CLIP {r['quality_clip'] - b['quality_clip']:+.2f}")
             notes.append(f"  {r['system']:>10s}: " + ", ".join(parts))
         if notes:
-            lines += ["", "against vanilla:", *notes]
+            lines += ["", f"against {b['system']}:", *notes]
     return "\n".join(lines)
 
 

@@ -14,24 +14,30 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from sim.base import config as cfg
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
 from sim.base.profile import Profile, load_profile
+from sim.engine import simulate
+from sim.engine.predictor import PREDICTORS
+from sim.metrics import summarize
 from sim.neighbours import NeighbourLists, build_neighbours
+from sim.replay import replay
+from sim.systems import SYSTEMS, build_system
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import load_trace
-from traces.schema import Trace
+from traces.schema import Trace, read_parquet, write_parquet
 
-# Systems that only need exact prompt identity, not similarity.
-_NO_SIMILARITY = {"vanilla", "exact"}
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import numpy as np
 
 
 def cache_dir() -> Path:
@@ -64,49 +70,50 @@ def trace_key(exp: cfg.Experiment) -> str:
     return _digest(key)
 
 
-def min_similarity(exp: cfg.Experiment, profile: Profile) -> float:
-    """The lowest similarity any configured system can act on (neighbour lists stop there)."""
+def min_similarity(exp: cfg.Experiment, profile: Profile) -> float | None:
+    """The lowest similarity any configured system acts on (neighbour lists stop there); None: none does."""
     if exp.neighbours.min_similarity is not None:
         return exp.neighbours.min_similarity
-    ladder = exp.selector.ladder or [list(r) for r in profile.ladder]
-    lows = [min(float(r[0]) for r in ladder)]
-    if "gptcache" in exp.systems:
-        lows.append(exp.gptcache.threshold)
-    if exp.selector.load_aware:
-        lows.append(exp.selector.floor)
-    return min(lows)
+    lows = [SYSTEMS[name].min_similarity(exp, profile) for name in exp.systems]
+    lows = [low for low in lows if low is not None]
+    return min(lows) if lows else None
 
 
-def needs_similarity(exp: cfg.Experiment) -> bool:
-    """Whether any configured system looks up similar prompts."""
-    return any(s not in _NO_SIMILARITY for s in exp.systems) or exp.predictor.kind == "learned"
+# What prepare_inputs reads of an experiment. Configurations that agree on these fields share
+# one prepared Inputs (a sweep prepares each distinct set once), so a field that prepare_inputs
+# starts to read must be added here (tests/test_run.py checks the list against what it reads).
+INPUT_FIELDS = ("seed", "trace", "embedder", "profile", "neighbours", "selector", "systems", "params", "predictor")
 
 
 def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
-    """Load the profile and trace, embed the prompts and build the causal neighbour lists."""
+    """Load the profile and trace, embed the prompts and build the causal neighbour lists.
+
+    Embeddings are computed when a system searches by similarity or the match predictor reads
+    them; neighbour lists when a system searches by similarity.
+    """
     profile = load_profile(exp.profile)
     trace = _cached_trace(exp)
     embeddings = neighbours = None
-    if needs_similarity(exp):
+    floor = min_similarity(exp, profile)
+    if floor is not None or PREDICTORS[exp.predictor.kind].needs_embeddings:
         embedder = get_embedder(exp.embedder)
         embeddings = embed_prompts(embedder, trace.prompts, cache_dir() / "embeddings", progress=progress)
-        neighbours = build_neighbours(
-            embeddings,
-            trace.prompt_ids,
-            top_m=exp.neighbours.top_m,
-            min_similarity=min_similarity(exp, profile),
-            index=exp.neighbours.index,
-            cache_dir=cache_dir() / "neighbours",
-            cache_key=f"{trace_key(exp)}-{_digest(embedder.name)}",
-            progress=progress,
-        )
+        if floor is not None:
+            neighbours = build_neighbours(
+                embeddings,
+                trace.prompt_ids,
+                top_m=exp.neighbours.top_m,
+                min_similarity=floor,
+                index=exp.neighbours.index,
+                cache_dir=cache_dir() / "neighbours",
+                cache_key=f"{trace_key(exp)}-{_digest(embedder.name)}",
+                progress=progress,
+            )
     return Inputs(trace=trace, profile=profile, embeddings=embeddings, neighbours=neighbours)
 
 
 def _cached_trace(exp: cfg.Experiment) -> Trace:
     """Synthetic traces are cached as parquet: big ones take a while to generate."""
-    from traces.schema import read_parquet, write_parquet
-
     if exp.trace.source != "synthetic":
         return load_trace(exp.trace, exp.seed)
     path = cache_dir() / "traces" / f"{trace_key(exp)}.parquet"
@@ -120,10 +127,6 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
 
 def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """Replay one system; returns (records, per-minute time series or None, system stats)."""
-    from sim.engine import simulate
-    from sim.replay import replay
-    from sim.systems import build_system
-
     trace = inputs.trace
     system = build_system(name, exp, trace, inputs.neighbours, inputs.profile)
     if exp.mode == "cache-only":
@@ -150,8 +153,6 @@ def run_experiment(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Run every system of ``exp`` and write its result directory; returns the summary."""
-    from sim.metrics import summarize
-
     out = Path(out_dir if out_dir is not None else exp.output)
     inputs = inputs or prepare_inputs(exp, progress=progress)
     rows = []

@@ -20,8 +20,8 @@ configuration writes ``error.txt`` and does not stop the others.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -34,24 +34,27 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+from tqdm import tqdm
+
+from sim.app.preflight import preflight
+from sim.app.run import INPUT_FIELDS, prepare_inputs, run_experiment
 from sim.base import config as cfg
 from sim.base.errors import ConfigError
+from sim.base.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import argparse
 
-RunFn = Callable[..., "pd.DataFrame"]
+RunFn = Callable[..., pd.DataFrame]
 PrepareFn = Callable[..., Any]
 
 DONE_MARKER = "done"
 ERROR_FILE = "error.txt"
 RUNS_DIR = "runs"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Fields that never change what prepare_inputs builds; configurations that differ only in
-# these share one prepared Inputs object.
-_NOT_INPUT_FIELDS = ("name", "output", "plots", "sweep", "cache", "cluster", "mode")
 # Fields that do not change a run's results: left out of its directory hash.
 _NOT_RESULT_FIELDS = ("name", "output", "plots", "sweep")
 
@@ -67,7 +70,8 @@ class SweepPoint:
     @property
     def inputs_key(self) -> str:
         """Configurations with the same key share one prepared Inputs."""
-        return _digest({k: v for k, v in cfg.to_dict(self.exp).items() if k not in _NOT_INPUT_FIELDS})
+        data = cfg.to_dict(self.exp)
+        return _digest({k: data[k] for k in INPUT_FIELDS})
 
 
 @dataclasses.dataclass
@@ -107,26 +111,6 @@ def _digest(obj: object, n: int = 10) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _axes(sweep: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
-    """Each axis as the list of {path: value} assignments it takes, in file order."""
-    if "grid" in sweep or "zip" in sweep:
-        if "mode" in sweep:
-            raise ConfigError("sweep.mode", sweep["mode"], "put swept fields under sweep.grid or sweep.zip")
-        axes = [[{path: v} for v in values] for path, values in (sweep.get("grid") or {}).items()]
-        zipped = sweep.get("zip") or {}
-        if zipped:
-            paths = list(zipped)
-            axes.append(
-                [dict(zip(paths, combo, strict=True)) for combo in zip(*zipped.values(), strict=True)]
-            )
-    else:
-        axes = [[{path: v} for v in values] for path, values in sweep.items() if path != "seeds"]
-    seeds = sweep.get("seeds")
-    if seeds:
-        axes.append([{"seed": s} for s in seeds])
-    return axes
-
-
 def _slug_value(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -142,25 +126,29 @@ def _run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
 
 
 def expand_sweep(exp: cfg.Experiment) -> list[SweepPoint]:
-    """Every configuration of ``exp.sweep`` as a validated Experiment (the base alone if no sweep).
+    """Every configuration of ``exp.sweep`` (the base alone if none), each checked as a run is:
+    the config's own checks, then :func:`sim.app.preflight.preflight`.
 
-    Raises :class:`ConfigError` naming the swept field when a value is invalid.
+    Raises :class:`ConfigError` naming ``sweep.<field>`` when a swept value is invalid.
     """
     sweep = exp.sweep or {}
-    if sweep:
-        cfg.validate_sweep(exp)
+    axes = cfg.sweep_axes(sweep)
+    shown = _shown_paths(sweep)
     base = cfg.to_dict(exp)
     base["sweep"] = None
     base["plots"] = False  # figures are drawn once over the merged results
     points, seen = [], set()
-    for combo in itertools.product(*_axes(sweep)):
+    for combo in itertools.product(*axes):
         values: dict[str, Any] = {}
         for part in combo:
             values.update(part)
-        data = cfg._deep_copy(base)
-        for path, value in values.items():
-            cfg.set_path(data, path, value)
-        point_exp = cfg.from_dict(data)
+        data = copy.deepcopy(base)
+        try:
+            for path, value in values.items():
+                cfg.set_path(data, path, value)
+            point_exp = preflight(cfg.from_dict(data))
+        except ConfigError as exc:
+            raise _blame(exc, values, shown) from None
         name = _run_name(values, point_exp)
         if name in seen:
             raise ConfigError(
@@ -171,20 +159,27 @@ def expand_sweep(exp: cfg.Experiment) -> list[SweepPoint]:
     return points
 
 
+def _shown_paths(sweep: Mapping[str, Any]) -> dict[str, str]:
+    """Swept path -> where it is written in the file (``sweep.grid.cache.capacity``, ``sweep.seeds``)."""
+    out = {"seed": "sweep.seeds"}
+    for block in ("grid", "zip"):
+        out.update({path: f"sweep.{block}.{path}" for path in sweep.get(block) or {}})
+    out.update({path: f"sweep.{path}" for path in sweep if path not in cfg.SWEEP_KEYS})
+    return out
+
+
+def _blame(exc: ConfigError, values: Mapping[str, Any], shown: Mapping[str, str]) -> ConfigError:
+    """The error of one configuration, charged to the swept field that caused it when there is one."""
+    for path in values:
+        if exc.field == path or exc.field.startswith((path + ".", path + "[")):
+            where = shown.get(path, f"sweep.{path}") + exc.field[len(path) :]
+            return ConfigError(where, exc.value, exc.allowed, exc.hint)
+    setting = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return ConfigError(exc.field, exc.value, exc.allowed, f"in the sweep configuration {setting}")
+
+
 # ---------------------------------------------------------------------------
 # Running one configuration (in a worker)
-
-
-def _default_run_fn() -> RunFn:
-    from sim.app.run import run_experiment
-
-    return run_experiment
-
-
-def _default_prepare_fn() -> PrepareFn:
-    from sim.app.run import prepare_inputs
-
-    return prepare_inputs
 
 
 def execute_point(
@@ -195,10 +190,9 @@ def execute_point(
     With ``ship_files`` the run happens in a private temporary directory and its files
     come back in the outcome (for workers on other machines); the caller writes them.
     """
-    from sim.base.io import atomic_write_csv
 
     start = time.perf_counter()
-    fn = run_fn or _default_run_fn()
+    fn = run_fn or run_experiment
     with (
         tempfile.TemporaryDirectory(prefix="acsim-run-")
         if ship_files
@@ -233,16 +227,6 @@ class Task:
     point: SweepPoint
     run_dir: Path
     inputs_key: str | None
-
-
-class Executor(Protocol):
-    """Runs tasks and yields their outcomes as they finish (any order)."""
-
-    name: str
-
-    def run(
-        self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
-    ) -> Iterator[RunOutcome]: ...
 
 
 _WORKER_INPUTS: dict[str, Any] = {}
@@ -382,7 +366,6 @@ def is_done(run_dir: Path) -> bool:
 
 
 def _record_outcome(task: Task, outcome: RunOutcome) -> None:
-    from sim.base.io import atomic_write_bytes, atomic_write_text
 
     run_dir = task.run_dir
     if outcome.error is not None:
@@ -408,7 +391,6 @@ def _cell(value: Any) -> Any:
 
 def merge_summaries(points: Sequence[SweepPoint], runs_dir: Path) -> pd.DataFrame:
     """One table over every finished configuration: ``run``, the varied columns, then its summary rows."""
-    import pandas as pd
 
     frames = []
     for p in points:
@@ -427,9 +409,7 @@ def merge_summaries(points: Sequence[SweepPoint], runs_dir: Path) -> pd.DataFram
 def _write_index(
     points: Sequence[SweepPoint], runs_dir: Path, out_dir: Path, elapsed: Mapping[str, float]
 ) -> None:
-    import pandas as pd
 
-    from sim.base.io import atomic_write_csv
 
     rows = []
     for p in points:
@@ -467,9 +447,7 @@ def run_sweep(
     module-level functions (they are pickled to the workers). Returns a :class:`SweepResult`;
     failing configurations are in ``result.failed`` (their ``error.txt`` holds the traceback).
     """
-    from tqdm import tqdm
 
-    from sim.base.io import atomic_write_csv, atomic_write_text
 
     stream = stream or sys.stderr
     if executor not in EXECUTORS:
@@ -494,7 +472,7 @@ def run_sweep(
     shared: dict[str, Any] = {}
     prep_errors: dict[str, str] = {}  # inputs key -> error with traceback
     tasks: dict[str, Task] = {}
-    prepare = prepare_fn or _default_prepare_fn()
+    prepare = prepare_fn or prepare_inputs
     for p in todo:
         key = p.inputs_key
         if key not in shared and key not in prep_errors:
@@ -577,7 +555,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep_command(args: argparse.Namespace) -> int:
     """``acsim sweep FILE``: run (or resume) the sweep; exit 1 if any configuration failed."""
-    exp = cfg.load(args.file, getattr(args, "overrides", None))
+    exp = preflight(cfg.load(args.file, getattr(args, "overrides", None)))
     if not exp.sweep:
         print(f"note: {args.file} has no sweep block; running its base configuration once", file=sys.stderr)
     try:

@@ -1,61 +1,35 @@
-"""Typed experiment configuration: YAML loading, --set overrides and validation.
+"""Typed experiment configuration: YAML loading, --set overrides and the checks of each field.
 
-An experiment file maps onto the :class:`Experiment` dataclass tree below. Loading
-walks the YAML mapping against the dataclass fields, so every error names the dotted
-field path, the bad value and what is allowed; unknown keys get a did-you-mean.
-Names that select plug-ins (policies, systems, embedders, ...) are checked against
-their registries; nothing named in a config is ever imported or executed by name.
+An experiment file maps onto the :class:`Experiment` dataclass tree below. Loading walks the
+YAML mapping against the dataclass fields, so every error names the dotted field path, the bad
+value and what is allowed; unknown keys get a did-you-mean. Each dataclass checks its own values
+in ``check()`` (ranges, consistency), on defaults and explicit values alike, so a resolved config
+written by one run always loads back.
+
+What depends on the machine is not checked here: names of plug-ins (policies, systems, embedders,
+predictors, queues) against their registries, files that must exist, installed models. Those
+checks run in one step, :func:`sim.app.preflight.preflight`, before ``validate``, ``run`` and
+``sweep`` do anything. Per-system parameters (``params.<system>``) are typed by the system that
+owns them and resolved there too.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from sim.base.errors import ConfigError, InputError
-
-
-def _choices(names: Callable[[], list[str]]) -> dict[str, Any]:
-    """Field metadata: the value must be one of a registry's names (resolved lazily)."""
-    return {"choices": names}
-
-
-def _policy_names() -> list[str]:
-    from sim.cache.policies import POLICIES
-
-    return sorted(POLICIES)
-
-
-def _system_names() -> list[str]:
-    from sim.systems import SYSTEMS
-
-    return sorted(SYSTEMS)
-
-
-def _embedder_check(value: str) -> str | None:
-    from traces.embeddings import check_embedder_name
-
-    return check_embedder_name(value)
-
-
-def _predictor_names() -> list[str]:
-    from sim.engine.predictor import PREDICTORS
-
-    return sorted(PREDICTORS)
-
-
-def _queue_names() -> list[str]:
-    from sim.engine.queues import QUEUES
-
-    return sorted(QUEUES)
+from sim.base.errors import ConfigError, DeprecatedField, InputError
 
 
 @dataclass
@@ -69,6 +43,16 @@ class ArrivalConfig:
     burst_on_s: float = 120.0  # mean length of a burst
     burst_off_s: float = 1800.0  # mean gap between bursts
     rate_path: str | None = None  # CSV with columns minute,rate (requests/s) for process=rate
+
+    def check(self) -> None:
+        positive("rate", self.rate)
+        if not 0 <= self.diurnal_amplitude < 1:
+            raise ConfigError("diurnal_amplitude", self.diurnal_amplitude, "must be in [0, 1)")
+        positive("burst_factor", self.burst_factor)
+        positive("burst_on_s", self.burst_on_s)
+        positive("burst_off_s", self.burst_off_s)
+        if self.process == "rate" and self.rate_path is None:
+            raise ConfigError("rate_path", None, "process=rate needs a CSV of minute,rate")
 
 
 @dataclass
@@ -84,13 +68,19 @@ class SyntheticConfig:
     drift_per_day: float = 0.3  # fraction of topic popularity reshuffled per day
     days: float | None = None  # None: derived from requests / arrival rate
 
+    def check(self) -> None:
+        positive("users", self.users)
+        positive("topics", self.topics)
+        positive("days", self.days)
+
 
 @dataclass
 class TraceConfig:
     """Where requests come from."""
 
     source: Literal["synthetic", "diffusiondb", "prompts", "parquet"] = "synthetic"
-    # A list means the first of those files that exists (e.g. the full dataset, else a shipped sample).
+    # A list means the first of those files that exists (e.g. the full dataset, else a shipped sample);
+    # the preflight step resolves it, so the config saved beside a result names the file used.
     path: str | list[str] | None = None
     requests: int | None = 20000  # keep the first N requests (None: all)
     start: str | None = None  # ISO time window on the trace's own clock
@@ -98,6 +88,14 @@ class TraceConfig:
     time_scale: float = 1.0  # >1 compresses time (more load), <1 stretches it
     arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def check(self) -> None:
+        positive("requests", self.requests)
+        positive("time_scale", self.time_scale)
+        if isinstance(self.path, list) and not self.path:
+            raise ConfigError("path", self.path, "list at least one candidate file")
+        if self.source != "synthetic" and self.path is None:
+            raise ConfigError("path", None, f"trace.source={self.source!r} needs a path to read")
 
 
 @dataclass
@@ -110,6 +108,16 @@ class SelectorConfig:
     floor: float = 0.65  # minimum similarity to reuse at all under load
     max_k: int = 25
 
+    def check(self) -> None:
+        if self.ladder is not None:
+            for i, rung in enumerate(self.ladder):
+                if len(rung) != 2 or not (-1 <= rung[0] <= 1) or int(rung[1]) != rung[1] or rung[1] <= 0:
+                    raise ConfigError(f"ladder[{i}]", rung, "expected [similarity threshold, K > 0]")
+        positive("slo_s", self.slo_s)
+        if not -1 <= self.floor <= 1:
+            raise ConfigError("floor", self.floor, "must be a cosine in [-1, 1]")
+        positive("max_k", self.max_k)
+
 
 @dataclass
 class CacheConfig:
@@ -117,11 +125,14 @@ class CacheConfig:
 
     capacity: float = 15000
     unit: Literal["latents", "prompts", "bytes"] = "latents"
-    policy: str = field(default="lcbfu", metadata=_choices(_policy_names))
+    policy: str = "lcbfu"  # a name of sim.cache.policies.POLICIES (checked by the preflight step)
     granularity: Literal["latent", "prompt"] = "latent"  # evict one latent or all of a prompt's
     store_on_hit: bool = True  # a hit at K stores the levels above K for the new prompt
     isolation: Literal["shared", "per-user"] = "shared"
     tier: str | None = None  # storage tier name; None: the profile's default_tier
+
+    def check(self) -> None:
+        positive("capacity", self.capacity, allow_zero=True)
 
 
 @dataclass
@@ -135,11 +146,20 @@ class NeighbourConfig:
     min_similarity: float | None = None  # None: the lowest threshold in use
     index: Literal["hnsw", "exact"] = "hnsw"
 
+    def check(self) -> None:
+        positive("top_m", self.top_m)
+        if self.min_similarity is not None and not -1 <= self.min_similarity <= 1:
+            raise ConfigError("min_similarity", self.min_similarity, "must be a cosine in [-1, 1]")
+
 
 @dataclass
 class BatchConfig:
     max_batch: int = 1
     max_wait_s: float = 0.0
+
+    def check(self) -> None:
+        positive("max_batch", self.max_batch)
+        positive("max_wait_s", self.max_wait_s, allow_zero=True)
 
 
 @dataclass
@@ -147,24 +167,28 @@ class ClusterConfig:
     """The GPU serving cluster."""
 
     gpus: int = 4
-    queue: str = field(default="fcfs", metadata=_choices(_queue_names))
+    queue: str = "fcfs"  # a name of sim.engine.queues.QUEUES (checked by the preflight step)
     batch: BatchConfig = field(default_factory=BatchConfig)
+
+    def check(self) -> None:
+        positive("gpus", self.gpus)
 
 
 @dataclass
 class PredictorConfig:
     """Match predictor that skips the lookup for prompts likely to miss."""
 
-    kind: str = field(default="none", metadata=_choices(_predictor_names))
+    kind: str = "none"  # a name of sim.engine.predictor.PREDICTORS (checked by the preflight step)
     precision: float = 0.9  # for kind=model
     recall: float = 0.9
     warmup: int = 2000  # requests used to train kind=learned
 
-
-@dataclass
-class GptCacheConfig:
-    threshold: float = 0.8
-    evict_fraction: float = 0.2  # GPTCache evicts this share of entries at once when full
+    def check(self) -> None:
+        for name in ("precision", "recall"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ConfigError(name, v, "must be in (0, 1]")
+        positive("warmup", self.warmup, allow_zero=True)
 
 
 @dataclass
@@ -174,26 +198,56 @@ class Experiment:
     name: str = "experiment"
     seed: int = 1
     trace: TraceConfig = field(default_factory=TraceConfig)
-    embedder: str = field(default="minilm", metadata={"check": _embedder_check})
+    embedder: str = "minilm"  # a name traces.embeddings accepts (checked by the preflight step)
     profile: str = "sdxl-a10g"
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    gptcache: GptCacheConfig = field(default_factory=GptCacheConfig)
-    systems: list[str] = field(
-        default_factory=lambda: ["vanilla", "gptcache", "exact", "nirvana"],
-        metadata=_choices(_system_names),
-    )
+    # Names of sim.systems.SYSTEMS, compared in this order (checked by the preflight step).
+    systems: list[str] = field(default_factory=lambda: ["vanilla", "gptcache", "exact", "nirvana"])
+    # Per-system parameters, ``params.<system>.<field>``; each system types and checks its own
+    # (the preflight step writes every default out for the systems in use).
+    params: dict[str, Any] = field(default_factory=dict)
     mode: Literal["full", "cache-only"] = "full"
     output: str = "results/experiment"
     plots: bool = True
     sweep: dict[str, Any] | None = None
 
+    def check(self) -> None:
+        if self.seed < 0:
+            raise ConfigError("seed", self.seed, "must be >= 0")
+        if not self.systems:
+            raise ConfigError("systems", self.systems, "list at least one system")
+        for i, name in enumerate(self.systems):
+            if name in self.systems[:i]:
+                raise ConfigError(f"systems[{i}]", name, "is listed twice; list each system once")
+        for name, block in self.params.items():
+            if not isinstance(block, Mapping):
+                raise ConfigError(f"params.{name}", block, "expected a mapping of the system's parameters")
+        if self.sweep is not None:
+            sweep_axes(self.sweep)
+
+
+# Old top-level keys that are accepted and moved to their new place, with a note.
+_ALIASES = {"gptcache": "params.gptcache"}
+
 
 # ---------------------------------------------------------------------------
-# Loading and validation
+# Value checks shared by the dataclasses
+
+
+def positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is None or a number > 0 (>= 0 with ``allow_zero``)."""
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(name, value, "must be " + (">= 0" if allow_zero else "> 0"))
+
+
+# ---------------------------------------------------------------------------
+# Building typed dataclasses from plain data
 
 
 def _type_name(tp: Any) -> str:
@@ -213,13 +267,13 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+def _coerce(path: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (int -> float etc.)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(path, value, f"expected a mapping of {tp.__name__} fields")
-        return _build(tp, value, path)
+        return build(tp, value, path)
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -229,7 +283,7 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(path, value, arg, meta)
+                return _coerce(path, value, arg)
             except ConfigError as exc:
                 errors.append(exc)
         if len(errors) == 1:
@@ -238,13 +292,13 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(path, value, "allowed: " + ", ".join(map(str, allowed)), _did_you_mean(value, allowed))
+            raise ConfigError(path, value, "allowed: " + ", ".join(map(str, allowed)), did_you_mean(value, allowed))
         return value
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(path, value, "expected a list")
         (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(f"{path}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
+        return [_coerce(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(path, value, "expected a mapping")
@@ -264,113 +318,60 @@ def _coerce(path: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, value, "expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(path, value, "expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, value, "expected a string")
-        names_fn = meta.get("choices")
-        if names_fn is not None:
-            names = names_fn()
-            if value not in names:
-                raise ConfigError(path, value, "allowed: " + ", ".join(names), _did_you_mean(value, names))
-        check = meta.get("check")
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise ConfigError(path, value, problem)
         return value
     raise TypeError(f"unsupported config annotation {tp!r} at {path}")
 
 
-def _did_you_mean(value: Any, allowed: Any) -> str:
+def did_you_mean(value: Any, allowed: Any) -> str:
+    """A hint naming the allowed value closest to ``value`` (empty when none is close)."""
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
     return f"did you mean {close[0]!r}?" if close else ""
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """A ``cls`` dataclass from plain data, typed and checked; errors name ``prefix.field``.
+
+    Every dataclass in the tree runs its ``check()`` (defaults included). Used for the
+    experiment file and for the parameter blocks that plug-ins declare.
+    """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise ConfigError(path, value, "unknown field; allowed: " + ", ".join(fields), _did_you_mean(key, fields))
-        f = fields[key]
-        if f.metadata.get("choices") is not None and hints[key] == list[str]:
-            kwargs[key] = [_coerce(f"{path}[{i}]", v, str, f.metadata) for i, v in enumerate(_as_list(path, value))]
-        else:
-            kwargs[key] = _coerce(path, value, hints[key], f.metadata)
+            raise ConfigError(path, value, "unknown field; allowed: " + ", ".join(fields), did_you_mean(key, fields))
+        kwargs[key] = _coerce(path, value, hints[key])
     obj = cls(**kwargs)
-    _check_ranges(obj, prefix)
+    _check_tree(obj, prefix, built=set(kwargs))
     return obj
 
 
-def _as_list(path: str, value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(path, value, "expected a list")
-    return value
-
-
-def _positive(path: str, value: float | None, *, allow_zero: bool = False) -> None:
-    if value is None:
+def _check_tree(obj: Any, prefix: str, built: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Run ``check()`` of ``obj`` and of its default-made dataclass fields (those not in ``built``)."""
+    for f in dataclasses.fields(obj):
+        child = getattr(obj, f.name)
+        if f.name not in built and dataclasses.is_dataclass(child):
+            _check_tree(child, f"{prefix}.{f.name}" if prefix else f.name)
+    check = getattr(obj, "check", None)
+    if check is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(path, value, "must be " + (">= 0" if allow_zero else "> 0"))
+    try:
+        check()
+    except ConfigError as exc:
+        if not prefix:
+            raise
+        raise ConfigError(f"{prefix}.{exc.field}", exc.value, exc.allowed, exc.hint) from None
 
 
-def _first_existing(field: str, candidates: list[str]) -> str:
-    """The first candidate path that exists (what the resolved config records)."""
-    for candidate in candidates:
-        if Path(candidate).expanduser().exists():
-            return candidate
-    raise ConfigError(field, candidates, "none of these files exists")
-
-
-def _check_ranges(obj: Any, prefix: str) -> None:
-    """Value checks that a type annotation cannot express."""
-    p = (prefix + ".") if prefix else ""
-    if isinstance(obj, TraceConfig):
-        _positive(p + "requests", obj.requests)
-        _positive(p + "time_scale", obj.time_scale)
-        if isinstance(obj.path, list):
-            obj.path = _first_existing(p + "path", obj.path)
-        if obj.source != "synthetic" and obj.path is None:
-            raise ConfigError(p + "path", None, f"trace.source={obj.source!r} needs a path to read")
-    elif isinstance(obj, ArrivalConfig):
-        _positive(p + "rate", obj.rate)
-        if not 0 <= obj.diurnal_amplitude < 1:
-            raise ConfigError(p + "diurnal_amplitude", obj.diurnal_amplitude, "must be in [0, 1)")
-        if obj.process == "rate" and obj.rate_path is None:
-            raise ConfigError(p + "rate_path", None, "process=rate needs a CSV of minute,rate")
-    elif isinstance(obj, CacheConfig):
-        _positive(p + "capacity", obj.capacity, allow_zero=True)
-    elif isinstance(obj, NeighbourConfig):
-        _positive(p + "top_m", obj.top_m)
-        if obj.min_similarity is not None and not -1 <= obj.min_similarity <= 1:
-            raise ConfigError(p + "min_similarity", obj.min_similarity, "must be a cosine in [-1, 1]")
-    elif isinstance(obj, ClusterConfig):
-        _positive(p + "gpus", obj.gpus)
-    elif isinstance(obj, BatchConfig):
-        _positive(p + "max_batch", obj.max_batch)
-        _positive(p + "max_wait_s", obj.max_wait_s, allow_zero=True)
-    elif isinstance(obj, PredictorConfig):
-        for name in ("precision", "recall"):
-            v = getattr(obj, name)
-            if not 0 < v <= 1:
-                raise ConfigError(p + name, v, "must be in (0, 1]")
-    elif isinstance(obj, GptCacheConfig):
-        if not -1 <= obj.threshold <= 1:
-            raise ConfigError(p + "threshold", obj.threshold, "must be a cosine in [-1, 1]")
-        if not 0 < obj.evict_fraction <= 1:
-            raise ConfigError(p + "evict_fraction", obj.evict_fraction, "must be in (0, 1]")
-    elif isinstance(obj, SelectorConfig):
-        if obj.ladder is not None:
-            for i, rung in enumerate(obj.ladder):
-                if len(rung) != 2 or not (-1 <= rung[0] <= 1) or int(rung[1]) != rung[1] or rung[1] <= 0:
-                    raise ConfigError(f"{p}ladder[{i}]", rung, "expected [similarity threshold, K > 0]")
-        _positive(p + "slo_s", obj.slo_s)
-    elif isinstance(obj, Experiment) and not obj.systems:
-        raise ConfigError(p + "systems", obj.systems, "list at least one system")
+# ---------------------------------------------------------------------------
+# Files and overrides
 
 
 def parse_value(text: str) -> Any:
@@ -426,12 +427,26 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def _apply_aliases(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Move deprecated top-level keys to their new place (explicit new values win)."""
+    data = dict(data)
+    for old, new in _ALIASES.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        warnings.warn(DeprecatedField(old, new), stacklevel=3)
+        head, _, rest = new.partition(".")
+        block = copy.deepcopy(dict(data.get(head) or {}))
+        if isinstance(value, Mapping):
+            value = {**value, **(block.get(rest) or {})}
+        block[rest] = value
+        data[head] = block
+    return data
+
+
 def from_dict(data: Mapping[str, Any]) -> Experiment:
-    """Validate a plain mapping into an :class:`Experiment`."""
-    exp = _build(Experiment, data)
-    if exp.sweep is not None:
-        validate_sweep(exp)
-    return exp
+    """Validate a plain mapping into an :class:`Experiment` (field types and value checks)."""
+    return build(Experiment, _apply_aliases(data))
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Experiment:
@@ -453,55 +468,64 @@ def dump(exp: Experiment) -> str:
 
 
 def replace_path(exp: Experiment, dotted: str, value: Any) -> Experiment:
-    """A new validated Experiment with one dotted field changed (used by sweeps)."""
+    """A new validated Experiment with one dotted field changed."""
     data = to_dict(exp)
     data.pop("sweep", None)
     set_path(data, dotted, value)
     return from_dict(data)
 
 
-def validate_sweep(exp: Experiment) -> None:
-    """Check that every swept path names a real field and every value is valid for it."""
-    sweep = exp.sweep or {}
-    reserved = {"mode", "seeds", "grid", "zip"}
-    base = to_dict(exp)
-    base.pop("sweep")
-    axes: dict[str, Any] = {}
-    if "grid" in sweep or "zip" in sweep:
+# ---------------------------------------------------------------------------
+# The sweep block's grammar (one parser, used to check a file and to expand it)
+
+SWEEP_KEYS = ("grid", "zip", "seeds")
+
+
+def sweep_axes(sweep: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
+    """The axes of a ``sweep:`` block: each a list of {dotted path: value} assignments, in file order.
+
+    Two forms: a plain grid ``{path: [values], ..., seeds: [...]}``, or blocks
+    ``{grid: {path: [values]}, zip: {path: [values]}, seeds: [...]}`` where grid axes are crossed
+    and zip lists advance together (one axis). ``seeds`` adds an axis over ``seed``. Raises
+    ConfigError naming ``sweep.<key>`` for anything else. Whether each value suits its field is
+    checked when the configurations are built (``sim.app.sweep.expand_sweep``).
+    """
+    if not isinstance(sweep, Mapping):
+        raise ConfigError("sweep", sweep, "expected a mapping of field.path: [values]")
+    blocks = "grid" in sweep or "zip" in sweep
+    axes: list[list[dict[str, Any]]] = []
+    if blocks:
         for key in sweep:
-            if key not in reserved:
+            if key not in SWEEP_KEYS:
                 raise ConfigError(f"sweep.{key}", sweep[key], "with grid/zip blocks, allowed keys: grid, zip, seeds")
         for block in ("grid", "zip"):
             part = sweep.get(block) or {}
             if not isinstance(part, Mapping):
                 raise ConfigError(f"sweep.{block}", part, "expected a mapping of field.path: [values]")
-            axes.update({f"{block}:{k}": v for k, v in part.items()})
-        lengths = {len(v) for v in (sweep.get("zip") or {}).values() if isinstance(v, list)}
-        if len(lengths) > 1:
-            raise ConfigError("sweep.zip", sweep.get("zip"), "zipped lists must all have the same length")
+            for path, values in part.items():
+                _check_axis(f"sweep.{block}.{path}", values)
+        grid = sweep.get("grid") or {}
+        axes += [[{path: v} for v in values] for path, values in grid.items()]
+        zipped = sweep.get("zip") or {}
+        if zipped:
+            lengths = {len(v) for v in zipped.values()}
+            if len(lengths) > 1:
+                raise ConfigError("sweep.zip", dict(zipped), "zipped lists must all have the same length")
+            paths = list(zipped)
+            axes.append([dict(zip(paths, combo, strict=True)) for combo in zip(*zipped.values(), strict=True)])
     else:
-        axes = {k: v for k, v in sweep.items() if k != "seeds"}
+        for path, values in sweep.items():
+            if path != "seeds":
+                _check_axis(f"sweep.{path}", values)
+                axes.append([{path: v} for v in values])
     seeds = sweep.get("seeds")
-    if seeds is not None and not (isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)):
-        raise ConfigError("sweep.seeds", seeds, "expected a list of integer seeds")
-    for raw_key, values in axes.items():
-        key = raw_key.split(":", 1)[-1]
-        shown = f"sweep.{raw_key.replace(':', '.')}"
-        if not isinstance(values, list) or not values:
-            raise ConfigError(shown, values, "expected a non-empty list of values")
-        for v in values:
-            data = dict(base)
-            data = _deep_copy(data)
-            try:
-                set_path(data, key, v)
-                _build(Experiment, data)
-            except ConfigError as exc:
-                raise ConfigError(shown, v, f"not valid for {exc.field}: {exc.allowed}") from None
+    if seeds is not None:
+        if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+            raise ConfigError("sweep.seeds", seeds, "expected a non-empty list of integer seeds")
+        axes.append([{"seed": s} for s in seeds])
+    return axes
 
 
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
+def _check_axis(shown: str, values: Any) -> None:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(shown, values, "expected a non-empty list of values")

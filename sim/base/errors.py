@@ -16,7 +16,7 @@ class ConfigError(AcsimError):
     """
 
     def __init__(self, field: str, value: object, allowed: str, hint: str = "") -> None:
-        self.field, self.value, self.allowed = field, value, allowed
+        self.field, self.value, self.allowed, self.hint = field, value, allowed, hint
         msg = f"{field}: {value!r} is not valid; {allowed}"
         if hint:
             msg += f" ({hint})"
@@ -37,3 +37,11 @@ class InputError(AcsimError):
         if column is not None:
             where += f", column {column!r}"
         super().__init__(f"{where}: {problem}")
+
+
+class DeprecatedField(UserWarning):
+    """An old experiment-file key that still works and was read at its new place."""
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+        super().__init__(f"`{old}:` is deprecated and was read as `{new}:`; write it there")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas is only needed by callers that pass DataFrames
+    from collections.abc import Callable, Iterator
+
     import pandas as pd
 
 _UMASK = os.umask(0)

@@ -9,7 +9,6 @@ assumed) so a result can always say where its numbers came from. Shipped profile
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,12 +89,13 @@ class Profile:
         return self.quality_vanilla * self.quality_relative_by_k[k]
 
     def quality_retrieval(self, similarity: float) -> float:
-        """Expected CLIP score of a retrieved image (another prompt's final image)."""
-        return self.retrieval_at_1 - self.retrieval_slope_per_unit_s * (1.0 - similarity)
+        """Expected CLIP score of a retrieved image (another prompt's final image).
 
-    def lookup_s(self, cached_prompts: int) -> float:
-        """Vector-index lookup time; grows with the log of the number of cached prompts."""
-        return self.index_lookup_base_s + self.index_lookup_per_decade_s * math.log10(max(cached_prompts, 1))
+        Similarities are float32 cosines, so an identical prompt may score a hair above 1: it
+        counts as 1 (a retrieved image is never better than the prompt's own).
+        """
+        return self.retrieval_at_1 - self.retrieval_slope_per_unit_s * (1.0 - min(similarity, 1.0))
+
 
 
 def resolve_path(name_or_path: str) -> Path:

@@ -19,9 +19,11 @@ FLOAT_COLUMNS = (
     "arrival_s", "start_s", "finish_s", "queue_s", "lookup_s", "fetch_s", "latency_s",
     "similarity", "gpu_s", "quality",
 )
-INT_COLUMNS = ("request", "prompt_id", "user", "matched", "k_planned", "k_used", "steps")
+INT_COLUMNS = ("request", "prompt_id", "user", "matched", "k_planned", "k_used", "steps", "saved_latents")
+# saved_latents: intermediate latents the request's generation saved for the cache (each costs GPU
+# time per step while it runs; see System.saved_latents).
 COLUMNS = ("system", *INT_COLUMNS[:3], *FLOAT_COLUMNS[:7], "outcome", "matched", "similarity",
-           "k_planned", "k_used", "steps", "gpu_s", "quality")
+           "k_planned", "k_used", "steps", "saved_latents", "gpu_s", "quality")
 
 
 class RecordBuffer:

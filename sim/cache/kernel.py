@@ -17,13 +17,16 @@ per-slot state fits in arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from sim.cache.policies.base import PriorityRule
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sim.cache.policies.base import PriorityRule
 
 HIT_RULES = ("keep", "requeue", "add-one", "add-level", "add-asked")
 _KEEP, _REQUEUE, _ADD_ONE, _ADD_LEVEL, _ADD_ASKED = range(len(HIT_RULES))

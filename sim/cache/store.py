@@ -16,7 +16,10 @@ of its slot.
 
 from __future__ import annotations
 
-from sim.cache.policies.base import Policy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim.cache.policies.base import Policy
 
 
 class LatentStore:
@@ -73,6 +76,20 @@ class LatentStore:
     def __contains__(self, key: int) -> bool:
         m = self.masks.get(key >> self.shift)
         return m is not None and bool(m >> (key & ((1 << self.shift) - 1)) & 1)
+
+    def load_state(
+        self,
+        masks: dict[int, int],
+        counters: tuple[int, int, int],
+        order: tuple[list[int], list[int]],
+    ) -> None:
+        """Replace the contents by ``masks`` (slot -> cached levels) with ``counters`` (entries,
+        insertions, evictions), and the policy's state by ``order`` (keys in eviction order, their
+        priorities; see ``Policy.restore``). The compiled replay hands its final state back this
+        way, so lookups continue exactly where it stopped."""
+        self.masks = masks
+        self.entries, self.insertions, self.evictions = counters
+        self.policy.restore(*order)
 
     def prompts(self) -> int:
         """Number of slots with at least one cached level."""

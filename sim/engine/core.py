@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import simpy
 
-from sim.base.config import Experiment
 from sim.base.errors import ConfigError
-from sim.base.profile import Profile
 from sim.base.records import RecordBuffer
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
 from sim.engine.source import Source
-from sim.engine.tiers import TierPath
 from sim.engine.workers import GpuPool
+from sim.metrics import timeseries
+from sim.tiers import TierPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
+    from sim.systems.base import System
 
 
 def simulate(
-    system: Any,
+    system: System,
     arrival_s: np.ndarray,
     prompt_ids: np.ndarray,
     user_codes: np.ndarray,
@@ -31,16 +36,13 @@ def simulate(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay a trace through ``system`` on a simulated GPU cluster.
 
-    ``system`` follows the ``sim.systems`` contract (``name``, ``lookup(i, now, boost)``,
-    ``complete(i, decision, now)``, ``cached_prompts()``). Arrivals are seconds since the
+    ``system`` is a :class:`sim.systems.base.System`. Arrivals are seconds since the
     trace's start, non-decreasing. Returns the per-request records (the columns of
     :mod:`sim.base.records` plus ``boost``, the load-aware rungs asked for) and the per-minute
     time series of :func:`sim.metrics.timeseries`. Engine totals (GPU busy seconds, the
     areas under the queue-length and in-system curves, predictor counters) are in
     ``records.attrs["engine"]``. The same inputs and seed give the same records.
     """
-    from sim.metrics import timeseries
-
     arrival_s = np.asarray(arrival_s, dtype=np.float64)
     prompt_ids = np.asarray(prompt_ids)
     user_codes = np.asarray(user_codes)
@@ -87,6 +89,7 @@ def simulate(
     ii["k_planned"][:] = [d.k_planned for d in ds]
     ii["k_used"][:] = [d.k_used for d in ds]
     ii["steps"][:] = [d.steps for d in ds]
+    ii["saved_latents"][:] = source.saved
     rec.outcome[:] = source.outcome_codes()
     records = rec.to_frame()
     records["boost"] = np.asarray(source.boost, dtype=np.int16)

@@ -16,16 +16,26 @@ learn it and discards it when the predictor says skip); the others decide blind.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import numpy as np
 
-from sim.base.config import PredictorConfig
 from sim.base.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sim.base.config import PredictorConfig
 
 
 class Predictor:
-    """Base class: always look up."""
+    """Base class: always look up.
 
-    needs_truth = False
+    Class attributes declare what a predictor needs: ``needs_truth`` (it sees the real outcome
+    of each lookup before deciding) and ``needs_embeddings`` (it reads the prompt embeddings, so
+    a run must compute them even for systems that do not search by similarity).
+    """
+
+    needs_truth: ClassVar[bool] = False
+    needs_embeddings: ClassVar[bool] = False
 
     def __init__(
         self, cfg: PredictorConfig, prompt_ids: np.ndarray, embeddings: np.ndarray | None, seed: int
@@ -106,6 +116,8 @@ class LearnedPredictor(Predictor):
     skipped when its hit probability is below one half. If the warm-up saw only one class,
     there is nothing to learn and every later request is looked up.
     """
+
+    needs_embeddings = True
 
     def __init__(
         self, cfg: PredictorConfig, prompt_ids: np.ndarray, embeddings: np.ndarray | None, seed: int

@@ -20,49 +20,34 @@ per ``rung spacing * step_s`` seconds of overshoot (at most one per cached K lev
 boost lowers the load it reacts to, so under a sustained overload it settles where the
 backlog holds the SLO.
 
-Optional system attributes: ``lookup_kind`` (``none``, ``hash`` or ``vector``; by default
-from the system's name: vanilla none, exact hash, others vector) and
-``miss_decision(i, now)`` (the decision for a request whose lookup the predictor skipped;
-by default the system's latest decision with the fields of a miss).
+What a request costs before the GPU depends on the system's ``lookup_kind`` (``none``, ``hash``
+or ``vector``), and whether its generation pays the latent-saving overhead on the system's
+``saved_latents(decision)``; a request whose lookup the predictor skipped gets the system's
+``miss_decision``. All three are declared by the system (``sim.systems.base.System``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import simpy
 from simpy.events import Timeout
 
-from sim.base.config import Experiment
-from sim.base.profile import Profile
 from sim.base.records import OUTCOME_CODE, REUSE_OUTCOMES
 from sim.engine.predictor import NoPredictor, Predictor
 from sim.engine.queues import Job
-from sim.engine.tiers import TierPath
 from sim.engine.workers import GpuPool, WorkTable, job_work
+from sim.systems.base import LOOKUP_KINDS, System
 
-# What a system's request costs before the GPU: nothing (no cache), a key-value lookup
-# (identical prompts only) or an embedding plus a vector-index search.
-LOOKUP_KINDS = ("none", "hash", "vector")
+if TYPE_CHECKING:
+    import simpy
+
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
+    from sim.tiers import TierPath
+
 _REUSE = frozenset(REUSE_OUTCOMES)
-_DEFAULT_LOOKUP_KIND = {"vanilla": "none", "exact": "hash"}
-
-
-def default_lookup_kind(name: str) -> str:
-    """The lookup kind of a system by its name: ``vector`` unless it is one of the plain ones."""
-    return _DEFAULT_LOOKUP_KIND.get(name, "vector")
-
-
-def lookup_kind(system: Any) -> str:
-    """A system's ``lookup_kind`` attribute, or the default for its name."""
-    kind = getattr(system, "lookup_kind", None) or default_lookup_kind(system.name)
-    if kind not in LOOKUP_KINDS:
-        raise ValueError(f"system {system.name!r}: lookup_kind {kind!r} not in {LOOKUP_KINDS}")
-    return kind
 
 
 class Source:
@@ -71,7 +56,7 @@ class Source:
     def __init__(
         self,
         env: simpy.Environment,
-        system: Any,
+        system: System,
         arrival_s: np.ndarray,
         prompt_ids: np.ndarray,
         exp: Experiment,
@@ -89,9 +74,10 @@ class Source:
         self.pool = pool
         self.predictor = predictor
         self.tiers = tiers
-        self.kind = lookup_kind(system)
+        self.kind = system.lookup_kind
+        if self.kind not in LOOKUP_KINDS:
+            raise ValueError(f"system {system.name!r}: lookup_kind {self.kind!r} not in {LOOKUP_KINDS}")
         self.embed_s = profile.embed_s if self.kind == "vector" else 0.0
-        self.full_steps = profile.steps
         self.load_aware = exp.selector.load_aware
         self.slo_s = exp.selector.slo_s
         self.blind = isinstance(predictor, NoPredictor)  # looks everything up: skip the calls
@@ -103,18 +89,13 @@ class Source:
         self.max_boost = len(levels)
         self.full_work = job_work(profile, profile.steps, True)
         self.work = WorkTable(profile)
-        self._saves: dict[tuple[int, ...], bool] = {}
         self.hierarchy = len(tiers.tiers) > 1
         self.fetch_one = tiers.fetch_by_tier[0]
         self.latent_bytes = profile.latent_bytes
         self.stored_bytes = 0.0  # bytes of latents stored so far (tier ages)
         self.stored_at: dict[int, float] = {}  # prompt id -> stored_bytes when its latents were stored
-        self.miss_levels: tuple[int, ...] = tuple(profile.k_levels)
         # About 200 samples of the cache's occupancy over the run (storage cost).
         self.sample_every = max(1, n // 200)
-        self.record_occupancy: Callable[[float], None] | None = getattr(system, "record_occupancy", None)
-        self.miss_decision: Callable[[int, float], Any] | None = getattr(system, "miss_decision", None)
-        self._template: Any = None  # the latest decision the system made (a shape to copy)
         # Per-request columns (python lists: much faster to fill one item at a time than numpy).
         nan = math.nan
         self.decisions: list[Any] = [None] * n
@@ -124,6 +105,7 @@ class Source:
         self.lookup_t = [nan] * n
         self.fetch_t = [nan] * n
         self.gpu_s = [0.0] * n
+        self.saved = [0] * n  # intermediate latents each generation saves
         self.boost = [0] * n
         self.lost_hits = 0
         self.boosted = 0
@@ -138,7 +120,7 @@ class Source:
             Timeout(self.env, max(0.0, self.arrival[0] + self.embed_s), 0).callbacks.append(self._arrive)
 
     def _arrive(self, event: Timeout) -> None:
-        i = event._value
+        i = event.value
         env = self.env
         now = env.now
         nxt = i + 1
@@ -148,8 +130,8 @@ class Source:
         self.system_area += self.in_system * (now - self._last)
         self._last = now
         self.in_system += 1
-        if i % self.sample_every == 0 and self.record_occupancy is not None:
-            self.record_occupancy(now)
+        if i % self.sample_every == 0:
+            self.system.record_occupancy(now)
         self._serve(i, now)
 
     def _serve(self, i: int, now: float) -> None:
@@ -169,20 +151,15 @@ class Source:
             look = self.predictor.look(i, hit)
             if not look and hit:
                 self.lost_hits += 1
-                d = self._skip_decision(i, now, d)
+                d = system.miss_decision(i, now)
         else:
             look = self.predictor.look(i, None)
             if look:
                 d = system.lookup(i, now, boost)
                 self.predictor.observe(i, d.outcome in _REUSE)
             else:
-                d = self._skip_decision(i, now, self._template)
+                d = system.miss_decision(i, now)
         outcome = d.outcome
-        if not self.blind and look:
-            # Shapes for the decisions of skipped lookups (see _skip_decision).
-            self._template = d
-            if outcome == "miss":
-                self.miss_levels = d.store_levels
         kind = self.kind
         if not look or kind == "none":
             lookup = 0.0
@@ -212,46 +189,21 @@ class Source:
             else:
                 self._finish_without_gpu(i, now)
             return
-        levels = d.store_levels
-        saves = self._saves.get(levels)
-        if saves is None:
-            # Storing intermediate latents (levels below N) costs GPU time per step; storing the
-            # final image (level N, exact and retrieval caches) does not.
-            saves = self._saves[levels] = any(k < self.full_steps for k in levels)
-        job = Job(i, ready, steps, saves, self.work(steps, saves))
+        # Saving intermediate latents costs GPU time per step; storing a final image does not.
+        saved = system.saved_latents(d)
+        if saved:
+            self.saved[i] = saved
+        job = Job(i, ready, steps, saved > 0, self.work(steps, saved > 0))
         if delay > 0:
             Timeout(self.env, delay, job).callbacks.append(self._enqueue)
         else:
             self.pool.push(job)
 
-    def _skip_decision(self, i: int, now: float, template: Any) -> Any:
-        """A fresh generation for a request whose lookup the predictor skipped."""
-        if self.miss_decision is not None:
-            return self.miss_decision(i, now)
-        if template is None:
-            raise TypeError(
-                f"system {self.system.name!r} has no miss_decision(i, now) and no earlier decision to copy"
-            )
-        p = self.profile
-        fields = {
-            "outcome": "miss",
-            "matched": -1,
-            "similarity": math.nan,
-            "k_planned": 0,
-            "k_used": 0,
-            "steps": p.steps,
-            "quality": p.quality_vanilla,
-            "store_levels": self.miss_levels,
-        }
-        if hasattr(template, "_replace"):  # a NamedTuple (sim.systems.Decision)
-            return template._replace(**fields)
-        return dataclasses.replace(template, **fields)
-
     def _enqueue(self, event: Timeout) -> None:
-        self.pool.push(event._value)
+        self.pool.push(event.value)
 
     def _fetched(self, event: Timeout) -> None:
-        self._finish_without_gpu(event._value, self.env.now)
+        self._finish_without_gpu(event.value, self.env.now)
 
     def _finish_without_gpu(self, i: int, now: float) -> None:
         self.start[i] = now

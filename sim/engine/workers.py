@@ -18,14 +18,18 @@ wait or the oldest waiting job has waited ``max_wait_s``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import simpy
 from simpy.events import Timeout
 
-from sim.base.config import BatchConfig
-from sim.base.profile import Profile
-from sim.engine.queues import Job
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import simpy
+
+    from sim.base.config import BatchConfig
+    from sim.base.profile import Profile
+    from sim.engine.queues import Job
 
 # Times closer than this are the same instant (floating-point sums of delays).
 _EPS = 1e-9
@@ -133,7 +137,7 @@ class GpuPool:
         Timeout(self.env, dur, job).callbacks.append(self._done_one)
 
     def _done_one(self, event: Timeout) -> None:
-        job = event._value
+        job = event.value
         now = self.env.now
         self._busy_until -= job.start + job.work
         self.idle += 1
@@ -168,7 +172,7 @@ class GpuPool:
         Timeout(self.env, dur, (jobs, now + dur, dur)).callbacks.append(self._done_batch)
 
     def _done_batch(self, event: Timeout) -> None:
-        jobs, until, dur = event._value
+        jobs, until, dur = event.value
         now = self.env.now
         self._busy_until -= until
         self.idle += 1

@@ -83,13 +83,8 @@ class PriorityBuckets:
                 del buckets[prio]
         return out
 
-    def move(self, key: int, prio: int) -> None:
-        """Give ``key`` a new priority (it queues behind that bucket's keys)."""
-        self.discard(key)
-        self.add(key, prio)
-
     def bump(self, key: int, delta: int) -> None:
-        """``move(key, priority(key) + delta)``, inlined: a hit's whole bookkeeping."""
+        """Add ``delta`` to the priority of ``key``; it queues behind that bucket's keys (a hit's bookkeeping)."""
         prio_of, buckets = self._prio, self._buckets
         old = prio_of[key]
         bucket = buckets[old]

@@ -1,4 +1,4 @@
-"""FIFO: evict the entry stored longest ago; hits change nothing."""
+"""FIFO: evict the entry stored longest ago; hits change nothing. LRU reuses this queue."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from sim.cache.policies.base import Policy, PolicyContext, PriorityRule
 
 
 class FIFO(Policy):
+    """A queue of keys, oldest first; the victim is the head."""
+
     name = "fifo"
     rule = PriorityRule(on_insert=0, on_hit="keep")
 

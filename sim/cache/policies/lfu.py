@@ -2,6 +2,9 @@
 
 An entry starts at count 1 when stored and gains 1 per hit; its count is forgotten when
 it leaves. These are libCacheSim's LFU rules, so hit ratios agree exactly with it.
+
+The bookkeeping (integer priorities, FIFO among equals) is shared by the LCBFU policies,
+which start entries at ``rule.on_insert`` and add other amounts per hit.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from sim.cache.policies.buckets import PriorityBuckets
 
 
 class LFU(Policy):
+    """Entries in priority buckets; a new entry gets ``rule.on_insert``, a hit adds 1."""
+
     name = "lfu"
     rule = PriorityRule(on_insert=1, on_hit="add-one")
 
@@ -19,10 +24,10 @@ class LFU(Policy):
         self._b = PriorityBuckets()
 
     def on_insert(self, key: int, i: int) -> None:
-        self._b.add(key, 1)
+        self._b.add(key, self.rule.on_insert)
 
     def on_insert_levels(self, base: int, levels: list[int] | tuple[int, ...], i: int) -> None:
-        self._b.add_levels(base, levels, 1)
+        self._b.add_levels(base, levels, self.rule.on_insert)
 
     def on_hit(self, key: int, i: int, k: int) -> None:
         self._b.bump(key, 1)

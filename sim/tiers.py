@@ -10,8 +10,12 @@ deterministic stand-in for demotion by age.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sim.base.errors import ConfigError
-from sim.base.profile import Profile, Tier
+
+if TYPE_CHECKING:
+    from sim.base.profile import Profile, Tier
 
 
 class TierPath:

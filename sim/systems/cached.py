@@ -1,0 +1,186 @@
+"""What every caching system shares: the store, tenant slots and the walk over neighbour candidates.
+
+Lookup rule (systems that search by similarity): walk request i's neighbour candidates (most
+similar first) and take the first one that has anything cached; when every listed candidate is
+gone and the list is not complete, ask ``neighbours.more(i, k)`` with k doubling (the exact
+search over every earlier prompt).
+
+Tenant isolation (``cache.isolation: per-user``): each user only sees entries its own
+requests produced. Partitions are namespaces in one store: a slot is the (user, prompt)
+pair, so two users who generate the same prompt keep two copies. Capacity and the
+eviction order stay global (no fixed split: with thousands of users an equal split would
+leave each a few entries and strand the capacity of idle users). Requests without a user
+share one partition. The cost of isolation is the cross-user reuse it forbids plus the
+duplicate copies; compare hit rates of the two settings on the same trace.
+
+Entry keys are ``slot << shift | level`` (see :mod:`sim.cache.store`); image caches store
+the final result at level N. A cache of capacity 0 stores nothing, so its generations offer
+nothing to store (and pay nothing for saving).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.cache.policies import POLICIES, FutureUses, PolicyContext
+from sim.cache.store import LatentStore
+from sim.systems.base import NAN, Decision, System, TraceArrays
+
+if TYPE_CHECKING:
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
+
+
+def request_of_entry(offsets: np.ndarray) -> np.ndarray:
+    """For every CSR entry of the neighbour lists, the request it belongs to."""
+    return np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+
+
+class CachedSystem(System):
+    """Shared machinery of the systems with a cache: the store, tenant slots and the neighbour walk."""
+
+    caches = True
+
+    def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
+        super().__init__(exp, arrays, neighbours, profile)
+        cache = exp.cache
+        self.policy_name = cache.policy
+        self._pids: list[int] = arrays.prompt_ids.tolist()
+        self._n_prompts = int(arrays.prompt_ids.max()) + 1 if len(arrays.prompt_ids) else 1
+        self._per_user = cache.isolation == "per-user"
+        # Slot of (user, prompt) = (user + 1) * n_prompts + prompt; users unknown (-1) share slot 0..
+        self._bases: list[int] = (
+            ((arrays.user_codes.astype(np.int64) + 1) * self._n_prompts).tolist()
+            if self._per_user
+            else [0] * len(self._pids)
+        )
+        self.shift = profile.steps.bit_length()
+        self.store = self._make_store(exp, arrays, neighbours, profile)
+        self.stores = self.store.capacity > 0  # whether generations have anywhere to store
+        self._on_hit = self.store.policy.on_hit
+        self.holes = 0
+        self._hits_by_k = [0] * (profile.steps + 1)
+        self._nb = neighbours
+        if neighbours is not None:
+            self._offsets = memoryview(np.ascontiguousarray(neighbours.offsets, dtype=np.int64))
+            self._ids = memoryview(np.ascontiguousarray(neighbours.ids, dtype=np.int32))
+            sims = np.ascontiguousarray(neighbours.sims, dtype=np.float32)
+            self._sims = memoryview(sims)
+            self._kmap = memoryview(self._entry_k(sims).astype(np.int16))
+            self._complete = np.asarray(neighbours.complete, dtype=bool).tolist()
+
+    # -- construction -------------------------------------------------------------------
+    def _future_pairs(self, arrays: TraceArrays, neighbours: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(entry key, request) pairs: request j would use entry key (for offline policies)."""
+        raise NotImplementedError
+
+    def _slots_of(self, arrays: TraceArrays, requests: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+        slots = prompts.astype(np.int64)
+        if self._per_user:
+            slots = slots + (arrays.user_codes[requests].astype(np.int64) + 1) * self._n_prompts
+        return slots
+
+    def _make_store(
+        self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile
+    ) -> LatentStore:
+        cache = exp.cache
+        if cache.unit == "bytes":
+            # Every entry of one store has the same size, so a byte budget is an entry count.
+            capacity, unit = int(cache.capacity // profile.latent_bytes), "entries"
+        else:
+            capacity, unit = int(cache.capacity), ("prompts" if cache.unit == "prompts" else "entries")
+        cls = POLICIES[cache.policy]
+        future = None
+        if cls.offline:
+            keys, reqs = self._future_pairs(arrays, neighbours)
+            future = FutureUses.from_pairs(keys, reqs)
+        ctx = PolicyContext(level_mask=(1 << self.shift) - 1, capacity=capacity, future=future)
+        return LatentStore(
+            cls(ctx),
+            self.shift,
+            capacity,
+            unit=unit,
+            granularity=cache.granularity,
+            batch=self._batch(exp, capacity),
+        )
+
+    def _batch(self, exp: Experiment, capacity: int) -> int:
+        """Entries evicted at once when the cache is full."""
+        return 1
+
+    def _image_miss(self, profile: Profile) -> Decision:
+        """A fresh generation whose final image (level N) goes into an image cache."""
+        n = profile.steps
+        return Decision("miss", -1, NAN, 0, 0, n, profile.quality_vanilla, (n,) if self.stores else ())
+
+    # -- the neighbour walk -------------------------------------------------------------
+    def _entry_k(self, sims: np.ndarray) -> np.ndarray:
+        """For listed candidates at ``sims``: the K to reuse (0: none), -1 below the floor."""
+        raise NotImplementedError
+
+    def _scan(self, i: int, base: int) -> int:
+        """CSR index of request i's first listed candidate with anything cached.
+
+        -1: none can be reused; -2: every listed one is gone and the list is truncated.
+        """
+        masks, ids, kmap = self.store.masks, self._ids, self._kmap
+        j, b = self._offsets[i], self._offsets[i + 1]
+        while j < b:
+            if kmap[j] < 0:  # the rest lies below the floor
+                return -1
+            if base + ids[j] in masks:
+                return j
+            j += 1
+        return -1 if self._complete[i] else -2
+
+    def _more(self, i: int, base: int) -> tuple[int, float, int]:
+        """(slot, similarity, K) of the nearest cached candidate from the exhaustive search; slot -1: none."""
+        masks = self.store.masks
+        k = max(2 * (self._offsets[i + 1] - self._offsets[i]), 16)
+        while True:
+            more_ids, more_sims = self._nb.more(i, k)
+            sims = np.asarray(more_sims, dtype=np.float32)
+            ks = self._entry_k(sims).tolist()
+            sims = sims.tolist()
+            for p, s, kp in zip(np.asarray(more_ids).tolist(), sims, ks, strict=True):
+                if kp < 0:
+                    return -1, NAN, 0
+                if base + p in masks:
+                    return base + p, s, kp
+            if len(sims) < k:
+                return -1, NAN, 0
+            k *= 2
+
+    # -- System API ---------------------------------------------------------------------
+    def miss_decision(self, i: int, now: float) -> Decision:
+        return self._miss
+
+    def complete(self, i: int, decision: Decision, now: float) -> None:
+        levels = decision.store_levels
+        if levels:
+            self.store.insert(self._bases[i] + self._pids[i], levels, i)
+
+    def cached_prompts(self) -> int:
+        return len(self.store.masks)
+
+    def cached_entries(self) -> int:
+        return self.store.entries
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        st = self.store
+        out.update(
+            policy=self.policy_name,
+            policy_offline=st.policy.offline,
+            insertions=st.insertions,
+            evictions=st.evictions,
+            holes=self.holes,
+            entries=st.entries,
+            prompts=len(st.masks),
+            bytes=st.entries * self.profile.latent_bytes,
+            hits_by_k={k: n for k, n in enumerate(self._hits_by_k) if n},
+        )
+        out["capacity_prompts" if st.by_prompts else "capacity_entries"] = st.capacity
+        return out

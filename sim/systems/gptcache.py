@@ -1,0 +1,87 @@
+"""``gptcache``: GPTCache-style retrieval; a neighbour at similarity >= threshold returns its final image.
+
+The retrieved image belongs to another prompt, so it costs no GPU steps and scores lower
+(``Profile.quality_retrieval``). When the cache is full, GPTCache evicts a fraction of its
+entries at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.base.errors import ConfigError
+from sim.systems.base import Decision, TraceArrays, require_neighbours
+from sim.systems.cached import CachedSystem, request_of_entry
+
+if TYPE_CHECKING:
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
+
+
+@dataclass
+class GptCacheParams:
+    """``params.gptcache``: GPTCache's own defaults (its ``Config.similarity_threshold`` is 0.8 and its
+    data manager evicts ``clean_size = 0.2 * max_size`` entries at once)."""
+
+    threshold: float = 0.8  # cosine similarity at or above which the cached image is returned
+    evict_fraction: float = 0.2  # share of the entries evicted at once when the cache is full
+
+    def check(self) -> None:
+        if not -1 <= self.threshold <= 1:
+            raise ConfigError("threshold", self.threshold, "must be a cosine in [-1, 1]")
+        if not 0 < self.evict_fraction <= 1:
+            raise ConfigError("evict_fraction", self.evict_fraction, "must be in (0, 1]")
+
+
+class GptCache(CachedSystem):
+    """GPTCache-style retrieval: a neighbour at similarity >= threshold returns its image."""
+
+    name = "gptcache"
+    lookup_kind = "vector"
+    needs_neighbours = True
+    params_type = GptCacheParams
+
+    def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
+        self.params = self.params_of(exp)
+        self.threshold = self.params.threshold
+        require_neighbours(self.name, neighbours, self.threshold)
+        super().__init__(exp, arrays, neighbours, profile)
+        self._miss = self._image_miss(profile)
+
+    @classmethod
+    def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
+        return cls.params_of(exp).threshold
+
+    def _batch(self, exp: Experiment, capacity: int) -> int:
+        return max(1, int(self.params.evict_fraction * capacity))
+
+    def _future_pairs(self, arrays: TraceArrays, neighbours: Any) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.asarray(neighbours.offsets)
+        reqs = request_of_entry(offsets)
+        use = np.asarray(neighbours.sims) >= self.threshold
+        slots = self._slots_of(arrays, reqs[use], np.asarray(neighbours.ids)[use])
+        return slots << self.shift | self.n_steps, reqs[use]
+
+    def _entry_k(self, sims: np.ndarray) -> np.ndarray:
+        return np.where(np.asarray(sims, dtype=np.float32) >= self.threshold, self.n_steps, -1)
+
+    def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
+        self.lookups += 1
+        base = self._bases[i]
+        j = self._scan(i, base)
+        if j >= 0:
+            slot, s = base + self._ids[j], self._sims[j]
+        elif j == -1:
+            return self._miss
+        else:
+            slot, s, _ = self._more(i, base)
+            if slot < 0:
+                return self._miss
+        n = self.n_steps
+        self.store.hit(slot, n, i)
+        self._hits_by_k[n] += 1
+        pid = slot - base
+        return tuple.__new__(Decision, ("retrieval", pid, s, n, n, 0, self.profile.quality_retrieval(s), ()))
