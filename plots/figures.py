@@ -5,6 +5,7 @@ support and returns the PNG and PDF paths it wrote (nothing when the data cannot
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -438,15 +439,26 @@ def quality_pareto(results: Results, out_dir: Path) -> list[Path]:
         return save_figure(fig, out_dir, "quality_pareto")
 
 
-def slo_vs_load(results: Results, out_dir: Path) -> list[Path]:
-    """SLO attainment against offered load: colour per system, line style per other varied setting."""
-    import matplotlib.pyplot as plt
+@dataclasses.dataclass
+class SloCurves:
+    """What :func:`slo_vs_load` draws: one curve per (system, setting) of SLO attainment by load."""
 
+    points: pd.DataFrame  # system, setting, load (requests/s, ascending), slo_attainment (mean over seeds)
+    systems: list[str]  # in the order of the results
+    settings: dict[str, str]  # setting label -> line style
+    xlabel: str
+
+
+def slo_vs_load_data(results: Results) -> SloCurves | None:
+    """The curves of the SLO figure, or None when the results hold no load sweep in full mode.
+
+    A swept arrival rate is the x axis as configured; otherwise (e.g. a swept time scale) the
+    load each run's trace actually offered: requests over its span. Runs that differ only by
+    seed are averaged per load level.
+    """
     s = results.summary
     if not _has(s, "slo_attainment") or not any(f in results.varied for f in LOAD_FIELDS):
-        return []
-    # A swept arrival rate is the x axis as configured; otherwise (e.g. a swept time scale) the
-    # load each run's trace actually offered: requests over its span.
+        return None
     if "trace.arrival.rate" in results.varied:
         s = s.assign(offered_rps=s["trace.arrival.rate"].astype(float))
         xlabel = "mean arrival rate (requests/s, configured)"
@@ -455,31 +467,47 @@ def slo_vs_load(results: Results, out_dir: Path) -> list[Path]:
         xlabel = "offered load (requests/s, measured)"
     s = s[s["slo_attainment"].notna() & s["offered_rps"].notna()]
     if s["offered_rps"].round(6).nunique() < 2:
-        return []
+        return None
     others = [k for k in results.varied if k not in (*LOAD_FIELDS, "seed") and _text(s[k]).nunique() > 1]
     s = s.assign(setting=s[others].apply(lambda r: ", ".join(map(_fmt_value, r)), axis=1) if others else "")
-    settings = {}
+    settings: dict[str, str] = {}
+    labels: dict[str, str] = {}
     for v in dict.fromkeys(s["setting"]):
         row = s[s["setting"] == v].iloc[0]
-        settings[", ".join(f"{_short(k)}={_fmt_value(row[k])}" for k in others)] = LINESTYLES[
-            len(settings) % 6
-        ]
+        label = ", ".join(f"{_short(k)}={_fmt_value(row[k])}" for k in others)
+        labels[v] = label
+        settings[label] = LINESTYLES[len(settings) % 6]
+    points = (
+        s.assign(load=s["offered_rps"].round(3), setting=s["setting"].map(labels))
+        .groupby(["system", "setting", "load"], sort=False)["slo_attainment"]
+        .mean()
+        .reset_index()
+        .sort_values("load", kind="stable")
+    )
+    return SloCurves(points=points, systems=list(dict.fromkeys(s["system"])), settings=settings, xlabel=xlabel)
+
+
+def slo_vs_load(results: Results, out_dir: Path) -> list[Path]:
+    """SLO attainment against offered load: colour per system, line style per other varied setting."""
+    import matplotlib.pyplot as plt
+
+    curves = slo_vs_load_data(results)
+    if curves is None:
+        return []
+    settings = curves.settings
     slo = (results.config.get("selector") or {}).get("slo_s")
-    systems = list(dict.fromkeys(s["system"]))
+    systems = curves.systems
     with paper_style():
         fig, ax = plt.subplots(figsize=(SINGLE_COLUMN_IN, 2.6))
-        for (system, setting), g in s.groupby(["system", "setting"], sort=False):
-            ls = list(settings.values())[list(dict.fromkeys(s["setting"])).index(setting)]
-            # Runs of one setting differ only by seed or by load: average per load level.
-            g = g.assign(load=g["offered_rps"].round(3)).groupby("load")["slo_attainment"].mean()
+        for (system, setting), g in curves.points.groupby(["system", "setting"], sort=False):
             ax.plot(
-                g.index,
-                g.to_numpy(),
+                g["load"].to_numpy(),
+                g["slo_attainment"].to_numpy(),
                 color=color_for(system),
-                linestyle=ls,
+                linestyle=settings[setting],
                 marker=MARKERS[systems.index(system) % len(MARKERS)],
             )
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(curves.xlabel)
         ax.set_ylabel(f"requests within the {slo:g} s SLO (%)" if slo else "SLO attainment (%)")
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_ylim(-0.02, 1.02)

@@ -12,7 +12,7 @@ import yaml
 
 from plots import plot_results
 from plots.data import Run, load_results, offered_load_rps, timeseries
-from plots.figures import _frontier
+from plots.figures import _frontier, slo_vs_load_data
 from plots.style import color_for
 from sim.base.errors import InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
@@ -151,6 +151,17 @@ def test_sweep_over_load_draws_slo_figure(tmp_path):
     _check_files(paths)
     assert "slo_vs_load" in _stems(paths)
     assert "cache_size" not in _stems(paths)
+    # The figure's data: per system and rate, the mean over seeds of the runs' SLO attainment.
+    curves = slo_vs_load_data(results)
+    s = results.summary
+    assert sorted(curves.systems) == sorted(SYSTEMS) and list(curves.settings) == [""]
+    for system, g in curves.points.groupby("system"):
+        assert g["load"].tolist() == [0.12, 0.2, 0.28]
+        want = s[s["system"] == system].groupby("trace.arrival.rate")["slo_attainment"].mean()
+        assert g["slo_attainment"].tolist() == pytest.approx(want.tolist())
+    # Queueing: attainment falls with load for the system that reuses least.
+    van = curves.points[curves.points["system"] == "vanilla"]["slo_attainment"].to_numpy()
+    assert van[0] > van[-1]
 
 
 def test_offered_load_and_derived_queue_from_records(tmp_path):

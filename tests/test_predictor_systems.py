@@ -10,13 +10,13 @@ import pytest
 from sim.app.run import prepare_inputs
 from sim.base import config
 from sim.engine import simulate
-from sim.systems import build_system
+from sim.systems import SYSTEMS, build_system
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.mark.parametrize("system", ["exact", "gptcache", "nirvana"])
+@pytest.mark.parametrize("system", sorted(name for name, cls in SYSTEMS.items() if cls.caches))
 def test_model_predictor_runs_on_every_cached_system(system: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
     exp = config.from_dict(

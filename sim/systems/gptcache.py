@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class GptCacheParams:
-    """``params.gptcache``: GPTCache's own defaults (its ``Config.similarity_threshold`` is 0.8 and its
-    data manager evicts ``clean_size = 0.2 * max_size`` entries at once)."""
+    """``params.gptcache``. Defaults are GPTCache's own (published, zilliztech/GPTCache):
+    ``gptcache/config.py`` ``Config(similarity_threshold=0.8)``, and ``gptcache/manager/factory.py``
+    ``get_data_manager(clean_size=None)``, "defaults to ``max_size * 0.2``" entries evicted at once."""
 
     threshold: float = 0.8  # cosine similarity at or above which the cached image is returned
     evict_fraction: float = 0.2  # share of the entries evicted at once when the cache is full
