@@ -116,6 +116,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     base = writer.load_base(args.base)
     steps = args.steps or int(base["model"]["steps"])
     latency.check_steps(base, steps)  # before minutes of timing, not after
+    writer.check_out(args.out)
     dtype = _default_dtype(args)
     _say(f"building {args.model} on {args.device} ({dtype}) ...")
     model = load_model(args.model, args.device, dtype, args.seed)
@@ -147,11 +148,13 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """Generate pairs with and without a reused latent at each K, score them, derive the ladder."""
+    from sim.base.io import check_writable
+
+    check_writable(args.out, "--out", directory=True)
     from calibrate import quality, writer
     from calibrate.pairs import read_pairs
     from calibrate.pipelines import load_model
     from calibrate.scorers import get_scorer
-
     _setup_torch(args)
     base = writer.load_base(args.base)
     steps = args.steps or int(base["model"]["steps"])
@@ -200,7 +203,12 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     from calibrate import thresholds, writer
 
     base = writer.load_base(args.base)
-    ladder = thresholds.parse_ladder(args.ladder) if args.ladder else thresholds.ladder_of(base)
+    if args.ladder:
+        ladder = thresholds.parse_ladder(args.ladder)
+        thresholds.check_ladder_for(ladder, base, args.ladder)
+    else:
+        ladder = thresholds.ladder_of(base)
+    writer.check_out(args.out)  # before embedding every logged pair, not after
     log = thresholds.read_match_log(args.pairs, limit=args.limit)
     _say(f"{len(log.queries)} logged pairs with a cached prompt; embedding with {args.to} ...")
     transfer = thresholds.transfer(ladder, log, args.from_, args.to)
