@@ -435,6 +435,19 @@ def test_model_directories_never_run_code(tmp_path, capsys, build, kind, fragmen
     assert not marker.exists(), "code from a model directory ran"
 
 
+def test_diffusers_directory_with_a_foreign_component(tmp_path, capsys) -> None:
+    """calibrate --model PATH: a component from a library of the directory would be imported by diffusers."""
+    d = tmp_path / "pipe"
+    d.mkdir()
+    _evil_module(d, tmp_path / "PWNED", "evil_lib")
+    (d / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["evil_lib", "Evil"], "vae": ["diffusers", "AutoencoderKL"]})
+    )
+    refused(tmp_path, capsys, ["calibrate", "latency", "--model", d, "--out", tmp_path / "p.yaml"],
+            "--model", "'evil_lib'")
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_clip_directory_without_a_model(tmp_path, capsys) -> None:
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "config.json").write_text("{}")

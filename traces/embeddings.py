@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from sim.base.io import atomic_path
+from sim.base.io import atomic_path, exists
 from traces.model_dirs import check_model_dir
 
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ def check_embedder_name(name: str) -> str | None:
         if not path:
             return f"{kind} needs a model directory: {kind}:<local model dir>"
         p = Path(path).expanduser()
-        if not p.is_dir():
+        if not exists(p, "dir"):
             return f"model directory {str(p)!r} does not exist; {_ALLOWED}"
         # Reads the directory's configs, loads nothing: a model directory never runs code.
         return check_model_dir(kind, p)

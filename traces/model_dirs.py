@@ -1,4 +1,7 @@
-"""Model directories named in a config (``sentence-transformers:PATH``, ``clip:PATH``) are data, never code.
+"""Model directories named in a config or on the command line are data, never code.
+
+``sentence-transformers:PATH`` and ``clip:PATH`` (the ``embedder`` field, ``calibrate --scorer``)
+and the diffusers directory of ``calibrate --model PATH``.
 
 A model directory can ask its loader to run code: ``modules.json`` may name a module class of
 the directory itself, a ``config.json`` may carry an ``auto_map`` to modeling files, and a module
@@ -13,6 +16,8 @@ therefore reads the directory's JSON files *before* anything loads it, and refus
 - any JSON file holds ``auto_map``, ``trust_remote_code`` or ``weights_only`` (the switches that
   make transformers import modeling code or unpickle arbitrary objects);
 - a Dense module names an activation function outside ``torch.nn``;
+- a diffusers ``model_index.json`` takes a component from a library other than diffusers or
+  transformers (diffusers would import it from the directory);
 - the directory holds no model at all (no config, no weights, no tokenizer for ``clip:``).
 
 Loaders are then called with ``trust_remote_code=False`` (sim embedders and calibrate scorers).
@@ -25,6 +30,8 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+
+from sim.base.io import exists
 
 # The first sentence-transformers release that refuses a model directory's own module classes
 # unless trust_remote_code=True (earlier ones imported them from a local directory).
@@ -140,13 +147,25 @@ def _clip(root: Path) -> None:
         raise _Refused("holds no CLIP tokenizer (vocab.json and merges.txt, or tokenizer.json)")
 
 
-CHECKS = {"sentence-transformers": _sentence_transformers, "clip": _clip}
+def _diffusers(root: Path) -> None:
+    index = _json(root / "model_index.json") if (root / "model_index.json").is_file() else None
+    if not isinstance(index, dict):
+        raise _Refused("holds no diffusers pipeline (no model_index.json mapping)")
+    if not isinstance(index.get("_class_name"), str):
+        raise _Refused(f"model_index.json names the pipeline class {index.get('_class_name')!r}, not a diffusers one")
+    for name, value in index.items():
+        # A component is [library, class]; a library outside these would be imported from the directory.
+        if isinstance(value, list) and value and value[0] not in (None, "diffusers", "transformers"):
+            raise _Refused(f"model_index.json: component {name!r} comes from {value[0]!r}, not diffusers or transformers")
+
+
+CHECKS = {"sentence-transformers": _sentence_transformers, "clip": _clip, "diffusers": _diffusers}
 
 
 def check_model_dir(kind: str, path: str | Path) -> str | None:
     """None when the ``kind`` model directory at ``path`` may be loaded, else why not (one line)."""
     root = Path(path).expanduser()
-    if not root.is_dir():
+    if not exists(root, "dir"):
         return f"model directory {str(root)!r} does not exist"
     root = root.resolve()
     try:

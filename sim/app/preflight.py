@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sim.base.config import Experiment, check_simulated_span, did_you_mean
 from sim.base.errors import ConfigError
+from sim.base.io import exists
 from sim.base.profile import Profile, load_profile
 from sim.cache.policies import POLICIES
 from sim.engine.predictor import PREDICTORS
@@ -24,6 +25,7 @@ from sim.engine.queues import QUEUES
 from sim.systems import SYSTEMS, system_class
 from sim.tiers import TierPath
 from traces.embeddings import check_embedder_name
+from traces.load import parse_time
 
 
 def _one_of(field: str, value: str, registry: dict) -> None:
@@ -35,20 +37,25 @@ def _one_of(field: str, value: str, registry: dict) -> None:
 def _first_existing(field: str, candidates: list[str]) -> str:
     """The first candidate path that exists (what the resolved config records)."""
     for candidate in candidates:
-        if Path(candidate).expanduser().exists():
+        if exists(candidate):
             return candidate
     raise ConfigError(field, candidates, "none of these files exists")
 
 
-def _check_files(exp: Experiment) -> None:
+def _check_trace(exp: Experiment) -> None:
     trace = exp.trace
     if isinstance(trace.path, list):
         trace.path = _first_existing("trace.path", trace.path)
-    if trace.path is not None and not Path(trace.path).expanduser().exists():
-        raise ConfigError("trace.path", trace.path, "no such file")
+    if trace.path is not None and not exists(trace.path, "file"):
+        problem = "is a directory, not a trace file" if exists(trace.path, "dir") else "no such file"
+        raise ConfigError("trace.path", trace.path, problem)
     rate_path = trace.arrival.rate_path
-    if trace.arrival.process == "rate" and rate_path and not Path(rate_path).expanduser().is_file():
+    if trace.arrival.process == "rate" and rate_path and not exists(rate_path, "file"):
         raise ConfigError("trace.arrival.rate_path", rate_path, "no such file")
+    start = parse_time("trace.start", trace.start)
+    end = parse_time("trace.end", trace.end)
+    if start is not None and end is not None and end <= start:
+        raise ConfigError("trace.end", trace.end, f"must be after trace.start ({trace.start})")
 
 
 def _check_against_profile(exp: Experiment, profile: Profile) -> None:
@@ -136,7 +143,7 @@ def preflight(exp: Experiment) -> Experiment:
     problem = check_embedder_name(exp.embedder)
     if problem:
         raise ConfigError("embedder", exp.embedder, problem)
-    _check_files(exp)
+    _check_trace(exp)
     _check_against_profile(exp, load_profile(exp.profile))
     check_size(exp, exp.trace.requests if exp.trace.source in ("synthetic", "prompts") else None)
     return exp

@@ -405,6 +405,7 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
             out[key] = _coerce(f"{path}.{k}", v, item_tp)
         return out
     if tp is Any:
+        _check_plain(path, value)
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -427,8 +428,24 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, value, "expected a string")
+        if "\x00" in value:
+            raise ConfigError(path, value, "expected text without NUL characters")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} at {path}")
+
+
+def _check_plain(path: str, value: Any) -> None:
+    """Untyped data (a system's ``params`` before its system types them, sweep values) holds no
+    NaN or infinity either: no field of an experiment file takes one."""
+    stack = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(where, item, "expected a finite number")
+        if isinstance(item, Mapping):
+            stack += [(f"{where}.{k}", v) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(item)]
 
 
 def did_you_mean(value: Any, allowed: Any) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_parquet",
     "atomic_write_text",
     "check_writable",
+    "exists",
 ]
 
 
@@ -95,6 +96,15 @@ def atomic_write_parquet(
     with atomic_path(dest) as tmp:
         df.to_parquet(tmp, engine="pyarrow", index=index, **to_parquet_kw)
     return dest
+
+
+def exists(path: str | Path, kind: str = "any") -> bool:
+    """Whether ``path`` exists (``kind``: any, file or dir); False for a name the OS rejects (too long)."""
+    p = Path(path).expanduser()
+    try:
+        return p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
+    except OSError:
+        return False
 
 
 def _can(path: Path, mode: int) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from sim.base import strict_yaml
 from sim.base.config import build, check_ladder, did_you_mean, positive
 from sim.base.errors import ConfigError, InputError
+from sim.base.io import exists
 
 SCHEMA = "acsim-profile/1"
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "calibrate" / "profiles"
@@ -350,7 +351,7 @@ class Profile:
 def resolve_path(name_or_path: str) -> Path:
     """A shipped profile name (``sdxl-a10g``) or a path to a profile YAML."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or exists(p):
         return p
     return PROFILE_DIR / f"{name_or_path}.yaml"
 
@@ -363,8 +364,8 @@ def shipped_profiles() -> list[str]:
 def load_profile(name_or_path: str) -> Profile:
     """Load and validate a profile by shipped name or path; every problem is an InputError naming the file."""
     path = resolve_path(name_or_path)
-    if not path.is_file():
-        what = "is a directory, not a profile YAML" if path.is_dir() else "not found"
+    if not exists(path, "file"):
+        what = "is a directory, not a profile YAML" if exists(path, "dir") else "not found"
         raise InputError(path, f"profile {name_or_path!r} {what}; shipped profiles: {', '.join(shipped_profiles())}")
     return parse_profile(strict_yaml.read(path, "profile"), path)
 
