@@ -96,6 +96,16 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _check_model_dir(model: str) -> None:
+    """A local diffusers directory is checked before torch and diffusers are even imported."""
+    from traces.model_dirs import check_model_dir
+
+    if (Path(model) / "model_index.json").is_file():
+        problem = check_model_dir("diffusers", model)
+        if problem:
+            raise ConfigError("--model", model, problem)
+
+
 def _setup_torch(args: argparse.Namespace) -> None:
     import torch
 
@@ -109,6 +119,7 @@ def _default_dtype(args: argparse.Namespace) -> str:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     """Time denoising steps by batch size, the text encoders, VAE decode and latent I/O; write a profile."""
+    _check_model_dir(args.model)
     from calibrate import latency, writer
     from calibrate.pipelines import load_model
 
@@ -151,6 +162,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from sim.base.io import check_writable
 
     check_writable(args.out, "--out", directory=True)
+    _check_model_dir(args.model)
     from calibrate import quality, writer
     from calibrate.pairs import read_pairs
     from calibrate.pipelines import load_model
