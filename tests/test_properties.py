@@ -66,7 +66,7 @@ def _experiment_edits() -> st.SearchStrategy[list[tuple[str, Any]]]:
     return st.lists(st.one_of(known, known, known, unknown), min_size=1, max_size=3)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_experiment_edits())
 def test_random_experiment_values_give_a_clean_error_or_a_valid_experiment(edits) -> None:
     data: dict[str, Any] = {"embedder": "hashing"}
@@ -139,7 +139,7 @@ def _finite(*xs: float) -> bool:
     return all(isinstance(x, int | float) and math.isfinite(x) for x in xs)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_profile_edits())
 def test_random_profile_values_give_a_clean_error_or_a_profile_the_engine_can_use(edits) -> None:
     data = copy.deepcopy(BASE_PROFILE)

@@ -70,12 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     exp = preflight(config.load(args.file, args.overrides))
     out = Path(args.output or exp.output)
+    outputs.check_target(out, "run")  # a refused output is one line, before anything else is said
     if exp.sweep and not args.ignore_sweep:
         print(f"note: {args.file} has a sweep block; `acsim run` runs its base configuration only "
               f"(use `acsim sweep {args.file}` for the grid, written to {sweep_output(exp)})", file=sys.stderr)
     plots = exp.plots and not args.no_plots
-    # The output is checked and locked before the minutes of preparing inputs, not after.
-    outputs.check_target(out, "run")
+    # The output is locked (and checked again) before the minutes of preparing inputs, not after.
     with outputs.locked(out):
         outputs.check_target(out, "run")
         inputs = prepare_inputs(exp, progress=not args.quiet)
