@@ -195,8 +195,6 @@ def locked(out: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
     except OSError as exc:
-        if isinstance(exc, OutputError):
-            raise
         raise OutputError(out, f"cannot write here: {exc.strerror or exc}") from None
     _HELD[key] = 1
     try:
@@ -254,6 +252,21 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _swap_by_renames(new: Path, dest: Path, aside: Path) -> None:
+    """``new`` takes ``dest``'s place and ``dest``'s content ends up at ``new`` (three renames).
+
+    Where the atomic exchange is missing; a kill between the renames leaves ``aside`` (acsim's
+    own, marked), which the next writer removes. A failing second rename puts ``dest`` back.
+    """
+    os.rename(dest, aside)
+    try:
+        os.rename(new, dest)
+    except OSError:
+        os.rename(aside, dest)
+        raise
+    os.rename(aside, new)
+
+
 @contextlib.contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
     """A scratch directory beside ``out`` that replaces it, whole, if the block succeeds.
@@ -277,10 +290,7 @@ def staging_dir(out: Path) -> Iterator[Path]:
             check_target(out, "run")
             if out.is_dir():
                 if not _exchange(tmp, out):
-                    old = out.parent / f".{out.name}.old-{os.getpid()}"
-                    os.rename(out, old)
-                    os.rename(tmp, old.parent / out.name)
-                    os.rename(old, tmp)
+                    _swap_by_renames(tmp, out, out.parent / f".{out.name}.old-{os.getpid()}")
             else:
                 os.rename(tmp, out)
         finally:
@@ -321,10 +331,7 @@ def staging_plots(root: Path) -> Iterator[Path]:
         dest = root / "plots"
         if dest.is_dir() and not dest.is_symlink():
             if not _exchange(tmp, dest):
-                keep = root / f".plots.partial-old-{os.getpid()}"
-                os.rename(dest, keep)
-                os.rename(tmp, dest)
-                os.rename(keep, tmp)
+                _swap_by_renames(tmp, dest, root / f".plots.partial-old-{os.getpid()}")
         else:
             os.rename(tmp, dest)
     finally:
