@@ -96,6 +96,16 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _check_model_dir(model: str) -> None:
+    """A local diffusers directory is checked before torch and diffusers are even imported."""
+    from traces.model_dirs import check_model_dir
+
+    if (Path(model) / "model_index.json").is_file():
+        problem = check_model_dir("diffusers", model)
+        if problem:
+            raise ConfigError("--model", model, problem)
+
+
 def _setup_torch(args: argparse.Namespace) -> None:
     import torch
 
@@ -109,6 +119,7 @@ def _default_dtype(args: argparse.Namespace) -> str:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     """Time denoising steps by batch size, the text encoders, VAE decode and latent I/O; write a profile."""
+    _check_model_dir(args.model)
     from calibrate import latency, writer
     from calibrate.pipelines import load_model
 
@@ -116,6 +127,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     base = writer.load_base(args.base)
     steps = args.steps or int(base["model"]["steps"])
     latency.check_steps(base, steps)  # before minutes of timing, not after
+    writer.check_out(args.out)
     dtype = _default_dtype(args)
     _say(f"building {args.model} on {args.device} ({dtype}) ...")
     model = load_model(args.model, args.device, dtype, args.seed)
@@ -147,11 +159,14 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """Generate pairs with and without a reused latent at each K, score them, derive the ladder."""
+    from sim.base.io import check_writable
+
+    check_writable(args.out, "--out", directory=True)
+    _check_model_dir(args.model)
     from calibrate import quality, writer
     from calibrate.pairs import read_pairs
     from calibrate.pipelines import load_model
     from calibrate.scorers import get_scorer
-
     _setup_torch(args)
     base = writer.load_base(args.base)
     steps = args.steps or int(base["model"]["steps"])
@@ -200,7 +215,12 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     from calibrate import thresholds, writer
 
     base = writer.load_base(args.base)
-    ladder = thresholds.parse_ladder(args.ladder) if args.ladder else thresholds.ladder_of(base)
+    if args.ladder:
+        ladder = thresholds.parse_ladder(args.ladder)
+        thresholds.check_ladder_for(ladder, base, args.ladder)
+    else:
+        ladder = thresholds.ladder_of(base)
+    writer.check_out(args.out)  # before embedding every logged pair, not after
     log = thresholds.read_match_log(args.pairs, limit=args.limit)
     _say(f"{len(log.queries)} logged pairs with a cached prompt; embedding with {args.to} ...")
     transfer = thresholds.transfer(ladder, log, args.from_, args.to)

@@ -51,7 +51,7 @@ def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
             raise InputError(p, f"--limit {limit}: must be a positive number of pairs")
         df = df.head(limit)
     pairs = []
-    for i, rec in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
+    for i, rec in enumerate(df.to_dict("records"), start=1):  # data rows (sim.base.errors)
         cached, new = str(rec[cached_col]).strip(), str(rec[new_col]).strip()
         for col, text in ((cached_col, cached), (new_col, new)):
             if not text:

@@ -29,6 +29,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from calibrate.tokenizer import load_tokenizer
 from sim.base.errors import ConfigError
+from traces.model_dirs import check_model_dir
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -358,8 +359,11 @@ def load_model(model: str, device: str = "cpu", dtype: str = "fp32", seed: int =
             model,
             f"a preset ({', '.join(sorted(PRESETS))}) or a local diffusers directory with model_index.json",
         )
+    problem = check_model_dir("diffusers", path)
+    if problem:
+        raise ConfigError("--model", model, problem)
     pipe = DiffusionPipeline.from_pretrained(
-        path, torch_dtype=dt, local_files_only=True, variant=_variant(path)
+        path, torch_dtype=dt, local_files_only=True, variant=_variant(path), trust_remote_code=False
     ).to(dev)
     pipe.set_progress_bar_config(disable=True)
     if isinstance(pipe, StableDiffusionXLPipeline):

@@ -20,6 +20,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from calibrate.tokenizer import load_tokenizer
 from sim.base.errors import ConfigError
+from traces.model_dirs import check_model_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -86,7 +87,10 @@ def clip_scorer(arg: str | None, device: str = "cpu") -> ClipScorer:
         raise ConfigError(
             "--scorer", f"clip:{arg}", "clip:PATH with PATH a directory holding a CLIP config.json"
         )
-    model = CLIPModel.from_pretrained(path, local_files_only=True)
+    problem = check_model_dir("clip", path)
+    if problem:
+        raise ConfigError("--scorer", f"clip:{arg}", problem)
+    model = CLIPModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     return ClipScorer(
         f"clip:{path.name}",
         model,

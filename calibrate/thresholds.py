@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.writer import MEASURED
+from sim.base.config import check_ladder
 from sim.base.errors import ConfigError, InputError
 from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
 
@@ -59,7 +60,7 @@ def read_match_log(path: str | Path, limit: int | None = None) -> MatchLog:
     bad = scores.isna() & (df["Scores"].str.strip() != "")
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(p, f"score {df['Scores'].iloc[i]!r} is not a number", row=i + 2, column="Scores")
+        raise InputError(p, f"score {df['Scores'].iloc[i]!r} is not a number", row=i + 1, column="Scores")
     keep = (df["Caches"].str.strip() != "") & (df["Queries"].str.strip() != "") & scores.notna()
     kept = df[keep]
     if limit is not None:
@@ -91,6 +92,19 @@ def parse_ladder(text: str) -> list[tuple[float, int]]:
                 "--ladder", text, "rungs as threshold:K separated by commas, e.g. 0.95:25,0.9:20"
             ) from None
     return sorted(rungs, reverse=True)
+
+
+def check_ladder_for(ladder: Sequence[tuple[float, int]], profile: dict[str, Any], text: str) -> None:
+    """A ``--ladder``: thresholds in [-1, 1], K never growing as similarity falls, and every K one the
+    (raw) base ``profile`` caches. Raises ConfigError naming ``--ladder``."""
+    try:
+        check_ladder("--ladder", [[t, k] for t, k in ladder])
+    except ConfigError as exc:
+        raise ConfigError("--ladder", text, exc.allowed, f"rung {exc.value}") from None
+    levels = sorted(int(k) for k in profile["k_levels"])
+    for t, k in ladder:
+        if k not in levels:
+            raise ConfigError("--ladder", text, f"K={k} (rung {t}:{k}) is not one of the base profile's cached levels {levels}")
 
 
 def ladder_of(profile: dict[str, Any]) -> list[tuple[float, int]]:

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from sim.base.errors import InputError
-from sim.base.io import atomic_write_text
+from sim.base.io import atomic_write_text, check_writable
 from sim.base.profile import Profile, load_profile, parse_profile
 
 MEASURED = "measured"
@@ -119,11 +119,18 @@ def finish(data: dict[str, Any], name: str, description: str, calibration: dict[
     return to_plain(data)
 
 
+def check_out(path: str | Path) -> None:
+    """Raise unless ``path`` can take a profile: a writable ``.yaml`` file path (checked before measuring)."""
+    dest = Path(path)
+    check_writable(dest, "--out")
+    if dest.suffix not in (".yaml", ".yml"):
+        raise InputError(dest, "a profile is written as YAML: give --out a .yaml path")
+
+
 def write_profile(path: str | Path, data: dict[str, Any]) -> Profile:
     """Validate ``data`` with :func:`sim.base.profile.parse_profile`, then write it as YAML atomically."""
     dest = Path(path)
-    if dest.suffix not in (".yaml", ".yml"):
-        raise InputError(dest, "a profile is written as YAML: give --out a .yaml path")
+    check_out(dest)
     profile = parse_profile(data, dest)
     header = "# acsim calibration profile written by `acsim calibrate`; schema acsim-profile/1.\n"
     atomic_write_text(dest, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))

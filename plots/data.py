@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
+import pyarrow as pa
 
+from sim.base import strict_yaml
 from sim.base.errors import InputError
 from sim.base.records import REUSE_OUTCOMES
 
@@ -22,6 +23,29 @@ from sim.base.records import REUSE_OUTCOMES
 _SWEEP_META = ("run", "status", "elapsed_s", "error")
 # Swept fields that set the offered load; the SLO figure uses them when records are absent.
 LOAD_FIELDS = ("trace.arrival.rate", "trace.time_scale")
+# Columns the figures compute with: a damaged file that holds text there is reported, not drawn.
+NUMERIC_SUMMARY = (
+    "requests",
+    "hit_rate",
+    "compute_saved",
+    "mean_latency_s",
+    "p50_latency_s",
+    "p95_latency_s",
+    "p99_latency_s",
+    "mean_queue_s",
+    "throughput_rps",
+    "gpu_busy_s",
+    "gpu_utilization",
+    "slo_attainment",
+    "quality_clip",
+    "cost_usd",
+    "cost_per_1k_images_usd",
+    "holes",
+    "evictions",
+    "cache_capacity",
+)
+NUMERIC_RECORDS = ("arrival_s", "start_s", "finish_s", "queue_s", "latency_s", "similarity", "quality", "gpu_s")
+NUMERIC_TIMESERIES = ("t_s", "arrivals", "queue_len", "queue", "queue_length", "hit_rate")
 
 
 @dataclasses.dataclass
@@ -53,11 +77,29 @@ class Results:
         return next(r for r in self.runs if r.name == name)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(path, f"not a readable CSV table: {exc}") from None
+    return _numbers(df, path, numeric)
+
+
+def _numbers(df: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with ``columns`` (those present) as numbers; InputError at the first cell that is not one."""
+    for name in columns:
+        if name not in df.columns:
+            continue
+        col = df[name]
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            continue
+        num = pd.to_numeric(col, errors="coerce")
+        bad = (num.isna() & col.notna() & (col.astype(str).str.strip() != "")).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(path, f"{col.iloc[i]!r} is not a number", row=i + 1, column=name)
+        df[name] = num.astype(float)
+    return df
 
 
 def load_results(results_dir: str | Path) -> Results:
@@ -66,13 +108,17 @@ def load_results(results_dir: str | Path) -> Results:
     summary_path = root / "summary.csv"
     if not summary_path.is_file():
         raise InputError(root, "no summary.csv here: not an acsim run or sweep directory")
-    summary = _read_csv(summary_path)
-    if "system" not in summary.columns and len(summary):
+    summary = _read_csv(summary_path, NUMERIC_SUMMARY)
+    if not len(summary):
+        raise InputError(summary_path, "holds no rows: no finished run to draw")
+    if "system" not in summary.columns:
         raise InputError(summary_path, "missing the 'system' column", column="system")
     config: dict[str, Any] = {}
     for name in ("sweep.yaml", "config.yaml"):
         if (root / name).is_file():
-            config = yaml.safe_load((root / name).read_text(encoding="utf-8")) or {}
+            config = strict_yaml.read(root / name, name)
+            if not isinstance(config, dict):
+                raise InputError(root / name, "expected a mapping of config fields")
             break
     if not (root / "runs").is_dir():
         summary.insert(0, "run", "")
@@ -93,7 +139,11 @@ def read_records(run: Run, system: str, columns: list[str] | None = None) -> pd.
     path = run.path / "records" / f"{system}.parquet"
     if not path.is_file():
         return None
-    return pd.read_parquet(path, columns=columns)
+    try:
+        df = pd.read_parquet(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable records parquet ({type(exc).__name__}: {exc})") from None
+    return _numbers(df, path, NUMERIC_RECORDS)
 
 
 def offered_load_rps(run: Run) -> float:
@@ -124,7 +174,7 @@ def timeseries(run: Run, system: str) -> pd.DataFrame | None:
     """
     path = run.path / "timeseries" / f"{system}.csv"
     if path.is_file():
-        raw = _read_csv(path)
+        raw = _read_csv(path, NUMERIC_TIMESERIES)
         cols = {
             name: next((a for a in aliases if a in raw.columns), None)
             for name, aliases in _TS_ALIASES.items()

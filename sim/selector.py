@@ -45,6 +45,13 @@ class Selector:
             [(float(s), int(k)) for s, k in cfg.ladder] if cfg.ladder is not None else list(profile.ladder)
         )
         levels = set(profile.k_levels)
+        if not ladder:
+            raise ConfigError(
+                "selector.ladder",
+                None,
+                f"the profile {profile.name} has an empty ladder (its calibration accepted no K at any "
+                "similarity); give selector.ladder to reuse latents",
+            )
         for i, (s, k) in enumerate(ladder):
             if k not in levels:
                 raise ConfigError(
@@ -53,6 +60,14 @@ class Selector:
                     f"K must be one of the profile's cached levels {sorted(levels)}",
                 )
         if cfg.load_aware:
+            # Rungs above max_k are capped to it, so it must be a K the cache holds.
+            if cfg.max_k < max(k for _, k in ladder) and cfg.max_k not in levels:
+                raise ConfigError(
+                    "selector.max_k",
+                    cfg.max_k,
+                    f"caps the ladder's K at {cfg.max_k}, which the profile does not cache; "
+                    f"use one of its cached levels {sorted(levels)}",
+                )
             return cls(ladder, floor=cfg.floor, max_k=cfg.max_k)
         return cls(ladder)
 

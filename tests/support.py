@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import yaml
 
+from sim.base import strict_yaml
 from sim.base.config import from_dict
 from sim.base.profile import PROFILE_DIR, Profile, parse_profile
 from sim.engine import simulate
 from sim.systems import Decision, System, TraceArrays
 
-_BASE = yaml.safe_load((PROFILE_DIR / "sdxl-a10g.yaml").read_text(encoding="utf-8"))
+_BASE = strict_yaml.read(PROFILE_DIR / "sdxl-a10g.yaml")
 
 
 def make_profile(*, tiers: dict | None = None, **latency: object) -> Profile:
@@ -249,3 +249,42 @@ def workload(n: int = 1200, seed: int = 3) -> tuple[TraceArrays, Lists]:
     pids = np.array(pids, np.int32)
     arrays = TraceArrays(pids, rng.integers(0, 5, n).astype(np.int32), np.arange(n, dtype=float))
     return arrays, causal_lists(emb[: pids.max() + 1], pids, top_m=4)
+
+
+# -- the command line as a user meets it (in-process: a subprocess costs a second or two) -----
+
+
+def tree(root) -> dict[str, tuple[int, int]]:
+    """Every file and directory under ``root`` -> (size, mtime_ns; 0 for directories): equal
+    snapshots mean no file was written, replaced or deleted (hidden or not)."""
+    from pathlib import Path
+
+    root = Path(root)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        is_dir = p.is_dir() and not p.is_symlink()
+        out[p.relative_to(root).as_posix()] = (0, 0) if is_dir else (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``acsim argv`` in this process; returns (exit code, stdout, stderr)."""
+    from sim.app.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_clean_line(code: int, err: str, *fragments: str) -> str:
+    """Exit code 2 and exactly one line on stderr, an ``acsim: error:`` naming every fragment."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, (code, err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("acsim: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -49,8 +49,8 @@ def test_reads_both_pair_layouts(shared_data, tmp_path):
     ("text", "match"),
     [
         ("a,b\n1,2\n", "do not match a pairs layout"),
-        ("cached_prompt,new_prompt,similarity\nx,y,high\n", "row 2, column 'similarity'"),
-        ("cached_prompt,new_prompt,similarity\nx,y,0.5\nx,,0.5\n", "row 3, column 'new_prompt'"),
+        ("cached_prompt,new_prompt,similarity\nx,y,high\n", "row 1, column 'similarity'"),
+        ("cached_prompt,new_prompt,similarity\nx,y,0.5\nx,,0.5\n", "row 2, column 'new_prompt'"),
         ("cached_prompt,new_prompt,similarity\nx,y,1.7\n", "outside"),
     ],
 )

@@ -112,7 +112,7 @@ def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
     with pytest.raises(InputError, match="missing columns"):
         th.read_match_log(bad)
     bad.write_text("Scores,Queries,Caches\n0.9,a,b\nhigh,c,d\n0.8,e,f\n")
-    with pytest.raises(InputError, match="row 3, column 'Scores'"):
+    with pytest.raises(InputError, match="row 2, column 'Scores'"):
         th.read_match_log(bad)
     with pytest.raises(ConfigError, match="allowed"):
         _acsim(

@@ -73,7 +73,7 @@ def test_invalid_field_names_path_value_and_allowed(tmp_path: Path, text: str, f
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         config.load(tmp_path / "missing.yaml")
-    with pytest.raises(InputError, match="row 2"):
+    with pytest.raises(InputError, match="line 2"):
         config.load(write(tmp_path, "name: x\ncache: {capacity: 1]\nseed: 2\n"))
     with pytest.raises(InputError, match="mapping"):
         config.load(write(tmp_path, "- a\n- b\n"))

@@ -28,9 +28,9 @@ def test_registry_and_name_check(tmp_path) -> None:
         msg = check_embedder_name(bad)
         assert msg and ("allowed" in msg or "needs" in msg), bad
     assert "does not exist" in check_embedder_name(f"sentence-transformers:{tmp_path / 'nope'}")
-    assert "no model" in check_embedder_name(f"clip:{tmp_path}")  # a directory without a model
+    assert "no CLIP model" in check_embedder_name(f"clip:{tmp_path}")  # a directory without a model
     (tmp_path / "config.json").write_text("{}")
-    assert check_embedder_name(f"clip:{tmp_path}") is None
+    assert "no model weights" in check_embedder_name(f"clip:{tmp_path}")  # a config is not a model
     with pytest.raises(ValueError, match="allowed"):
         get_embedder("word2vec")
     assert get_embedder("hashing") is get_embedder("hashing")

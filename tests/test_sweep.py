@@ -135,7 +135,7 @@ def test_local_pool_runs_resumes_and_reports_failures(tmp_path, monkeypatch):
     PREPARED.clear()
     exp = _exp({"cache.capacity": [10, 13, 100, 1000], "seeds": [1, 2]}, output=str(tmp_path / "sw"))
     res = run_sweep(exp, jobs=2, run_fn=run_lru, prepare_fn=prepare_lru_trace, progress=False)
-    out = tmp_path / "sw"
+    out = tmp_path / "sw-sweep"  # beside where `acsim run` of the same file writes
     assert sorted(PREPARED) == [1, 2]  # shared inputs prepared once per seed, not per configuration
     assert not res.ok and len(res.failed) == 2 and len(res.completed) == 6
     for name, msg in res.failed.items():
@@ -175,7 +175,7 @@ def test_local_pool_runs_resumes_and_reports_failures(tmp_path, monkeypatch):
 
 
 def test_failing_input_preparation_fails_only_its_configurations(tmp_path):
-    exp = _exp({"cache.capacity": [10, 100], "seeds": [1, 2]}, output=str(tmp_path))
+    exp = _exp({"cache.capacity": [10, 100], "seeds": [1, 2]}, output=str(tmp_path / "out"))
     res = run_sweep(exp, jobs=1, run_fn=run_lru, prepare_fn=prepare_unless_seed_2, progress=False)
     assert len(res.completed) == 2 and len(res.failed) == 2
     assert all("preparing inputs failed" in m and "seed 2" in m for m in res.failed.values())
@@ -211,15 +211,16 @@ def test_experiment_files_expand():
 @pytest.mark.xdist_group("ray")
 def test_ray_executor_on_a_local_ray(tmp_path):
     pytest.importorskip("ray")
-    exp = _exp({"cache.capacity": [10, 1000]}, output=str(tmp_path))
+    exp = _exp({"cache.capacity": [10, 1000]}, output=str(tmp_path / "out"))
     res = run_sweep(exp, executor="ray", jobs=1, run_fn=run_lru, prepare_fn=prepare_lru_trace, progress=False)
     assert res.ok and len(res.completed) == 2
-    s = pd.read_csv(tmp_path / "summary.csv").sort_values("cache.capacity")
+    out = tmp_path / "out-sweep"
+    s = pd.read_csv(out / "summary.csv").sort_values("cache.capacity")
     assert (s["pid"] != os.getpid()).all()
     assert s["hit_rate"].iloc[1] > s["hit_rate"].iloc[0]
     for name in res.completed:  # the run's files were shipped back from the Ray worker
-        assert (tmp_path / "runs" / name / "records" / "toy.parquet").is_file()
-        assert (tmp_path / "runs" / name / "done").is_file()
+        assert (out / "runs" / name / "records" / "toy.parquet").is_file()
+        assert (out / "runs" / name / "done").is_file()
 
 
 def run_slow(
@@ -242,9 +243,9 @@ if __name__ == "__main__":
 
 
 def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path):
-    out = tmp_path / "sw"
+    out = tmp_path / "sw-sweep"
     script = tmp_path / "sweep_script.py"
-    script.write_text(_INTERRUPTED_SWEEP.format(tests=str(Path(__file__).parent), out=str(out)))
+    script.write_text(_INTERRUPTED_SWEEP.format(tests=str(Path(__file__).parent), out=str(tmp_path / "sw")))
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=ROOT,
@@ -261,7 +262,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes(tmp_path):
     finished = {p.parent.name for p in out.glob("runs/*/done")}
     assert 2 <= len(finished) < 8, log
     assert set(pd.read_csv(out / "summary.csv")["run"]) == finished  # merged on the way out
-    exp = _exp({"cache.capacity": [1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007]}, output=str(out))
+    exp = _exp({"cache.capacity": [1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007]}, output=str(tmp_path / "sw"))
     res = run_sweep(exp, jobs=1, run_fn=run_lru, prepare_fn=prepare_lru_trace, progress=False)
     assert set(res.skipped) == finished and len(res.completed) == 8 - len(finished) and res.ok
     assert len(pd.read_csv(out / "summary.csv")) == 8
@@ -284,12 +285,12 @@ sweep:
   cache.capacity: [100, 100000]
 """)
     assert main(["sweep", str(spec), "--jobs", "1", "--quiet"]) == 0
-    s = pd.read_csv(tmp_path / "out" / "summary.csv")
+    s = pd.read_csv(tmp_path / "out-sweep" / "summary.csv")
     assert len(s) == 4 and set(s["system"]) == {"nirvana"}
     assert {"run", "cache.policy", "cache.capacity", "hit_rate", "compute_saved"} <= set(s.columns)
     cap = s.pivot(index="cache.policy", columns="cache.capacity", values="compute_saved")
     assert cap.loc["lru", 100000] >= cap.loc["lru", 100] and cap.loc["lru", 100000] > 0
-    assert (tmp_path / "out" / "plots" / "cache_size.png").is_file()
+    assert (tmp_path / "out-sweep" / "plots" / "cache_size.png").is_file()
     capsys.readouterr()
     assert main(["sweep", str(spec), "--jobs", "1", "--quiet", "--no-plots"]) == 0
     assert "4 already done, 0 to run" in capsys.readouterr().err

@@ -125,7 +125,7 @@ def test_prompt_list_trace(tmp_path):
 def test_prompt_list_errors(tmp_path):
     with pytest.raises(InputError, match="prompt list not found"):
         read_prompts(tmp_path / "none.txt")
-    with pytest.raises(InputError, match=r"prompts.txt, row 3: not UTF-8"):
+    with pytest.raises(InputError, match=r"prompts.txt, line 3: not UTF-8"):
         read_prompts(write(tmp_path, b"one\ntwo\nthr\xe9e\n"))
     with pytest.raises(InputError, match="has no prompts"):
         read_prompts(write(tmp_path, b"\n  \n"))

@@ -142,7 +142,7 @@ def test_csv_errors(tmp_path):
     bad_bytes = (HEADER + ok).encode() + "caf\xe9,1,50,7,k,512,512,u,2022-08-13 20:04:00+00:00,0,0\n".encode(
         "latin-1"
     )
-    with pytest.raises(InputError, match=r"m.csv, row 3: not UTF-8"):
+    with pytest.raises(InputError, match=r"m.csv, line 3: not UTF-8"):
         load_diffusiondb(write(tmp_path, bad_bytes))
     with pytest.raises(InputError, match=r"column 'timestamp': missing DiffusionDB column"):
         load_diffusiondb(write(tmp_path, "prompt,seed\na,1\n"))

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sim.base.errors import InputError
+from sim.base.config import MAX_TRACE_YEARS, YEAR_S
+from sim.base.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from sim.base.config import ArrivalConfig
@@ -53,6 +54,18 @@ def arrival_times(
     if cfg.process == "rate":
         return _from_rate_series(n, read_rate_series(cfg.rate_path) * rate_factor, rng)
     raise ValueError(f"unknown arrival process {cfg.process!r}")
+
+
+def check_span(t: np.ndarray, cfg: ArrivalConfig) -> None:
+    """Generated arrival times must fit on the timestamp clock (:data:`MAX_TRACE_YEARS` from 2022)."""
+    if len(t) and t[-1] > MAX_TRACE_YEARS * YEAR_S:
+        field, value = ("trace.arrival.rate_path", cfg.rate_path) if cfg.process == "rate" else ("trace.arrival.rate", cfg.rate)
+        raise ConfigError(
+            field,
+            value,
+            f"{len(t):,} arrivals span {t[-1] / YEAR_S:,.0f} years; generated arrivals must fit in "
+            f"{MAX_TRACE_YEARS:.0f} years (raise the rate or lower trace.requests)",
+        )
 
 
 def diurnal_rate(t_s: np.ndarray, rate: float, amplitude: float, t0_s: float = 0.0) -> np.ndarray:

@@ -197,8 +197,10 @@ def _write(trace: Any, out: Path, started: float, show_stats: bool) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Generate a synthetic DiffusionDB-style trace and write it as parquet."""
+    from sim.base.io import check_writable
     from traces.load import load_trace
 
+    check_writable(args.out, "--out")
     started = time.perf_counter()
     synthetic = _given(
         args,
@@ -211,8 +213,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a real trace (DiffusionDB metadata or CSV, prompt list, parquet) into acsim's trace parquet."""
+    from sim.base.io import check_writable
     from traces.load import load_trace
 
+    check_writable(args.out, "--out")
     started = time.perf_counter()
     trace = {
         "source": args.source,
@@ -258,6 +262,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Print a trace's statistics (optionally with the similarity distribution under an embedder)."""
     from traces.stats import format_stats, trace_stats
 
+    if args.cache_dir is not None:
+        from sim.base.io import check_writable
+
+        check_writable(args.cache_dir, "--cache-dir", directory=True)
     trace = _open_any(args.path)
     embeddings = None
     if args.embedder:

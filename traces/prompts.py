@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sim.base.errors import InputError
-from traces.arrivals import arrival_times
+from traces.arrivals import arrival_times, check_span
 from traces.schema import Trace, normalise
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def decode_utf8(path: Path, data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(
-            path, f"not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})", row=line
+            path, f"not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})", line=line
         ) from None
 
 
@@ -64,6 +64,7 @@ def prompts_trace(path: str | Path, arrival: ArrivalConfig, seed: int, requests:
     prompts = read_prompts(path, requests)
     rng = np.random.default_rng([seed, 0x70726F])
     t = arrival_times(len(prompts), arrival, rng)
+    check_span(t, arrival)
     df = pd.DataFrame({"timestamp": EPOCH + pd.to_timedelta(t, unit="s"), "prompt": prompts})
     return Trace(
         normalise(df, path), name=Path(path).stem, source=f"prompts:{path} arrival={arrival.process}"

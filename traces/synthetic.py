@@ -41,7 +41,7 @@ import pandas as pd
 
 from sim.base.errors import ConfigError
 from traces import vocab
-from traces.arrivals import arrival_times, mean_rate
+from traces.arrivals import arrival_times, check_span, mean_rate
 from traces.prompts import EPOCH
 from traces.schema import Trace, normalise
 
@@ -85,6 +85,7 @@ def generate(n: int, cfg: SyntheticConfig, arrival: ArrivalConfig, seed: int) ->
     _check(cfg)
     rng = np.random.default_rng([seed, 0x5E7])
     lengths, starts, t = _request_times(n, cfg, arrival, rng)
+    check_span(t, arrival)
     n_sessions = len(lengths)
     session_of = np.repeat(np.arange(n_sessions), lengths)
 

@@ -61,24 +61,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment (every system in it) and print the comparison table."""
+    from sim.app import outputs
     from sim.app.preflight import preflight
     from sim.app.report import print_summary
     from sim.app.run import describe_inputs, prepare_inputs, run_experiment
+    from sim.app.sweep import sweep_output
     from sim.base import config
 
     exp = preflight(config.load(args.file, args.overrides))
     out = Path(args.output or exp.output)
+    outputs.check_target(out, "run")  # a refused output is one line, before anything else is said
     if exp.sweep and not args.ignore_sweep:
         print(f"note: {args.file} has a sweep block; `acsim run` runs its base configuration only "
-              f"(use `acsim sweep {args.file}` for the grid)", file=sys.stderr)
-    inputs = prepare_inputs(exp, progress=not args.quiet)
-    describe_inputs(exp, inputs)
-    summary = run_experiment(exp, out_dir=out, inputs=inputs, progress=not args.quiet)
+              f"(use `acsim sweep {args.file}` for the grid, written to {sweep_output(exp)})", file=sys.stderr)
+    plots = exp.plots and not args.no_plots
+    # The output is locked (and checked again) before the minutes of preparing inputs, not after.
+    with outputs.locked(out):
+        outputs.check_target(out, "run")
+        inputs = prepare_inputs(exp, progress=not args.quiet)
+        describe_inputs(exp, inputs)
+        summary = run_experiment(exp, out_dir=out, inputs=inputs, progress=not args.quiet, plots=plots)
     print_summary(summary, exp)
-    if exp.plots and not args.no_plots:
-        from plots import plot_results
-
-        figures = plot_results(out)
+    if plots:
+        figures = sorted((out / "plots").glob("*.*"))
         print(f"{len(figures)} figure files in {out / 'plots'}")
     print(f"results: {out}")
     return 0
@@ -92,12 +97,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """Draw the figures for a run or sweep result directory."""
+    """Draw the figures for a run or sweep result directory (into its plots/ folder)."""
     from plots import plot_results
+    from sim.app import outputs
+    from sim.base.errors import InputError, OutputError
 
-    figures = plot_results(args.results)
+    root = Path(args.results)
+    if not root.is_dir():
+        raise InputError(root, "no such result directory" if not root.exists() else "is a file, not a result directory")
+    if outputs.read_marker(root) is None:
+        raise OutputError(
+            root,
+            f"is not an acsim run or sweep directory (no {outputs.MARKER} marker); acsim draws figures "
+            "only into results it wrote",
+        )
+    with outputs.locked(root), outputs.staging_plots(root) as tmp:
+        drawn = plot_results(root, out_dir=tmp)
+    figures = [root / "plots" / p.name for p in drawn]
     for f in figures:
         print(f)
+    if not figures:
+        print(f"acsim: no figure applies to the results in {root}", file=sys.stderr)
     return 0 if figures else 1
 
 
@@ -190,16 +210,37 @@ def _show_note(message, category, filename, lineno, file=None, line=None) -> Non
 _SHOW_WARNING = warnings.showwarning
 
 
+def _os_error(exc: OSError) -> str:
+    """An operating-system error as one line naming the path (permission denied, disk full, ...)."""
+    what = exc.strerror or type(exc).__name__
+    if exc.filename is not None:
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {what}"
+    return str(exc) or what
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``acsim`` console script."""
+    """Entry point of the ``acsim`` console script.
+
+    Exit codes: 0 success; 1 a sweep finished with failed configurations, or `plot` found
+    nothing to draw; 2 bad input, a refused output or an operating-system error (one line on
+    stderr, nothing written or deleted); 130 interrupted (finished results are kept).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The exact command, for messages that tell the user what to run again.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _show_note
     try:
         return int(args.func(args) or 0)
     except AcsimError as exc:
         print(f"acsim: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # Permission denied, a full disk, a path that is a file where a directory is needed:
+        # the environment, not a bug; nothing was left half-written (writes are atomic).
+        print(f"acsim: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("acsim: interrupted; finished results are kept", file=sys.stderr)
         return 130

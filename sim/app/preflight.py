@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from pathlib import Path
 
-from sim.base.config import Experiment, did_you_mean
+from sim.base.config import Experiment, check_simulated_span, did_you_mean
 from sim.base.errors import ConfigError
+from sim.base.io import exists
 from sim.base.profile import Profile, load_profile
 from sim.cache.policies import POLICIES
 from sim.engine.predictor import PREDICTORS
@@ -23,6 +25,7 @@ from sim.engine.queues import QUEUES
 from sim.systems import SYSTEMS, system_class
 from sim.tiers import TierPath
 from traces.embeddings import check_embedder_name
+from traces.load import parse_time
 
 
 def _one_of(field: str, value: str, registry: dict) -> None:
@@ -34,20 +37,25 @@ def _one_of(field: str, value: str, registry: dict) -> None:
 def _first_existing(field: str, candidates: list[str]) -> str:
     """The first candidate path that exists (what the resolved config records)."""
     for candidate in candidates:
-        if Path(candidate).expanduser().exists():
+        if exists(candidate):
             return candidate
     raise ConfigError(field, candidates, "none of these files exists")
 
 
-def _check_files(exp: Experiment) -> None:
+def _check_trace(exp: Experiment) -> None:
     trace = exp.trace
     if isinstance(trace.path, list):
         trace.path = _first_existing("trace.path", trace.path)
-    if trace.path is not None and not Path(trace.path).expanduser().exists():
-        raise ConfigError("trace.path", trace.path, "no such file")
+    if trace.path is not None and not exists(trace.path, "file"):
+        problem = "is a directory, not a trace file" if exists(trace.path, "dir") else "no such file"
+        raise ConfigError("trace.path", trace.path, problem)
     rate_path = trace.arrival.rate_path
-    if trace.arrival.process == "rate" and rate_path and not Path(rate_path).expanduser().is_file():
+    if trace.arrival.process == "rate" and rate_path and not exists(rate_path, "file"):
         raise ConfigError("trace.arrival.rate_path", rate_path, "no such file")
+    start = parse_time("trace.start", trace.start)
+    end = parse_time("trace.end", trace.end)
+    if start is not None and end is not None and end <= start:
+        raise ConfigError("trace.end", trace.end, f"must be after trace.start ({trace.start})")
 
 
 def _check_against_profile(exp: Experiment, profile: Profile) -> None:
@@ -57,6 +65,60 @@ def _check_against_profile(exp: Experiment, profile: Profile) -> None:
             raise ConfigError(f"selector.ladder[{i}]", [s, k], f"K must be one of the profile's cached levels {levels}")
     if exp.cache.tier is not None:
         TierPath(profile, exp.cache.tier)  # a tier name or a hierarchy of them, fastest first
+    for name in exp.systems:
+        # What a system asks of the profile (its ladder, the selector's K cap) is checked where it
+        # builds its selector; asking for its lowest similarity runs those checks.
+        SYSTEMS[name].min_similarity(exp, profile)
+
+
+# Lower bounds of what one request costs in memory while a run holds it: the trace row (times,
+# ids, the prompt text of a mostly unique prompt) and one records row (~20 numeric columns) per
+# system. Used only to refuse sizes that cannot fit, before minutes of work end in MemoryError.
+TRACE_BYTES_PER_REQUEST = 100
+RECORD_BYTES_PER_REQUEST = 160
+USER_BYTES = 40  # synthetic generator: activity weight, permutation, name per user
+TOPIC_BYTES = 200  # synthetic generator: popularity and vocabulary state per topic
+
+
+def memory_bytes() -> int:
+    """The memory this process may use: physical memory, or a smaller cgroup limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def check_size(exp: Experiment, requests: int | None, span_s: float | None = None) -> None:
+    """Refuse, upfront, a trace that cannot fit in this machine's memory or the engine's clock.
+
+    ``requests`` and ``span_s`` are the trace's (known before loading for generated traces,
+    after loading for files); None skips that check. Raises ConfigError naming the field.
+    """
+    have = memory_bytes()
+    need = []
+    if requests is not None:
+        per = TRACE_BYTES_PER_REQUEST + RECORD_BYTES_PER_REQUEST * len(exp.systems)
+        need.append(("trace.requests", requests, requests * per, f"{per} bytes per request"))
+    if exp.trace.source == "synthetic":
+        syn = exp.trace.synthetic
+        if syn.users:
+            need.append(("trace.synthetic.users", syn.users, syn.users * USER_BYTES, f"{USER_BYTES} bytes per user"))
+        if syn.topics:
+            need.append(("trace.synthetic.topics", syn.topics, syn.topics * TOPIC_BYTES, f"{TOPIC_BYTES} bytes per topic"))
+    for field, value, nbytes, per in need:
+        if nbytes > have:
+            raise ConfigError(
+                field,
+                value,
+                f"needs at least {nbytes / 2**30:,.1f} GiB of memory ({per}) and this machine has "
+                f"{have / 2**30:,.1f} GiB",
+            )
+    if span_s is not None:
+        check_simulated_span(exp, span_s)
 
 
 def preflight(exp: Experiment) -> Experiment:
@@ -81,6 +143,7 @@ def preflight(exp: Experiment) -> Experiment:
     problem = check_embedder_name(exp.embedder)
     if problem:
         raise ConfigError("embedder", exp.embedder, problem)
-    _check_files(exp)
+    _check_trace(exp)
     _check_against_profile(exp, load_profile(exp.profile))
+    check_size(exp, exp.trace.requests if exp.trace.source in ("synthetic", "prompts") else None)
     return exp

@@ -65,8 +65,10 @@ def format_summary(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def print_summary(summary: pd.DataFrame, exp: Experiment, stream: TextIO = sys.stdout) -> None:
-    """Print the run's comparison table with its key settings."""
+def print_summary(summary: pd.DataFrame, exp: Experiment, stream: TextIO | None = None) -> None:
+    """Print the run's comparison table with its key settings (to stdout by default)."""
+    # Looked up at call time: a default bound at import would keep a stream that was replaced since.
+    stream = stream or sys.stdout
     c = exp.cache
     print(
         f"\n{exp.name}: mode={exp.mode}, policy={c.policy}, capacity={c.capacity:,.0f} {c.unit}, "

@@ -7,13 +7,10 @@ processes reuse them. ``run_experiment`` replays every system and writes the run
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +18,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
+from sim.app import outputs
+from sim.app.preflight import check_size
 from sim.base import config as cfg
+from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
 from sim.base.profile import Profile, load_profile
 from sim.engine import simulate
@@ -35,14 +35,15 @@ from traces.load import load_trace
 from traces.schema import Trace, read_parquet, write_parquet
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import numpy as np
 
 
 def cache_dir() -> Path:
-    """Where embeddings, neighbour lists and generated traces are cached."""
-    return Path(os.environ.get("ACSIM_CACHE", Path.home() / ".cache" / "acsim"))
+    """Where embeddings, neighbour lists and generated traces are cached (``$ACSIM_CACHE``)."""
+    path = Path(os.environ.get("ACSIM_CACHE") or Path.home() / ".cache" / "acsim")
+    if path.exists() and not path.is_dir():
+        raise ConfigError("ACSIM_CACHE", str(path), "is a file; the cache must be a directory")
+    return path
 
 
 @dataclass
@@ -93,6 +94,8 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
     """
     profile = load_profile(exp.profile)
     trace = _cached_trace(exp)
+    # A file's length is known only now: refuse what cannot fit before the heavy work.
+    check_size(exp, len(trace))
     embeddings = neighbours = None
     floor = min_similarity(exp, profile)
     if floor is not None or PREDICTORS[exp.predictor.kind].needs_embeddings:
@@ -118,7 +121,11 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
         return load_trace(exp.trace, exp.seed)
     path = cache_dir() / "traces" / f"{trace_key(exp)}.parquet"
     if path.exists():
-        return read_parquet(path)
+        try:
+            return read_parquet(path)
+        except InputError as exc:
+            # Cache files appear only by atomic rename, so an unreadable one is damaged: make it again.
+            print(f"acsim: note: regenerating the cached trace ({exc})", file=sys.stderr)
     trace = load_trace(exp.trace, exp.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(trace, path)
@@ -151,14 +158,23 @@ def run_experiment(
     out_dir: Path | str | None = None,
     inputs: Inputs | None = None,
     progress: bool = True,
+    plots: bool = False,
 ) -> pd.DataFrame:
-    """Run every system of ``exp`` and write its result directory; returns the summary."""
+    """Run every system of ``exp`` and write its result directory; returns the summary.
+
+    ``out_dir`` (default ``exp.output``) must be missing, empty or an earlier acsim run (see
+    :mod:`sim.app.outputs`); it is locked while the run writes, and replaced whole at the end.
+    With ``plots`` the figures are drawn before that swap, so they are part of the result.
+    """
     out = Path(out_dir if out_dir is not None else exp.output)
-    inputs = inputs or prepare_inputs(exp, progress=progress)
     rows = []
     # Everything is written into a scratch directory that replaces ``out`` only when the
     # whole run succeeded, so a failure never leaves a half-written result behind.
-    with staging_dir(out) as tmp:
+    with outputs.staging_dir(out) as tmp:
+        inputs = inputs or prepare_inputs(exp, progress=progress)
+        trace = inputs.trace
+        if len(trace):  # the full engine's clock must hold the (scaled) span of a file's trace
+            cfg.check_simulated_span(exp, float(trace.arrival_s[-1]) * exp.trace.time_scale)
         for name in exp.systems:
             records, series, stats = run_system(name, exp, inputs)
             rows.append(summarize(records, profile=inputs.profile, exp=exp, system_stats=stats))
@@ -169,30 +185,16 @@ def run_experiment(
         atomic_write_text(tmp / "config.yaml", cfg.dump(exp))
         atomic_write_text(tmp / "profile.yaml", yaml.safe_dump(inputs.profile.raw, sort_keys=False))
         atomic_write_csv(tmp / "summary.csv", summary)
+        if plots:
+            from plots import plot_results
+
+            plot_results(tmp)
     return summary
 
 
-@contextlib.contextmanager
-def staging_dir(out: Path) -> Iterator[Path]:
-    """A scratch directory beside ``out`` that becomes ``out`` if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def describe_inputs(exp: cfg.Experiment, inputs: Inputs, stream=sys.stdout) -> None:
-    """A short description of the trace and embeddings a run is about to use."""
+def describe_inputs(exp: cfg.Experiment, inputs: Inputs, stream=None) -> None:
+    """A short description of the trace and embeddings a run is about to use (to stdout by default)."""
+    stream = stream or sys.stdout
     t = inputs.trace
     dur_h = float(t.arrival_s[-1] - t.arrival_s[0]) / 3600 if len(t) > 1 else 0.0
     print(

@@ -4,18 +4,25 @@ A sweep block is either a plain grid ``{dotted.path: [values], ..., seeds: [..]}
 ``{grid: {path: [values]}, zip: {path: [values]}, seeds: [..]}``: grid axes are crossed,
 zip lists advance together (one axis), every configuration runs once per seed.
 
-Layout of a sweep's output directory (``exp.output``)::
+Layout of a sweep's output directory (``<output>-sweep``, beside the run directory that
+``acsim run`` writes for the same file, so that neither ever touches the other; ``-o`` names it
+exactly)::
 
+    .acsim-result          the marker that makes it acsim's sweep directory (sim.app.outputs)
     summary.csv            merged: one row per (configuration, system) + the varied columns
     runs.csv               one row per configuration: its directory, varied values, status, error
+    sweep.yaml             the resolved base configuration
     runs/<slug>-<hash>/    one run directory (see sim.app.run), plus ``done`` (written last) or ``error.txt``
+    plots/                 the figures over the merged results
 
 A configuration's directory name is a readable slug of its varied values plus a hash of
 its whole resolved config, so a second invocation finds the runs it already finished
-(their ``done`` marker) and skips them, while editing the base config starts fresh ones.
+(their ``done`` marker, with a readable summary.csv) and skips them, while editing the base
+config starts fresh ones; a finished run whose summary.csv is empty or damaged runs again.
 The expensive shared inputs (trace, embeddings, neighbour lists) are prepared once per
 distinct input configuration in the parent and handed to the workers. A failing
-configuration writes ``error.txt`` and does not stop the others.
+configuration writes ``error.txt`` and does not stop the others. The sweep directory is locked
+while a sweep writes it (a second sweep of it fails at once with a clear error).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -39,10 +47,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm import tqdm
 
+from sim.app import outputs
 from sim.app.preflight import preflight
 from sim.app.run import INPUT_FIELDS, prepare_inputs, run_experiment
 from sim.base import config as cfg
-from sim.base.errors import ConfigError
+from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 if TYPE_CHECKING:
@@ -360,17 +369,47 @@ EXECUTORS: dict[str, type[LocalExecutor] | type[RayExecutor]] = {"local": LocalE
 # The sweep
 
 
+def sweep_output(exp: cfg.Experiment) -> Path:
+    """Where ``acsim sweep`` writes by default: ``<output>-sweep`` (``acsim run`` writes ``<output>``)."""
+    out = Path(exp.output)
+    return out.with_name(out.name + "-sweep")
+
+
+def _read_summary(path: Path) -> pd.DataFrame:
+    """A run's summary.csv; InputError when it is missing, empty or damaged."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a readable summary ({type(exc).__name__})") from None
+    if not len(df) or "system" not in df.columns:
+        raise InputError(path, "holds no summary rows")
+    return df
+
+
 def is_done(run_dir: Path) -> bool:
-    """Whether a configuration's run finished (its ``done`` marker is written last)."""
-    return (run_dir / DONE_MARKER).is_file() and (run_dir / "summary.csv").is_file()
+    """Whether a configuration's run finished: its ``done`` marker (written last) and a readable summary."""
+    if not (run_dir / DONE_MARKER).is_file():
+        return False
+    try:
+        _read_summary(run_dir / "summary.csv")
+    except InputError:
+        return False
+    return True
+
+
+def _damaged(run_dir: Path) -> bool:
+    """Marked done, but its summary.csv is empty or damaged: it runs again."""
+    return (run_dir / DONE_MARKER).is_file() and not is_done(run_dir)
 
 
 def _record_outcome(task: Task, outcome: RunOutcome) -> None:
 
     run_dir = task.run_dir
     if outcome.error is not None:
+        outputs.mark_run_dir(run_dir)
         atomic_write_text(run_dir / ERROR_FILE, outcome.error)
         return
+    outputs.mark_run_dir(run_dir)
     for rel, data in (outcome.files or {}).items():
         if rel not in (DONE_MARKER, "summary.csv"):
             atomic_write_bytes(run_dir / rel, data)
@@ -397,7 +436,7 @@ def merge_summaries(points: Sequence[SweepPoint], runs_dir: Path) -> pd.DataFram
         run_dir = runs_dir / p.name
         if not is_done(run_dir):
             continue
-        df = pd.read_csv(run_dir / "summary.csv")
+        df = _read_summary(run_dir / "summary.csv")
         varied = {"run": p.name, **{k: _cell(v) for k, v in p.values.items()}}
         df = df.drop(columns=[c for c in varied if c in df.columns])
         for i, (col, value) in enumerate(varied.items()):
@@ -437,9 +476,12 @@ def run_sweep(
     prepare_fn: PrepareFn | None = None,
     progress: bool = True,
     stream: Any = None,
+    plots: bool = False,
 ) -> SweepResult:
     """Run every configuration of ``exp.sweep`` that has not finished yet; merge the summaries.
 
+    ``out_dir`` defaults to :func:`sweep_output`; it must be missing, empty or an acsim sweep
+    directory, and is locked while the sweep writes it (figures too, with ``plots``).
     ``executor`` names an entry of :data:`EXECUTORS`; ``jobs`` is the number of worker
     processes (default: the usable CPUs); ``address`` is a Ray cluster to connect to.
     ``run_fn(exp, out_dir=, inputs=, progress=)`` and ``prepare_fn(exp, progress=)`` default
@@ -455,10 +497,29 @@ def run_sweep(
     if jobs is not None and jobs < 1:
         raise ConfigError("--jobs", jobs, "must be >= 1")
     pool = EXECUTORS[executor](jobs=jobs, address=address)
-    t0 = time.perf_counter()
-    out = Path(out_dir if out_dir is not None else exp.output)
-    runs_dir = out / RUNS_DIR
+    out = Path(out_dir) if out_dir is not None else sweep_output(exp)
     points = expand_sweep(exp)
+    with outputs.sweep_dir(out):
+        result = _run_points(exp, points, pool, out, run_fn, prepare_fn, progress, stream)
+        if plots and len(result.summary):
+            from plots import plot_results
+
+            plot_results(out)
+    return result
+
+
+def _run_points(
+    exp: cfg.Experiment,
+    points: list[SweepPoint],
+    pool: Any,
+    out: Path,
+    run_fn: RunFn | None,
+    prepare_fn: PrepareFn | None,
+    progress: bool,
+    stream: Any,
+) -> SweepResult:
+    t0 = time.perf_counter()
+    runs_dir = out / RUNS_DIR
     atomic_write_text(out / "sweep.yaml", cfg.dump(exp))
     skipped = [p.name for p in points if is_done(runs_dir / p.name)]
     todo = [p for p in points if p.name not in set(skipped)]
@@ -467,6 +528,14 @@ def run_sweep(
         f"({pool.name} executor) -> {out}",
         file=stream,
     )
+    if not exp.sweep:
+        print(f"note: {exp.name} has no sweep block; running its base configuration once", file=stream)
+    for p in todo:
+        if _damaged(runs_dir / p.name):
+            print(
+                f"note: {runs_dir / p.name / 'summary.csv'} is empty or damaged; running {p.name} again",
+                file=stream,
+            )
 
     failed: dict[str, str] = {}
     shared: dict[str, Any] = {}
@@ -483,6 +552,7 @@ def run_sweep(
                     f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
                 )
         if key in prep_errors:
+            outputs.mark_run_dir(runs_dir / p.name)
             atomic_write_text(runs_dir / p.name / ERROR_FILE, prep_errors[key])
             failed[p.name] = prep_errors[key].splitlines()[0]
         else:
@@ -547,17 +617,31 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="address of an existing Ray cluster, e.g. ray://head:10001 or auto (ray only)",
     )
     parser.add_argument(
-        "--output", "-o", type=Path, default=None, help="sweep directory (default: the file's output:)"
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        help="sweep directory (default: the file's output: with -sweep appended, beside what `acsim run` writes)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip drawing figures after the sweep")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
+def resume_command(args: argparse.Namespace) -> str:
+    """The exact command line that resumes this sweep (every option as the user gave it)."""
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = ["sweep", str(args.file)]
+        for item in getattr(args, "overrides", None) or []:
+            argv += ["--set", item]
+        if args.output is not None:
+            argv += ["--output", str(args.output)]
+    return "acsim " + shlex.join(argv)
+
+
 def sweep_command(args: argparse.Namespace) -> int:
     """``acsim sweep FILE``: run (or resume) the sweep; exit 1 if any configuration failed."""
     exp = preflight(cfg.load(args.file, getattr(args, "overrides", None)))
-    if not exp.sweep:
-        print(f"note: {args.file} has no sweep block; running its base configuration once", file=sys.stderr)
     try:
         result = run_sweep(
             exp,
@@ -566,16 +650,15 @@ def sweep_command(args: argparse.Namespace) -> int:
             address=args.address,
             out_dir=args.output,
             progress=not args.quiet,
+            plots=exp.plots and not args.no_plots,
         )
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: finished runs are kept; run `acsim sweep {args.file}` again to resume",
+            f"\ninterrupted: finished runs are kept; run `{resume_command(args)}` again to resume",
             file=sys.stderr,
         )
         return 130
     if exp.plots and not args.no_plots and len(result.summary):
-        from plots import plot_results
-
-        figures = plot_results(result.out_dir)
+        figures = sorted((result.out_dir / "plots").glob("*.*"))
         print(f"{len(figures)} figure files in {result.out_dir / 'plots'}", file=sys.stderr)
     return 0 if result.ok else 1

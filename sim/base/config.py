@@ -29,7 +29,18 @@ from typing import Any, Literal
 
 import yaml
 
+from sim.base import strict_yaml
 from sim.base.errors import ConfigError, DeprecatedField, InputError
+
+# Generated arrivals must stay on pandas' nanosecond clock (which ends in 2262) counted from 2022.
+MAX_TRACE_YEARS = 100.0
+# The full engine keeps a per-minute time series of the simulated span (5.3M minutes at most).
+MAX_SIMULATED_YEARS = 10.0
+YEAR_S = 365.25 * 86400.0
+# Seeds are passed to numpy and stored in int64 columns.
+MAX_SEED = 2**63 - 1
+# Requests, prompts and users are numbered with 32-bit integers (neighbour lists, user codes).
+MAX_INT32 = 2**31 - 1
 
 
 @dataclass
@@ -49,8 +60,10 @@ class ArrivalConfig:
         if not 0 <= self.diurnal_amplitude < 1:
             raise ConfigError("diurnal_amplitude", self.diurnal_amplitude, "must be in [0, 1)")
         positive("burst_factor", self.burst_factor)
-        positive("burst_on_s", self.burst_on_s)
-        positive("burst_off_s", self.burst_off_s)
+        for name in ("burst_on_s", "burst_off_s"):
+            # Bursts are drawn period by period; sub-second periods would need billions of them.
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1 second")
         if self.process == "rate" and self.rate_path is None:
             raise ConfigError("rate_path", None, "process=rate needs a CSV of minute,rate")
 
@@ -72,6 +85,8 @@ class SyntheticConfig:
         positive("users", self.users)
         positive("topics", self.topics)
         positive("days", self.days)
+        at_most("users", self.users, MAX_INT32, "users are numbered with 32-bit integers")
+        at_most("topics", self.topics, MAX_INT32, "topics are numbered with 32-bit integers")
 
 
 @dataclass
@@ -91,11 +106,33 @@ class TraceConfig:
 
     def check(self) -> None:
         positive("requests", self.requests)
+        at_most("requests", self.requests, MAX_INT32, "requests are numbered with 32-bit integers")
         positive("time_scale", self.time_scale)
         if isinstance(self.path, list) and not self.path:
             raise ConfigError("path", self.path, "list at least one candidate file")
         if self.source != "synthetic" and self.path is None:
             raise ConfigError("path", None, f"trace.source={self.source!r} needs a path to read")
+        span = self.expected_span_s()
+        if span is not None and span > MAX_TRACE_YEARS * YEAR_S:
+            field, value = (
+                ("synthetic.days", self.synthetic.days) if self.synthetic.days else ("arrival.rate", self.arrival.rate)
+            )
+            raise ConfigError(
+                field,
+                value,
+                f"{self.requests:,} requests (trace.requests) would span {span / YEAR_S:,.0f} years; "
+                f"generated arrivals must fit in {MAX_TRACE_YEARS:.0f} years",
+            )
+
+    def expected_span_s(self) -> float | None:
+        """Seconds the generated arrivals will span (before ``time_scale``); None when only the data knows."""
+        if self.requests is None:
+            return None
+        if self.source == "synthetic" and self.synthetic.days:
+            return self.synthetic.days * 86400.0
+        if self.source in ("synthetic", "prompts") and self.arrival.process != "rate":
+            return self.requests / self.arrival.rate
+        return None
 
 
 @dataclass
@@ -110,9 +147,7 @@ class SelectorConfig:
 
     def check(self) -> None:
         if self.ladder is not None:
-            for i, rung in enumerate(self.ladder):
-                if len(rung) != 2 or not (-1 <= rung[0] <= 1) or int(rung[1]) != rung[1] or rung[1] <= 0:
-                    raise ConfigError(f"ladder[{i}]", rung, "expected [similarity threshold, K > 0]")
+            check_ladder("ladder", self.ladder)
         positive("slo_s", self.slo_s)
         if not -1 <= self.floor <= 1:
             raise ConfigError("floor", self.floor, "must be a cosine in [-1, 1]")
@@ -216,8 +251,10 @@ class Experiment:
     sweep: dict[str, Any] | None = None
 
     def check(self) -> None:
-        if self.seed < 0:
-            raise ConfigError("seed", self.seed, "must be >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", self.seed, f"must be in 0..{MAX_SEED}")
+        if Path(self.output).name in ("", ".", ".."):
+            raise ConfigError("output", self.output, "must name a result directory, e.g. results/my-experiment")
         if not self.systems:
             raise ConfigError("systems", self.systems, "list at least one system")
         for i, name in enumerate(self.systems):
@@ -228,6 +265,33 @@ class Experiment:
                 raise ConfigError(f"params.{name}", block, "expected a mapping of the system's parameters")
         if self.sweep is not None:
             sweep_axes(self.sweep)
+        span = self.trace.expected_span_s()
+        if span is not None:
+            check_simulated_span(self, span)
+
+
+def check_simulated_span(exp: Experiment, span_s: float) -> None:
+    """The full engine's clock must not stretch a trace of ``span_s`` seconds past what it can record.
+
+    Raises ConfigError on ``trace.time_scale`` (or the arrival rate when time is not scaled).
+    """
+    simulated = span_s / exp.trace.time_scale
+    if exp.mode != "full" or simulated <= MAX_SIMULATED_YEARS * YEAR_S:
+        return
+    hours = f"{span_s / 3600:,.1f} h"
+    if exp.trace.time_scale < 1:
+        raise ConfigError(
+            "trace.time_scale",
+            exp.trace.time_scale,
+            f"stretches the trace's {hours} to {simulated / YEAR_S:,.0f} simulated years; the full engine "
+            f"records every simulated minute and allows at most {MAX_SIMULATED_YEARS:.0f} years",
+        )
+    raise ConfigError(
+        "trace.arrival.rate",
+        exp.trace.arrival.rate,
+        f"the trace would span {simulated / YEAR_S:,.0f} simulated years; the full engine records every "
+        f"simulated minute and allows at most {MAX_SIMULATED_YEARS:.0f} years",
+    )
 
 
 # Old top-level keys that are accepted and moved to their new place, with a note.
@@ -244,6 +308,38 @@ def positive(name: str, value: float | None, *, allow_zero: bool = False) -> Non
         return
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(name, value, "must be " + (">= 0" if allow_zero else "> 0"))
+
+
+def check_ladder(name: str, ladder: list[list[float]], *, allow_empty: bool = False) -> None:
+    """A similarity -> K ladder: rungs [threshold in [-1, 1], integer K > 0], at least one (unless
+    ``allow_empty``), distinct thresholds, and a higher similarity never mapped to a smaller K."""
+    if not ladder and not allow_empty:
+        raise ConfigError(name, ladder, "list at least one [similarity threshold, K] rung")
+    for i, rung in enumerate(ladder):
+        if (
+            not isinstance(rung, list | tuple)
+            or len(rung) != 2
+            or not -1 <= rung[0] <= 1
+            or int(rung[1]) != rung[1]
+            or rung[1] <= 0
+        ):
+            raise ConfigError(f"{name}[{i}]", rung, "expected [similarity threshold in [-1, 1], integer K > 0]")
+    order = sorted(range(len(ladder)), key=lambda i: -ladder[i][0])
+    for hi, lo in zip(order, order[1:], strict=False):
+        if ladder[hi][0] == ladder[lo][0]:
+            raise ConfigError(f"{name}[{lo}]", ladder[lo], f"threshold {ladder[lo][0]} appears twice")
+        if ladder[hi][1] < ladder[lo][1]:
+            raise ConfigError(
+                f"{name}[{lo}]",
+                ladder[lo],
+                f"maps a lower similarity than {ladder[hi]} to a larger K; K must not grow as similarity falls",
+            )
+
+
+def at_most(name: str, value: float | None, limit: float, why: str) -> None:
+    """Raise ConfigError when ``value`` exceeds ``limit`` (``why`` says where the limit comes from)."""
+    if value is not None and value > limit:
+        raise ConfigError(name, value, f"must be <= {limit:,} ({why})")
 
 
 # ---------------------------------------------------------------------------
@@ -302,8 +398,14 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(path, value, "expected a mapping")
-        return dict(value)
+        key_tp, item_tp = typing.get_args(tp) or (Any, Any)
+        out = {}
+        for k, v in value.items():
+            key = _coerce(f"{path}.{k}", k, key_tp)
+            out[key] = _coerce(f"{path}.{k}", v, item_tp)
+        return out
     if tp is Any:
+        _check_plain(path, value)
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -315,6 +417,8 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
                 return int(value)
             raise ConfigError(path, value, "expected an integer")
         return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
+        raise ConfigError(path, value, "expected a finite number")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, value, "expected a number")
@@ -324,8 +428,24 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, value, "expected a string")
+        if "\x00" in value:
+            raise ConfigError(path, value, "expected text without NUL characters")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} at {path}")
+
+
+def _check_plain(path: str, value: Any) -> None:
+    """Untyped data (a system's ``params`` before its system types them, sweep values) holds no
+    NaN or infinity either: no field of an experiment file takes one."""
+    stack = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(where, item, "expected a finite number")
+        if isinstance(item, Mapping):
+            stack += [(f"{where}.{k}", v) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(item)]
 
 
 def did_you_mean(value: Any, allowed: Any) -> str:
@@ -348,6 +468,13 @@ def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         if key not in fields:
             raise ConfigError(path, value, "unknown field; allowed: " + ", ".join(fields), did_you_mean(key, fields))
         kwargs[key] = _coerce(path, value, hints[key])
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            path = f"{prefix}.{name}" if prefix else name
+            tp = hints[name]
+            raise ConfigError.missing(
+                path, "a required block" if dataclasses.is_dataclass(tp) else f"a required field: {_type_name(tp)}"
+            )
     obj = cls(**kwargs)
     _check_tree(obj, prefix, built=set(kwargs))
     return obj
@@ -375,11 +502,13 @@ def _check_tree(obj: Any, prefix: str, built: set[str] = frozenset()) -> None:  
 
 
 def parse_value(text: str) -> Any:
-    """Parse the right-hand side of ``--set key=value`` as a YAML scalar or list."""
+    """Parse the right-hand side of ``--set key=value`` as a YAML scalar or list (text if it is not YAML)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+        return strict_yaml.loads(text)
+    except strict_yaml.YamlProblem as exc:
+        if exc.problem.startswith("not valid YAML"):
+            return text
+        raise ConfigError("--set", text, exc.problem) from None
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -397,18 +526,10 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read an experiment file safely (no tags that construct Python objects)."""
+    """Read an experiment file (see :mod:`sim.base.strict_yaml`: plain data, no duplicate keys,
+    bounded aliases)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "experiment file not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(p, f"not UTF-8 text (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        row = mark.line + 1 if mark is not None else None
-        raise InputError(p, f"not valid YAML: {getattr(exc, 'problem', exc)}", row=row) from None
+    data = strict_yaml.read(p, "experiment file")
     if data is None:
         data = {}
     if not isinstance(data, dict):

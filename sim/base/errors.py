@@ -1,4 +1,9 @@
-"""Errors that acsim reports to a user as one clear message (exit code 2, no traceback)."""
+"""Errors that acsim reports to a user as one clear message (exit code 2, no traceback).
+
+Positions in files mean the same thing in every message: ``row N`` is the N-th data row of a
+table (1-based, a CSV header line is not counted; the same row index pandas and parquet give,
+plus one), ``line N`` is the N-th line of a text file (YAML files, prompt lists).
+"""
 
 from __future__ import annotations
 
@@ -22,21 +27,55 @@ class ConfigError(AcsimError):
             msg += f" ({hint})"
         super().__init__(msg)
 
+    @classmethod
+    def missing(cls, field: str, expected: str) -> ConfigError:
+        """A required field that is not there."""
+        err = cls(field, None, expected)
+        err.args = (f"{field}: missing; {expected}",)
+        return err
+
 
 class InputError(AcsimError):
     """A data file (trace, prompt list, profile, pairs) is missing or malformed.
 
-    The message names the file and, when known, the row and column.
+    The message names the file and, when known, the data row (or the line of a text file) and
+    the column.
     """
 
-    def __init__(self, path: object, problem: str, *, row: int | None = None, column: str | None = None) -> None:
-        self.path, self.row, self.column = str(path), row, column
+    def __init__(
+        self,
+        path: object,
+        problem: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.path, self.row, self.column, self.line = str(path), row, column, line
+        self.problem = problem
         where = self.path
+        if line is not None:
+            where += f", line {line}"
         if row is not None:
             where += f", row {row}"
         if column is not None:
             where += f", column {column!r}"
         super().__init__(f"{where}: {problem}")
+
+
+class OutputError(AcsimError):
+    """acsim refuses to write where it was asked to (the path is not its own, or is in use).
+
+    Nothing has been written or deleted when it is raised.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class OutputBusy(OutputError):
+    """Another acsim process is writing the same output directory."""
 
 
 class DeprecatedField(UserWarning):

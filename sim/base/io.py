@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from sim.base.errors import ConfigError
+
 if TYPE_CHECKING:  # pandas is only needed by callers that pass DataFrames
     from collections.abc import Callable, Iterator
 
@@ -28,6 +30,8 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_parquet",
     "atomic_write_text",
+    "check_writable",
+    "exists",
 ]
 
 
@@ -92,3 +96,41 @@ def atomic_write_parquet(
     with atomic_path(dest) as tmp:
         df.to_parquet(tmp, engine="pyarrow", index=index, **to_parquet_kw)
     return dest
+
+
+def exists(path: str | Path, kind: str = "any") -> bool:
+    """Whether ``path`` exists (``kind``: any, file or dir); False for a name the OS rejects (too long)."""
+    p = Path(path).expanduser()
+    try:
+        return p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
+    except OSError:
+        return False
+
+
+def _can(path: Path, mode: int) -> bool:
+    """``os.access`` for this process's effective user (what an open() will be checked against)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def check_writable(path: str | Path, flag: str, *, directory: bool = False) -> None:
+    """Raise ConfigError naming ``flag`` unless ``path`` can be written as a file (or a ``directory``).
+
+    Checked before a command starts its work, so that minutes of computing never end in a
+    permission error or a path that is a directory where a file is needed (or the reverse).
+    """
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        raise ConfigError(flag, str(p), "is a file; expected a directory")
+    if not directory and p.is_dir():
+        raise ConfigError(flag, str(p), "is a directory; expected a file path")
+    if not directory and p.exists() and not _can(p, os.W_OK):
+        raise ConfigError(flag, str(p), "is not writable (permission denied)")
+    parent = p if directory and p.is_dir() else p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(flag, str(p), f"{parent} is a file, not a directory")
+    if not _can(parent, os.W_OK | os.X_OK):
+        raise ConfigError(flag, str(p), f"cannot write in {parent} (permission denied)")
