@@ -20,7 +20,7 @@ def half_repeats(n: int, popular: int = 10, seed: int = 0) -> np.ndarray:
 
 
 def test_registry_names():
-    assert sorted(PREDICTORS) == ["learned", "model", "none", "oracle"]
+    assert sorted(PREDICTORS) == ["learned", "model", "none", "ocsvm", "oracle"]
 
 
 def test_oracle_skips_exactly_the_misses_and_loses_nothing():

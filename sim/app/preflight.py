@@ -51,6 +51,8 @@ def _check_files(exp: Experiment) -> None:
 
 
 def _check_against_profile(exp: Experiment, profile: Profile) -> None:
+    for name in exp.systems:
+        SYSTEMS[name].check_profile(exp, profile)
     levels = sorted(profile.k_levels)
     for i, (s, k) in enumerate(exp.selector.ladder or []):
         if int(k) not in levels:

@@ -9,6 +9,7 @@ assumed) so a result can always say where its numbers came from. Shipped profile
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,84 @@ class Tier:
     def fetch_s(self, nbytes: float) -> float:
         """Seconds to read ``nbytes`` from this tier."""
         return self.latency_s + nbytes / self.bandwidth_Bps
+
+
+def interpolate_step_s(denoise_step_s: dict[int, float], batch: int) -> float:
+    """Seconds per denoising step for a batch, interpolated linearly between profiled sizes.
+
+    Beyond the largest profiled batch the cost per image of that batch is held
+    (no silent optimistic extrapolation).
+    """
+    sizes = sorted(denoise_step_s)
+    if batch in denoise_step_s:
+        return denoise_step_s[batch]
+    if batch < sizes[0]:
+        return denoise_step_s[sizes[0]]
+    if batch > sizes[-1]:
+        big = sizes[-1]
+        return denoise_step_s[big] * batch / big
+    j = bisect.bisect_left(sizes, batch)
+    lo, hi = sizes[j - 1], sizes[j]
+    w = (batch - lo) / (hi - lo)
+    return denoise_step_s[lo] * (1 - w) + denoise_step_s[hi] * w
+
+
+# The image-quality metrics a profile can carry: CLIP score and PickScore (higher is better) and
+# FID (a distribution metric, lower is better).
+QUALITY_METRICS = ("clip", "pickscore", "fid")
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """One model a system generates with, and what an image costs with it on the profile's GPU.
+
+    ``block`` is the profile block it comes from: ``model`` (the main model, whose timings
+    live in ``latency``) or ``small_model``. The attribute names match :class:`Profile`'s, so
+    the engine's work functions take either. ``quality`` holds the expected value of each
+    metric in :data:`QUALITY_METRICS` for a fresh image (NaN when the profile has none).
+    """
+
+    block: str
+    name: str
+    steps: int
+    denoise_step_s: dict[int, float]
+    save_overhead_step_s: float
+    text_encoder_s: float
+    vae_decode_s: float
+    gpu_price_per_hour_usd: float
+    quality: dict[str, float]
+
+    def step_s(self, batch: int = 1) -> float:
+        """Seconds per denoising step for a batch (see :func:`interpolate_step_s`)."""
+        return interpolate_step_s(self.denoise_step_s, batch)
+
+
+@dataclass(frozen=True)
+class SimilarityBin:
+    """One row of ``quality.by_similarity_bin`` (written by ``calibrate quality``)."""
+
+    lo: float
+    hi: float
+    pairs: int
+    relative_loss_by_k: dict[int, float]  # CLIP-score loss vs vanilla of a reuse at K, in this bin
+    retrieved_relative_loss: float | None  # the same for the cached prompt's own image
+
+
+@dataclass(frozen=True)
+class MetricValues:
+    """A metric other than CLIP (``quality.pickscore``, ``quality.fid``) for each kind of delivered image.
+
+    A reused or retrieved image with relative CLIP-score loss ``L`` gets
+    ``vanilla * (1 - per_clip_loss * L)`` (per family), unless measured values are given:
+    ``by_k`` (a reuse at K) and ``retrieved`` (another prompt's image).
+    """
+
+    name: str
+    vanilla: float
+    per_clip_loss_reuse: float
+    per_clip_loss_retrieval: float
+    by_k: dict[int, float]
+    retrieved: float | None
 
 
 @dataclass(frozen=True)
@@ -64,25 +143,26 @@ class Profile:
     default_tier: str
     index_per_hour_usd: float
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    # The models systems generate with, by profile block (``model``; ``small_model`` when present).
+    gpu_models: dict[str, GpuModel] = field(repr=False, compare=False, default_factory=dict)
+    quality_by_bin: tuple[SimilarityBin, ...] = ()
+    # PickScore and FID (``quality.pickscore``, ``quality.fid``), when the profile has them.
+    quality_metrics: dict[str, MetricValues] = field(default_factory=dict)
+    # Metric values of an image retrieved from an external corpus (``quality.corpus_retrieval``).
+    corpus_quality: dict[str, float] = field(default_factory=dict)
 
     def step_s(self, batch: int = 1) -> float:
-        """Seconds per denoising step for a batch, interpolated linearly between profiled sizes.
+        """Seconds per denoising step of the main model for a batch (see :func:`interpolate_step_s`)."""
+        return interpolate_step_s(self.denoise_step_s, batch)
 
-        Beyond the largest profiled batch the cost per image of that batch is held
-        (no silent optimistic extrapolation).
-        """
-        sizes = sorted(self.denoise_step_s)
-        if batch in self.denoise_step_s:
-            return self.denoise_step_s[batch]
-        if batch < sizes[0]:
-            return self.denoise_step_s[sizes[0]]
-        if batch > sizes[-1]:
-            big = sizes[-1]
-            return self.denoise_step_s[big] * batch / big
-        j = bisect.bisect_left(sizes, batch)
-        lo, hi = sizes[j - 1], sizes[j]
-        w = (batch - lo) / (hi - lo)
-        return self.denoise_step_s[lo] * (1 - w) + self.denoise_step_s[hi] * w
+    def gpu_model(self, block: str = "model") -> GpuModel:
+        """The model of profile block ``block`` (``model`` or ``small_model``); InputError when absent."""
+        found = self.gpu_models.get(block)
+        if found is None:
+            raise InputError(
+                self.name, f"profile has no {block!r} block; blocks with a model: {', '.join(self.gpu_models)}"
+            )
+        return found
 
     def quality_for_k(self, k: int) -> float:
         """Expected CLIP score of an image whose first ``k`` steps came from a cached latent."""
@@ -137,7 +217,8 @@ def _get(data: dict[str, Any], dotted: str, path: Path, kind: type | tuple[type,
 
 
 def _check_provenance(data: dict[str, Any], path: Path) -> None:
-    for block in ("model", "gpu", "latency", "ladder", "quality"):
+    optional = [b for b in ("small_model",) if b in data]
+    for block in ("model", "gpu", "latency", "ladder", "quality", *optional):
         b = data.get(block)
         if not isinstance(b, dict) or not b.get("source"):
             raise InputError(path, f"profile block {block!r} must carry a 'source:' note")
@@ -182,6 +263,24 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         raise InputError(path, f"storage.default_tier {default_tier!r} is not one of {', '.join(tiers)}")
     lat = data["latency"]
     q = data["quality"]
+    metrics = {name: _metric(q, name, path) for name in ("pickscore", "fid") if name in q}
+    main = GpuModel(
+        block="model",
+        name=str(data["model"].get("name", "model")),
+        steps=steps,
+        denoise_step_s={int(b): float(v) for b, v in steps_by_batch.items()},
+        save_overhead_step_s=float(lat.get("save_overhead_step_s", 0.0)),
+        text_encoder_s=float(lat.get("text_encoder_s", 0.0)),
+        vae_decode_s=float(lat.get("vae_decode_s", 0.0)),
+        gpu_price_per_hour_usd=float(_get(data, "gpu.price_per_hour_usd", path)),
+        quality={
+            "clip": float(_get(data, "quality.vanilla", path)),
+            **{m: metrics[m].vanilla if m in metrics else math.nan for m in ("pickscore", "fid")},
+        },
+    )
+    gpu_models = {"model": main}
+    if "small_model" in data:
+        gpu_models["small_model"] = _small_model(data, main, path)
     return Profile(
         name=str(data.get("name", path.stem)),
         steps=steps,
@@ -206,4 +305,98 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         default_tier=default_tier,
         index_per_hour_usd=float((data.get("cost") or {}).get("index_per_hour_usd", 0.0)),
         raw=data,
+        gpu_models=gpu_models,
+        quality_by_bin=_bins(q, path),
+        quality_metrics=metrics,
+        corpus_quality=_metric_values(q, "corpus_retrieval", path) if "corpus_retrieval" in q else {},
+    )
+
+
+def _number(value: Any, where: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(path, f"profile field {where!r} = {value!r} must be a finite number")
+    return float(value)
+
+
+def _metric_values(block: dict[str, Any], key: str, path: Path) -> dict[str, float]:
+    """``{clip_score, pickscore, fid}`` of one kind of image -> {metric: value} (missing: NaN)."""
+    values = block.get(key)
+    if not isinstance(values, dict):
+        raise InputError(path, f"profile field {key!r} must map clip_score, pickscore, fid to numbers")
+    names = {"clip_score": "clip", "pickscore": "pickscore", "fid": "fid"}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise InputError(path, f"profile field {key!r}: unknown metrics {sorted(unknown)}; allowed: {', '.join(names)}")
+    return {m: _number(values[k], f"{key}.{k}", path) if k in values else math.nan for k, m in names.items()}
+
+
+def _metric(q: dict[str, Any], name: str, path: Path) -> MetricValues:
+    block = q[name]
+    if not isinstance(block, dict):
+        raise InputError(path, f"profile field 'quality.{name}' must be a mapping")
+    where = f"quality.{name}"
+    ratio = block.get("per_clip_loss") or {}
+    by_k = {int(k): _number(v, f"{where}.by_k.{k}", path) for k, v in (block.get("by_k") or {}).items()}
+    retrieved = block.get("retrieved")
+    return MetricValues(
+        name=name,
+        vanilla=_number(block.get("vanilla"), f"{where}.vanilla", path),
+        per_clip_loss_reuse=_number(ratio.get("reuse", 1.0), f"{where}.per_clip_loss.reuse", path),
+        per_clip_loss_retrieval=_number(ratio.get("retrieval", 1.0), f"{where}.per_clip_loss.retrieval", path),
+        by_k=by_k,
+        retrieved=None if retrieved is None else _number(retrieved, f"{where}.retrieved", path),
+    )
+
+
+def _bins(q: dict[str, Any], path: Path) -> tuple[SimilarityBin, ...]:
+    rows = q.get("by_similarity_bin") or []
+    if not isinstance(rows, list):
+        raise InputError(path, "profile field 'quality.by_similarity_bin' must be a list of bins")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"quality.by_similarity_bin[{i}]"
+        try:
+            lo, hi = (float(x) for x in row["bin"])
+            losses = {int(k): float(v) for k, v in (row.get("relative_loss_by_k") or {}).items()}
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, f"profile field {where!r} needs bin: [lo, hi] and relative_loss_by_k: {{K: loss}}") from None
+        if not lo < hi:
+            raise InputError(path, f"profile field {where!r}: bin edges must increase, found [{lo}, {hi}]")
+        if out and lo < out[-1].hi - 1e-12:
+            raise InputError(path, f"profile field {where!r}: bins must be sorted and must not overlap")
+        retrieved = row.get("retrieved_relative_loss")
+        out.append(
+            SimilarityBin(
+                lo=lo,
+                hi=hi,
+                pairs=int(row.get("pairs", 0)),
+                relative_loss_by_k={k: v for k, v in losses.items() if math.isfinite(v)},
+                retrieved_relative_loss=None if retrieved is None or not math.isfinite(float(retrieved)) else float(retrieved),
+            )
+        )
+    return tuple(out)
+
+
+def _small_model(data: dict[str, Any], main: GpuModel, path: Path) -> GpuModel:
+    """The ``small_model`` block: a cheaper model some systems generate every image with."""
+    sm = data["small_model"]
+    steps = int(_get(data, "small_model.steps", path, int))
+    if steps < 1:
+        raise InputError(path, f"small_model.steps must be >= 1, found {steps}")
+    lat = sm.get("latency") or {}
+    by_batch = lat.get("denoise_step_s")
+    if not isinstance(by_batch, dict) or not by_batch or any(float(v) <= 0 for v in by_batch.values()):
+        raise InputError(path, "small_model.latency.denoise_step_s must map batch sizes to positive seconds")
+    quality = _metric_values(sm, "quality", path) if "quality" in sm else dict.fromkeys(QUALITY_METRICS, math.nan)
+    return GpuModel(
+        block="small_model",
+        name=str(sm.get("name", "small model")),
+        steps=steps,
+        denoise_step_s={int(b): float(v) for b, v in by_batch.items()},
+        # A small model serves every request itself and saves no latents for a cache.
+        save_overhead_step_s=0.0,
+        text_encoder_s=float(lat.get("text_encoder_s", main.text_encoder_s)),
+        vae_decode_s=float(lat.get("vae_decode_s", main.vae_decode_s)),
+        gpu_price_per_hour_usd=float(sm.get("price_per_hour_usd", main.gpu_price_per_hour_usd)),
+        quality=quality,
     )
