@@ -357,7 +357,8 @@ def _bins(q: dict[str, Any], path: Path) -> tuple[SimilarityBin, ...]:
         where = f"quality.by_similarity_bin[{i}]"
         try:
             lo, hi = (float(x) for x in row["bin"])
-            losses = {int(k): float(v) for k, v in (row.get("relative_loss_by_k") or {}).items()}
+            # A loss a run could not compute (vanilla scored 0) is written as null: no value.
+            losses = {int(k): float(v) for k, v in (row.get("relative_loss_by_k") or {}).items() if v is not None}
         except (KeyError, TypeError, ValueError):
             raise InputError(path, f"profile field {where!r} needs bin: [lo, hi] and relative_loss_by_k: {{K: loss}}") from None
         if not lo < hi:
