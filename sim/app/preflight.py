@@ -45,6 +45,8 @@ def _check_files(exp: Experiment) -> None:
         trace.path = _first_existing("trace.path", trace.path)
     if trace.path is not None and not Path(trace.path).expanduser().exists():
         raise ConfigError("trace.path", trace.path, "no such file")
+    if exp.reference is not None and not Path(exp.reference).expanduser().is_file():
+        raise ConfigError("reference", exp.reference, "no such file (a CSV of published numbers)")
     rate_path = trace.arrival.rate_path
     if trace.arrival.process == "rate" and rate_path and not Path(rate_path).expanduser().is_file():
         raise ConfigError("trace.arrival.rate_path", rate_path, "no such file")

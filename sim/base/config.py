@@ -216,6 +216,8 @@ class Experiment:
     mode: Literal["full", "cache-only"] = "full"
     output: str = "results/experiment"
     plots: bool = True
+    # A CSV of published numbers the figures put beside the results (layout: plots/reference.py).
+    reference: str | None = None
     sweep: dict[str, Any] | None = None
 
     def check(self) -> None:

@@ -4,6 +4,14 @@ The schema (``acsim-profile/1``) is shared with ``calibrate/``, which writes pro
 this module reads back. Every block carries ``source`` and ``kind`` (measured, published or
 assumed) so a result can always say where its numbers came from. Shipped profiles live in
 ``calibrate/profiles/<name>.yaml``.
+
+Besides the main model (``model``, timed in ``latency``), a profile may carry a ``small_model``
+block (a cheaper model some systems generate with: its steps, step times, price and quality);
+both are :class:`GpuModel` s, by block name (:meth:`Profile.gpu_model`). Quality comes in three
+metrics: CLIP score (``quality.vanilla``, ``relative_by_k``, the retrieval line, optionally
+``by_similarity_bin``), PickScore and FID (``quality.pickscore`` / ``quality.fid``), plus the
+images of an external corpus (``quality.corpus_retrieval``); :mod:`sim.quality` turns them into
+per-request expectations.
 """
 
 from __future__ import annotations
