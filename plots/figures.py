@@ -622,9 +622,10 @@ def quality_metrics(results: Results, out_dir: Path) -> list[Path]:
 
 def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
     """The paper's quality table beside the simulated one: FID, CLIP score and PickScore per
-    published system, the paper's traces in grey, each simulated setting in the system's colour
-    (bars: mean over seeds; whiskers: min-max, or the paper's published range). Also writes the
-    table as ``paper_comparison.md`` and ``.csv`` beside the figure. Needs ``reference:``."""
+    published system; the paper's traces as outlined bars, each simulated setting filled in the
+    system's colour (bars: mean over seeds; whiskers: min-max, or the paper's published range).
+    Also writes the table as ``paper_comparison.md`` and ``.csv`` beside the figure. Needs
+    ``reference:``."""
     import matplotlib.pyplot as plt
 
     comp = comparison_data(results)
@@ -632,7 +633,7 @@ def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
         return []
     t = comp.table
     sources = comp.sources
-    greys = {src: str(0.35 + 0.3 * i) for i, src in enumerate(x for x in sources if x.startswith("paper"))}
+    papers = [x for x in sources if x.startswith("paper")]
     hatches = ("", "///", "...", "xx")
     sims = [x for x in sources if x.startswith("acsim")]
     width = 0.8 / len(sources)
@@ -646,12 +647,14 @@ def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
                 mean = np.array([r["mean"] if r is not None else np.nan for r in rows])
                 lo = np.array([r["lo"] if r is not None else np.nan for r in rows])
                 hi = np.array([r["hi"] if r is not None else np.nan for r in rows])
-                if src in greys:
-                    colors, hatch = [greys[src]] * len(rows), ""
-                else:
-                    # The acsim system each label is compared with gives the colour.
-                    colors = [color_for(comp.systems[lab]) for lab in comp.labels]
-                    hatch = hatches[sims.index(src) % len(hatches)]
+                if src in papers:  # published: outlined, hatched per paper trace
+                    style = {"color": "white", "edgecolor": "0.15", "hatch": hatches[papers.index(src) % 4]}
+                else:  # simulated: the colour of the acsim system the label is compared with
+                    style = {
+                        "color": [color_for(comp.systems[lab]) for lab in comp.labels],
+                        "edgecolor": "white",
+                        "hatch": hatches[sims.index(src) % len(hatches)],
+                    }
                 ax.bar(
                     x + (j - (len(sources) - 1) / 2) * width,
                     mean,
@@ -659,10 +662,8 @@ def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
                     yerr=np.vstack([mean - lo, hi - mean]),
                     capsize=1.2,
                     error_kw={"linewidth": 0.6},
-                    color=colors,
-                    hatch=hatch,
-                    edgecolor="white",
-                    linewidth=0.4,
+                    linewidth=0.5,
+                    **style,
                 )
             ax.set_ylabel(f"{name}\n({'higher' if higher else 'lower'} is better)")
             ax.grid(axis="x", visible=False)
@@ -671,9 +672,9 @@ def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
             ax.set_ylim(max(0.0, lo_v - 0.3 * (hi_v - lo_v)), hi_v + 0.1 * (hi_v - lo_v))
         axes[-1].set_xticks(x, comp.labels, rotation=20, ha="right")
         fig.tight_layout()
-        proxies = [Patch(facecolor=greys[src]) for src in sources if src in greys]
-        proxies += [Patch(facecolor="0.75", hatch=hatches[i % len(hatches)], edgecolor="white") for i in range(len(sims))]
-        _legend_below(fig, proxies, [*(src for src in sources if src in greys), *sims])
+        proxies = [Patch(facecolor="white", edgecolor="0.15", hatch=hatches[i % 4]) for i in range(len(papers))]
+        proxies += [Patch(facecolor="0.6", hatch=hatches[i % len(hatches)], edgecolor="white") for i in range(len(sims))]
+        _legend_below(fig, proxies, [*papers, *(f"{src} (system colours)" for src in sims)])
         paths = save_figure(fig, out_dir, "paper_comparison")
     atomic_write_text(Path(out_dir) / "paper_comparison.md", comparison_markdown(comp))
     t.to_csv(Path(out_dir) / "paper_comparison.csv", index=False)
