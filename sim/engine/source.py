@@ -25,8 +25,9 @@ backlog holds the SLO.
 What a request costs before the GPU depends on the system's ``lookup_kind`` (``none``, ``hash``
 or ``vector``) and ``lookup_seconds``, and whether its generation pays the latent-saving overhead
 on the system's ``saved_latents(decision)``; its GPU work is that of the profile's model the
-system declares it generates with (``serves_with``: ``gpu`` below); a request whose lookup the predictor skipped gets
-the system's ``miss_decision``. All of these are declared by the system (``sim.systems.base.System``).
+system declares it generates with (``serves_with``: ``gpu`` below); a request whose lookup the
+predictor skipped gets the system's ``miss_decision``. All of these are declared by the system
+(``sim.systems.base.System``).
 """
 
 from __future__ import annotations
