@@ -17,7 +17,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, PercentFormatter
 
-from plots.data import LOAD_FIELDS, Results, Run, offered_load_rps, read_records, timeseries
+from plots.data import (
+    LOAD_FIELDS,
+    Results,
+    Run,
+    distinguishing_keys,
+    offered_load_rps,
+    read_records,
+    timeseries,
+)
 from plots.reference import METRICS, comparison_data, comparison_markdown
 from plots.style import (
     DOUBLE_COLUMN_IN,
@@ -581,8 +589,9 @@ def quality_metrics(results: Results, out_dir: Path) -> list[Path]:
     s = results.summary
     if not all(_has(s, col) for col, *_ in METRICS) or s["system"].nunique() < 2:
         return []
-    others = [k for k in results.varied if k != "seed" and _text(s[k]).nunique() > 1]
-    s = s.assign(setting=s[others].apply(lambda r: ", ".join(map(_fmt_value, r)), axis=1) if others else "")
+    others = distinguishing_keys(s, [k for k in results.varied if k != "seed"])
+    label = (lambda r: ", ".join(f"{_short(k)}={_fmt_value(v)}" for k, v in r.items())) if others else None
+    s = s.assign(setting=s[others].apply(label, axis=1) if others else "")
     settings = list(dict.fromkeys(s["setting"]))
     if len(settings) > _MAX_RUNS_SHOWN:
         return []  # too many bars to read; the paper comparison or cache_size figures show sweeps
@@ -595,7 +604,12 @@ def quality_metrics(results: Results, out_dir: Path) -> list[Path]:
         for ax, (col, _, name, higher) in zip(axes, METRICS, strict=True):
             for j, setting in enumerate(settings):
                 g = s[s["setting"] == setting].groupby("system")[col].agg(["mean", "min", "max"]).reindex(systems)
-                err = np.vstack([g["mean"] - g["min"], g["max"] - g["mean"]]) if len(s) > len(systems) else None
+                # Clipped at 0: equal runs leave a rounding error of either sign.
+                err = (
+                    np.maximum(np.vstack([g["mean"] - g["min"], g["max"] - g["mean"]]), 0.0)
+                    if len(s) > len(systems)
+                    else None
+                )
                 ax.bar(
                     x + (j - (len(settings) - 1) / 2) * width,
                     g["mean"],
@@ -659,7 +673,7 @@ def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
                     x + (j - (len(sources) - 1) / 2) * width,
                     mean,
                     width,
-                    yerr=np.vstack([mean - lo, hi - mean]),
+                    yerr=np.maximum(np.vstack([mean - lo, hi - mean]), 0.0),
                     capsize=1.2,
                     error_kw={"linewidth": 0.6},
                     linewidth=0.5,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from plots.data import distinguishing_keys
 from sim.base.errors import InputError
 
 if TYPE_CHECKING:
@@ -116,17 +117,10 @@ def comparison_data(results: Results) -> Comparison | None:
 
 
 def _setting_labels(s: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """A label per row from the fewest varied keys that tell the settings apart (zipped fields such
-    as a trace's source and path need only the first)."""
-    varying = [k for k in keys if s[k].astype(str).nunique() > 1]
-    if not varying:
+    """A label per row from the fewest varied keys that tell the settings apart."""
+    chosen = distinguishing_keys(s, keys)
+    if not chosen:
         return pd.Series("this run", index=s.index)
-    total = s[varying].astype(str).drop_duplicates().shape[0]
-    chosen: list[str] = []
-    for k in varying:
-        chosen.append(k)
-        if s[chosen].astype(str).drop_duplicates().shape[0] == total:
-            break
     return s[chosen].astype(str).apply(", ".join, axis=1)
 
 
