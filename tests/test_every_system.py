@@ -105,14 +105,20 @@ def test_probe_foretells_the_lookup_and_changes_nothing(name: str, work) -> None
     _, twin = make(name, work)  # driven without probes: must end in the same state
     agree = 0
     for i in range(600):
-        before = system.stats()
+        if i % 10 == 0:  # counters unchanged by a probe (the twin checks the whole state at the end)
+            before = system.stats()
+            before.pop("occupancy")
         foretold = system.probe(i, float(i))
-        after = system.stats()
-        pd.testing.assert_frame_equal(before.pop("occupancy"), after.pop("occupancy"))
-        assert before == after
+        if i % 10 == 0:
+            after = system.stats()
+            after.pop("occupancy")
+            assert before == after
         d = system.lookup(i, float(i))
         system.complete(i, d, float(i))
-        twin.complete(i, twin.lookup(i, float(i)), float(i))
+        t = twin.lookup(i, float(i))
+        twin.complete(i, t, float(i))
+        assert d._replace(similarity=0.0) == t._replace(similarity=0.0), i  # the same decisions ...
+        assert d.similarity == t.similarity or math.isnan(d.similarity) and math.isnan(t.similarity)
         assert foretold == (d.outcome in REUSE_OUTCOMES), i
         agree += foretold
     assert (agree > 0) == (SYSTEMS[name].lookup_kind != "none")
