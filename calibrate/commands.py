@@ -45,7 +45,7 @@ examples:
   # a distilled few-step model as the profile's small model (SMALLMODEL baseline), on top of a
   # profile measured before (its main-model blocks are kept):
   acsim calibrate latency --small-model --model /models/sdxl-lightning-4step --device cuda --dtype fp16 \\
-      --steps 4 --guidance 0 --base results/sdxl-mygpu.yaml --out results/sdxl-mygpu.yaml
+      --steps 4 --guidance 0 --base results/sdxl-mygpu.yaml --out results/sdxl-mygpu-small.yaml
 """
 
 _EPILOG_QUALITY = """\
