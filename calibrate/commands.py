@@ -42,6 +42,10 @@ examples:
   acsim calibrate latency --model /models/stable-diffusion-xl-base-1.0 --device cuda --out my.yaml
   # a seconds-long demo on a CPU:
   acsim calibrate latency --model tiny --device cpu --batch 1,2 --out results/tiny-profile.yaml
+  # a distilled few-step model as the profile's small model (SMALLMODEL baseline), on top of a
+  # profile measured before (its main-model blocks are kept):
+  acsim calibrate latency --small-model --model /models/sdxl-lightning-4step --device cuda --dtype fp16 \\
+      --steps 4 --guidance 0 --base results/sdxl-mygpu.yaml --out results/sdxl-mygpu-small.yaml
 """
 
 _EPILOG_QUALITY = """\
@@ -51,10 +55,18 @@ examples:
       --k 5,10,15,20,25 --max-loss 0.05 --base results/sdxl-mygpu.yaml --out results/quality-sdxl
   acsim calibrate quality --model tiny-sdxl --pairs pairs.csv --scorer tiny --k 2,4,6 --steps 10 \\
       --limit 4 --out results/quality-tiny
+  # the paper's three metrics: PickScore from a local PickScore directory, FID against real images
+  acsim calibrate quality --model /models/stable-diffusion-xl-base-1.0 --device cuda --dtype fp16 \\
+      --pairs pairs.csv --scorer clip:/models/clip-vit-large-patch14 --pickscore pickscore:/models/PickScore_v1 \\
+      --fid /data/diffusiondb-images --out results/quality-sdxl
 
 pairs CSV: columns cached_prompt,new_prompt[,similarity], or the AccuScale log format
 (Prompt = new prompt, Noise = cached prompt, score = similarity). Without a similarity
 column the scorer's text encoder computes it.
+
+FID (--fid DIR) is computed per method (vanilla, each K, retrieved) over all the run's images
+against the images in DIR, on the image features of --scorer's CLIP model: comparable between
+methods, not on the scale of published (Inception-v3) FIDs, and biased upwards for small sets.
 """
 
 _EPILOG_THRESHOLDS = """\
@@ -125,8 +137,13 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     _setup_torch(args)
     base = writer.load_base(args.base)
-    steps = args.steps or int(base["model"]["steps"])
-    latency.check_steps(base, steps)  # before minutes of timing, not after
+    small = args.small_model
+    guidance = args.guidance if args.guidance is not None else (0.0 if small else None)
+    if small:
+        steps = args.steps or int((base.get("small_model") or {}).get("steps", 4))
+    else:
+        steps = args.steps or int(base["model"]["steps"])
+        latency.check_steps(base, steps)  # before minutes of timing, not after
     writer.check_out(args.out)
     dtype = _default_dtype(args)
     _say(f"building {args.model} on {args.device} ({dtype}) ...")
@@ -142,18 +159,22 @@ def cmd_latency(args: argparse.Namespace) -> int:
         args.seed,
         scratch=args.scratch or out.resolve().parent,
         progress=_say,
+        guidance=guidance,
     )
     env = writer.environment(model.device)
-    data = latency.to_profile(base, result, model, env)
+    if small:
+        data = latency.to_small_model(base, result, model, env)
+        what = f"small model {model.name} measured on {writer.hardware_name(env)}"
+    else:
+        data = latency.to_profile(base, result, model, env)
+        what = f"latency measured for {model.name} on {writer.hardware_name(env)}"
     name = args.name or writer.profile_name(out)
     data = writer.finish(
-        data,
-        name,
-        f"latency measured for {model.name} on {writer.hardware_name(env)}; other blocks from {args.base}",
-        {"command": "latency", "options": _options(args), **env},
+        data, name, f"{what}; other blocks from {args.base}", {"command": "latency", "options": _options(args), **env}
     )
     profile = writer.write_profile(out, data)
-    print(f"wrote {out}: {profile.steps} steps, step time by batch (s) {profile.denoise_step_s}")
+    gm = profile.gpu_model("small_model" if small else "model")
+    print(f"wrote {out}: {gm.block} {gm.name}, {gm.steps} steps, step time by batch (s) {gm.denoise_step_s}")
     return 0
 
 
@@ -163,7 +184,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "--out", directory=True)
     _check_model_dir(args.model)
-    from calibrate import quality, writer
+    from calibrate import fid, quality, writer
     from calibrate.pairs import read_pairs
     from calibrate.pipelines import load_model
     from calibrate.scorers import get_scorer
@@ -172,10 +193,14 @@ def cmd_quality(args: argparse.Namespace) -> int:
     steps = args.steps or int(base["model"]["steps"])
     ks = _int_list(args.k, "--k")
     pairs = read_pairs(args.pairs, limit=args.limit)
+    reference = fid.read_images(args.fid) if args.fid else None  # before minutes of generation
     dtype = _default_dtype(args)
     _say(f"building {args.model} on {args.device} ({dtype}); scorer {args.scorer} ...")
     model = load_model(args.model, args.device, dtype, args.seed)
     scorer = get_scorer(args.scorer, args.device)
+    pickscorer = get_scorer(args.pickscore, args.device) if args.pickscore else None
+    if pickscorer is not None and not pickscorer.pickscore:
+        raise ConfigError("--pickscore", args.pickscore, "pickscore:PATH or tiny-pickscore")
     out = Path(args.out)
     result = quality.run(
         model,
@@ -191,6 +216,9 @@ def cmd_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         embedder=args.embedder,
         progress=_say,
+        pickscorer=pickscorer,
+        fid_reference=reference,
+        fid_name=f"images of {args.fid}",
     )
     env = writer.environment(model.device)
     data = quality.to_profile(base, result, model, env)
@@ -293,6 +321,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--scratch", help="directory on the disk to time latent save/load on (default: --out's directory)"
     )
+    p.add_argument(
+        "--small-model",
+        action="store_true",
+        help="time MODEL as the profile's small model (the SMALLMODEL baseline): writes the small_model "
+        "block and keeps every other block of --base (default steps: the base block's, else 4)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        help="guidance scale to time with (default: the pipeline's; 0 with --small-model: distilled models "
+        "run without classifier-free guidance)",
+    )
     p.add_argument("--out", required=True, help="profile YAML to write")
     p.set_defaults(func=cmd_latency)
 
@@ -332,6 +372,17 @@ def register(subparsers: Any) -> None:
         "--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)"
     )
     p.add_argument("--limit", type=int, help="use only the first N pairs")
+    p.add_argument(
+        "--pickscore",
+        metavar="SPEC",
+        help="also score every image with PickScore: pickscore:PATH (a local PickScore directory) or "
+        "tiny-pickscore (random miniature, for tests)",
+    )
+    p.add_argument(
+        "--fid",
+        metavar="DIR",
+        help="also compute each method's FID against the images in DIR (e.g. real images for the same prompts)",
+    )
     p.add_argument("--out", required=True, help="output directory: profile.yaml, CSVs, images, contact sheet")
     p.set_defaults(func=cmd_quality)
 

@@ -5,6 +5,10 @@ every step, and the gaps between consecutive marks are step times (scheduler and
 included, set-up excluded). On CUDA the marks are CUDA events (read after a synchronize, so timing
 does not stall the GPU queue); on CPU they are ``time.perf_counter``. Every measurement is preceded
 by warm-up runs and repeated; results keep the median and the spread.
+
+The same measurement writes either the main model's blocks (:func:`to_profile`) or the profile's
+``small_model`` block (:func:`to_small_model`): a distilled few-step model timed with its own step
+count and guidance (0: no classifier-free guidance, one UNet pass per step).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class LatencyResult:
     repeats: int
     warmup: int
     peak_memory_bytes: dict[int, int] = field(default_factory=dict)
+    guidance: float | None = None  # guidance scale the steps ran with (None: the pipeline's default)
 
 
 class Clock:
@@ -113,9 +118,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def step_times(
-    model: LoadedModel, batch: int, steps: int, resolution: int, clock: Clock, seed: int
+    model: LoadedModel,
+    batch: int,
+    steps: int,
+    resolution: int,
+    clock: Clock,
+    seed: int,
+    guidance: float | None = None,
 ) -> list[float]:
-    """Seconds of each denoising step (after the first) of one pipeline call at ``batch`` images."""
+    """Seconds of each denoising step (after the first) of one pipeline call at ``batch`` images
+    (``guidance``: the guidance scale; <= 1 runs without classifier-free guidance)."""
     marks: list[Any] = []
 
     def on_step(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +135,7 @@ def step_times(
         return {}
 
     prompts = [PROMPTS[j % len(PROMPTS)] for j in range(batch)]
+    extra = {} if guidance is None else {"guidance_scale": guidance}
     model.pipe(
         prompt=prompts,
         num_inference_steps=steps,
@@ -131,6 +144,7 @@ def step_times(
         output_type="latent",
         generator=torch.Generator("cpu").manual_seed(seed),
         callback_on_step_end=on_step,
+        **extra,
     )
     clock.sync()
     return [clock.seconds(a, b) for a, b in pairwise(marks)]
@@ -198,8 +212,13 @@ def measure(
     seed: int = 0,
     scratch: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    guidance: float | None = None,
 ) -> LatencyResult:
-    """Time ``model`` at each batch size; see the module docstring for what is measured and how."""
+    """Time ``model`` at each batch size; see the module docstring for what is measured and how.
+
+    ``guidance``: the guidance scale to run with (None: the pipeline's default; <= 1 runs
+    without classifier-free guidance, as distilled few-step models do).
+    """
     if steps < 2:
         raise ConfigError("--steps", steps, "at least 2 (step times are gaps between step ends)")
     if repeats < 1 or warmup < 0:
@@ -221,10 +240,10 @@ def measure(
             if cuda:
                 torch.cuda.reset_peak_memory_stats(model.device)
             for _ in range(warmup):
-                step_times(model, b, min(steps, 3), res, clock, seed)
+                step_times(model, b, min(steps, 3), res, clock, seed, guidance)
             samples: list[float] = []
             for r in range(repeats):
-                samples += step_times(model, b, steps, res, clock, seed + r)
+                samples += step_times(model, b, steps, res, clock, seed + r, guidance)
             step_s[b] = Stat.of(samples)
             if cuda:
                 peak[b] = int(torch.cuda.max_memory_allocated(model.device))
@@ -235,7 +254,7 @@ def measure(
                 prompt=PROMPTS[0],
                 device=model.device,
                 num_images_per_prompt=1,
-                do_classifier_free_guidance=True,
+                do_classifier_free_guidance=guidance is None or guidance > 1,
             )
 
         text = Stat.of(time_call(encode, clock, max(repeats, 3), max(warmup, 1)))
@@ -277,6 +296,7 @@ def measure(
         repeats=repeats,
         warmup=warmup,
         peak_memory_bytes=peak,
+        guidance=guidance,
     )
 
 
@@ -375,4 +395,51 @@ def to_profile(
         latent_load_s={"kind": MEASURED, "source": "torch.load after dropping the page cache, to the device"},
     )
     lat["fields"] = fields
+    return data
+
+
+def to_small_model(
+    base: dict[str, Any], result: LatencyResult, model: LoadedModel, env: dict[str, Any]
+) -> dict[str, Any]:
+    """The base profile with its ``small_model`` block replaced by ``result``'s measurements.
+
+    The main model's blocks are left as they are. The small model's price stays the base block's
+    (the GPU it runs on is not measurable); its quality is carried over with its provenance
+    (``calibrate quality`` measures quality for the main model's reuse, not for another model).
+    """
+    data = copy.deepcopy(base)
+    base_name = data.get("_base_name", "base")
+    old = data.get("small_model") or {}
+    hw = hardware_name(env)
+    guidance = "default guidance" if result.guidance is None else f"guidance {result.guidance:g}"
+    run = (
+        f"acsim calibrate latency --small-model {env['date']}: {model.name}"
+        f"{' (random weights)' if model.random_weights else ''}, {result.latent_dtype}, "
+        f"{result.resolution}x{result.resolution}, {result.steps} steps, {guidance}, on {hw}"
+    )
+    per_step = f"median of {{n}} timed steps over {result.repeats} repeats after {result.warmup} warm-up ({result.timer})"
+    block: dict[str, Any] = {
+        "name": model.name,
+        "steps": result.steps,
+        "guidance": result.guidance,
+        "resolution": result.resolution,
+        "latency": {
+            "denoise_step_s": {b: s.median for b, s in sorted(result.step_s.items())},
+            "denoise_step_spread_s": {b: s.spread() for b, s in sorted(result.step_s.items())},
+            "text_encoder_s": result.text_encoder.median,
+            "vae_decode_s": result.vae_decode.median,
+        },
+        "price_per_hour_usd": old.get("price_per_hour_usd", data["gpu"]["price_per_hour_usd"]),
+        "kind": MEASURED,
+        "source": run,
+    }
+    fields = carried(old, [k for k in ("price_per_hour_usd", "quality") if k in old], base_name)
+    if "price_per_hour_usd" not in old:
+        fields["price_per_hour_usd"] = carried(data["gpu"], ["price_per_hour_usd"], base_name)["price_per_hour_usd"]
+    if "quality" in old:
+        block["quality"] = old["quality"]
+    fields["latency"] = {"kind": MEASURED, "source": per_step.format(n=result.step_s[min(result.step_s)].n)}
+    fields["steps"] = {"kind": MEASURED, "source": f"steps of the timed runs ({run})"}
+    block["fields"] = fields
+    data["small_model"] = block
     return data

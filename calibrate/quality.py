@@ -12,6 +12,11 @@ Every image is scored against the new prompt. The loss of a method in a similari
 ``1 - mean(score) / mean(vanilla score)`` over the bin's pairs (a ratio of means: CLIP scores are
 clipped at 0, so per-pair ratios can divide by zero). The ladder gives each bin the largest K whose
 loss is at most ``max_loss``, lowered where needed so that K never falls as similarity rises.
+
+Optionally, every image is also scored with PickScore (a second scorer), and each method's whole
+set of images (vanilla, each K, retrieved) gets its FID against a directory of reference images
+(:mod:`calibrate.fid`). The profile then carries measured ``quality.pickscore`` and ``quality.fid``
+blocks (``by_k``, ``retrieved``) that the simulator uses instead of the published ratios.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import pandas as pd
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 
+from calibrate import fid as fid_mod
 from calibrate.contact import contact_sheet
 from calibrate.writer import MEASURED, carried, hardware_name
 from sim.base.errors import ConfigError
@@ -159,6 +165,11 @@ def assign_bins(similarity: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 def quality_table(scores: pd.DataFrame, edges: Sequence[float], ks: Sequence[int]) -> pd.DataFrame:
     """Mean scores and relative loss vs vanilla by (similarity bin, K) from the per-image ``scores``."""
     wide = scores.pivot_table(index="pair", columns="method", values="score", aggfunc="first")
+    pick = (
+        scores.pivot_table(index="pair", columns="method", values="pickscore", aggfunc="first")
+        if "pickscore" in scores
+        else None
+    )
     sims = scores.groupby("pair")["similarity"].first()
     bins = assign_bins(sims.to_numpy(dtype=float), edges)
     rows = []
@@ -171,19 +182,23 @@ def quality_table(scores: pd.DataFrame, edges: Sequence[float], ks: Sequence[int
         retrieval = float(part["retrieved"].mean())
         for k in ks:
             mean = float(part[f"k{k}"].mean())
-            rows.append(
-                {
-                    "bin_lo": edges[b],
-                    "bin_hi": edges[b + 1],
-                    "k": k,
-                    "pairs": len(members),
-                    "score_mean": mean,
-                    "vanilla_mean": vanilla,
-                    "relative_loss": 1.0 - mean / vanilla if vanilla > 0 else math.nan,
-                    "retrieved_mean": retrieval,
-                    "retrieved_relative_loss": 1.0 - retrieval / vanilla if vanilla > 0 else math.nan,
-                }
-            )
+            row = {
+                "bin_lo": edges[b],
+                "bin_hi": edges[b + 1],
+                "k": k,
+                "pairs": len(members),
+                "score_mean": mean,
+                "vanilla_mean": vanilla,
+                "relative_loss": 1.0 - mean / vanilla if vanilla > 0 else math.nan,
+                "retrieved_mean": retrieval,
+                "retrieved_relative_loss": 1.0 - retrieval / vanilla if vanilla > 0 else math.nan,
+            }
+            if pick is not None:
+                ppart = pick.loc[members]
+                row["pickscore_mean"] = float(ppart[f"k{k}"].mean())
+                row["pickscore_vanilla_mean"] = float(ppart["vanilla"].mean())
+                row["pickscore_retrieved_mean"] = float(ppart["retrieved"].mean())
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -231,6 +246,9 @@ class QualityResult:
     table_path: Path
     scores_path: Path
     sheet_path: Path
+    pickscorer: str | None = None  # the PickScore scorer, when the run scored with one
+    fid: dict[str, float] | None = None  # method -> FID of its image set against the reference
+    fid_note: str = ""  # features and reference set of ``fid``
 
 
 def _save_png(img: Image.Image, path: Path) -> str:
@@ -253,11 +271,17 @@ def run(
     seed: int = 0,
     embedder: str = "clip",
     progress: Callable[[str], None] | None = None,
+    pickscorer: ClipScorer | None = None,
+    fid_reference: Sequence[Image.Image] | None = None,
+    fid_name: str = "reference images",
 ) -> QualityResult:
     """Generate, score and tabulate every pair; write images, CSVs and the contact sheet into ``out_dir``.
 
     ``embedder`` names where the pairs file's similarity column came from (the ladder's embedder);
     without that column the scorer's text encoder computes the similarities and names the ladder.
+    With ``pickscorer`` every image is also scored with PickScore (column ``pickscore``); with
+    ``fid_reference`` (at least two images, called ``fid_name``) each method's set of images gets
+    its FID against them, on the image features of ``scorer`` (``fid_by_method.csv``).
     """
     if model.family != "sdxl":
         raise ConfigError(
@@ -288,6 +312,9 @@ def run(
         sims = np.array([p.similarity for p in pairs])
         source = "similarity column of the pairs file"
 
+    if fid_reference is not None and (len(fid_reference) < 2 or len(pairs) < 2):
+        raise ConfigError("--fid", fid_name, "at least two reference images and at least two pairs")
+    method_features: dict[str, list[np.ndarray]] = {}
     counter = StepCounter(base.unet)
     records: list[dict[str, Any]] = []
     sheet_rows: list[list[Image.Image | None]] = []
@@ -311,21 +338,27 @@ def run(
                         raise RuntimeError(f"split at K={k} of N={steps} ran {first} + {second} UNet steps")
                     steps_run[f"k{k}"] = second
             methods = list(images)
-            scores = scorer.score([images[m] for m in methods], [pair.new] * len(methods))
-            for m, sc in zip(methods, scores, strict=True):
-                records.append(
-                    {
-                        "pair": i,
-                        "cached_prompt": pair.cached,
-                        "new_prompt": pair.new,
-                        "similarity": float(sims[i]),
-                        "method": m,
-                        "k": int(m[1:]) if m.startswith("k") else (0 if m == "vanilla" else -1),
-                        "steps_run": steps_run[m],
-                        "score": float(sc),
-                        "image": _save_png(images[m], img_dir / f"pair{i:04d}_{m}.png"),
-                    }
-                )
+            batch = [images[m] for m in methods]
+            scores = scorer.score(batch, [pair.new] * len(methods))
+            picks = pickscorer.score(batch, [pair.new] * len(methods)) if pickscorer else None
+            if fid_reference is not None:
+                for m, row in zip(methods, scorer.image_features(batch), strict=True):
+                    method_features.setdefault(m, []).append(row)
+            for j, (m, sc) in enumerate(zip(methods, scores, strict=True)):
+                rec = {
+                    "pair": i,
+                    "cached_prompt": pair.cached,
+                    "new_prompt": pair.new,
+                    "similarity": float(sims[i]),
+                    "method": m,
+                    "k": int(m[1:]) if m.startswith("k") else (0 if m == "vanilla" else -1),
+                    "steps_run": steps_run[m],
+                    "score": float(sc),
+                    "image": _save_png(images[m], img_dir / f"pair{i:04d}_{m}.png"),
+                }
+                if picks is not None:
+                    rec["pickscore"] = float(picks[j])
+                records.append(rec)
             sheet_rows.append([images["retrieved"], *(images[f"k{k}"] for k in ks), images["vanilla"]])
             labels.append(f"#{i} s={sims[i]:.3f}\ncached: {pair.cached}\nnew: {pair.new}")
             say(
@@ -337,6 +370,19 @@ def run(
 
     scores_df = pd.DataFrame(records)
     table = quality_table(scores_df, edges, ks)
+    fid = None
+    fid_note = ""
+    if fid_reference is not None:
+        ref = fid_mod.features(scorer, fid_reference)
+        fid = {m: fid_mod.frechet_distance(np.vstack(rows), ref) for m, rows in method_features.items()}
+        fid_note = (
+            f"FID of each method's {len(pairs)} images against {len(fid_reference)} {fid_name}, "
+            f"on the image features of {scorer.name} (not Inception-v3: not on the published FID scale)"
+        )
+        atomic_write_csv(
+            out / "fid_by_method.csv", pd.DataFrame({"method": list(fid), "fid": list(fid.values())})
+        )
+        say("FID: " + ", ".join(f"{m} {v:.2f}" for m, v in fid.items()))
     ladder = derive_ladder(table, max_loss)
     columns = ["cached prompt's image (= retrieved)", *(f"Nirvana K={k}" for k in ks), "vanilla (new prompt)"]
     sheet = contact_sheet(sheet_rows, columns, labels, out / "contact_sheet.png")
@@ -358,6 +404,9 @@ def run(
         table_path=table_path,
         scores_path=scores_path,
         sheet_path=sheet,
+        pickscorer=pickscorer.name if pickscorer else None,
+        fid=fid,
+        fid_note=fid_note,
     )
 
 
@@ -427,8 +476,29 @@ def to_profile(
         "kind": MEASURED,
         "source": f"{run}; retrieval: {fit}; exact = vanilla (the identical prompt's image)",
     }
-    if "small_model" in q_old:
-        q["small_model"] = q_old["small_model"]
-        q["fields"] = carried(q_old, ["small_model"], base_name)
+    if result.pickscorer is not None:
+        pick_v = float(sc.loc[sc["method"] == "vanilla", "pickscore"].mean())
+        q["pickscore"] = {
+            "vanilla": pick_v,
+            "by_k": {k: float(sc.loc[sc["method"] == f"k{k}", "pickscore"].mean()) for k in result.ks},
+            "retrieved": float(sc.loc[sc["method"] == "retrieved", "pickscore"].mean()),
+            "scorer": result.pickscorer,
+        }
+    if result.fid is not None:
+        q["fid"] = {
+            "vanilla": result.fid["vanilla"],
+            "by_k": {k: result.fid[f"k{k}"] for k in result.ks},
+            "retrieved": result.fid["retrieved"],
+            "note": result.fid_note,
+        }
+    # What this run did not measure keeps its value and its provenance from the base profile.
+    keep = [key for key in ("pickscore", "fid", "corpus_retrieval") if key in q_old and key not in q]
+    for key in keep:
+        q[key] = q_old[key]
+    measured = [key for key in ("pickscore", "fid") if key in q and key not in keep]
+    fields = carried(q_old, keep, base_name)
+    fields.update({key: {"kind": MEASURED, "source": run} for key in measured})
+    if fields:
+        q["fields"] = fields
     data["quality"] = q
     return data

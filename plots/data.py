@@ -134,6 +134,21 @@ def load_results(results_dir: str | Path) -> Results:
     return Results(root, summary, runs, varied, config)
 
 
+def distinguishing_keys(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The fewest of ``keys`` (in order) that tell ``df``'s settings apart: of fields swept
+    together (a trace's source, path and warm-up in a zip) the first is enough."""
+    varying = [k for k in keys if df[k].astype(str).nunique() > 1]
+    if not varying:
+        return []
+    total = df[varying].astype(str).drop_duplicates().shape[0]
+    chosen: list[str] = []
+    for k in varying:
+        chosen.append(k)
+        if df[chosen].astype(str).drop_duplicates().shape[0] == total:
+            break
+    return chosen
+
+
 def read_records(run: Run, system: str, columns: list[str] | None = None) -> pd.DataFrame | None:
     """A system's per-request records (only ``columns``), or None when the file is absent."""
     path = run.path / "records" / f"{system}.parquet"

@@ -14,9 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, PercentFormatter
 
-from plots.data import LOAD_FIELDS, Results, Run, offered_load_rps, read_records, timeseries
+from plots.data import (
+    LOAD_FIELDS,
+    Results,
+    Run,
+    distinguishing_keys,
+    offered_load_rps,
+    read_records,
+    timeseries,
+)
+from plots.reference import METRICS, comparison_data, comparison_markdown
 from plots.style import (
     DOUBLE_COLUMN_IN,
     LINESTYLES,
@@ -27,6 +37,7 @@ from plots.style import (
     save_figure,
     setting_color,
 )
+from sim.base.io import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -568,6 +579,122 @@ def load_timeseries(results: Results, out_dir: Path) -> list[Path]:
         return save_figure(fig, out_dir, "timeseries")
 
 
+def quality_metrics(results: Results, out_dir: Path) -> list[Path]:
+    """FID, CLIP score and PickScore per system, one panel each (bars; mean and min-max over runs).
+
+    Runs that differ in other settings than the seed get a bar each (hatched by setting).
+    """
+    import matplotlib.pyplot as plt
+
+    s = results.summary
+    if not all(_has(s, col) for col, *_ in METRICS) or s["system"].nunique() < 2:
+        return []
+    others = distinguishing_keys(s, [k for k in results.varied if k != "seed"])
+    label = (lambda r: ", ".join(f"{_short(k)}={_fmt_value(v)}" for k, v in r.items())) if others else None
+    s = s.assign(setting=s[others].apply(label, axis=1) if others else "")
+    settings = list(dict.fromkeys(s["setting"]))
+    if len(settings) > _MAX_RUNS_SHOWN:
+        return []  # too many bars to read; the paper comparison or cache_size figures show sweeps
+    systems = list(dict.fromkeys(s["system"]))
+    hatches = ("", "///", "...", "xx")
+    width = 0.8 / len(settings)
+    with paper_style():
+        fig, axes = plt.subplots(1, 3, figsize=(DOUBLE_COLUMN_IN, 2.4))
+        x = np.arange(len(systems))
+        for ax, (col, _, name, higher) in zip(axes, METRICS, strict=True):
+            for j, setting in enumerate(settings):
+                g = s[s["setting"] == setting].groupby("system")[col].agg(["mean", "min", "max"]).reindex(systems)
+                # Clipped at 0: equal runs leave a rounding error of either sign.
+                err = (
+                    np.maximum(np.vstack([g["mean"] - g["min"], g["max"] - g["mean"]]), 0.0)
+                    if len(s) > len(systems)
+                    else None
+                )
+                ax.bar(
+                    x + (j - (len(settings) - 1) / 2) * width,
+                    g["mean"],
+                    width,
+                    yerr=err,
+                    capsize=1.5,
+                    error_kw={"linewidth": 0.6},
+                    color=[color_for(sy) for sy in systems],
+                    hatch=hatches[j % len(hatches)],
+                    edgecolor="white",
+                    linewidth=0.4,
+                )
+            ax.set_xticks(x, systems, rotation=35, ha="right")
+            ax.set_title(f"{name} ({'higher' if higher else 'lower'} is better)")
+            ax.grid(axis="x", visible=False)
+            lo, hi = np.nanmin(s[col]), np.nanmax(s[col])
+            ax.set_ylim(max(0.0, lo - 0.25 * (hi - lo + 1e-9)), hi + 0.15 * (hi - lo + 1e-9))
+        fig.tight_layout()
+        if len(settings) > 1:
+            proxies = [Patch(facecolor="0.6", hatch=hatches[j % len(hatches)], edgecolor="white") for j in range(len(settings))]
+            _legend_below(fig, proxies, settings)
+        return save_figure(fig, out_dir, "quality_metrics")
+
+
+def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
+    """The paper's quality table beside the simulated one: FID, CLIP score and PickScore per
+    published system; the paper's traces as outlined bars, each simulated setting filled in the
+    system's colour (bars: mean over seeds; whiskers: min-max, or the paper's published range).
+    Also writes the table as ``paper_comparison.md`` and ``.csv`` beside the figure. Needs
+    ``reference:``."""
+    import matplotlib.pyplot as plt
+
+    comp = comparison_data(results)
+    if comp is None:
+        return []
+    t = comp.table
+    sources = comp.sources
+    papers = [x for x in sources if x.startswith("paper")]
+    hatches = ("", "///", "...", "xx")
+    sims = [x for x in sources if x.startswith("acsim")]
+    width = 0.8 / len(sources)
+    with paper_style():
+        fig, axes = plt.subplots(3, 1, figsize=(DOUBLE_COLUMN_IN, 5.4), sharex=True)
+        x = np.arange(len(comp.labels))
+        for ax, (_, _, name, higher) in zip(axes, METRICS, strict=True):
+            part = t[t["metric"] == name].set_index(["label", "source"])
+            for j, src in enumerate(sources):
+                rows = [part.loc[(lab, src)] if (lab, src) in part.index else None for lab in comp.labels]
+                mean = np.array([r["mean"] if r is not None else np.nan for r in rows])
+                lo = np.array([r["lo"] if r is not None else np.nan for r in rows])
+                hi = np.array([r["hi"] if r is not None else np.nan for r in rows])
+                if src in papers:  # published: outlined, hatched per paper trace
+                    style = {"color": "white", "edgecolor": "0.15", "hatch": hatches[papers.index(src) % 4]}
+                else:  # simulated: the colour of the acsim system the label is compared with
+                    style = {
+                        "color": [color_for(comp.systems[lab]) for lab in comp.labels],
+                        "edgecolor": "white",
+                        "hatch": hatches[sims.index(src) % len(hatches)],
+                    }
+                ax.bar(
+                    x + (j - (len(sources) - 1) / 2) * width,
+                    mean,
+                    width,
+                    yerr=np.maximum(np.vstack([mean - lo, hi - mean]), 0.0),
+                    capsize=1.2,
+                    error_kw={"linewidth": 0.6},
+                    linewidth=0.5,
+                    **style,
+                )
+            ax.set_ylabel(f"{name}\n({'higher' if higher else 'lower'} is better)")
+            ax.grid(axis="x", visible=False)
+            vals = part[["lo", "hi"]].to_numpy(dtype=float)
+            lo_v, hi_v = np.nanmin(vals), np.nanmax(vals)
+            ax.set_ylim(max(0.0, lo_v - 0.3 * (hi_v - lo_v)), hi_v + 0.1 * (hi_v - lo_v))
+        axes[-1].set_xticks(x, comp.labels, rotation=20, ha="right")
+        fig.tight_layout()
+        proxies = [Patch(facecolor="white", edgecolor="0.15", hatch=hatches[i % 4]) for i in range(len(papers))]
+        proxies += [Patch(facecolor="0.6", hatch=hatches[i % len(hatches)], edgecolor="white") for i in range(len(sims))]
+        _legend_below(fig, proxies, [*papers, *(f"{src} (system colours)" for src in sims)])
+        paths = save_figure(fig, out_dir, "paper_comparison")
+    atomic_write_text(Path(out_dir) / "paper_comparison.md", comparison_markdown(comp))
+    t.to_csv(Path(out_dir) / "paper_comparison.csv", index=False)
+    return paths
+
+
 FIGURES: dict[str, FigureFn] = {
     "cache_size": cache_size,
     "latency_cdf": latency_cdf,
@@ -575,4 +702,6 @@ FIGURES: dict[str, FigureFn] = {
     "quality_pareto": quality_pareto,
     "slo_vs_load": slo_vs_load,
     "timeseries": load_timeseries,
+    "quality_metrics": quality_metrics,
+    "paper_comparison": paper_comparison,
 }

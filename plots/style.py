@@ -36,6 +36,9 @@ _NAMED = {
     "nirvana": "#1f77b4",
     "nirvana-np": "#17becf",
     "small-model": "#bcbd22",
+    "smallmodel": "#bcbd22",
+    "pinecone": "#e377c2",
+    "crs": "#9467bd",
     "argus": "#2ca02c",
     "load-aware": "#2ca02c",
     # policies

@@ -65,6 +65,7 @@ def storage_usd(profile: Profile, tier: str | None, mean_cached_bytes: float, du
 def run_cost(
     profile: Profile,
     *,
+    gpu_price_per_hour_usd: float | None = None,
     gpus: int,
     duration_s: float,
     gpu_busy_s: float,
@@ -72,8 +73,12 @@ def run_cost(
     tier: str | None = None,
     uses_index: bool = False,
 ) -> Cost:
-    """The bill of a run of ``duration_s`` seconds on ``gpus`` GPUs that kept them busy ``gpu_busy_s``."""
-    price = profile.gpu_price_per_hour_usd
+    """The bill of a run of ``duration_s`` seconds on ``gpus`` GPUs that kept them busy ``gpu_busy_s``.
+
+    The GPU's hourly price is the profile's unless ``gpu_price_per_hour_usd`` gives the one of the
+    model's own worker (e.g. the small model's block).
+    """
+    price = profile.gpu_price_per_hour_usd if gpu_price_per_hour_usd is None else gpu_price_per_hour_usd
     busy_h = gpu_busy_s / 3600.0
     prov_h = gpus * duration_s / 3600.0
     return Cost(

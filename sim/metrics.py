@@ -4,6 +4,11 @@ Works on records of both replay paths. Cache-only records have NaN time columns:
 latency, queue and SLO fields are NaN, their GPU time is computed from the steps run and the
 latents saved (``gpu_s`` is filled by the full engine only; at batch size 1 the two agree) and
 their duration is the arrival span.
+
+A system's steps are those of the model it generates with (``stats["serves_with"]``, a block of
+the profile); ``compute_saved`` counts them in steps of the main model, weighted by the two
+models' step times, so a small model's cheap steps are not counted as full ones. Quality comes
+in three metrics (CLIP score, PickScore, FID; see :mod:`sim.quality`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import pandas as pd
 
 from sim.base.records import REUSE_OUTCOMES
 from sim.cost import run_cost
+from sim.quality import QualityModel
 from sim.selector import Selector
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
-    from sim.base.profile import Profile
+    from sim.base.profile import GpuModel, Profile
 
 _NAN = float("nan")
 
@@ -40,16 +46,17 @@ def _mean_cached_bytes(stats: dict[str, Any], exp: Experiment, profile: Profile)
     return float(c.capacity) * per_prompt * profile.latent_bytes
 
 
-def estimated_gpu_s(records: pd.DataFrame, profile: Profile) -> np.ndarray:
-    """GPU-seconds of each request from its steps, one image per batch (for records without ``gpu_s``).
+def estimated_gpu_s(records: pd.DataFrame, gpu: GpuModel | Profile) -> np.ndarray:
+    """GPU-seconds of each request from its steps of ``gpu``'s model, one image per batch (for
+    records without ``gpu_s``; a Profile means its main model).
 
     A generation that saves intermediate latents (``saved_latents`` > 0) pays the save overhead
     on every step, as in the engine; storing a final image costs no GPU time.
     """
     steps = records["steps"].to_numpy(dtype=float)
-    per_step = np.full(len(steps), profile.step_s(1))
-    per_step += np.where(records["saved_latents"].to_numpy() > 0, profile.save_overhead_step_s, 0.0)
-    work = profile.text_encoder_s + steps * per_step + profile.vae_decode_s
+    per_step = np.full(len(steps), gpu.step_s(1))
+    per_step += np.where(records["saved_latents"].to_numpy() > 0, gpu.save_overhead_step_s, 0.0)
+    work = gpu.text_encoder_s + steps * per_step + gpu.vae_decode_s
     return np.where(steps > 0, work, 0.0)
 
 
@@ -64,9 +71,10 @@ def quality_traded(records: pd.DataFrame, profile: Profile, exp: Experiment) -> 
     if "boost" not in records or not (records["boost"] > 0).any():
         return 0.0
     sel = Selector.from_config(exp, profile)
+    hit = QualityModel(profile).hit
     b = records[records["boost"] > 0]
     plain_q = [
-        profile.quality_for_k(sel.k_for(float(s))) if s == s else profile.quality_vanilla
+        hit(sel.k_for(float(s)), float(s)) if s == s else profile.quality_vanilla
         for s in b["similarity"].to_numpy(dtype=float)
     ]
     return float(np.sum(np.asarray(plain_q) - b["quality"].to_numpy(dtype=float)) / len(records))
@@ -87,9 +95,10 @@ def summarize(
     arrival = r["arrival_s"].to_numpy(dtype=float)
     kind = stats["lookup_kind"]
     caches = bool(stats["caches"])
+    gpu = profile.gpu_model(stats.get("serves_with", "model"))
     gpu_s = r["gpu_s"].to_numpy(dtype=float)
     if not full or np.isnan(gpu_s).any():
-        gpu_s = estimated_gpu_s(r, profile)
+        gpu_s = estimated_gpu_s(r, gpu)
     gpu_busy = float(gpu_s.sum())
     if full:
         t0 = float(arrival.min())
@@ -99,6 +108,7 @@ def summarize(
     gpus = int(engine.get("gpus", exp.cluster.gpus))
     cost = run_cost(
         profile,
+        gpu_price_per_hour_usd=gpu.gpu_price_per_hour_usd,
         gpus=gpus,
         duration_s=duration,
         gpu_busy_s=gpu_busy,
@@ -106,15 +116,24 @@ def summarize(
         tier=exp.cache.tier,
         uses_index=kind == "vector",
     )
+    # Steps of the system's model, in steps of the main model (their step times' ratio).
+    step_weight = gpu.step_s(1) / profile.step_s(1)
     steps = r["steps"].to_numpy()
     pct = np.percentile(latency, [50, 95, 99]) if full else [_NAN] * 3
+    quality = QualityModel(profile).summary(
+        r, model=gpu, retrieval_source=stats.get("retrieval_source", "cache")
+    )
+    hits = int(np.isin(outcome, REUSE_OUTCOMES).sum())
+    lost = int(engine.get("lost_hits", 0))
+    looked = engine.get("looked_up")
+    predicts = full and kind != "none" and looked is not None
     row: dict[str, Any] = {
         "system": name,
         "policy": exp.cache.policy if caches else None,
         "cache_capacity": exp.cache.capacity if caches else _NAN,
         "requests": n,
         "hit_rate": float(np.isin(outcome, REUSE_OUTCOMES).mean()) if n else _NAN,
-        "compute_saved": 1.0 - float(steps.sum()) / (n * profile.steps) if n else _NAN,
+        "compute_saved": 1.0 - step_weight * float(steps.sum()) / (n * profile.steps) if n else _NAN,
         "mean_latency_s": float(latency.mean()) if full else _NAN,
         "p50_latency_s": float(pct[0]),
         "p95_latency_s": float(pct[1]),
@@ -124,7 +143,9 @@ def summarize(
         "gpu_busy_s": gpu_busy,
         "gpu_utilization": gpu_busy / (gpus * duration) if duration > 0 else _NAN,
         "slo_attainment": float((latency <= exp.selector.slo_s).mean()) if full else _NAN,
-        "quality_clip": float(r["quality"].mean()) if n else _NAN,
+        "quality_clip": quality["quality_clip"],
+        "quality_pickscore": quality["quality_pickscore"],
+        "quality_fid": quality["quality_fid"],
         "cost_usd": cost.total_usd,
         "cost_per_1k_images_usd": 1000.0 * cost.total_usd / n if n else _NAN,
         "holes": int((outcome == "hole").sum()),
@@ -136,10 +157,15 @@ def summarize(
         "index_usd": cost.index_usd,
         "quality_traded": quality_traded(r, profile, exp),
         "boosted_share": float((r["boost"] > 0).mean()) if "boost" in r and n else 0.0,
-        "lost_hits": engine.get("lost_hits", 0),
+        "lost_hits": lost,
         "predictor_skipped": engine.get("predictor_skipped", 0),
+        # The match predictor as a classifier of "this lookup would reuse something" (full mode):
+        # precision = reuses / lookups made; recall = reuses / (reuses + hits lost to skipped lookups).
+        "predictor_precision": hits / looked if predicts and looked else _NAN,
+        "predictor_recall": hits / (hits + lost) if predicts and hits + lost else _NAN,
         # What the system and its policy declare (figures and reports read these, not names).
         "lookup_kind": kind,
+        "serves_with": gpu.block,
         "caches": caches,
         "is_baseline": bool(stats["is_baseline"]),
         "policy_offline": bool(stats["policy_offline"]),

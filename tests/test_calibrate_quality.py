@@ -154,7 +154,8 @@ def test_quality_cli_on_tiny_sdxl(tmp_path, capsys):
     assert profile.quality_relative_by_k[3] == pytest.approx(k3 / vanilla, rel=1e-5)
     assert raw["ladder"]["kind"] == raw["quality"]["kind"] == "measured"
     assert raw["ladder"]["embedder"] == "clip"
-    assert raw["quality"]["fields"]["small_model"]["kind"] == "published"
+    assert raw["quality"]["fields"]["pickscore"]["kind"] == "assumed"  # not measured: carried over
+    assert raw["small_model"] == load_profile("sdxl-a10g").raw["small_model"]
     assert raw["latency"] == load_profile("sdxl-a10g").raw["latency"]  # carried over untouched
     assert all(0 < k < 10 for _, k in profile.ladder)
 

@@ -46,3 +46,21 @@ def test_a100_is_over_three_times_faster_and_four_times_dearer_per_hour():
     # Quality is the model's, not the GPU's.
     assert a100.quality_relative_by_k == a10g.quality_relative_by_k
     assert a100.ladder == a10g.ladder and a100.k_levels == a10g.k_levels
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_small_model_block_follows_its_derivation(name):
+    """SDXL-Lightning 4-step: the SDXL UNet without classifier-free guidance, so a batch of b images
+    costs what SDXL's batch of b/2 costs (one UNet pass per image and step instead of two), a lone
+    image 1/1.9 of a guided step; its quality is the paper's SMALLMODEL row."""
+    p = load_profile(name)
+    small = p.gpu_model("small_model")
+    assert small.steps == 4 and small.block == "small_model"
+    assert small.step_s(1) == pytest.approx(p.step_s(1) / 1.9, rel=2e-3)
+    for b in (2, 4, 8):
+        assert small.step_s(b) == pytest.approx(p.step_s(b // 2), rel=1e-3)
+    assert (small.text_encoder_s, small.vae_decode_s) == (p.text_encoder_s, p.vae_decode_s)
+    assert small.gpu_price_per_hour_usd == p.gpu_price_per_hour_usd
+    assert small.quality == {"clip": 25.64, "pickscore": 18.65, "fid": 11.14}
+    assert job_work(small, small.steps, False) < job_work(p, p.steps, False) / 10
+    assert p.corpus_quality == {"clip": 24.05, "pickscore": 18.84, "fid": 8.43}

@@ -21,6 +21,7 @@ from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
 from sim.base.records import OUTCOMES, REUSE_OUTCOMES
 from sim.metrics import summarize
+from sim.quality import RETRIEVAL_SOURCES
 from sim.replay import replay
 from sim.systems import LOOKUP_KINDS, SYSTEMS, build_system
 
@@ -55,9 +56,15 @@ def test_declarations_are_well_formed(name: str) -> None:
     cls = SYSTEMS[name]
     assert cls.name == name
     assert cls.lookup_kind in LOOKUP_KINDS
-    # Searching by similarity costs an embedding and a vector search; nothing else needs the lists.
-    assert cls.needs_neighbours == (cls.lookup_kind == "vector")
+    # Searching the trace's earlier prompts by similarity costs an embedding and a vector search
+    # (a vector search over a fixed external corpus needs no neighbour lists).
+    assert not cls.needs_neighbours or cls.lookup_kind == "vector"
     assert not (cls.saves_latents and not cls.caches)
+    assert cls.retrieval_source in RETRIEVAL_SOURCES
+    # The model it generates with is a block of the shipped profile, with a price and a quality.
+    gpu = PROFILE.gpu_model(cls.serves_with)
+    assert gpu.steps >= 1 and gpu.gpu_price_per_hour_usd > 0 and math.isfinite(gpu.quality["clip"])
+    cls.check_profile(Experiment(), PROFILE)
     if cls.params_type is not None:
         defaults = cls.params_of(Experiment())
         assert dataclasses.is_dataclass(defaults)
@@ -71,6 +78,7 @@ def test_decisions_are_consistent_with_the_declarations(name: str, work) -> None
     exp, system = make(name, work)
     decisions = drive(system, 600)
     levels = set(PROFILE.k_levels) | {N}
+    steps = system.gpu_model().steps  # its own model's steps (the small model runs fewer)
     reused = 0
     for d in decisions:
         assert d.outcome in OUTCOMES
@@ -78,14 +86,45 @@ def test_decisions_are_consistent_with_the_declarations(name: str, work) -> None
         if d.outcome in IMAGE_OUTCOMES:
             assert d.steps == 0
         else:
-            assert d.steps == N - d.k_used
+            assert d.steps == steps - d.k_used
         assert math.isfinite(d.quality) and 0 < d.quality <= PROFILE.quality_vanilla
         assert set(d.store_levels) <= levels
         assert (system.saved_latents(d) > 0) == (system.saves_latents and bool(d.store_levels))
         reused += d.outcome in REUSE_OUTCOMES
-    assert (reused > 0) == SYSTEMS[name].caches, "only caching systems reuse, and on this workload they do"
+    # Systems that look something up (a cache or a corpus) reuse on this workload; the others never.
+    assert (reused > 0) == (SYSTEMS[name].lookup_kind != "none")
     miss = system.miss_decision(0, 0.0)
-    assert miss.outcome in ("miss", "bypass") and miss.steps == N and miss.matched == -1
+    assert miss.outcome in ("miss", "bypass") and miss.steps == steps and miss.matched == -1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_probe_foretells_the_lookup_and_changes_nothing(name: str, work) -> None:
+    """``probe`` (used to count hits a blind match predictor lost) says whether the lookup would
+    reuse something, and leaves the cache exactly as it was."""
+    _, system = make(name, work)
+    _, twin = make(name, work)  # driven without probes: must end in the same state
+    agree = 0
+    for i in range(600):
+        if i % 10 == 0:  # counters unchanged by a probe (the twin checks the whole state at the end)
+            before = system.stats()
+            before.pop("occupancy")
+        foretold = system.probe(i, float(i))
+        if i % 10 == 0:
+            after = system.stats()
+            after.pop("occupancy")
+            assert before == after
+        d = system.lookup(i, float(i))
+        system.complete(i, d, float(i))
+        t = twin.lookup(i, float(i))
+        twin.complete(i, t, float(i))
+        assert d._replace(similarity=0.0) == t._replace(similarity=0.0), i  # the same decisions ...
+        assert d.similarity == t.similarity or math.isnan(d.similarity) and math.isnan(t.similarity)
+        assert foretold == (d.outcome in REUSE_OUTCOMES), i
+        agree += foretold
+    assert (agree > 0) == (SYSTEMS[name].lookup_kind != "none")
+    a, b = system.stats(), twin.stats()
+    a.pop("occupancy"), b.pop("occupancy")
+    assert a == b
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -124,17 +163,26 @@ def test_the_summary_row_carries_the_declarations(name: str, work) -> None:
     )
     assert (row["policy"] == "lru") == cls.caches
     assert row["policy_offline"] is False
+    assert row["serves_with"] == cls.serves_with
     if cls.is_baseline:
         assert row["compute_saved"] == 0.0
-    # Saving latents costs GPU time: the busy time exceeds plain generation exactly by it.
+    # Saving latents costs GPU time: the busy time exceeds plain generation exactly by it. Steps
+    # are charged at the step time of the system's own model.
+    gpu = PROFILE.gpu_model(cls.serves_with)
     plain = N * PROFILE.step_s(1) + PROFILE.text_encoder_s + PROFILE.vae_decode_s
     saving = (records["saved_latents"] > 0).to_numpy()
     run = (records["steps"] > 0).to_numpy()
-    expected = np.where(run, PROFILE.text_encoder_s + PROFILE.vae_decode_s, 0.0) + records[
+    expected = np.where(run, gpu.text_encoder_s + gpu.vae_decode_s, 0.0) + records[
         "steps"
-    ].to_numpy() * (PROFILE.step_s(1) + np.where(saving, PROFILE.save_overhead_step_s, 0.0))
+    ].to_numpy() * (gpu.step_s(1) + np.where(saving, gpu.save_overhead_step_s, 0.0))
     assert row["gpu_busy_s"] == pytest.approx(expected.sum(), rel=1e-9)
     assert row["gpu_busy_s"] <= len(records) * (plain + N * PROFILE.save_overhead_step_s)
+    # Compute saved counts the steps run in steps of the main model.
+    main_steps = records["steps"].sum() * gpu.step_s(1) / PROFILE.step_s(1)
+    assert row["compute_saved"] == pytest.approx(1 - main_steps / (len(records) * N))
+    # Three quality metrics, each between the best and the worst kind of image the profile knows.
+    for metric, lo, hi in (("clip", 20, 30.28), ("pickscore", 18, 20.86), ("fid", 3, 12)):
+        assert lo <= row[f"quality_{metric}"] <= hi + 1e-9, metric
 
 
 def test_an_offline_policy_is_declared_in_the_summary(work) -> None:

@@ -32,6 +32,8 @@ SUMMARY_COLUMNS = [
     "gpu_utilization",
     "slo_attainment",
     "quality_clip",
+    "quality_pickscore",
+    "quality_fid",
     "cost_usd",
     "cost_per_1k_images_usd",
     "holes",

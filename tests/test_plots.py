@@ -222,3 +222,58 @@ def test_missing_or_broken_results_are_input_errors(tmp_path):
     (tmp_path / "summary.csv").write_text("policy,hit_rate\nlru,0.1\n")
     with pytest.raises(InputError, match="'system'"):
         plot_results(tmp_path)
+
+
+def test_quality_metrics_and_the_paper_comparison(tmp_path):
+    """Three-metric bars per system, and the paper's table beside the simulated one, joined on
+    (system, predictor.kind) as the reference file says."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text(
+        "label,system,predictor,paper_trace,fid,fid_lo,fid_hi,clip,pickscore,source\n"
+        "VANILLA,vanilla,none,DiffusionDB,6.52,6.12,6.92,30.28,20.86,paper\n"
+        "NIRVANA,nirvana,ocsvm,DiffusionDB,4.68,,,28.81,20.41,paper\n"
+        "NIRVANA w/o MP,nirvana,none,DiffusionDB,4.94,,,28.65,20.35,paper\n"
+    )
+    quality = {"vanilla": (6.52, 30.28, 20.86), "nirvana": (5.0, 29.0, 20.5)}
+    frames, index = [], []
+    for kind in ("none", "ocsvm"):
+        for seed in (1, 2):
+            name = f"{kind}-{seed}"
+            rows = []
+            for system, (fid, clip, pick) in quality.items():
+                bump = 0.1 * seed + (0.2 if kind == "ocsvm" and system == "nirvana" else 0.0)
+                rows.append({"system": system, "quality_fid": fid - bump, "quality_clip": clip + bump,
+                             "quality_pickscore": pick + bump})
+            s = pd.DataFrame(rows)
+            atomic_write_csv(tmp_path / "runs" / name / "summary.csv", s)
+            frames.append(s.assign(run=name, **{"predictor.kind": kind, "seed": seed}))
+            index.append({"run": name, "predictor.kind": kind, "seed": seed, "status": "done"})
+    summary = pd.concat(frames, ignore_index=True)[["run", "predictor.kind", "seed", *frames[0].columns[:4]]]
+    atomic_write_csv(tmp_path / "summary.csv", summary)
+    atomic_write_csv(tmp_path / "runs.csv", pd.DataFrame(index))
+    atomic_write_text(tmp_path / "sweep.yaml", yaml.safe_dump({"reference": str(ref)}))
+    paths = plot_results(tmp_path)
+    _check_files(paths)
+    assert {"quality_metrics", "paper_comparison"} <= _stems(paths)
+    table = pd.read_csv(tmp_path / "plots" / "paper_comparison.csv").set_index(["label", "metric", "source"])
+    # NIRVANA is nirvana under the one-class SVM, NIRVANA w/o MP the same system without a predictor:
+    # seeds 1 and 2 give bumps 0.3 and 0.4 (with the predictor), 0.1 and 0.2 (without).
+    assert table.loc[("NIRVANA", "CLIP score", "acsim: this run"), "mean"] == pytest.approx(29.35)
+    assert table.loc[("NIRVANA w/o MP", "CLIP score", "acsim: this run"), "mean"] == pytest.approx(29.15)
+    assert table.loc[("NIRVANA w/o MP", "FID", "acsim: this run"), ["lo", "hi"]].tolist() == pytest.approx([4.8, 4.9])
+    assert table.loc[("VANILLA", "FID", "paper: DiffusionDB"), ["lo", "mean", "hi"]].tolist() == [6.12, 6.52, 6.92]
+    md = (tmp_path / "plots" / "paper_comparison.md").read_text()
+    assert md.splitlines()[0].startswith("| system | FID (paper: DiffusionDB) | FID (acsim: this run)")
+    assert "| NIRVANA | 4.68 | 4.65 (4.60-4.70) |" in md
+
+
+def test_a_bad_reference_file_names_row_and_column(tmp_path):
+    from plots.reference import read_reference
+
+    bad = tmp_path / "ref.csv"
+    bad.write_text("label,system,predictor,paper_trace,fid,clip,pickscore\nX,vanilla,none,D,high,30,20\n")
+    with pytest.raises(InputError, match="row 2, column 'fid'"):
+        read_reference(bad)
+    bad.write_text("label,system\nX,vanilla\n")
+    with pytest.raises(InputError, match="missing columns"):
+        read_reference(bad)

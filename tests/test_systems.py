@@ -61,8 +61,8 @@ def run(sys_, n: int) -> list[Decision]:
 
 
 def test_registry_and_unknown_name() -> None:
-    assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana"}
-    with pytest.raises(ConfigError, match="allowed: exact, gptcache, nirvana, vanilla"):
+    assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana", "pinecone", "crs", "smallmodel"}
+    with pytest.raises(ConfigError, match="allowed: crs, exact, gptcache, nirvana, pinecone, smallmodel, vanilla"):
         build_system("nirvanna", Experiment(), arrays([0]), None, PROFILE)
 
 

@@ -49,6 +49,8 @@ def _check_trace(exp: Experiment) -> None:
     if trace.path is not None and not exists(trace.path, "file"):
         problem = "is a directory, not a trace file" if exists(trace.path, "dir") else "no such file"
         raise ConfigError("trace.path", trace.path, problem)
+    if exp.reference is not None and not exists(exp.reference, "file"):
+        raise ConfigError("reference", exp.reference, "no such file (a CSV of published numbers)")
     rate_path = trace.arrival.rate_path
     if trace.arrival.process == "rate" and rate_path and not exists(rate_path, "file"):
         raise ConfigError("trace.arrival.rate_path", rate_path, "no such file")
@@ -59,6 +61,8 @@ def _check_trace(exp: Experiment) -> None:
 
 
 def _check_against_profile(exp: Experiment, profile: Profile) -> None:
+    for name in exp.systems:
+        SYSTEMS[name].check_profile(exp, profile)
     levels = sorted(profile.k_levels)
     for i, (s, k) in enumerate(exp.selector.ladder or []):
         if int(k) not in levels:

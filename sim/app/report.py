@@ -18,6 +18,8 @@ _COLUMNS = (
     ("hit_rate", "hit rate", "{:.1%}"),
     ("compute_saved", "compute saved", "{:.1%}"),
     ("quality_clip", "CLIP", "{:.2f}"),
+    ("quality_pickscore", "PickScore", "{:.2f}"),
+    ("quality_fid", "FID", "{:.2f}"),
     ("mean_latency_s", "mean lat s", "{:.2f}"),
     ("p95_latency_s", "p95 lat s", "{:.2f}"),
     ("mean_queue_s", "queue s", "{:.2f}"),

@@ -216,10 +216,13 @@ class PredictorConfig:
     kind: str = "none"  # a name of sim.engine.predictor.PREDICTORS (checked by the preflight step)
     precision: float = 0.9  # for kind=model
     recall: float = 0.9
-    warmup: int = 2000  # requests used to train kind=learned
+    warmup: int = 2000  # requests used to train kind=learned and kind=ocsvm
+    # kind=ocsvm: the one-class SVM's nu, the largest share of training hits it may leave outside
+    # its region (assumed: 0.1, aiming at ~90% recall like kind=model's default; the paper gives none).
+    nu: float = 0.1
 
     def check(self) -> None:
-        for name in ("precision", "recall"):
+        for name in ("precision", "recall", "nu"):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise ConfigError(name, v, "must be in (0, 1]")
@@ -248,6 +251,8 @@ class Experiment:
     mode: Literal["full", "cache-only"] = "full"
     output: str = "results/experiment"
     plots: bool = True
+    # A CSV of published numbers the figures put beside the results (layout: plots/reference.py).
+    reference: str | None = None
     sweep: dict[str, Any] | None = None
 
     def check(self) -> None:

@@ -9,11 +9,20 @@ A profile file is typed by the dataclasses below with the same machinery as an e
 (:func:`sim.base.config.build`): every error names the file and the dotted field, the bad value
 and what is allowed, unknown keys get a did-you-mean. :func:`load_profile` is the one reader
 that every command uses (``acsim profiles``, ``validate``, ``run``, ``sweep``, ``calibrate``).
+
+Besides the main model (``model``, timed in ``latency``), a profile may carry a ``small_model``
+block (a cheaper model some systems generate with: its steps, step times, price and quality);
+both are :class:`GpuModel` s, by block name (:meth:`Profile.gpu_model`). Quality comes in three
+metrics: CLIP score (``quality.vanilla``, ``relative_by_k``, the retrieval line, optionally
+``by_similarity_bin``), PickScore and FID (``quality.pickscore`` / ``quality.fid``), plus the
+images of an external corpus (``quality.corpus_retrieval``); :mod:`sim.quality` turns them into
+per-request expectations.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -145,6 +154,34 @@ class LadderBlock:
 
 
 @dataclass(kw_only=True)
+class PerClipLoss:
+    reuse: float = 1.0
+    retrieval: float = 1.0
+
+
+@dataclass(kw_only=True)
+class MetricBlock:
+    """``quality.pickscore`` / ``quality.fid``: a metric other than CLIP (see :class:`MetricValues`)."""
+
+    vanilla: float
+    per_clip_loss: PerClipLoss | None = None
+    by_k: dict[int, float] | None = None
+    retrieved: float | None = None
+    vanilla_range: list[float] | None = None
+    scorer: str | None = None  # calibrate quality: the PickScore model that measured by_k / retrieved
+    note: str | None = None  # calibrate quality: the features and reference set of a measured FID
+
+
+@dataclass(kw_only=True)
+class MetricTriple:
+    """The three metrics of one kind of image (``quality.corpus_retrieval``, ``small_model.quality``)."""
+
+    clip_score: float | None = None
+    pickscore: float | None = None
+    fid: float | None = None
+
+
+@dataclass(kw_only=True)
 class QualityBlock:
     vanilla: float
     relative_by_k: dict[int, float]
@@ -155,8 +192,11 @@ class QualityBlock:
     retrieval_at_1: float | None = None
     retrieval_slope_per_unit_s: float = 0.0
     exact: float | None = None
-    small_model: float | None = None
+    small_model: float | None = None  # older profiles: the small model's CLIP score (now small_model.quality)
     by_similarity_bin: list[Any] | None = None
+    pickscore: MetricBlock | None = None
+    fid: MetricBlock | None = None
+    corpus_retrieval: MetricTriple | None = None
     fields: dict[str, Any] | None = None
 
     def check(self) -> None:
@@ -216,17 +256,37 @@ class CostBlock:
 
 
 @dataclass(kw_only=True)
-class SmallModelBlock:
+class SmallModelLatency:
     denoise_step_s: dict[int, float]
+    text_encoder_s: float | None = None  # None: the main model's
+    vae_decode_s: float | None = None
+    denoise_step_spread_s: dict[int, Any] | None = None  # calibrate: quantiles of the timed steps
+
+    def check(self) -> None:
+        _seconds_by_batch("denoise_step_s", self.denoise_step_s)
+        _non_negative(self, "text_encoder_s", "vae_decode_s")
+
+
+@dataclass(kw_only=True)
+class SmallModelBlock:
+    """A cheaper model some systems generate every image with (the SMALLMODEL baseline)."""
+
     steps: int
+    latency: SmallModelLatency
     kind: Kind
     source: str
+    name: str | None = None
+    guidance: float | None = None
+    resolution: int | None = None
+    price_per_hour_usd: float | None = None  # None: the profile's GPU price
+    quality: MetricTriple | None = None
+    fields: dict[str, Any] | None = None
 
     def check(self) -> None:
         _sourced(self)
-        _seconds_by_batch("denoise_step_s", self.denoise_step_s)
         if not 1 <= self.steps <= MAX_STEPS:
             raise ConfigError("steps", self.steps, f"must be in 1..{MAX_STEPS}")
+        _non_negative(self, "price_per_hour_usd")
 
 
 @dataclass(kw_only=True)
@@ -287,6 +347,84 @@ class Tier:
         return self.latency_s + nbytes / self.bandwidth_Bps
 
 
+def interpolate_step_s(denoise_step_s: dict[int, float], batch: int) -> float:
+    """Seconds per denoising step for a batch, interpolated linearly between profiled sizes.
+
+    Beyond the largest profiled batch the cost per image of that batch is held
+    (no silent optimistic extrapolation).
+    """
+    sizes = sorted(denoise_step_s)
+    if batch in denoise_step_s:
+        return denoise_step_s[batch]
+    if batch < sizes[0]:
+        return denoise_step_s[sizes[0]]
+    if batch > sizes[-1]:
+        big = sizes[-1]
+        return denoise_step_s[big] * batch / big
+    j = bisect.bisect_left(sizes, batch)
+    lo, hi = sizes[j - 1], sizes[j]
+    w = (batch - lo) / (hi - lo)
+    return denoise_step_s[lo] * (1 - w) + denoise_step_s[hi] * w
+
+
+# The image-quality metrics a profile can carry: CLIP score and PickScore (higher is better) and
+# FID (a distribution metric, lower is better).
+QUALITY_METRICS = ("clip", "pickscore", "fid")
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """One model a system generates with, and what an image costs with it on the profile's GPU.
+
+    ``block`` is the profile block it comes from: ``model`` (the main model, whose timings
+    live in ``latency``) or ``small_model``. The attribute names match :class:`Profile`'s, so
+    the engine's work functions take either. ``quality`` holds the expected value of each
+    metric in :data:`QUALITY_METRICS` for a fresh image (NaN when the profile has none).
+    """
+
+    block: str
+    name: str
+    steps: int
+    denoise_step_s: dict[int, float]
+    save_overhead_step_s: float
+    text_encoder_s: float
+    vae_decode_s: float
+    gpu_price_per_hour_usd: float
+    quality: dict[str, float]
+
+    def step_s(self, batch: int = 1) -> float:
+        """Seconds per denoising step for a batch (see :func:`interpolate_step_s`)."""
+        return interpolate_step_s(self.denoise_step_s, batch)
+
+
+@dataclass(frozen=True)
+class SimilarityBin:
+    """One row of ``quality.by_similarity_bin`` (written by ``calibrate quality``)."""
+
+    lo: float
+    hi: float
+    pairs: int
+    relative_loss_by_k: dict[int, float]  # CLIP-score loss vs vanilla of a reuse at K, in this bin
+    retrieved_relative_loss: float | None  # the same for the cached prompt's own image
+
+
+@dataclass(frozen=True)
+class MetricValues:
+    """A metric other than CLIP (``quality.pickscore``, ``quality.fid``) for each kind of delivered image.
+
+    A reused or retrieved image with relative CLIP-score loss ``L`` gets
+    ``vanilla * (1 - per_clip_loss * L)`` (per family), unless measured values are given:
+    ``by_k`` (a reuse at K) and ``retrieved`` (another prompt's image).
+    """
+
+    name: str
+    vanilla: float
+    per_clip_loss_reuse: float
+    per_clip_loss_retrieval: float
+    by_k: dict[int, float]
+    retrieved: float | None
+
+
 @dataclass(frozen=True)
 class Profile:
     """A validated calibration profile (see ``calibrate/profiles/sdxl-a10g.yaml``)."""
@@ -314,25 +452,26 @@ class Profile:
     default_tier: str
     index_per_hour_usd: float
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    # The models systems generate with, by profile block (``model``; ``small_model`` when present).
+    gpu_models: dict[str, GpuModel] = field(repr=False, compare=False, default_factory=dict)
+    quality_by_bin: tuple[SimilarityBin, ...] = ()
+    # PickScore and FID (``quality.pickscore``, ``quality.fid``), when the profile has them.
+    quality_metrics: dict[str, MetricValues] = field(default_factory=dict)
+    # Metric values of an image retrieved from an external corpus (``quality.corpus_retrieval``).
+    corpus_quality: dict[str, float] = field(default_factory=dict)
 
     def step_s(self, batch: int = 1) -> float:
-        """Seconds per denoising step for a batch, interpolated linearly between profiled sizes.
+        """Seconds per denoising step of the main model for a batch (see :func:`interpolate_step_s`)."""
+        return interpolate_step_s(self.denoise_step_s, batch)
 
-        Beyond the largest profiled batch the cost per image of that batch is held
-        (no silent optimistic extrapolation).
-        """
-        sizes = sorted(self.denoise_step_s)
-        if batch in self.denoise_step_s:
-            return self.denoise_step_s[batch]
-        if batch < sizes[0]:
-            return self.denoise_step_s[sizes[0]]
-        if batch > sizes[-1]:
-            big = sizes[-1]
-            return self.denoise_step_s[big] * batch / big
-        j = bisect.bisect_left(sizes, batch)
-        lo, hi = sizes[j - 1], sizes[j]
-        w = (batch - lo) / (hi - lo)
-        return self.denoise_step_s[lo] * (1 - w) + self.denoise_step_s[hi] * w
+    def gpu_model(self, block: str = "model") -> GpuModel:
+        """The model of profile block ``block`` (``model`` or ``small_model``); InputError when absent."""
+        found = self.gpu_models.get(block)
+        if found is None:
+            raise InputError(
+                self.name, f"profile has no {block!r} block; blocks with a model: {', '.join(self.gpu_models)}"
+            )
+        return found
 
     def quality_for_k(self, k: int) -> float:
         """Expected CLIP score of an image whose first ``k`` steps came from a cached latent."""
@@ -386,6 +525,25 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
     except ConfigError as exc:
         raise InputError(path, str(exc)) from None
     lat, q = f.latency, f.quality
+    metrics = {name: _metric(name, block) for name, block in (("pickscore", q.pickscore), ("fid", q.fid)) if block}
+    main = GpuModel(
+        block="model",
+        name=f.model.name or "model",
+        steps=f.model.steps,
+        denoise_step_s=dict(lat.denoise_step_s),
+        save_overhead_step_s=lat.save_overhead_step_s,
+        text_encoder_s=lat.text_encoder_s,
+        vae_decode_s=lat.vae_decode_s,
+        gpu_price_per_hour_usd=f.gpu.price_per_hour_usd,
+        quality={"clip": q.vanilla, **{m: metrics[m].vanilla if m in metrics else math.nan for m in ("pickscore", "fid")}},
+    )
+    gpu_models = {"model": main}
+    if f.small_model is not None:
+        gpu_models["small_model"] = _small_model(f.small_model, main)
+    try:
+        bins = _bins(q.by_similarity_bin or [])
+    except ConfigError as exc:
+        raise InputError(path, str(exc)) from None
     return Profile(
         name=f.name or path.stem,
         steps=f.model.steps,
@@ -413,4 +571,75 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         default_tier=f.storage.default_tier,
         index_per_hour_usd=f.cost.index_per_hour_usd if f.cost is not None else 0.0,
         raw=data,
+        gpu_models=gpu_models,
+        quality_by_bin=bins,
+        quality_metrics=metrics,
+        corpus_quality=_triple(q.corpus_retrieval) if q.corpus_retrieval is not None else {},
+    )
+
+
+def _triple(t: MetricTriple | None) -> dict[str, float]:
+    """{clip, pickscore, fid} of one kind of image (missing: NaN)."""
+    if t is None:
+        return dict.fromkeys(QUALITY_METRICS, math.nan)
+    values = {"clip": t.clip_score, "pickscore": t.pickscore, "fid": t.fid}
+    return {m: math.nan if v is None else float(v) for m, v in values.items()}
+
+
+def _metric(name: str, block: MetricBlock) -> MetricValues:
+    ratio = block.per_clip_loss or PerClipLoss()
+    return MetricValues(
+        name=name,
+        vanilla=block.vanilla,
+        per_clip_loss_reuse=ratio.reuse,
+        per_clip_loss_retrieval=ratio.retrieval,
+        by_k=dict(block.by_k or {}),
+        retrieved=block.retrieved,
+    )
+
+
+def _bins(rows: list[Any]) -> tuple[SimilarityBin, ...]:
+    """``quality.by_similarity_bin`` rows (as ``calibrate quality`` writes them), checked and sorted."""
+    out: list[SimilarityBin] = []
+    for i, row in enumerate(rows):
+        where = f"quality.by_similarity_bin[{i}]"
+        try:
+            lo, hi = (float(x) for x in row["bin"])
+            # A loss a run could not compute (vanilla scored 0) is written as null: no value.
+            losses = {int(k): float(v) for k, v in (row.get("relative_loss_by_k") or {}).items() if v is not None}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(where, row, "needs bin: [lo, hi] and relative_loss_by_k: {K: loss}") from None
+        if not lo < hi:
+            raise ConfigError(f"{where}.bin", [lo, hi], "bin edges must increase")
+        if out and lo < out[-1].hi - 1e-12:
+            raise ConfigError(f"{where}.bin", [lo, hi], "bins must be sorted and must not overlap")
+        retrieved = row.get("retrieved_relative_loss")
+        out.append(
+            SimilarityBin(
+                lo=lo,
+                hi=hi,
+                pairs=int(row.get("pairs", 0)),
+                relative_loss_by_k={k: v for k, v in losses.items() if math.isfinite(v)},
+                retrieved_relative_loss=None
+                if retrieved is None or not math.isfinite(float(retrieved))
+                else float(retrieved),
+            )
+        )
+    return tuple(out)
+
+
+def _small_model(sm: SmallModelBlock, main: GpuModel) -> GpuModel:
+    """The ``small_model`` block: a cheaper model some systems generate every image with."""
+    lat = sm.latency
+    return GpuModel(
+        block="small_model",
+        name=sm.name or "small model",
+        steps=sm.steps,
+        denoise_step_s=dict(lat.denoise_step_s),
+        # A small model serves every request itself and saves no latents for a cache.
+        save_overhead_step_s=0.0,
+        text_encoder_s=main.text_encoder_s if lat.text_encoder_s is None else lat.text_encoder_s,
+        vae_decode_s=main.vae_decode_s if lat.vae_decode_s is None else lat.vae_decode_s,
+        gpu_price_per_hour_usd=main.gpu_price_per_hour_usd if sm.price_per_hour_usd is None else sm.price_per_hour_usd,
+        quality=_triple(sm.quality),
     )

@@ -61,8 +61,10 @@ def simulate(
     env = simpy.Environment()
     tiers = TierPath(profile, exp.cache.tier)
     predictor = build_predictor(exp.predictor, prompt_ids, embeddings, seed)
-    pool = GpuPool(env, cluster.gpus, QUEUES[cluster.queue](), cluster.batch, profile)
-    source = Source(env, system, arrival_s, prompt_ids, exp, profile, pool, predictor, tiers)
+    # The system declares which model generates its images; the profile (the GPU) what that costs.
+    gpu = profile.gpu_model(system.serves_with)
+    pool = GpuPool(env, cluster.gpus, QUEUES[cluster.queue](), cluster.batch, gpu)
+    source = Source(env, system, arrival_s, prompt_ids, exp, profile, pool, predictor, tiers, gpu)
     pool.on_finish = source.finish_job
     source.start_arrivals()
     env.run()
@@ -103,6 +105,7 @@ def simulate(
         "system_area": source.system_area + n * source.embed_s,
         "queue_area": pool.queue_area,
         "lost_hits": source.lost_hits,
+        "looked_up": source.looked_up,
         "boosted": source.boosted,
         "tier": tiers.name,
         "lookup_kind": source.kind,

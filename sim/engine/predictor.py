@@ -2,16 +2,23 @@
 
 A predictor answers "look this prompt up?" before the lookup. A predicted miss saves the
 index lookup (and there is nothing to fetch); a predicted miss that would have hit loses
-that hit, and the request is generated from scratch. Four kinds (``predictor.kind``):
+that hit, and the request is generated from scratch. Five kinds (``predictor.kind``):
 
 * ``none``: always look up.
 * ``oracle``: knows the answer: looks up exactly the requests that will reuse something.
-* ``model``: a classifier with the configured precision and recall for the class "hit".
+* ``model``: not a model of anything: a stand-in classifier with the configured precision and
+  recall for the class "hit" (coin flips that see the true outcome), to ask what a predictor of
+  a given quality would buy.
 * ``learned``: a logistic regression on prompt embeddings, trained on the outcomes of the
   first ``warmup`` requests (all of which are looked up), then applied to the rest.
+* ``ocsvm``: the paper's predictor, a one-class SVM (scikit-learn) fitted on the embeddings of
+  the warm-up's prompts that hit; a later prompt is looked up when the SVM calls it an inlier.
 
 Predictors with ``needs_truth`` see the real outcome first (the engine runs the lookup to
-learn it and discards it when the predictor says skip); the others decide blind.
+learn it and discards it when the predictor says skip); the others decide blind, and the engine
+counts the hits they lose by asking the system whether a skipped lookup would have reused
+something (``System.probe``), so every predictor reports the same precision, recall and lost
+hits.
 """
 
 from __future__ import annotations
@@ -163,11 +170,76 @@ class LearnedPredictor(Predictor):
         return {**super().stats(), "predictor_trained": float(self.trained)}
 
 
+class OneClassSvmPredictor(Predictor):
+    """One-class SVM on prompt embeddings, fitted on the warm-up's prompts that hit (Nirvana's predictor).
+
+    The first ``warmup`` requests are all looked up; the embeddings of those that reused
+    something are the one class the SVM learns (scikit-learn ``OneClassSVM``, RBF kernel,
+    ``gamma="scale"``, ``nu`` = ``predictor.nu``: at most that share of the training hits fall
+    outside the learned region, so it bounds the recall on prompts like them from below at
+    about 1 - nu). After the fit every unique prompt is scored once; a later request is looked
+    up when its prompt is an inlier (decision function >= 0). Fewer than two warm-up hits leave
+    nothing to learn, and every later request is looked up. The fit is not repeated: what hits
+    later depends on what the cache holds then, which the embedding alone cannot know.
+    """
+
+    needs_embeddings = True
+    max_training = 5000  # the fit is quadratic in the samples: keep it to seconds
+
+    def __init__(
+        self, cfg: PredictorConfig, prompt_ids: np.ndarray, embeddings: np.ndarray | None, seed: int
+    ):
+        super().__init__(cfg, prompt_ids, embeddings, seed)
+        if embeddings is None:
+            raise ConfigError("predictor.kind", "ocsvm", "needs prompt embeddings; this run has none")
+        self.embeddings = embeddings
+        self.seed = seed
+        self.seen = 0
+        self.hit_ids: list[int] = []
+        self.inlier: np.ndarray | None = None
+        self.trained = False
+
+    def look(self, i: int, hit: bool | None) -> bool:
+        if self.inlier is None:
+            return True
+        ok = bool(self.inlier[self.prompt_ids[i]])
+        if not ok:
+            self.skipped += 1
+        return ok
+
+    def observe(self, i: int, hit: bool) -> None:
+        if self.inlier is not None:
+            return
+        self.seen += 1
+        if hit:
+            self.hit_ids.append(int(self.prompt_ids[i]))
+        if self.seen >= self.cfg.warmup:
+            self._fit()
+
+    def _fit(self) -> None:
+        from sklearn.svm import OneClassSVM
+
+        if len(self.hit_ids) < 2:
+            self.inlier = np.ones(len(self.embeddings), dtype=bool)
+            return
+        ids = np.asarray(self.hit_ids)
+        if len(ids) > self.max_training:
+            ids = np.random.default_rng(self.seed).choice(ids, self.max_training, replace=False)
+        model = OneClassSVM(kernel="rbf", gamma="scale", nu=self.cfg.nu)
+        model.fit(self.embeddings[ids])
+        self.inlier = model.decision_function(self.embeddings) >= 0
+        self.trained = True
+
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), "predictor_trained": float(self.trained)}
+
+
 PREDICTORS: dict[str, type[Predictor]] = {
     "none": NoPredictor,
     "oracle": OraclePredictor,
     "model": ModelPredictor,
     "learned": LearnedPredictor,
+    "ocsvm": OneClassSvmPredictor,
 }
 
 

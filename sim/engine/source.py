@@ -7,9 +7,11 @@ event heap stays small however long the trace. Every request then costs:
   for every request, so the arrival event fires ``embed_s`` after the trace's arrival time
   and the lookup sees the cache exactly as it is at that moment;
 * the match predictor's verdict; a predicted miss skips the lookup (and loses a hit if
-  there was one);
-* the index lookup, whose time grows with the number of cached prompts
-  (``profile.lookup_s``), and, for a reuse, the fetch of the latent from its storage tier;
+  there was one: the engine counts those, for predictors that decide without seeing the
+  outcome by asking the system's side-effect-free ``probe``);
+* the lookup (``system.lookup_seconds()``: for an index, its time grows with the number of
+  cached prompts) and, for a reuse, the fetch of the latent or image (``system.fetch_seconds``,
+  else its storage tier);
 * then the GPU queue, unless the outcome needs no GPU (a retrieved or exact-hit image),
   which finishes as soon as it is fetched.
 
@@ -21,9 +23,11 @@ boost lowers the load it reacts to, so under a sustained overload it settles whe
 backlog holds the SLO.
 
 What a request costs before the GPU depends on the system's ``lookup_kind`` (``none``, ``hash``
-or ``vector``), and whether its generation pays the latent-saving overhead on the system's
-``saved_latents(decision)``; a request whose lookup the predictor skipped gets the system's
-``miss_decision``. All three are declared by the system (``sim.systems.base.System``).
+or ``vector``) and ``lookup_seconds``, and whether its generation pays the latent-saving overhead
+on the system's ``saved_latents(decision)``; its GPU work is that of the profile's model the
+system declares it generates with (``serves_with``: ``gpu`` below); a request whose lookup the
+predictor skipped gets the system's ``miss_decision``. All of these are declared by the system
+(``sim.systems.base.System``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ if TYPE_CHECKING:
     import simpy
 
     from sim.base.config import Experiment
-    from sim.base.profile import Profile
+    from sim.base.profile import GpuModel, Profile
     from sim.tiers import TierPath
 
 _REUSE = frozenset(REUSE_OUTCOMES)
@@ -64,6 +68,7 @@ class Source:
         pool: GpuPool,
         predictor: Predictor,
         tiers: TierPath,
+        gpu: GpuModel,
     ) -> None:
         self.env = env
         self.system = system
@@ -81,14 +86,14 @@ class Source:
         self.load_aware = exp.selector.load_aware
         self.slo_s = exp.selector.slo_s
         self.blind = isinstance(predictor, NoPredictor)  # looks everything up: skip the calls
-        self.lookup_base = profile.index_lookup_base_s
-        self.lookup_decade = profile.index_lookup_per_decade_s
+        self.lookup_seconds = system.lookup_seconds
+        self.fetch_seconds = system.fetch_seconds
         levels = sorted(profile.k_levels)
         spacing = (levels[-1] - levels[0]) / (len(levels) - 1) if len(levels) > 1 else float(levels[0])
-        self.rung_s = spacing * profile.step_s(1)
+        self.rung_s = spacing * gpu.step_s(1)
         self.max_boost = len(levels)
-        self.full_work = job_work(profile, profile.steps, True)
-        self.work = WorkTable(profile)
+        self.full_work = job_work(gpu, gpu.steps, True)
+        self.work = WorkTable(gpu)
         self.hierarchy = len(tiers.tiers) > 1
         self.fetch_one = tiers.fetch_by_tier[0]
         self.latent_bytes = profile.latent_bytes
@@ -107,7 +112,8 @@ class Source:
         self.gpu_s = [0.0] * n
         self.saved = [0] * n  # intermediate latents each generation saves
         self.boost = [0] * n
-        self.lost_hits = 0
+        self.lost_hits = 0  # skipped lookups that would have reused something
+        self.looked_up = 0  # requests whose lookup ran and counted
         self.boosted = 0
         # Little's law bookkeeping: the integral of the number of requests in the system.
         self.in_system = 0
@@ -149,8 +155,9 @@ class Source:
             d = system.lookup(i, now, boost)
             hit = d.outcome in _REUSE
             look = self.predictor.look(i, hit)
-            if not look and hit:
-                self.lost_hits += 1
+            if not look:
+                if hit:
+                    self.lost_hits += 1
                 d = system.miss_decision(i, now)
         else:
             look = self.predictor.look(i, None)
@@ -158,17 +165,19 @@ class Source:
                 d = system.lookup(i, now, boost)
                 self.predictor.observe(i, d.outcome in _REUSE)
             else:
+                # The skipped lookup's outcome is unknown to the predictor: ask the cache (no side effect).
+                if system.probe(i, now, boost):
+                    self.lost_hits += 1
                 d = system.miss_decision(i, now)
         outcome = d.outcome
-        kind = self.kind
-        if not look or kind == "none":
-            lookup = 0.0
-        elif kind == "hash":
-            lookup = self.lookup_base
-        else:
-            lookup = self.lookup_base + self.lookup_decade * math.log10(max(system.cached_prompts(), 1))
+        if look:
+            self.looked_up += 1
+        lookup = self.lookup_seconds() if look and self.kind != "none" else 0.0
         if outcome in _REUSE:
-            if self.hierarchy:
+            own = self.fetch_seconds(d)
+            if own is not None:
+                fetch = own
+            elif self.hierarchy:
                 fetch = self.tiers.fetch_s(self.stored_bytes - self.stored_at.get(d.matched, 0.0))
             else:
                 fetch = self.fetch_one

@@ -28,36 +28,36 @@ if TYPE_CHECKING:
     import simpy
 
     from sim.base.config import BatchConfig
-    from sim.base.profile import Profile
+    from sim.base.profile import GpuModel
     from sim.engine.queues import Job
 
 # Times closer than this are the same instant (floating-point sums of delays).
 _EPS = 1e-9
 
 
-def job_work(profile: Profile, steps: int, saves: bool) -> float:
-    """Seconds one job takes alone on a GPU."""
-    per_step = profile.step_s(1) + (profile.save_overhead_step_s if saves else 0.0)
-    return profile.text_encoder_s + steps * per_step + profile.vae_decode_s
+def job_work(gpu: GpuModel, steps: int, saves: bool) -> float:
+    """Seconds one job of ``gpu``'s model takes alone on a GPU (a Profile works too: its main model)."""
+    per_step = gpu.step_s(1) + (gpu.save_overhead_step_s if saves else 0.0)
+    return gpu.text_encoder_s + steps * per_step + gpu.vae_decode_s
 
 
 class WorkTable:
     """:func:`job_work` memoised by (steps, saves): the engine asks once per request."""
 
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
+    def __init__(self, gpu: GpuModel) -> None:
+        self.gpu = gpu
         self._memo: dict[tuple[int, bool], float] = {}
 
     def __call__(self, steps: int, saves: bool) -> float:
         key = (steps, saves)
         w = self._memo.get(key)
         if w is None:
-            w = self._memo[key] = job_work(self.profile, steps, saves)
+            w = self._memo[key] = job_work(self.gpu, steps, saves)
         return w
 
 
 class GpuPool:
-    """``gpus`` identical workers serving one queue, optionally in batches."""
+    """``gpus`` identical workers serving one queue, optionally in batches, running ``gpu``'s model."""
 
     def __init__(
         self,
@@ -65,7 +65,7 @@ class GpuPool:
         gpus: int,
         queue: object,
         batch: BatchConfig,
-        profile: Profile,
+        gpu: GpuModel,
         on_finish: Callable[[Job, float], None] | None = None,
     ) -> None:
         self.env = env
@@ -74,10 +74,10 @@ class GpuPool:
         self.queue = queue
         self.max_batch = batch.max_batch
         self.max_wait = batch.max_wait_s
-        self.profile = profile
+        self.gpu = gpu
         # Called with (job, its GPU-seconds) when a job's image is done; set before the run.
         self.on_finish = on_finish
-        self._step_s = [0.0] + [profile.step_s(b) for b in range(1, self.max_batch + 1)]
+        self._step_s = [0.0] + [gpu.step_s(b) for b in range(1, self.max_batch + 1)]
         self.busy_s = 0.0  # GPU-seconds of service
         self.batches = 0
         self.queued_work = 0.0  # batch-of-one seconds of the jobs waiting
@@ -153,7 +153,7 @@ class GpuPool:
         self._tick(now)
         jobs = [q.pop() for _ in range(min(self.max_batch, len(q)))]
         b = len(jobs)
-        p = self.profile
+        p = self.gpu
         longest = max(j.steps for j in jobs)
         saving_steps = sum(j.steps for j in jobs if j.saves)
         dur = (

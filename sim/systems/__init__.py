@@ -13,16 +13,21 @@ from typing import TYPE_CHECKING, Any
 from sim.base.config import did_you_mean
 from sim.base.errors import ConfigError
 from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays
+from sim.systems.crs import Crs
 from sim.systems.exact import Exact
 from sim.systems.gptcache import GptCache
 from sim.systems.nirvana import Nirvana
+from sim.systems.pinecone import Pinecone
+from sim.systems.smallmodel import SmallModel
 from sim.systems.vanilla import Vanilla
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
     from sim.base.profile import Profile
 
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana)}
+SYSTEMS: dict[str, type[System]] = {
+    cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Pinecone, Crs, SmallModel)
+}
 
 __all__ = ["LOOKUP_KINDS", "SYSTEMS", "Decision", "System", "TraceArrays", "build_system", "system_class"]
 

@@ -4,9 +4,12 @@ A system is a plug-in (registered in :data:`sim.systems.SYSTEMS`). It declares w
 class attributes, which the engine, the metrics, the run and the figures ask instead of its name:
 what a lookup costs (``lookup_kind``), whether it needs the causal neighbour lists, whether its
 generations save intermediate latents, whether it keeps a cache whose policy and size matter,
-whether it is the baseline others are compared with, and the dataclass of its parameters
-(``params.<name>`` in an experiment file). Adding a system is one module plus one registry line
-(see ARCHITECTURE.md).
+whether it is the baseline others are compared with, the dataclass of its parameters
+(``params.<name>`` in an experiment file), which profile model generates its images
+(``serves_with``) and where its retrieved images come from (``retrieval_source``). What its GPU
+work, its lookup and its fetches cost, the engine asks the system (:meth:`System.gpu_model`,
+:meth:`System.lookup_seconds`, :meth:`System.fetch_seconds`). Adding a system is one module plus
+one registry line (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from sim.base import config
-from sim.base.errors import ConfigError
+from sim.base.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
-    from sim.base.profile import Profile
+    from sim.base.profile import GpuModel, Profile
 
 NAN = float("nan")
 
@@ -82,6 +85,10 @@ class System:
     caches: ClassVar[bool] = False  # keeps a cache whose policy and capacity matter
     is_baseline: ClassVar[bool] = False  # the reference every other system is compared with
     params_type: ClassVar[type | None] = None  # dataclass of its ``params.<name>`` block, if any
+    serves_with: ClassVar[str] = "model"  # profile block of the model that generates its images
+    # Where its ``retrieval`` outcomes' images come from: "cache" (earlier generations it kept) or
+    # "corpus" (an external image collection); see sim.quality.
+    retrieval_source: ClassVar[str] = "cache"
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.profile = profile
@@ -102,6 +109,53 @@ class System:
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
         """The lowest similarity this system acts on (neighbour lists must reach it); None: none."""
         return None
+
+    @classmethod
+    def check_profile(cls, exp: Experiment, profile: Profile) -> None:
+        """Raise ConfigError (naming ``systems``) when ``profile`` lacks what this system needs."""
+        try:
+            profile.gpu_model(cls.serves_with)
+        except InputError:
+            raise ConfigError(
+                "systems",
+                cls.name,
+                f"system {cls.name!r} generates with the profile's {cls.serves_with!r} block, "
+                f"which profile {profile.name!r} does not have",
+            ) from None
+
+    # -- what the engine asks ---------------------------------------------------------------
+    def gpu_model(self) -> GpuModel:
+        """The model whose step times, steps and price this system's generations cost."""
+        return self.profile.gpu_model(self.serves_with)
+
+    def lookup_seconds(self) -> float:
+        """Seconds one lookup takes before the GPU (the prompt's embedding is charged apart).
+
+        By ``lookup_kind``: nothing; a key-value lookup; or a vector-index search whose time grows
+        with the logarithm of the number of cached prompts (``profile.index_lookup_*``).
+        """
+        p = self.profile
+        if self.lookup_kind == "none":
+            return 0.0
+        if self.lookup_kind == "hash":
+            return p.index_lookup_base_s
+        return p.index_lookup_base_s + p.index_lookup_per_decade_s * math.log10(max(self.cached_prompts(), 1))
+
+    def fetch_seconds(self, decision: Decision) -> float | None:
+        """Seconds to fetch what ``decision`` reuses, or None: the engine's storage-tier model."""
+        return None
+
+    def probe(self, i: int, now: float, boost: int = 0) -> bool:
+        """Whether a lookup of request ``i`` now would reuse something, without any side effect.
+
+        The engine asks it for requests the match predictor skipped without seeing the truth,
+        to count the hits the predictor lost.
+        """
+        return False
+
+    def entry_bytes(self) -> int:
+        """Bytes one cached entry occupies (storage cost)."""
+        return self.profile.latent_bytes
 
     # -- the request path ---------------------------------------------------------------------
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
@@ -146,14 +200,16 @@ class System:
         Scalars: ``lookups, insertions, evictions, holes, entries, prompts, bytes`` (and
         ``capacity_entries`` or ``capacity_prompts`` for caching systems); ``hits_by_k``:
         {K used: hits}; ``occupancy``: DataFrame ``time_s, entries, prompts, bytes`` of the
-        samples taken with :meth:`record_occupancy`; ``lookup_kind, caches, is_baseline,
-        policy, policy_offline``.
+        samples taken with :meth:`record_occupancy`; ``lookup_kind, serves_with,
+        retrieval_source, caches, is_baseline, policy, policy_offline``.
         """
         occ = pd.DataFrame(self._occupancy, columns=["time_s", "entries", "prompts"])
-        occ["bytes"] = occ["entries"] * self.profile.latent_bytes
+        occ["bytes"] = occ["entries"] * self.entry_bytes()
         return {
             "system": self.name,
             "lookup_kind": self.lookup_kind,
+            "serves_with": self.serves_with,
+            "retrieval_source": self.retrieval_source,
             "caches": self.caches,
             "is_baseline": self.is_baseline,
             "policy": None,

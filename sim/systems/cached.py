@@ -157,6 +157,22 @@ class CachedSystem(System):
     def miss_decision(self, i: int, now: float) -> Decision:
         return self._miss
 
+    def probe(self, i: int, now: float, boost: int = 0) -> bool:
+        """Whether request i's lookup would reuse something now: the same walk as the lookup
+        (the first listed candidate with anything cached), reading the cache without touching it."""
+        base = self._bases[i]
+        j = self._scan(i, base)
+        if j >= 0:
+            return self._can_serve(base + self._ids[j], self._sims[j], self._kmap[j], boost)
+        if j == -1:
+            return False
+        slot, s, k = self._more(i, base)
+        return slot >= 0 and self._can_serve(slot, s, k, boost)
+
+    def _can_serve(self, slot: int, similarity: float, k: int, boost: int) -> bool:
+        """Whether the walk's candidate (cached, at ``similarity``, entry K ``k``) would be reused."""
+        return True
+
     def complete(self, i: int, decision: Decision, now: float) -> None:
         levels = decision.store_levels
         if levels:
@@ -179,7 +195,7 @@ class CachedSystem(System):
             holes=self.holes,
             entries=st.entries,
             prompts=len(st.masks),
-            bytes=st.entries * self.profile.latent_bytes,
+            bytes=st.entries * self.entry_bytes(),
             hits_by_k={k: n for k, n in enumerate(self._hits_by_k) if n},
         )
         out["capacity_prompts" if st.by_prompts else "capacity_entries"] = st.capacity

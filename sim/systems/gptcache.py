@@ -1,8 +1,8 @@
 """``gptcache``: GPTCache-style retrieval; a neighbour at similarity >= threshold returns its final image.
 
 The retrieved image belongs to another prompt, so it costs no GPU steps and scores lower
-(``Profile.quality_retrieval``). When the cache is full, GPTCache evicts a fraction of its
-entries at once.
+(:meth:`sim.quality.QualityModel.retrieved`). When the cache is full, GPTCache evicts a fraction
+of its entries at once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.base.errors import ConfigError
+from sim.quality import QualityModel
 from sim.systems.base import Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
@@ -47,10 +48,11 @@ class GptCache(CachedSystem):
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.params = self.params_of(exp)
-        self.threshold = self.params.threshold
+        self.threshold = self.min_similarity(exp, profile)
         require_neighbours(self.name, neighbours, self.threshold)
         super().__init__(exp, arrays, neighbours, profile)
         self._miss = self._image_miss(profile)
+        self._retrieved = QualityModel(profile).retrieved
 
     @classmethod
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
@@ -85,4 +87,4 @@ class GptCache(CachedSystem):
         self.store.hit(slot, n, i)
         self._hits_by_k[n] += 1
         pid = slot - base
-        return tuple.__new__(Decision, ("retrieval", pid, s, n, n, 0, self.profile.quality_retrieval(s), ()))
+        return tuple.__new__(Decision, ("retrieval", pid, s, n, n, 0, self._retrieved(s), ()))

@@ -21,6 +21,7 @@ import numpy as np
 
 from sim.base.records import OUTCOME_CODE
 from sim.cache import kernel
+from sim.quality import QualityModel
 from sim.selector import Selector
 from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
@@ -48,7 +49,8 @@ class Nirvana(CachedSystem):
         n = profile.steps
         qv = profile.quality_vanilla
         self._q_vanilla = qv
-        self._quality = {k: profile.quality_for_k(k) for k in (0, *self.levels)}
+        # Expected CLIP score of a hit at (K, similarity): by similarity bin when the profile has them.
+        self._hit_quality = QualityModel(profile).hit
         self._store_on_hit = exp.cache.store_on_hit and self.stores
         # Levels a generation passes and stores: all of them on a miss, those above k after a hit at k.
         self._store_all = self.levels if self.stores else ()
@@ -118,7 +120,12 @@ class Nirvana(CachedSystem):
         else:
             outcome = "hole"
             self.holes += 1
-        return _new(Decision, (outcome, slot - base, s, k, ku, n - ku, self._quality[ku], self._above[ku]))
+        return _new(Decision, (outcome, slot - base, s, k, ku, n - ku, self._hit_quality(ku, s), self._above[ku]))
+
+    def _can_serve(self, slot: int, similarity: float, k: int, boost: int) -> bool:
+        if boost:
+            k = self.selector.k_for(similarity, boost)
+        return bool(k) and bool(self.store.masks[slot] & ((2 << k) - 1))
 
     # -- the cache-only replay's fast paths ----------------------------------------------
     def _candidate_csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
@@ -175,7 +182,7 @@ class Nirvana(CachedSystem):
             self._hits_by_k[ku] += 1
         n_steps = self.n_steps
         q_miss = self._q_vanilla
-        quality = self._quality
+        hit_quality = self._hit_quality
         saved = {k: len(levels) for k, levels in self._above.items()}
         n_all = len(self._store_all)
         return {
@@ -185,7 +192,9 @@ class Nirvana(CachedSystem):
             "k_planned": k_planned,
             "k_used": k_used,
             "steps": [n_steps - ku for ku in k_used],
-            "quality": [q_miss if c == miss_c else quality[ku] for c, ku in zip(code, k_used, strict=True)],
+            "quality": [
+                q_miss if c == miss_c else hit_quality(ku, s) for c, ku, s in zip(code, k_used, similarity, strict=True)
+            ],
             "saved_latents": [n_all if c == miss_c else saved[ku] for c, ku in zip(code, k_used, strict=True)],
         }
 
