@@ -154,6 +154,30 @@ class CachedSystem(System):
             k *= 2
 
     # -- System API ---------------------------------------------------------------------
+    def probe(self, i: int) -> int:
+        """The largest cached level at or below the K of the candidate the lookup would take.
+
+        The walk of :meth:`_scan` / :meth:`_more`, read-only (see ``System.probe``); a system
+        without neighbour lists looks up the request's own prompt. Image caches store level N,
+        so their reuse skips all N steps.
+        """
+        base = self._bases[i]
+        masks = self.store.masks
+        if self._nb is None:
+            return self.n_steps if masks.get(base + self._pids[i], 0) >> self.n_steps & 1 else 0
+        j = self._scan(i, base)
+        if j >= 0:
+            slot, k = base + self._ids[j], int(self._kmap[j])
+        elif j == -1:
+            return 0
+        else:
+            slot, _, k = self._more(i, base)
+            if slot < 0:
+                return 0
+        if k <= 0:
+            return 0
+        return max((masks[slot] & ((2 << k) - 1)).bit_length() - 1, 0)
+
     def miss_decision(self, i: int, now: float) -> Decision:
         return self._miss
 

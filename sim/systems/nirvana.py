@@ -145,7 +145,9 @@ class Nirvana(CachedSystem):
         fallback = (~cut & ~np.asarray(self._complete, dtype=bool)).tolist()
         return kept, slots[keep], np.flatnonzero(keep), fallback
 
-    def replay_columns(self, n: int, arrivals: list[float], stride: int) -> dict[str, list] | None:
+    def replay_columns(
+        self, n: int, arrivals: list[float], stride: int, admit: np.ndarray | None = None
+    ) -> dict[str, list] | None:
         """The compiled replay (:mod:`sim.cache.kernel`) when the policy declares a priority rule and
         the store is the common kind (latent granularity, capacity in entries, one victim at a time,
         empty); None otherwise. Occupancy is sampled after every ``stride`` requests, as ``replay``
@@ -155,7 +157,8 @@ class Nirvana(CachedSystem):
         simple = not store.by_prompts and not store.whole_prompt and store.batch == 1 and store.capacity > 0
         if not (simple and store.policy.rule is not None and not store.masks):
             return None
-        return self._columns(*self._compiled_replay(n, arrivals, stride))
+        admitted = np.ones(n, dtype=bool) if admit is None else np.asarray(admit[:n], dtype=bool)
+        return self._columns(*self._compiled_replay(n, arrivals, stride, admitted), admitted.tolist())
 
     def _columns(
         self,
@@ -164,6 +167,7 @@ class Nirvana(CachedSystem):
         similarity: list[float],
         k_planned: list[int],
         k_used: list[int],
+        admitted: list[bool],
     ) -> dict[str, list]:
         """Record columns from the replay's outcome codes, and the counters they imply."""
         miss_c, hole_c = OUTCOME_CODE["miss"], OUTCOME_CODE["hole"]
@@ -186,10 +190,15 @@ class Nirvana(CachedSystem):
             "k_used": k_used,
             "steps": [n_steps - ku for ku in k_used],
             "quality": [q_miss if c == miss_c else quality[ku] for c, ku in zip(code, k_used, strict=True)],
-            "saved_latents": [n_all if c == miss_c else saved[ku] for c, ku in zip(code, k_used, strict=True)],
+            "saved_latents": [
+                (n_all if c == miss_c else saved[ku]) if a else 0
+                for c, ku, a in zip(code, k_used, admitted, strict=True)
+            ],
         }
 
-    def _compiled_replay(self, n: int, arrivals: list[float], stride: int) -> tuple[list, ...]:
+    def _compiled_replay(
+        self, n: int, arrivals: list[float], stride: int, admit: np.ndarray
+    ) -> tuple[list, ...]:
         bases = np.asarray(self._bases, dtype=np.int64)
         own = (bases + np.asarray(self._pids, dtype=np.int64))[:n]
         # Dense slot numbers: only slots some request stores can ever be cached.
@@ -249,6 +258,7 @@ class Nirvana(CachedSystem):
             store.capacity,
             store.policy.rule,
             more,
+            admit,
         )
         # Hand the final state back to the store and the policy, in original slot numbers.
         shift = self.shift
