@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from support import ExactPrompt, Vanilla, assert_littles_law, experiment, make_profile, run, service_only_profile
+from support import (
+    ExactPrompt,
+    Vanilla,
+    assert_littles_law,
+    experiment,
+    run,
+    service_only_profile,
+)
 from test_queueing_theory import kiefer_wolfowitz_starts, mdc_wq, pk_wq
 
 from sim.base.config import from_dict
@@ -22,7 +29,10 @@ D10 = service_only_profile(10.0)  # 50 steps of 0.2 s, nothing else costs time
 
 def replicas(n: int, router: str, **extra) -> object:
     return experiment(
-        cluster__gpus=n, cluster__replicas=[{"gpus": 1, "copies": n}], cluster__router={"kind": router}, **extra
+        cluster__gpus=n,
+        cluster__replicas=[{"gpus": 1, "copies": n}],
+        cluster__router={"kind": router},
+        **extra,
     )
 
 
@@ -35,7 +45,14 @@ def log(records) -> list[tuple[int, int, float, float]]:
 
 def test_round_robin_serves_replicas_in_turn():
     rec, _ = run(Vanilla(50), [0, 1, 2, 3, 4, 5], np.arange(6), replicas(2, "round-robin"), profile=D10)
-    assert log(rec) == [(0, 0, 0, 10), (1, 1, 1, 11), (2, 0, 10, 20), (3, 1, 11, 21), (4, 0, 20, 30), (5, 1, 21, 31)]
+    assert log(rec) == [
+        (0, 0, 0, 10),
+        (1, 1, 1, 11),
+        (2, 0, 10, 20),
+        (3, 1, 11, 21),
+        (4, 0, 20, 30),
+        (5, 1, 21, 31),
+    ]
     assert rec.attrs["engine"]["router"] == "round-robin"
     assert [r["gpu_busy_s"] for r in rec.attrs["engine"]["replicas"]] == pytest.approx([30.0, 30.0])
 
@@ -70,8 +87,13 @@ def two_gpu_types(tmp_path):
         data["gpu"]["name"] = name.upper()
         data["gpu"]["price_per_hour_usd"] = price
         data["latency"].update(
-            denoise_step_s={1: service / 50}, save_overhead_step_s=0.0, text_encoder_s=0.0, vae_decode_s=0.0,
-            embed_s=0.0, index_lookup_base_s=0.0, index_lookup_per_decade_s=0.0,
+            denoise_step_s={1: service / 50},
+            save_overhead_step_s=0.0,
+            text_encoder_s=0.0,
+            vae_decode_s=0.0,
+            embed_s=0.0,
+            index_lookup_base_s=0.0,
+            index_lookup_per_decade_s=0.0,
         )
         paths[name] = tmp_path / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(data))
@@ -79,7 +101,10 @@ def two_gpu_types(tmp_path):
 
 
 def test_mixed_gpu_types_run_at_their_own_speed_and_price(two_gpu_types):
-    cluster = [{"gpus": 1, "profile": str(two_gpu_types["slow"])}, {"gpus": 1, "profile": str(two_gpu_types["fast"])}]
+    cluster = [
+        {"gpus": 1, "profile": str(two_gpu_types["slow"])},
+        {"gpus": 1, "profile": str(two_gpu_types["fast"])},
+    ]
     exp = experiment(cluster__gpus=2, cluster__replicas=cluster, cluster__router={"kind": "least-loaded"})
     # t=0: both idle, the fast one finishes first; t=0.5: fast frees at 4 (+4 = 8) beats slow (10.5);
     # t=1: slow (idle, 11) beats fast (frees at 8, +4 = 12).
@@ -117,7 +142,12 @@ def test_per_replica_caches_are_separate():
     assert affinity["outcome"].astype(str).tolist() == ["miss", "miss", "hit", "hit"]
     assert affinity["replica"].tolist() == [0, 0, 0, 0] and systems[1].cached == set()
     with pytest.raises(ValueError, match="per-replica"):
-        run([ExactPrompt(prompts)], arrival, prompts, replicas(2, "round-robin", cache__placement="per-replica"))
+        run(
+            [ExactPrompt(prompts)],
+            arrival,
+            prompts,
+            replicas(2, "round-robin", cache__placement="per-replica"),
+        )
 
 
 @pytest.mark.parametrize(("imbalance_s", "replica", "outcome"), [(60.0, 0, "hit"), (10.0, 1, "miss")])
@@ -145,9 +175,14 @@ def poisson_run(lam: float, c: int, n: int, seed: int, router: str, *, exponenti
     steps = rng.geometric(1e-3, n) if exponential else np.full(n, 50)
     profile = service_only_profile(1.0, steps=1000 if exponential else 50)
     exp = from_dict(
-        {"cluster": {"replicas": [{"gpus": 1, "copies": c}], "router": {"kind": router}}, "systems": ["vanilla"]}
+        {
+            "cluster": {"replicas": [{"gpus": 1, "copies": c}], "router": {"kind": router}},
+            "systems": ["vanilla"],
+        }
     )
-    records, _ = simulate(Vanilla(steps), arrival, np.arange(n), np.zeros(n, np.int32), exp, profile, seed=seed)
+    records, _ = simulate(
+        Vanilla(steps), arrival, np.arange(n), np.zeros(n, np.int32), exp, profile, seed=seed
+    )
     assert_littles_law(records)
     return records, steps * profile.step_s(1)
 

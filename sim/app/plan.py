@@ -545,7 +545,7 @@ def format_plan(recs: pd.DataFrame, settings: PlanSettings) -> str:
         ]
         if scale:
             cells.append("-" if pd.isna(r.get("max_load")) else f"{r['max_load']:g}x")
-        note = (" <- cheapest" if r["cheapest"] else "") + (f"  ({r['note']})" if r["note"] else "")
+        note = ("  <- cheapest" if r["cheapest"] else "") + (f"  ({r['note']})" if r["note"] else "")
         rows.append([*cells, note])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
     lines = []

@@ -35,6 +35,7 @@ class Admission:
     """
 
     name: ClassVar[str] = ""
+    example: ClassVar[str] = ""  # a spec that builds this rule (docs and tests)
     admits_all: ClassVar[bool] = False
     uses_engine: ClassVar[bool] = False  # decides from the serving replica's state (full mode)
 
@@ -56,6 +57,7 @@ class AdmitAll(Admission):
     """Every generation stores what it produced."""
 
     name = "all"
+    example = "all"
     admits_all = True
 
 
@@ -63,6 +65,7 @@ class Sample(Admission):
     """Each generation with probability P (a seeded Bernoulli draw per request)."""
 
     name = "sample"
+    example = "sample:0.5"
 
     def __init__(self, arg: str | None, n: int, seed: int) -> None:
         try:
@@ -89,6 +92,7 @@ class WhenIdle(Admission):
     """Only generations that start at once on an idle GPU of their replica (all in cache-only mode)."""
 
     name = "when-idle"
+    example = "when-idle"
     uses_engine = True
 
     def admit(self, i: int, idle_gpus: int) -> bool:
