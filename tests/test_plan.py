@@ -4,7 +4,7 @@ checked against a brute-force sweep over every GPU count."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ from sim.app.sweep import run_sweep
 from sim.base import config as cfg
 from sim.base.errors import ConfigError
 from sim.base.slo import parse_duration, parse_slo
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # -- objectives ---------------------------------------------------------------------------
 
