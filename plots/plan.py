@@ -97,8 +97,9 @@ def plan_data(points: pd.DataFrame, recs: pd.DataFrame, slos: list[Slo]) -> Plan
         panels=panels,
         bounds=bounds,
         curves=curves,
-        gpu_types=list(dict.fromkeys(str(x) for x in points["gpu"])),
-        systems=list(dict.fromkeys(str(x) for x in points["system"])),
+        # In the plan's order (the recommendations list them as planned).
+        gpu_types=list(dict.fromkeys(str(x) for x in (recs["gpu"] if len(recs) else points["gpu"]))),
+        systems=list(dict.fromkeys(str(x) for x in (recs["system"] if len(recs) else points["system"]))),
     )
 
 
@@ -159,7 +160,8 @@ def draw_plan(points: pd.DataFrame, recs: pd.DataFrame, slos: list[Slo], out_dir
                 if column in fig_data.bounds:
                     ax.axhline(fig_data.bounds[column], color="0.3", linestyle=":", linewidth=1)
                 if column == "slo_attainment":
-                    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+                    narrow = ax.dataLim.y1 - ax.dataLim.y0 < 0.1
+                    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1 if narrow else 0))
                 elif column.endswith("latency_s"):
                     lo, hi = ax.dataLim.y0, ax.dataLim.y1
                     if lo > 0 and hi / lo > 30:

@@ -3,6 +3,7 @@ checked against a brute-force sweep over every GPU count."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -178,6 +179,9 @@ def test_plan_agrees_with_a_brute_force_sweep(tmp_path, monkeypatch):
     assert again.evaluated == 0 and again.reused > 0
     pd.testing.assert_frame_equal(again.recommendations, res.recommendations)
     assert (tmp_path / "plan" / "plan.csv").is_file() and (tmp_path / "plan" / "points.csv").is_file()
+    # --verify runs the counts below each answer (and the next) and finds the bisection right.
+    checked = run_plan(exp, dataclasses.replace(settings, verify=True), tmp_path / "plan", jobs=1, progress=False)
+    assert (checked.recommendations["verified"] == "yes").all()
 
 
 def test_highest_load_of_a_fixed_cluster(tmp_path, monkeypatch):

@@ -219,6 +219,7 @@ class PlanSettings:
     at: int | None = None  # a fixed GPU count instead of the count search
     max_scale: bool = False
     scale_tolerance: float = 0.02
+    verify: bool = False  # also run every count from 1 to the answer + 1 (brute force)
 
 
 @dataclasses.dataclass
@@ -387,8 +388,32 @@ def run_plan(
                     search.tell(value, v["meets"], queued=v["mean_queue_s"] > 0)
                 else:
                     search.tell(value, v["meets"])
+        if settings.verify:
+            checks = {
+                planner.point(t[1], t[2], t[0], c).name: None
+                for t, s in counts.items()
+                if s.result is not None
+                for c in range(1, s.result + 2)
+                if c <= settings.max_gpus
+            }
+            res = run_points(
+                [planner.points[name] for name in checks],
+                planner.runs_dir,
+                executor=pool,
+                run_fn=run_point,
+                prepare_fn=planner.prepare,
+                inputs_key=lambda p: p.exp.profile,
+                progress=progress,
+                stream=stream,
+                desc="plan verification",
+            )
+            evaluated += len(res.completed)
+            reused += len(res.skipped)
+            failed.update(res.failed)
     points = _points_table(planner, arrival)
     recs = _recommendations(planner, targets, counts, fixed, scales, arrival)
+    if settings.verify:
+        recs["verified"] = [_verified(points, r) for _, r in recs.iterrows()]
     atomic_write_csv(out_dir / "points.csv", points)
     atomic_write_csv(out_dir / "plan.csv", recs)
     return PlanResult(out_dir, recs, points, evaluated, reused, failed, time.perf_counter() - t0)
@@ -422,6 +447,22 @@ def _next_points(
             if load is not None:
                 wanted.setdefault(planner.point(t[1], t[2], load, g).name, ("scale", t, load))
     return wanted
+
+
+def _verified(points: pd.DataFrame, rec: pd.Series) -> str:
+    """Whether every count below the recommendation fails and it and the next pass (``--verify``)."""
+    if not rec["meets"] or not len(points):
+        return ""
+    g = points[
+        (points["load"] == rec["load"]) & (points["system"] == rec["system"]) & (points["gpu"] == rec["gpu"])
+    ]
+    meets = dict(zip(g["gpus"].astype(int), g["meets"].astype(bool), strict=True))
+    top = int(rec["gpus"])
+    if any(c not in meets for c in range(1, top + 1)):
+        return "incomplete"
+    # Every count below fails, the answer and the next one (when searched) pass.
+    ok = all(meets[c] == (c >= top) for c in range(1, top + 2) if c in meets)
+    return "yes" if ok else "NO: not monotone"
 
 
 def _offered_rps(arrival: Any, load: float) -> float:
@@ -528,6 +569,9 @@ def format_plan(recs: pd.DataFrame, settings: PlanSettings) -> str:
     scale = "max_load" in recs
     if scale:
         head.append("max load")
+    verify = "verified" in recs
+    if verify:
+        head.append("verified")
     rows = [head]
     for _, r in recs.iterrows():
         met = r["meets"]
@@ -545,6 +589,8 @@ def format_plan(recs: pd.DataFrame, settings: PlanSettings) -> str:
         ]
         if scale:
             cells.append("-" if pd.isna(r.get("max_load")) else f"{r['max_load']:g}x")
+        if verify:
+            cells.append(str(r["verified"]) or "-")
         note = ("  <- cheapest" if r["cheapest"] else "") + (f"  ({r['note']})" if r["note"] else "")
         rows.append([*cells, note])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
@@ -632,6 +678,7 @@ def settings_from(exp: cfg.Experiment, args: argparse.Namespace) -> PlanSettings
         at=args.at,
         max_scale=bool(args.max_scale or plan.max_scale),
         scale_tolerance=tol,
+        verify=bool(getattr(args, "verify", False)),
     )
 
 
@@ -667,6 +714,12 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scale-tolerance", type=float, default=None, help="relative precision of --max-scale (default 0.02)"
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also run every GPU count from 1 to each answer + 1 and check that exactly the counts "
+        "from the answer on meet the objectives (a brute-force check of the bisection)",
     )
     add_sweep_arguments(p, output_help="plan directory (default: the file's output: with -plan appended)")
 
