@@ -221,6 +221,9 @@ def test_plan_command_errors_name_the_flag(tmp_path, capsys):
     ):
         assert main(["plan", str(spec), *argv]) == 2
         assert f"error: {flag}:" in capsys.readouterr().err
+    spec.write_text("name: e\nmode: cache-only\n")
+    assert main(["plan", str(spec), "--slo", "p95<=30", "-o", str(tmp_path / "p")]) == 2
+    assert "mode: 'cache-only'" in capsys.readouterr().err
     spec.write_text("name: e\ncluster: {replicas: [{gpus: 2}]}\n")
     assert main(["plan", str(spec), "--slo", "p95<=30", "-o", str(tmp_path / "p")]) == 2
     assert "cluster.replicas" in capsys.readouterr().err
@@ -301,3 +304,18 @@ def test_capacity_figure_data(tmp_path):
     assert data.curves[2]["usd_per_hour"].tolist() == [8.0, 16.0]
     assert capacity_data(recs[recs["load"] == 1.0]) is None
     assert len(draw_capacity(recs, tmp_path)) == 2
+
+
+@pytest.mark.xdist_group("ray")
+def test_plan_on_a_local_ray_matches_the_local_pool(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
+    exp = _experiment(tmp_path)
+    settings = PlanSettings(
+        slos=[parse_slo("p95<=45")], systems=["vanilla"], gpus={"a10g": "sdxl-a10g"}, loads=[1.0, 1.5]
+    )
+    local = run_plan(exp, settings, tmp_path / "local", jobs=1, progress=False)
+    ray = run_plan(exp, settings, tmp_path / "ray", executor="ray", jobs=1, progress=False)
+    assert not ray.failed and ray.evaluated == local.evaluated
+    cols = ["load", "system", "gpu", "gpus", "p95_latency_s"]
+    pd.testing.assert_frame_equal(ray.recommendations[cols], local.recommendations[cols])

@@ -41,10 +41,10 @@ from sim.app.run import Inputs, min_similarity, prepare_inputs, run_experiment
 from sim.app.sweep import (
     RUNS_DIR,
     SweepPoint,
-    _run_name,
     add_sweep_arguments,
     is_done,
     make_executor,
+    run_name,
     run_points,
 )
 from sim.base import config as cfg
@@ -287,7 +287,7 @@ class Planner:
             "trace.time_scale": exp.trace.time_scale,
             "cluster.gpus": gpus,
         }
-        name = _run_name(values, exp)
+        name = run_name(values, exp)
         if name not in self.points:
             self.points[name] = SweepPoint(values=values, exp=exp, name=name)
             self.meta[name] = {"system": system, "gpu": gpu, "profile": profile, "load": load, "gpus": gpus}
@@ -332,6 +332,10 @@ def run_plan(
     """Search every (load, system, GPU type) of ``settings``; write and return the recommendations."""
     stream = stream or sys.stderr
     t0 = time.perf_counter()
+    if exp.mode != "full":
+        raise ConfigError(
+            "mode", exp.mode, "acsim plan needs mode: full (latency comes from the serving model)"
+        )
     if exp.cluster.replicas is not None:
         raise ConfigError(
             "cluster.replicas",

@@ -119,7 +119,9 @@ def _slug_value(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
 
 
-def _run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
+def run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
+    """A run directory's name: a slug of the varied ``values`` and a hash of the resolved config
+    (fields that do not change results left out), so the same configuration finds its run again."""
     slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{_slug_value(v)}" for k, v in values.items())[:80] or "base"
     full = {k: v for k, v in cfg.to_dict(exp).items() if k not in _NOT_RESULT_FIELDS}
     return f"{slug}-{_digest(full, 8)}"
@@ -149,7 +151,7 @@ def expand_sweep(exp: cfg.Experiment) -> list[SweepPoint]:
             point_exp = preflight(cfg.from_dict(data))
         except ConfigError as exc:
             raise _blame(exc, values, shown) from None
-        name = _run_name(values, point_exp)
+        name = run_name(values, point_exp)
         if name in seen:
             raise ConfigError(
                 "sweep", sweep, f"two configurations are identical ({name}); remove duplicate values"
