@@ -1,8 +1,8 @@
 """Figures of ``acsim plan``: each in a data step (tested) and a drawing step.
 
-* ``plan``: each objective's metric and the provisioned cost against the GPU count, one line
-  per (system, GPU type) through the counts the search evaluated, the recommended cluster
-  starred, the objective's bound dashed; one row of panels per load.
+* ``plan``: each objective's metric, the SLO attainment and the provisioned cost against the GPU
+  count, one line per (system, GPU type) through the counts the search evaluated, the
+  recommended cluster starred, the objective's bound dashed; one row of panels per load.
 * ``capacity``: the GPUs each system needs and what they cost per hour against the offered load
   (when the plan covered several loads), one line per (system, GPU type).
 """
@@ -69,6 +69,8 @@ def plan_data(points: pd.DataFrame, recs: pd.DataFrame, slos: list[Slo]) -> Plan
             bounds[s.column] = s.value
         else:  # several objectives on one metric: the binding one
             bounds[s.column] = min(bounds[s.column], s.value) if s.upper else max(bounds[s.column], s.value)
+    if "slo_attainment" in points and "slo_attainment" not in bounds:  # always shown, bound or not
+        panels.append(("slo_attainment", "SLO attainment (%)"))
     panels.append(_COST)
     loads = sorted(points["load"].unique())[:_MAX_LOADS]
     rec_gpus = {

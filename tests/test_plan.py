@@ -285,6 +285,8 @@ def test_plan_figure_data(tmp_path):
     v = next(c for c in data.curves if (c.system, c.load) == ("vanilla", 2.0))
     assert v.recommended is None  # it missed the objectives at that load
     assert plan_data(points.iloc[:0], recs, slos) is None
+    only_p95 = plan_data(points, recs, [parse_slo("p95<=30")])
+    assert [c for c, _ in only_p95.panels] == ["p95_latency_s", "slo_attainment", "usd_per_hour"]
     assert {p.suffix for p in draw_plan(points, recs, slos, tmp_path)} == {".png", ".pdf"}
 
 
@@ -312,7 +314,7 @@ def test_plan_on_a_local_ray_matches_the_local_pool(tmp_path, monkeypatch):
     monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
     exp = _experiment(tmp_path)
     settings = PlanSettings(
-        slos=[parse_slo("p95<=45")], systems=["vanilla"], gpus={"a10g": "sdxl-a10g"}, loads=[1.0, 1.5]
+        slos=[parse_slo("p95<=45")], systems=["vanilla"], gpus={"a10g": "sdxl-a10g"}, loads=[1.0]
     )
     local = run_plan(exp, settings, tmp_path / "local", jobs=1, progress=False)
     ray = run_plan(exp, settings, tmp_path / "ray", executor="ray", jobs=1, progress=False)

@@ -192,7 +192,10 @@ class Source:
             lookup = self.lookup_base
         else:
             lookup = self.lookup_base + self.lookup_decade * math.log10(max(system.cached_prompts(), 1))
-        fetch = cache.fetch_s(d.matched) if outcome in _REUSE else 0.0
+        if outcome in _REUSE:
+            fetch = cache.fetch_s(d.matched) if cache.hierarchy else cache.fetch_one
+        else:
+            fetch = 0.0
         self.decisions[i] = d
         if boost:
             self.boost[i] = boost
@@ -243,7 +246,7 @@ class Source:
         d = self.decisions[i]
         cache = self.replicas[self.replica_of[i]].cache
         cache.system.complete(i, d, now)
-        if d.store_levels:
+        if d.store_levels and cache.hierarchy:
             cache.stored(self.prompt_ids[i], len(d.store_levels))
         self.system_area += self.in_system * (now - self._last)
         self._last = now
