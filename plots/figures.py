@@ -695,6 +695,93 @@ def paper_comparison(results: Results, out_dir: Path) -> list[Path]:
     return paths
 
 
+ROUTING_FIELDS = ("cluster.router.kind", "cache.placement")
+
+
+@dataclasses.dataclass
+class TopologyBars:
+    """What :func:`topology` draws: hit rate and p95 latency per (router, cache layout) and system."""
+
+    table: pd.DataFrame  # system, router, layout, hit_rate, p95_latency_s (mean over seeds)
+    routers: list[str]
+    layouts: list[str]  # labels of the other settings (placement, tier, capacity, ...)
+    systems: list[str]  # caching systems, one row of panels each
+    baseline: dict[str, float]  # router -> the baseline system's p95 (mean over layouts)
+
+
+def topology_data(results: Results) -> TopologyBars | None:
+    """The bars of the topology figure, or None unless a sweep varied the router or the placement
+    in full mode."""
+    s = results.summary
+    if not any(k in results.varied for k in ROUTING_FIELDS) or not _has(s, "hit_rate", "p95_latency_s"):
+        return None
+    router_default = ((results.config.get("cluster") or {}).get("router") or {}).get("kind", "round-robin")
+    router = s["cluster.router.kind"].astype(str) if "cluster.router.kind" in results.varied else router_default
+    others = [k for k in results.varied if k not in ("cluster.router.kind", "seed") and _text(s[k]).nunique() > 1]
+    layout = (
+        s[others].apply(lambda r: ", ".join(f"{_short(k)}={_fmt_value(v)}" for k, v in r.items()), axis=1)
+        if others
+        else ""
+    )
+    s = s.assign(router=router, layout=layout)
+    table = (
+        s.groupby(["system", "router", "layout"], sort=False)[["hit_rate", "p95_latency_s"]].mean().reset_index()
+    )
+    caching = s["caches"].astype(bool) if "caches" in s else s["hit_rate"] > 0
+    base = s["is_baseline"].astype(bool) if "is_baseline" in s else s["system"] == "vanilla"
+    baseline = s[base].groupby("router")["p95_latency_s"].mean().to_dict()
+    return TopologyBars(
+        table=table,
+        routers=list(dict.fromkeys(s["router"])),
+        layouts=list(dict.fromkeys(s["layout"])),
+        systems=list(dict.fromkeys(s.loc[caching, "system"])),
+        baseline=baseline,
+    )
+
+
+def topology(results: Results, out_dir: Path) -> list[Path]:
+    """Hit rate and p95 latency by router (groups) and cache layout (bars), per caching system."""
+    import matplotlib.pyplot as plt
+
+    data = topology_data(results)
+    if data is None or not data.systems:
+        return []
+    t = data.table
+    width = 0.8 / len(data.layouts)
+    x = np.arange(len(data.routers))
+    with paper_style():
+        fig, axes = plt.subplots(
+            len(data.systems), 2, figsize=(DOUBLE_COLUMN_IN, 0.4 + 2.2 * len(data.systems)), squeeze=False
+        )
+        for row, system in zip(axes, data.systems, strict=True):
+            for j, layout in enumerate(data.layouts):
+                g = t[(t["system"] == system) & (t["layout"] == layout)].set_index("router").reindex(data.routers)
+                offset = (j - (len(data.layouts) - 1) / 2) * width
+                for ax, col in zip(row, ("hit_rate", "p95_latency_s"), strict=True):
+                    bars = ax.bar(x + offset, g[col], width, color=setting_color(j), label=layout or None)
+                    fmt = "{:.0%}" if col == "hit_rate" else "{:.0f}"
+                    ax.bar_label(bars, labels=[fmt.format(v) if v == v else "" for v in g[col]], fontsize=5.5, padding=1)
+            if data.baseline:
+                for k, r in enumerate(data.routers):
+                    if r in data.baseline:
+                        row[1].hlines(data.baseline[r], k - 0.45, k + 0.45, color="0.2", linestyle="--", linewidth=1)
+            row[0].set_ylabel(f"{system}: hit rate (%)" if len(data.systems) > 1 else "hit rate (%)")
+            row[0].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            row[1].set_ylabel(f"{system}: p95 latency (s)" if len(data.systems) > 1 else "p95 latency (s)")
+            for ax in row:
+                ax.set_xticks(x, data.routers)
+                ax.grid(axis="x", visible=False)
+                ax.margins(y=0.15)
+        fig.tight_layout()
+        handles = [plt.Rectangle((0, 0), 1, 1, color=setting_color(j)) for j in range(len(data.layouts))]
+        labels = [lay or "cache" for lay in data.layouts]
+        if data.baseline:
+            handles.append(Line2D([], [], color="0.2", linestyle="--"))
+            labels.append("baseline p95 (no cache)")
+        _legend_below(fig, handles, labels)
+        return save_figure(fig, out_dir, "topology")
+
+
 FIGURES: dict[str, FigureFn] = {
     "cache_size": cache_size,
     "latency_cdf": latency_cdf,
@@ -704,4 +791,5 @@ FIGURES: dict[str, FigureFn] = {
     "timeseries": load_timeseries,
     "quality_metrics": quality_metrics,
     "paper_comparison": paper_comparison,
+    "topology": topology,
 }

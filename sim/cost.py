@@ -13,11 +13,13 @@ as money saved; ``total_provisioned_usd`` is the fixed-cluster view.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sim.tiers import TierPath
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sim.base.profile import Profile
 
 GB = 2**30
@@ -62,6 +64,14 @@ def storage_usd(profile: Profile, tier: str | None, mean_cached_bytes: float, du
     return mean_cached_bytes / GB * price * duration_s / 3600.0 / HOURS_PER_MONTH
 
 
+class GpuGroup(NamedTuple):
+    """GPUs of one type in a run: how many, their busy seconds and their $/hour each."""
+
+    gpus: int
+    busy_s: float
+    price_per_hour_usd: float
+
+
 def run_cost(
     profile: Profile,
     *,
@@ -72,20 +82,25 @@ def run_cost(
     mean_cached_bytes: float = 0.0,
     tier: str | None = None,
     uses_index: bool = False,
+    groups: Sequence[GpuGroup] | None = None,
 ) -> Cost:
     """The bill of a run of ``duration_s`` seconds on ``gpus`` GPUs that kept them busy ``gpu_busy_s``.
 
     The GPU's hourly price is the profile's unless ``gpu_price_per_hour_usd`` gives the one of the
-    model's own worker (e.g. the small model's block).
+    model's own worker (e.g. the small model's block). A cluster of several GPU types gives
+    ``groups`` (one per replica or type), each billed at its own price; ``gpus`` and
+    ``gpu_busy_s`` are then their totals and neither price above is used.
     """
-    price = profile.gpu_price_per_hour_usd if gpu_price_per_hour_usd is None else gpu_price_per_hour_usd
-    busy_h = gpu_busy_s / 3600.0
-    prov_h = gpus * duration_s / 3600.0
+    if groups is None:
+        price = profile.gpu_price_per_hour_usd if gpu_price_per_hour_usd is None else gpu_price_per_hour_usd
+        groups = [GpuGroup(gpus, gpu_busy_s, price)]
+    busy_h = sum(g.busy_s for g in groups) / 3600.0
+    prov_h = sum(g.gpus for g in groups) * duration_s / 3600.0
     return Cost(
         gpu_hours_busy=busy_h,
         gpu_hours_provisioned=prov_h,
-        gpu_busy_usd=busy_h * price,
-        gpu_provisioned_usd=prov_h * price,
+        gpu_busy_usd=sum(g.busy_s * g.price_per_hour_usd for g in groups) / 3600.0,
+        gpu_provisioned_usd=sum(g.gpus * g.price_per_hour_usd for g in groups) * duration_s / 3600.0,
         storage_usd=storage_usd(profile, tier, mean_cached_bytes, duration_s),
         index_usd=profile.index_per_hour_usd * duration_s / 3600.0 if uses_index else 0.0,
     )

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from sim.base.config import warmup_spec
+from sim.base.errors import ConfigError
 from sim.base.records import REUSE_OUTCOMES
-from sim.cost import run_cost
+from sim.cost import GpuGroup, run_cost
 from sim.quality import QualityModel
 from sim.selector import Selector
 
@@ -31,12 +33,13 @@ if TYPE_CHECKING:
 _NAN = float("nan")
 
 
-def _mean_cached_bytes(stats: dict[str, Any], exp: Experiment, profile: Profile) -> float:
-    """Bytes the cache held on average: the system's occupancy samples, else its final size,
-    else its configured capacity."""
+def _mean_cached_bytes(stats: dict[str, Any], exp: Experiment, profile: Profile, since_s: float = -math.inf) -> float:
+    """Bytes the cache held on average (from ``since_s`` on): the system's occupancy samples, else its
+    final size, else its configured capacity."""
     occ = stats.get("occupancy")
     if isinstance(occ, pd.DataFrame) and len(occ) and "bytes" in occ:
-        return float(occ["bytes"].mean())
+        later = occ[occ["time_s"] >= since_s] if "time_s" in occ else occ
+        return float((later if len(later) else occ)["bytes"].mean())
     if stats.get("bytes") is not None:
         return float(stats["bytes"])
     c = exp.cache
@@ -80,15 +83,42 @@ def quality_traded(records: pd.DataFrame, profile: Profile, exp: Experiment) -> 
     return float(np.sum(np.asarray(plain_q) - b["quality"].to_numpy(dtype=float)) / len(records))
 
 
+def steady_state(records: pd.DataFrame, exp: Experiment) -> np.ndarray:
+    """Which requests count in the summary: all but the warm-up (``metrics.warmup``).
+
+    The warm-up is the first N requests, or those that arrived within a duration of the first
+    arrival. Raises ConfigError when it would leave nothing to measure.
+    """
+    n = len(records)
+    kind, value = warmup_spec(exp.metrics.warmup)
+    if value <= 0 or not n:
+        return np.ones(n, dtype=bool)
+    if kind == "requests":
+        measured = records["request"].to_numpy() >= int(value)
+    else:
+        arrival = records["arrival_s"].to_numpy(dtype=float)
+        measured = arrival >= arrival.min() + value
+    if not measured.any():
+        raise ConfigError("metrics.warmup", exp.metrics.warmup, f"leaves none of the {n} requests to measure")
+    return measured
+
+
 def summarize(
     records_df: pd.DataFrame, *, profile: Profile, exp: Experiment, system_stats: dict[str, Any]
 ) -> dict[str, Any]:
-    """One summary row (see ARCHITECTURE.md) for the records of one system."""
-    r = records_df
+    """One summary row (see ARCHITECTURE.md) for the records of one system.
+
+    Every figure is over the steady state (:func:`steady_state`); ``warmup_excluded`` and
+    ``measured_from_s`` say what the warm-up left out. A cluster of several GPU types is billed
+    per replica at each one's price (the engine's ``replicas`` totals and the records' ``replica``).
+    """
+    engine = dict(records_df.attrs.get("engine", {}))
+    measured = steady_state(records_df, exp)
+    excluded = int((~measured).sum())
+    r = records_df[measured] if excluded else records_df
     n = len(r)
     name = str(r["system"].iloc[0]) if n else "?"
     stats = dict(system_stats or {})
-    engine = dict(r.attrs.get("engine", {}))
     outcome = r["outcome"].astype(str).to_numpy()
     latency = r["latency_s"].to_numpy(dtype=float)
     full = n > 0 and not np.isnan(latency).all()
@@ -106,15 +136,19 @@ def summarize(
     else:
         duration = float(arrival.max() - arrival.min()) if n else 0.0
     gpus = int(engine.get("gpus", exp.cluster.gpus))
+    t_from = float(arrival.min()) if n else 0.0
     cost = run_cost(
         profile,
         gpu_price_per_hour_usd=gpu.gpu_price_per_hour_usd,
         gpus=gpus,
         duration_s=duration,
         gpu_busy_s=gpu_busy,
-        mean_cached_bytes=_mean_cached_bytes(stats, exp, profile) if caches else 0.0,
+        mean_cached_bytes=_mean_cached_bytes(stats, exp, profile, t_from if excluded else -math.inf)
+        if caches
+        else 0.0,
         tier=exp.cache.tier,
         uses_index=kind == "vector",
+        groups=_gpu_groups(r, engine, gpu_s),
     )
     # Steps of the system's model, in steps of the main model (their step times' ratio).
     step_weight = gpu.step_s(1) / profile.step_s(1)
@@ -169,8 +203,22 @@ def summarize(
         "caches": caches,
         "is_baseline": bool(stats["is_baseline"]),
         "policy_offline": bool(stats["policy_offline"]),
+        # What the warm-up left out of every figure above (metrics.warmup).
+        "warmup_excluded": excluded,
+        "measured_from_s": t_from,
+        "replicas": len(engine.get("replicas", ())) or 1,
+        "not_admitted": engine.get("not_admitted", 0),
     }
     return row
+
+
+def _gpu_groups(records: pd.DataFrame, engine: dict[str, Any], gpu_s: np.ndarray) -> list[GpuGroup] | None:
+    """Per-replica GPU bills of a run whose replicas differ in price; None: one price for all."""
+    reps = engine.get("replicas") or []
+    if len({rep["price_per_hour_usd"] for rep in reps}) <= 1 or "replica" not in records:
+        return None
+    busy = np.bincount(records["replica"].to_numpy(dtype=np.int64), weights=gpu_s, minlength=len(reps))
+    return [GpuGroup(rep["gpus"], float(b), rep["price_per_hour_usd"]) for rep, b in zip(reps, busy, strict=True)]
 
 
 def _integral_until(t: np.ndarray, points: np.ndarray, weights: np.ndarray) -> np.ndarray:

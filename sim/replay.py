@@ -28,6 +28,7 @@ def replay(
     n_requests: int | None = None,
     occupancy_samples: int = 200,
     compiled: bool = True,
+    admit: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Replay the first ``n_requests`` requests (default: all) through ``system``.
 
@@ -36,16 +37,19 @@ def replay(
     ``occupancy_samples`` times (see ``system.stats()["occupancy"]``). The system's compiled
     replay (``System.replay_columns``) runs when it has one, unless ``compiled`` is False;
     otherwise ``lookup`` then ``complete`` are called request by request. Both give the same
-    records.
+    records. ``admit`` (bool per request, default all True; see ``sim.cache.admission``): a
+    request whose entry is False stores nothing when its generation completes.
     """
     n = len(arrival_s) if n_requests is None else int(n_requests)
     if n > len(arrival_s) or n > len(prompt_ids) or n > len(user_codes):
         raise ValueError(f"n_requests={n} exceeds the trace arrays ({len(arrival_s)} requests)")
     arrivals = np.asarray(arrival_s[:n], dtype=np.float64).tolist()
     stride = max(1, n // max(occupancy_samples, 1))
-    columns = system.replay_columns(n, arrivals, stride) if compiled and n else None
+    if admit is not None and len(admit) < n:
+        raise ValueError(f"admit has {len(admit)} entries for {n} requests")
+    columns = system.replay_columns(n, arrivals, stride, admit) if compiled and n else None
     if columns is None:
-        columns = _replay_decisions(system, n, arrivals, stride)
+        columns = _replay_decisions(system, n, arrivals, stride, admit)
 
     buf = RecordBuffer(system.name, n)
     buf.i["request"][:] = np.arange(n)
@@ -61,14 +65,19 @@ def replay(
     return buf.to_frame()
 
 
-def _replay_decisions(system: System, n: int, arrivals: list[float], stride: int) -> dict[str, object]:
+def _replay_decisions(
+    system: System, n: int, arrivals: list[float], stride: int, admit: np.ndarray | None = None
+) -> dict[str, object]:
     """The generic loop over the public API: ``lookup`` then ``complete``, request by request."""
     lookup, complete = system.lookup, system.complete
+    refused = set() if admit is None else set(np.flatnonzero(~np.asarray(admit[:n], dtype=bool)).tolist())
     decisions = [None] * n
     for start in range(0, n, stride):
         for i in range(start, min(start + stride, n)):
             now = arrivals[i]
             d = lookup(i, now)
+            if i in refused and d.store_levels:
+                d = d._replace(store_levels=())  # not admitted: the generation stores nothing
             complete(i, d, now)
             decisions[i] = d
         system.record_occupancy(arrivals[min(start + stride, n) - 1])

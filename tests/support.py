@@ -107,8 +107,8 @@ class ExactPrompt(_Small):
     def miss_decision(self, i: int, now: float) -> Decision:
         return Decision("miss", -1, math.nan, 0, 0, self.n_steps, 30.28, (5, 10, 15, 20, 25))
 
-    def probe(self, i: int, now: float, boost: int = 0) -> bool:
-        return int(self.prompt_ids[i]) in self.cached
+    def probe(self, i: int, now: float = 0.0, boost: int = 0) -> int:
+        return self.k if int(self.prompt_ids[i]) in self.cached else 0
 
     def complete(self, i: int, decision: Decision, now: float) -> None:
         self.log.append(("complete", i, now))

@@ -64,3 +64,16 @@ def test_fit_exponent(sizes, values, exponent) -> None:
     from sim.app.bench import fit_exponent
 
     assert fit_exponent(sizes, values) == pytest.approx(exponent)
+
+
+def test_plan_stage_prints_its_figures(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
+    assert main(["bench", "--only", "plan", "--plan", "1500", "--json", str(tmp_path / "b.json")]) == 0
+    table = capsys.readouterr().out
+    assert "plan, 4 systems x 2 GPU types (1,500 req)" in table and "<=120" in table
+    rows = {r["name"]: r for r in json.loads((tmp_path / "b.json").read_text())}
+    plan = rows["plan, 4 systems x 2 GPU types (1,500 req)"]
+    assert plan["value"] > plan["reference_value"] > 0  # the repeat reuses every run
+    runs = next(r for name, r in rows.items() if "runs the plan evaluated" in name)
+    assert 8 <= runs["value"] < runs["reference_value"]
+    assert main(["bench", "--only", "plan,warp"]) == 2

@@ -145,3 +145,47 @@ def test_quality_traded_by_load_aware_boosts():
     )
     assert quality_traded(rec, profile, exp) == pytest.approx((q(15) - q(25)) / 4)
     assert quality_traded(rec.assign(boost=0), profile, exp) == 0.0
+
+
+@pytest.mark.parametrize("warmup", [1, "20s"])
+def test_warmup_is_left_out_of_every_figure_and_said_so(three_jobs, warmup):
+    """Leaving out the first request (``warmup: 1``), or the requests that arrived within 20 s of
+    the first (the first two), gives the summary of the remaining requests alone."""
+    rec, profile, _ = three_jobs
+    exp = experiment(selector__slo_s=12.0, metrics__warmup=warmup)
+    row = summarize(rec, profile=profile, exp=exp, system_stats=Vanilla(50).stats())
+    kept = [1, 2] if warmup == 1 else [2]
+    assert row["warmup_excluded"] == 3 - len(kept) and row["requests"] == len(kept)
+    assert row["measured_from_s"] == rec["arrival_s"].iloc[kept[0]]
+    assert row["mean_latency_s"] == pytest.approx(rec["latency_s"].iloc[kept].mean())
+    assert row["slo_attainment"] == pytest.approx((rec["latency_s"].iloc[kept] <= 12.0).mean())
+    # The measured window runs from the first measured arrival to the last measured finish.
+    span = rec["finish_s"].iloc[kept].max() - rec["arrival_s"].iloc[kept[0]]
+    assert row["throughput_rps"] == pytest.approx(len(kept) / span)
+    assert row["gpu_hours_provisioned"] == pytest.approx(1 * span / 3600)
+    assert row["gpu_busy_s"] == pytest.approx(10.0 * len(kept))
+    plain = summarize(rec, profile=profile, exp=experiment(selector__slo_s=12.0), system_stats=Vanilla(50).stats())
+    assert plain["warmup_excluded"] == 0 and plain["requests"] == 3
+
+
+def test_warmup_that_leaves_nothing_is_an_error(three_jobs):
+    from sim.base.errors import ConfigError
+
+    rec, profile, _ = three_jobs
+    for warmup in (3, "1h"):
+        with pytest.raises(ConfigError, match="metrics.warmup"):
+            summarize(rec, profile=profile, exp=experiment(metrics__warmup=warmup), system_stats=Vanilla(50).stats())
+
+
+def test_warmup_applies_to_cache_only_records_too():
+    profile = load_profile("sdxl-a10g")
+    n = 400
+    arrays = TraceArrays(np.arange(n, dtype=np.int32) % 40, np.zeros(n, np.int32), np.arange(n) * 10.0)
+    exp = experiment(systems=["exact"], mode="cache-only", metrics__warmup=40)
+    system = build_system("exact", exp, arrays, None, profile)
+    records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    row = summarize(records, profile=profile, exp=exp, system_stats=system.stats())
+    # The first 40 requests are the cold misses; every later one repeats a cached prompt.
+    assert row["warmup_excluded"] == 40 and row["hit_rate"] == 1.0 and row["compute_saved"] == 1.0
+    cold = summarize(records, profile=profile, exp=experiment(systems=["exact"], mode="cache-only"), system_stats=system.stats())
+    assert cold["hit_rate"] == pytest.approx(360 / 400)

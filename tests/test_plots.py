@@ -277,3 +277,34 @@ def test_a_bad_reference_file_names_row_and_column(tmp_path):
     bad.write_text("label,system\nX,vanilla\n")
     with pytest.raises(InputError, match="missing columns"):
         read_reference(bad)
+
+
+def test_topology_data_groups_bars_by_router_and_cache_layout(tmp_path):
+    from plots.data import Results
+    from plots.figures import topology, topology_data
+
+    rows = []
+    for router, hit in (("round-robin", 0.5), ("cache-affinity", 0.7)):
+        for placement, cap in (("shared", 15000), ("per-replica", 3750)):
+            for seed in (1, 2):
+                for system, caches, base in (("vanilla", False, True), ("nirvana", True, False)):
+                    rows.append(
+                        {"run": f"{router}-{placement}-{seed}", "cluster.router.kind": router,
+                         "cache.placement": placement, "cache.capacity": cap, "seed": seed, "system": system,
+                         "caches": caches, "is_baseline": base,
+                         "hit_rate": (hit + 0.1 * (placement == "shared") + 0.01 * seed) if caches else 0.0,
+                         "p95_latency_s": 30.0 + seed if caches else 40.0}
+                    )
+    summary = pd.DataFrame(rows)
+    varied = ["cluster.router.kind", "cache.placement", "cache.capacity", "seed"]
+    results = Results(tmp_path, summary, [], varied, {})
+    data = topology_data(results)
+    assert data.routers == ["round-robin", "cache-affinity"] and data.systems == ["nirvana"]
+    assert data.layouts == ["placement=shared, capacity=15000", "placement=per-replica, capacity=3750"]
+    t = data.table.set_index(["system", "router", "layout"])
+    assert t.loc[("nirvana", "cache-affinity", data.layouts[0]), "hit_rate"] == pytest.approx(0.815)  # seed mean
+    assert t.loc[("nirvana", "round-robin", data.layouts[1]), "p95_latency_s"] == pytest.approx(31.5)
+    assert data.baseline == {"round-robin": 40.0, "cache-affinity": 40.0}
+    assert len(topology(results, tmp_path)) == 2
+    no_routing = Results(tmp_path, summary, [], ["cache.capacity", "seed"], {})
+    assert topology_data(no_routing) is None

@@ -28,6 +28,7 @@ examples:
   acsim run experiments/quickstart.yaml --set mode=cache-only --set trace.requests=5000
   acsim validate experiments/quickstart.yaml
   acsim sweep experiments/policies_vs_cache_size.yaml --jobs 2
+  acsim plan experiments/quickstart.yaml --slo 'p95<=30' --gpus a10g,a100
   acsim trace synth --requests 100000 --out results/synth.parquet
   acsim calibrate latency --model tiny --device cpu --out results/tiny-profile.yaml
 """
@@ -94,6 +95,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sim.app.sweep import sweep_command
 
     return sweep_command(args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Find the cheapest cluster that meets the SLOs: per system and GPU type, the fewest GPUs whose run
+    of the trace meets every objective (bisection over GPU counts, each point a resumable run), and
+    optionally the highest load that cluster sustains. Prints a recommendation table, writes plan.csv
+    and points.csv and draws the plan (and capacity) figures."""
+    from sim.app.plan import plan_command
+
+    return plan_command(args)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -172,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_arguments(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "plan",
+        help="the fewest GPUs (per system and GPU type) whose run meets the SLOs, and their cost",
+        description=cmd_plan.__doc__,
+        epilog="example: acsim plan experiments/quickstart.yaml --slo 'p95<=30' --slo 'attainment>=0.99' "
+        "--gpus a10g,a100",
+    )
+    _add_config_args(p)
+    from sim.app.plan import add_plan_arguments
+
+    add_plan_arguments(p)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("plot", help="draw figures for a run or sweep directory", description=cmd_plot.__doc__)
     p.add_argument("results", type=Path, help="a run or sweep result directory")

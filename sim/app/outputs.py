@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 MARKER = ".acsim-result"
-KINDS = ("run", "sweep")
+KINDS = ("run", "sweep", "plan")
 FORMAT = 1
 # What a run directory may hold (relative paths; see sim.app.run and sim.app.sweep). A file
 # outside this list was put there by someone else, and the directory is not replaced.
@@ -92,7 +92,7 @@ def foreign_files(directory: Path) -> list[str]:
 
 
 def _command(kind: str) -> str:
-    return "acsim run" if kind == "run" else "acsim sweep"
+    return f"acsim {kind}"
 
 
 def check_target(out: Path, kind: str) -> None:
@@ -299,16 +299,19 @@ def staging_dir(out: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def sweep_dir(out: Path) -> Iterator[Path]:
-    """Claim ``out`` as a sweep directory (created and marked if new) and hold its lock."""
+def sweep_dir(out: Path, kind: str = "sweep") -> Iterator[Path]:
+    """Claim ``out`` as a sweep (or plan) directory, created and marked if new, and hold its lock.
+
+    Both only add run directories and tables to what is there; neither deletes anything.
+    """
     out = Path(out)
-    check_target(out, "sweep")
+    check_target(out, kind)
     with locked(out):
-        check_target(out, "sweep")
+        check_target(out, kind)
         try:
             out.mkdir(parents=True, exist_ok=True)
             if read_marker(out) is None:
-                write_marker(out, "sweep")
+                write_marker(out, kind)
         except OSError as exc:
             raise OutputError(out, f"cannot write here: {exc.strerror or exc}") from None
         yield out

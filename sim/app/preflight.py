@@ -2,9 +2,9 @@
 
 ``sim.base.config`` checks what a value can get wrong on its own (types, ranges, consistency).
 What needs the machine is checked here: plug-in names against their registries (systems,
-policies, predictors, queues, embedders), each system's ``params`` block against the dataclass
-the system declares, the profile and what the ladder and tier ask of it, and the files a trace
-reads. ``acsim validate``, ``run`` and ``sweep`` (for every configuration of the grid) call
+policies, predictors, queues, routers, admission rules, embedders), each system's ``params``
+block against the dataclass the system declares, the profile and what the ladder and tier ask
+of it, every replica's profile, and the files a trace reads. ``acsim validate``, ``run`` and ``sweep`` (for every configuration of the grid) call
 :func:`preflight`; nothing else validates.
 """
 
@@ -19,9 +19,12 @@ from sim.base.config import Experiment, check_simulated_span, did_you_mean
 from sim.base.errors import ConfigError
 from sim.base.io import exists
 from sim.base.profile import Profile, load_profile
+from sim.cache.admission import build_admission
 from sim.cache.policies import POLICIES
 from sim.engine.predictor import PREDICTORS
 from sim.engine.queues import QUEUES
+from sim.engine.replicas import cache_count, replica_profile_name
+from sim.engine.routing import ROUTERS
 from sim.systems import SYSTEMS, system_class
 from sim.tiers import TierPath
 from traces.embeddings import check_embedder_name
@@ -125,6 +128,44 @@ def check_size(exp: Experiment, requests: int | None, span_s: float | None = Non
         check_simulated_span(exp, span_s)
 
 
+def _check_cluster(exp: Experiment, profile: Profile) -> None:
+    """Router and admission names; every replica's profile is the experiment's model on some GPU."""
+    _one_of("cluster.router.kind", exp.cluster.router.kind, ROUTERS)
+    build_admission(exp.cache.admission, 0, exp.seed)
+    if exp.cluster.replicas is None:
+        return
+    profiles = set()
+    for j, rc in enumerate(exp.cluster.replicas):
+        field = f"cluster.replicas[{j}]." + ("gpu" if rc.gpu is not None else "profile")
+        name = replica_profile_name(exp, rc, field)
+        if name is None:
+            profiles.add(profile.name)
+            continue
+        p = load_profile(name)
+        if (p.steps, p.k_levels, p.latent_bytes) != (profile.steps, profile.k_levels, profile.latent_bytes):
+            raise ConfigError(
+                field,
+                name,
+                f"runs another model than profile {exp.profile!r} (steps, K levels or latent size differ)",
+            )
+        if exp.cache.tier is not None:
+            TierPath(p, exp.cache.tier)
+        profiles.add(p.name)
+    if exp.mode == "cache-only":
+        if cache_count(exp) > 1:
+            raise ConfigError(
+                "cache.placement",
+                exp.cache.placement,
+                "a cache per replica needs mode: full (which replica serves a request depends on the queues)",
+            )
+        if len(profiles) > 1:
+            raise ConfigError(
+                "cluster.replicas",
+                sorted(profiles),
+                "mode: cache-only prices GPU time on the experiment's profile; mixed GPU types need mode: full",
+            )
+
+
 def preflight(exp: Experiment) -> Experiment:
     """A copy of ``exp`` checked against this machine, with what it resolves written in.
 
@@ -148,6 +189,8 @@ def preflight(exp: Experiment) -> Experiment:
     if problem:
         raise ConfigError("embedder", exp.embedder, problem)
     _check_trace(exp)
-    _check_against_profile(exp, load_profile(exp.profile))
+    profile = load_profile(exp.profile)
+    _check_against_profile(exp, profile)
+    _check_cluster(exp, profile)
     check_size(exp, exp.trace.requests if exp.trace.source in ("synthetic", "prompts") else None)
     return exp

@@ -67,14 +67,42 @@ def format_summary(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def describe_cluster(exp: Experiment) -> str:
+    """``gpus=4`` or ``gpus=5 in 4 replicas (3 x 1 sdxl-a10g, 1 x 2 a100), round-robin, per-replica caches``."""
+    cl = exp.cluster
+    if cl.replicas is None:
+        return f"gpus={cl.gpus}"
+    parts = [f"{rc.copies} x {rc.gpus} {rc.gpu or rc.profile or exp.profile}" for rc in cl.replicas]
+    copies = sum(rc.copies for rc in cl.replicas)
+    return (
+        f"gpus={cl.gpus} in {copies} replicas ({', '.join(parts)}), router={cl.router.kind}, "
+        f"{exp.cache.placement} cache" + ("s" if exp.cache.placement == "per-replica" else "")
+    )
+
+
+def describe_warmup(summary: pd.DataFrame) -> str:
+    """What the warm-up left out of the figures (empty when nothing was)."""
+    if "warmup_excluded" not in summary or not (summary["warmup_excluded"] > 0).any():
+        return ""
+    row = summary.iloc[0]
+    return (
+        f"warm-up: the first {int(row['warmup_excluded']):,} requests (arrivals before "
+        f"{row['measured_from_s'] / 3600:.2f} h) are left out of every figure"
+    )
+
+
 def print_summary(summary: pd.DataFrame, exp: Experiment, stream: TextIO | None = None) -> None:
     """Print the run's comparison table with its key settings (to stdout by default)."""
     # Looked up at call time: a default bound at import would keep a stream that was replaced since.
     stream = stream or sys.stdout
     c = exp.cache
+    admission = "" if c.admission == "all" else f", admission={c.admission}"
     print(
-        f"\n{exp.name}: mode={exp.mode}, policy={c.policy}, capacity={c.capacity:,.0f} {c.unit}, "
-        f"gpus={exp.cluster.gpus}, profile={exp.profile}",
+        f"\n{exp.name}: mode={exp.mode}, policy={c.policy}, capacity={c.capacity:,.0f} {c.unit}{admission}, "
+        f"{describe_cluster(exp)}, profile={exp.profile}",
         file=stream,
     )
+    warm = describe_warmup(summary)
+    if warm:
+        print(warm, file=stream)
     print(format_summary(summary), file=stream)

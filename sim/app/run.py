@@ -24,12 +24,14 @@ from sim.base import config as cfg
 from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
 from sim.base.profile import Profile, load_profile
+from sim.cache.admission import build_admission
 from sim.engine import simulate
 from sim.engine.predictor import PREDICTORS
+from sim.engine.replicas import cache_count
 from sim.metrics import summarize
 from sim.neighbours import NeighbourLists, build_neighbours
 from sim.replay import replay
-from sim.systems import SYSTEMS, build_system
+from sim.systems import SYSTEMS, build_system, combined_stats
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import load_trace
 from traces.schema import Trace, read_parquet, write_parquet
@@ -133,15 +135,22 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
 
 
 def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
-    """Replay one system; returns (records, per-minute time series or None, system stats)."""
+    """Replay one system; returns (records, per-minute time series or None, system stats).
+
+    A cluster with a cache per replica gets one instance of the system per replica; their
+    stats are combined.
+    """
     trace = inputs.trace
-    system = build_system(name, exp, trace, inputs.neighbours, inputs.profile)
+    systems = [
+        build_system(name, exp, trace, inputs.neighbours, inputs.profile) for _ in range(cache_count(exp))
+    ]
     if exp.mode == "cache-only":
-        records = replay(system, trace.arrival_s, trace.prompt_ids, trace.user_codes)
+        admit = build_admission(exp.cache.admission, len(trace), exp.seed).admitted()
+        records = replay(systems[0], trace.arrival_s, trace.prompt_ids, trace.user_codes, admit=admit)
         series = None
     else:
         records, series = simulate(
-            system,
+            systems,
             trace.arrival_s,
             trace.prompt_ids,
             trace.user_codes,
@@ -150,7 +159,7 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
             seed=exp.seed,
             embeddings=inputs.embeddings,
         )
-    return records, series, system.stats()
+    return records, series, combined_stats([s.stats() for s in systems])
 
 
 def run_experiment(

@@ -65,7 +65,7 @@ ERROR_FILE = "error.txt"
 RUNS_DIR = "runs"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Fields that do not change a run's results: left out of its directory hash.
-_NOT_RESULT_FIELDS = ("name", "output", "plots", "sweep")
+_NOT_RESULT_FIELDS = ("name", "output", "plots", "sweep", "plan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +128,9 @@ def _slug_value(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
 
 
-def _run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
+def run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
+    """A run directory's name: a slug of the varied ``values`` and a hash of the resolved config
+    (fields that do not change results left out), so the same configuration finds its run again."""
     slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{_slug_value(v)}" for k, v in values.items())[:80] or "base"
     full = {k: v for k, v in cfg.to_dict(exp).items() if k not in _NOT_RESULT_FIELDS}
     return f"{slug}-{_digest(full, 8)}"
@@ -158,7 +160,7 @@ def expand_sweep(exp: cfg.Experiment) -> list[SweepPoint]:
             point_exp = preflight(cfg.from_dict(data))
         except ConfigError as exc:
             raise _blame(exc, values, shown) from None
-        name = _run_name(values, point_exp)
+        name = run_name(values, point_exp)
         if name in seen:
             raise ConfigError(
                 "sweep", sweep, f"two configurations are identical ({name}); remove duplicate values"
@@ -252,7 +254,12 @@ def _pool_task(task: Task, run_fn: RunFn | None) -> RunOutcome:
 
 
 class LocalExecutor:
-    """A process pool on this machine (``jobs`` workers; 1 runs in this process)."""
+    """A process pool on this machine (``jobs`` workers; 1 runs in this process).
+
+    Used as a context manager, the pool outlives one ``run``: later calls whose shared inputs
+    it already holds (by key: a key must name the same inputs throughout the block) reuse its
+    workers instead of starting new ones (``acsim plan`` runs its points in rounds).
+    """
 
     name = "local"
 
@@ -260,27 +267,53 @@ class LocalExecutor:
         if address:
             raise ConfigError("--address", address, "only the ray executor connects to a cluster")
         self.jobs = jobs or len(os.sched_getaffinity(0))
+        self._persistent = False
+        self._pool: Any = None
+        self._keys: set[str] = set()
+
+    def __enter__(self) -> LocalExecutor:
+        self._persistent = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._persistent = False
+        self._close()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._keys = None, set()
+
+    def _pool_for(self, shared: Mapping[str, Any], tasks: int) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._pool is not None and set(shared) <= self._keys:
+            return self._pool
+        self._close()
+        # spawn, not fork: the parent may hold torch/BLAS thread pools that a forked child would inherit locked.
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.jobs if self._persistent else min(self.jobs, tasks),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(dict(shared),),
+        )
+        self._keys = set(shared)
+        return self._pool
 
     def run(
         self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
     ) -> Iterator[RunOutcome]:
         """Run ``tasks`` on the pool; the shared inputs are sent once per worker process."""
-        if self.jobs <= 1 or len(tasks) <= 1:
+        if self.jobs <= 1 or (len(tasks) <= 1 and self._pool is None):
             for task in tasks:
                 inputs = shared.get(task.inputs_key) if task.inputs_key else None
                 yield execute_point(task.point, task.run_dir, inputs, run_fn)
             return
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-        # spawn, not fork: the parent may hold torch/BLAS thread pools that a forked child would inherit locked.
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(tasks)),
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(dict(shared),),
-        )
+        pool = self._pool_for(shared, len(tasks))
+        ok = False
         try:
             futures = {pool.submit(_pool_task, t, run_fn): t for t in tasks}
             pending = set(futures)
@@ -292,15 +325,19 @@ class LocalExecutor:
                         yield fut.result()
                     except Exception as exc:  # the worker process died (e.g. out of memory)
                         yield RunOutcome(task.point.name, error=f"worker failed: {type(exc).__name__}: {exc}")
+            ok = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not (ok and self._persistent):
+                self._close()
 
 
 class RayExecutor:
     """Ray tasks: on the cluster at ``address``, or on a local Ray started with ``jobs`` CPUs.
 
     Workers may be on other machines, so each run writes into a private temporary directory
-    and ships its files back; the driver writes them into the sweep's directory.
+    and ships its files back; the driver writes them into the sweep's directory. Used as a
+    context manager, Ray stays up between ``run`` calls and shared inputs already in its object
+    store (by key) are not put again.
     """
 
     name = "ray"
@@ -308,19 +345,35 @@ class RayExecutor:
     def __init__(self, jobs: int | None = None, address: str | None = None) -> None:
         self.jobs = jobs
         self.address = address
+        self._persistent = False
+        self._started = False
+        self._refs: dict[str, Any] = {}
 
-    def run(
-        self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
-    ) -> Iterator[RunOutcome]:
-        """Submit one Ray task per configuration; shared inputs go through the object store once."""
+    def __enter__(self) -> RayExecutor:
+        self._persistent = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._persistent = False
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._refs = {}
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def _init(self) -> Any:
         try:
             import ray
         except ImportError:
             raise ConfigError(
                 "--executor", "ray", "ray is not installed (pip install 'acsim[ray]')"
             ) from None
-        started = not ray.is_initialized()
-        if started:
+        if not ray.is_initialized():
+            self._started = True
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
@@ -335,8 +388,18 @@ class RayExecutor:
                     log_to_driver=False,
                     runtime_env={"env_vars": {"PYTHONPATH": path}},
                 )
+        return ray
+
+    def run(
+        self, tasks: Sequence[Task], shared: Mapping[str, Any], run_fn: RunFn | None
+    ) -> Iterator[RunOutcome]:
+        """Submit one Ray task per configuration; shared inputs go through the object store once."""
+        ray = self._init()
         try:
-            refs = {key: ray.put(value) for key, value in shared.items()}
+            for key, value in shared.items():
+                if key not in self._refs:
+                    self._refs[key] = ray.put(value)
+            refs = self._refs
             remote = ray.remote(num_cpus=1, max_retries=0)(execute_point)
             futures = {
                 remote.remote(
@@ -358,11 +421,20 @@ class RayExecutor:
                         f"{_ANSI.sub('', str(cause)).strip()}\n\n{detail}",
                     )
         finally:
-            if started:
-                ray.shutdown()
+            if not self._persistent:
+                self._shutdown()
 
 
 EXECUTORS: dict[str, type[LocalExecutor] | type[RayExecutor]] = {"local": LocalExecutor, "ray": RayExecutor}
+
+
+def make_executor(executor: str, jobs: int | None, address: str | None) -> LocalExecutor | RayExecutor:
+    """The executor named ``executor``; ConfigError naming the flag for a bad name or count."""
+    if executor not in EXECUTORS:
+        raise ConfigError("--executor", executor, "allowed: " + ", ".join(EXECUTORS))
+    if jobs is not None and jobs < 1:
+        raise ConfigError("--jobs", jobs, "must be >= 1")
+    return EXECUTORS[executor](jobs=jobs, address=address)
 
 
 # ---------------------------------------------------------------------------
@@ -466,6 +538,98 @@ def _write_index(
     atomic_write_csv(out_dir / "runs.csv", pd.DataFrame(rows))
 
 
+@dataclasses.dataclass
+class PointsResult:
+    """The outcome of :func:`run_points`."""
+
+    completed: list[str]  # run names finished by this call
+    skipped: list[str]  # run names already finished before it
+    failed: dict[str, str]  # run name -> one-line error
+    elapsed: dict[str, float]  # run name -> seconds, for the runs of this call
+
+
+def run_points(
+    points: Sequence[SweepPoint],
+    runs_dir: Path,
+    *,
+    executor: str | LocalExecutor | RayExecutor = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    run_fn: RunFn | None = None,
+    prepare_fn: PrepareFn | None = None,
+    inputs_key: Callable[[SweepPoint], str] | None = None,
+    progress: bool = True,
+    stream: Any = None,
+    desc: str = "runs",
+) -> PointsResult:
+    """Run every point whose directory ``runs_dir/<name>`` is not done yet (resumable, one per point).
+
+    The machinery of :func:`run_sweep`, for callers that choose their own points (``acsim plan``).
+    ``executor``: a name of :data:`EXECUTORS` (built with ``jobs`` and ``address``) or an
+    executor the caller keeps open across calls (see :class:`LocalExecutor`).
+    ``inputs_key(point)`` groups points that share one prepared input (default: the point's
+    :attr:`SweepPoint.inputs_key`); ``prepare_fn`` is called once per group, in this process,
+    with the first point's experiment. A point marked done whose summary is empty or damaged
+    runs again, with a note.
+    """
+    stream = stream or sys.stderr
+    pool = make_executor(executor, jobs, address) if isinstance(executor, str) else executor
+    key_of = inputs_key or (lambda p: p.inputs_key)
+    skipped = [p.name for p in points if is_done(runs_dir / p.name)]
+    todo = [p for p in points if p.name not in set(skipped)]
+    for p in todo:
+        if _damaged(runs_dir / p.name):
+            print(
+                f"note: {runs_dir / p.name / 'summary.csv'} is empty or damaged; running {p.name} again",
+                file=stream,
+            )
+    failed: dict[str, str] = {}
+    shared: dict[str, Any] = {}
+    prep_errors: dict[str, str] = {}  # inputs key -> error with traceback
+    tasks: dict[str, Task] = {}
+    prepare = prepare_fn or prepare_inputs
+    for p in todo:
+        key = key_of(p)
+        if key not in shared and key not in prep_errors:
+            try:
+                shared[key] = prepare(p.exp, progress=progress)
+            except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
+                prep_errors[key] = (
+                    f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
+                )
+        if key in prep_errors:
+            outputs.mark_run_dir(runs_dir / p.name)
+            atomic_write_text(runs_dir / p.name / ERROR_FILE, prep_errors[key])
+            failed[p.name] = prep_errors[key].splitlines()[0]
+        else:
+            tasks[p.name] = Task(point=p, run_dir=runs_dir / p.name, inputs_key=key)
+
+    completed: list[str] = []
+    elapsed: dict[str, float] = {}
+    bar = tqdm(
+        total=len(tasks),
+        unit="run",
+        desc=desc,
+        disable=not progress or not tasks,
+        file=stream,
+        dynamic_ncols=True,
+    )
+    try:
+        for outcome in pool.run(list(tasks.values()), shared, run_fn):
+            _record_outcome(tasks[outcome.name], outcome)
+            elapsed[outcome.name] = outcome.elapsed_s
+            if outcome.error is None:
+                completed.append(outcome.name)
+            else:
+                failed[outcome.name] = outcome.error.splitlines()[0]
+                bar.write(f"FAILED {outcome.name}: {failed[outcome.name]}", file=stream)
+            bar.update(1)
+            bar.set_postfix(failed=len(failed), refresh=False)
+    finally:
+        bar.close()
+    return PointsResult(completed, skipped, failed, elapsed)
+
+
 def run_sweep(
     exp: cfg.Experiment,
     executor: str = "local",
@@ -489,18 +653,12 @@ def run_sweep(
     module-level functions (they are pickled to the workers). Returns a :class:`SweepResult`;
     failing configurations are in ``result.failed`` (their ``error.txt`` holds the traceback).
     """
-
-
     stream = stream or sys.stderr
-    if executor not in EXECUTORS:
-        raise ConfigError("--executor", executor, "allowed: " + ", ".join(EXECUTORS))
-    if jobs is not None and jobs < 1:
-        raise ConfigError("--jobs", jobs, "must be >= 1")
-    pool = EXECUTORS[executor](jobs=jobs, address=address)
+    make_executor(executor, jobs, address)  # bad names and counts fail before anything runs
     out = Path(out_dir) if out_dir is not None else sweep_output(exp)
     points = expand_sweep(exp)
     with outputs.sweep_dir(out):
-        result = _run_points(exp, points, pool, out, run_fn, prepare_fn, progress, stream)
+        result = _sweep_into(exp, points, out, executor, jobs, address, run_fn, prepare_fn, progress, stream)
         if plots and len(result.summary):
             from plots import plot_results
 
@@ -508,11 +666,13 @@ def run_sweep(
     return result
 
 
-def _run_points(
+def _sweep_into(
     exp: cfg.Experiment,
     points: list[SweepPoint],
-    pool: Any,
     out: Path,
+    executor: str,
+    jobs: int | None,
+    address: str | None,
     run_fn: RunFn | None,
     prepare_fn: PrepareFn | None,
     progress: bool,
@@ -521,76 +681,39 @@ def _run_points(
     t0 = time.perf_counter()
     runs_dir = out / RUNS_DIR
     atomic_write_text(out / "sweep.yaml", cfg.dump(exp))
-    skipped = [p.name for p in points if is_done(runs_dir / p.name)]
-    todo = [p for p in points if p.name not in set(skipped)]
+    done = sum(is_done(runs_dir / p.name) for p in points)
     print(
-        f"sweep {exp.name}: {len(points)} configurations, {len(skipped)} already done, {len(todo)} to run "
-        f"({pool.name} executor) -> {out}",
+        f"sweep {exp.name}: {len(points)} configurations, {done} already done, {len(points) - done} to run "
+        f"({EXECUTORS[executor].name} executor) -> {out}",
         file=stream,
     )
     if not exp.sweep:
         print(f"note: {exp.name} has no sweep block; running its base configuration once", file=stream)
-    for p in todo:
-        if _damaged(runs_dir / p.name):
-            print(
-                f"note: {runs_dir / p.name / 'summary.csv'} is empty or damaged; running {p.name} again",
-                file=stream,
-            )
-
-    failed: dict[str, str] = {}
-    shared: dict[str, Any] = {}
-    prep_errors: dict[str, str] = {}  # inputs key -> error with traceback
-    tasks: dict[str, Task] = {}
-    prepare = prepare_fn or prepare_inputs
-    for p in todo:
-        key = p.inputs_key
-        if key not in shared and key not in prep_errors:
-            try:
-                shared[key] = prepare(p.exp, progress=progress)
-            except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
-                prep_errors[key] = (
-                    f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
-                )
-        if key in prep_errors:
-            outputs.mark_run_dir(runs_dir / p.name)
-            atomic_write_text(runs_dir / p.name / ERROR_FILE, prep_errors[key])
-            failed[p.name] = prep_errors[key].splitlines()[0]
-        else:
-            tasks[p.name] = Task(point=p, run_dir=runs_dir / p.name, inputs_key=key)
-
-    completed: list[str] = []
-    elapsed: dict[str, float] = {}
-    bar = tqdm(
-        total=len(tasks),
-        unit="run",
-        desc=f"sweep {exp.name}",
-        disable=not progress or not tasks,
-        file=stream,
-        dynamic_ncols=True,
-    )
+    res = PointsResult([], [], {}, {})
     try:
-        for outcome in pool.run(list(tasks.values()), shared, run_fn):
-            _record_outcome(tasks[outcome.name], outcome)
-            elapsed[outcome.name] = outcome.elapsed_s
-            if outcome.error is None:
-                completed.append(outcome.name)
-            else:
-                failed[outcome.name] = outcome.error.splitlines()[0]
-                bar.write(f"FAILED {outcome.name}: {failed[outcome.name]}", file=stream)
-            bar.update(1)
-            bar.set_postfix(failed=len(failed), refresh=False)
+        res = run_points(
+            points,
+            runs_dir,
+            executor=executor,
+            jobs=jobs,
+            address=address,
+            run_fn=run_fn,
+            prepare_fn=prepare_fn,
+            progress=progress,
+            stream=stream,
+            desc=f"sweep {exp.name}",
+        )
     finally:
-        bar.close()
         summary = merge_summaries(points, runs_dir)
         atomic_write_csv(out / "summary.csv", summary)
-        _write_index(points, runs_dir, out, elapsed)
-    result = SweepResult(out, summary, completed, skipped, failed, time.perf_counter() - t0)
+        _write_index(points, runs_dir, out, res.elapsed)
+    result = SweepResult(out, summary, res.completed, res.skipped, res.failed, time.perf_counter() - t0)
     print(
-        f"sweep {exp.name}: {len(completed)} run, {len(skipped)} skipped, {len(failed)} failed "
+        f"sweep {exp.name}: {len(res.completed)} run, {len(res.skipped)} skipped, {len(res.failed)} failed "
         f"in {result.elapsed_s:.1f} s; summary: {out / 'summary.csv'}",
         file=stream,
     )
-    for name, msg in failed.items():
+    for name, msg in res.failed.items():
         print(f"  failed {name}: {msg} (see {runs_dir / name / ERROR_FILE})", file=stream)
     return result
 
@@ -599,8 +722,8 @@ def _run_points(
 # Command line (wired by sim.app.cli)
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``acsim sweep`` (the file and --set are added by the CLI)."""
+def add_sweep_arguments(parser: argparse.ArgumentParser, output_help: str | None = None) -> None:
+    """Options of ``acsim sweep`` (the file and --set are added by the CLI); ``acsim plan`` shares them."""
     parser.add_argument(
         "--executor", choices=sorted(EXECUTORS), default="local", help="local process pool (default) or ray"
     )
@@ -621,7 +744,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         type=Path,
         default=None,
-        help="sweep directory (default: the file's output: with -sweep appended, beside what `acsim run` writes)",
+        help=output_help or "sweep directory (default: the file's output: with -sweep appended, beside what `acsim run` writes)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip drawing figures after the sweep")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

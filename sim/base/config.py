@@ -31,6 +31,7 @@ import yaml
 
 from sim.base import strict_yaml
 from sim.base.errors import ConfigError, DeprecatedField, InputError
+from sim.base.slo import parse_duration, parse_slo
 
 # Generated arrivals must stay on pandas' nanosecond clock (which ends in 2262) counted from 2022.
 MAX_TRACE_YEARS = 100.0
@@ -165,9 +166,16 @@ class CacheConfig:
     store_on_hit: bool = True  # a hit at K stores the levels above K for the new prompt
     isolation: Literal["shared", "per-user"] = "shared"
     tier: str | None = None  # storage tier name; None: the profile's default_tier
+    # With cluster.replicas: one store every replica fetches from (a remote store such as EFS), or
+    # one store per replica, each of ``capacity`` (sim.engine.replicas).
+    placement: Literal["shared", "per-replica"] = "shared"
+    # Which generations offer their latents to the cache: all | sample:P | when-idle
+    # (a name of sim.cache.admission.ADMISSIONS, with its argument; checked by the preflight step).
+    admission: str = "all"
 
     def check(self) -> None:
         positive("capacity", self.capacity, allow_zero=True)
+        split_spec("admission", self.admission)
 
 
 @dataclass
@@ -198,15 +206,62 @@ class BatchConfig:
 
 
 @dataclass
-class ClusterConfig:
-    """The GPU serving cluster."""
+class ReplicaConfig:
+    """One replica behind the router: ``gpus`` GPUs of one type serving one queue (``copies`` alike)."""
 
-    gpus: int = 4
-    queue: str = "fcfs"  # a name of sim.engine.queues.QUEUES (checked by the preflight step)
-    batch: BatchConfig = field(default_factory=BatchConfig)
+    gpus: int = 1
+    # The GPU type (a profile's gpu.name, e.g. a100): the profile of the experiment's model on
+    # that GPU. Or ``profile``: a profile name or path. Neither: the experiment's profile.
+    gpu: str | None = None
+    profile: str | None = None
+    copies: int = 1  # identical replicas described by this entry
 
     def check(self) -> None:
         positive("gpus", self.gpus)
+        positive("copies", self.copies)
+        if self.gpu is not None and self.profile is not None:
+            raise ConfigError("gpu", self.gpu, "give a replica's gpu or its profile, not both")
+
+
+@dataclass
+class RouterConfig:
+    """How requests are spread over replicas (sim.engine.routing)."""
+
+    kind: str = "round-robin"  # a name of sim.engine.routing.ROUTERS (checked by the preflight step)
+    # cache-affinity: go to the replica holding the best match unless its expected wait exceeds
+    # the least-loaded replica's by more than this (then the least-loaded one). Assumed: about
+    # three SDXL generations on an A10G; the rule is SGLang's and Ray Serve's (cache affinity while
+    # the load is balanced within a threshold; they count queued requests, 64 in SGLang).
+    imbalance_s: float = 60.0
+
+    def check(self) -> None:
+        positive("imbalance_s", self.imbalance_s, allow_zero=True)
+
+
+@dataclass
+class ClusterConfig:
+    """The GPU serving cluster: ``gpus`` GPUs behind one queue, or ``replicas`` behind a router."""
+
+    gpus: int = 4  # with replicas: their total (filled in)
+    queue: str = "fcfs"  # a name of sim.engine.queues.QUEUES (checked by the preflight step)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    replicas: list[ReplicaConfig] | None = None  # None: one replica of ``gpus`` on the experiment's profile
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+    def check(self) -> None:
+        positive("gpus", self.gpus)
+        if self.replicas is None:
+            return
+        if not self.replicas:
+            raise ConfigError("replicas", self.replicas, "list at least one replica, or leave replicas out")
+        total = sum(r.gpus * r.copies for r in self.replicas)
+        default = ClusterConfig.__dataclass_fields__["gpus"].default
+        if self.gpus not in (total, default):
+            raise ConfigError(
+                "gpus", self.gpus, f"the replicas have {total} GPUs in all: leave gpus out or set it to {total}"
+            )
+        # The total is what every GPU count in the results (utilisation, cost, report) refers to.
+        self.gpus = total
 
 
 @dataclass
@@ -230,6 +285,43 @@ class PredictorConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """How records become the summary."""
+
+    # Warm-up left out of the steady-state figures (MoDM does the same): the first N requests
+    # (an integer) or those arriving within a duration of the first ("90min", "2h"). 0: none.
+    warmup: int | str = 0
+
+    def check(self) -> None:
+        warmup_spec(self.warmup)
+
+
+@dataclass
+class PlanConfig:
+    """``acsim plan``: the objectives a cluster must meet and what to search (flags override)."""
+
+    slo: list[str] = field(default_factory=list)  # e.g. ["p95<=60", "attainment>=0.99"] (sim.base.slo)
+    gpus: list[str] | None = None  # GPU types (profiles of the model on them); None: the experiment's
+    loads: list[float] = field(default_factory=lambda: [1.0])  # multiples of trace.time_scale
+    max_gpus: int = 256  # give up on a (system, GPU type) beyond this many GPUs
+    max_scale: bool = False  # also find the highest load each recommended cluster sustains
+    scale_tolerance: float = 0.02  # relative precision of that load
+
+    def check(self) -> None:
+        for i, text in enumerate(self.slo):
+            parse_slo(text, f"slo[{i}]")
+        if self.gpus is not None and not self.gpus:
+            raise ConfigError("gpus", self.gpus, "list at least one GPU type, or leave gpus out")
+        if not self.loads:
+            raise ConfigError("loads", self.loads, "list at least one load (a multiple of trace.time_scale)")
+        for i, load in enumerate(self.loads):
+            positive(f"loads[{i}]", load)
+        positive("max_gpus", self.max_gpus)
+        if not 0 < self.scale_tolerance < 1:
+            raise ConfigError("scale_tolerance", self.scale_tolerance, "must be in (0, 1)")
+
+
+@dataclass
 class Experiment:
     """One experiment file."""
 
@@ -243,6 +335,7 @@ class Experiment:
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Names of sim.systems.SYSTEMS, compared in this order (checked by the preflight step).
     systems: list[str] = field(default_factory=lambda: ["vanilla", "gptcache", "exact", "nirvana"])
     # Per-system parameters, ``params.<system>.<field>``; each system types and checks its own
@@ -254,6 +347,7 @@ class Experiment:
     # A CSV of published numbers the figures put beside the results (layout: plots/reference.py).
     reference: str | None = None
     sweep: dict[str, Any] | None = None
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
     def check(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -345,6 +439,27 @@ def at_most(name: str, value: float | None, limit: float, why: str) -> None:
     """Raise ConfigError when ``value`` exceeds ``limit`` (``why`` says where the limit comes from)."""
     if value is not None and value > limit:
         raise ConfigError(name, value, f"must be <= {limit:,} ({why})")
+
+
+def split_spec(name: str, spec: str) -> tuple[str, str | None]:
+    """``"sample:0.3"`` -> ``("sample", "0.3")``, ``"all"`` -> ``("all", None)`` (a plug-in and its argument).
+
+    Only the shape is checked here; the registry that owns the name checks the name and argument.
+    """
+    head, sep, arg = str(spec).partition(":")
+    if not head.strip() or (sep and not arg.strip()):
+        raise ConfigError(name, spec, "expected NAME or NAME:ARGUMENT, e.g. all, sample:0.5, when-idle")
+    return head.strip(), (arg.strip() if sep else None)
+
+
+def warmup_spec(value: int | str) -> tuple[str, float]:
+    """``metrics.warmup`` as ("requests", N) or ("seconds", S)."""
+    if isinstance(value, bool):
+        raise ConfigError("warmup", value, "expected a number of requests or a duration such as 2h")
+    if isinstance(value, int):
+        positive("warmup", value, allow_zero=True)
+        return "requests", float(value)
+    return "seconds", parse_duration(value, "warmup")
 
 
 # ---------------------------------------------------------------------------

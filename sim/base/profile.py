@@ -500,6 +500,42 @@ def shipped_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+def gpu_types(model_profile: str) -> dict[str, str]:
+    """GPU type (lower-case ``gpu.name``) -> profile, for the model of ``model_profile``.
+
+    The profile itself and every shipped profile of the same model (``model.name``, resolution
+    and steps) qualify; the given profile wins for its own GPU type, so a custom profile of a
+    shipped model keeps its numbers.
+    """
+    base = load_profile(model_profile)
+
+    def model_of(p: Profile) -> tuple[object, ...]:
+        m = p.raw.get("model") or {}
+        return (m.get("name"), m.get("resolution"), p.steps)
+
+    out: dict[str, str] = {}
+    for name in shipped_profiles():
+        p = load_profile(name)
+        if model_of(p) == model_of(base):
+            out.setdefault(p.gpu_name.lower(), name)
+    out[base.gpu_name.lower()] = model_profile
+    return out
+
+
+def profile_for_gpu(model_profile: str, gpu: str, field: str) -> str:
+    """The profile of ``model_profile``'s model on GPU type ``gpu`` (any case); ConfigError naming ``field``."""
+    types = gpu_types(model_profile)
+    found = types.get(str(gpu).strip().lower())
+    if found is None:
+        raise ConfigError(
+            field,
+            gpu,
+            f"no profile of the model of {model_profile!r} on that GPU; GPU types: {', '.join(sorted(types))}",
+            "add a profile with that gpu.name to calibrate/profiles, or give a profile path",
+        )
+    return found
+
+
 def load_profile(name_or_path: str) -> Profile:
     """Load and validate a profile by shipped name or path; every problem is an InputError naming the file."""
     path = resolve_path(name_or_path)

@@ -84,13 +84,16 @@ def replay(
     capacity: int,
     rule: PriorityRule,
     more: Callable[[int, np.ndarray], tuple[int, float, int]],
+    admit: np.ndarray | None = None,
 ) -> KernelResult:
     """Replay requests 0..n-1 (see the module docstring).
 
     ``own``: dense slot of each request's own prompt; ``ladder``: the K levels, ascending;
     ``capacity``: entries (> 0); ``more(i, masks)``: the fallback search of request i given
-    the current masks, as (dense slot or -1, similarity, K).
+    the current masks, as (dense slot or -1, similarity, K); ``admit``: bool per request, False
+    where the generation stores nothing (``sim.cache.admission``; default: all admitted).
     """
+    admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit[:n], dtype=np.bool_)
     n_slots = int(own.max()) + 1 if n else 1
     n_levels = len(ladder)
     levels = np.asarray(ladder, dtype=np.int64)
@@ -129,6 +132,7 @@ def replay(
         cand.complete,
         cand.dense_of,
         own,
+        admit,
         levels,
         level_index,
         store_on_hit,
@@ -232,6 +236,7 @@ def _run(  # pragma: no cover - compiled
     complete,
     dense_of,
     own,
+    admit,
     levels,
     level_index,
     store_on_hit,
@@ -301,6 +306,8 @@ def _run(  # pragma: no cover - compiled
                     matched[i] = slot
                     k_used[i] = ku
                     first_stored = level_index[ku] + 1 if store_on_hit else n_levels
+        if not admit[i]:
+            first_stored = n_levels  # not admitted: the generation stores nothing
         # complete(i): store the levels this generation passed that are not cached yet.
         o = own[i]
         m = masks[o]

@@ -9,14 +9,17 @@ import simpy
 
 from sim.base.errors import ConfigError
 from sim.base.records import RecordBuffer
+from sim.cache.admission import build_admission
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
+from sim.engine.replicas import build_replicas
+from sim.engine.routing import router_class
 from sim.engine.source import Source
-from sim.engine.workers import GpuPool
 from sim.metrics import timeseries
-from sim.tiers import TierPath
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
     from sim.base.config import Experiment
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def simulate(
-    system: System,
+    system: System | Sequence[System],
     arrival_s: np.ndarray,
     prompt_ids: np.ndarray,
     user_codes: np.ndarray,
@@ -36,11 +39,14 @@ def simulate(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay a trace through ``system`` on a simulated GPU cluster.
 
-    ``system`` is a :class:`sim.systems.base.System`. Arrivals are seconds since the
-    trace's start, non-decreasing. Returns the per-request records (the columns of
-    :mod:`sim.base.records` plus ``boost``, the load-aware rungs asked for) and the per-minute
-    time series of :func:`sim.metrics.timeseries`. Engine totals (GPU busy seconds, the
-    areas under the queue-length and in-system curves, predictor counters) are in
+    ``system`` is a :class:`sim.systems.base.System`, or one per replica when the cluster keeps
+    a cache per replica (``cache.placement: per-replica``; see :mod:`sim.engine.replicas`).
+    ``profile`` is the experiment's: replicas of another GPU type run on their own profiles.
+    Arrivals are seconds since the trace's start, non-decreasing. Returns the per-request
+    records (the columns of :mod:`sim.base.records` plus ``boost``, the load-aware rungs asked
+    for, and ``replica``, the replica that served it) and the per-minute time series of
+    :func:`sim.metrics.timeseries`. Engine totals (GPU busy seconds, the areas under the
+    queue-length and in-system curves, predictor counters, one entry per replica) are in
     ``records.attrs["engine"]``. The same inputs and seed give the same records.
     """
     arrival_s = np.asarray(arrival_s, dtype=np.float64)
@@ -57,21 +63,22 @@ def simulate(
     cluster = exp.cluster
     if cluster.queue not in QUEUES:
         raise ConfigError("cluster.queue", cluster.queue, "allowed: " + ", ".join(sorted(QUEUES)))
+    systems = list(system) if isinstance(system, list | tuple) else [system]
 
     env = simpy.Environment()
-    tiers = TierPath(profile, exp.cache.tier)
+    replicas = build_replicas(env, exp, profile, systems)
+    router = router_class(cluster.router.kind)(cluster.router, [r.shape for r in replicas], seed)
     predictor = build_predictor(exp.predictor, prompt_ids, embeddings, seed)
-    # The system declares which model generates its images; the profile (the GPU) what that costs.
-    gpu = profile.gpu_model(system.serves_with)
-    pool = GpuPool(env, cluster.gpus, QUEUES[cluster.queue](), cluster.batch, gpu)
-    source = Source(env, system, arrival_s, prompt_ids, exp, profile, pool, predictor, tiers, gpu)
-    pool.on_finish = source.finish_job
+    admission = build_admission(exp.cache.admission, n, seed)
+    source = Source(env, replicas, router, arrival_s, prompt_ids, exp, profile, predictor, admission)
+    for rep in replicas:
+        rep.pool.on_finish = source.finish_job
     source.start_arrivals()
     env.run()
     if source.in_system:
         raise RuntimeError(f"simulation ended with {source.in_system} of {n} requests unfinished")
 
-    rec = RecordBuffer(system.name, n)
+    rec = RecordBuffer(systems[0].name, n)
     f, ii = rec.f, rec.i
     f["arrival_s"][:] = arrival_s
     f["start_s"][:] = source.start
@@ -95,20 +102,26 @@ def simulate(
     rec.outcome[:] = source.outcome_codes()
     records = rec.to_frame()
     records["boost"] = np.asarray(source.boost, dtype=np.int16)
+    records["replica"] = np.asarray(source.replica_of, dtype=np.int16)
     horizon = float(np.max(f["finish_s"])) if n else 0.0
+    pools = [r.pool for r in replicas]
     records.attrs["engine"] = {
         "gpus": cluster.gpus,
         "horizon_s": horizon,
-        "gpu_busy_s": pool.busy_s,
-        "batches": pool.batches,
+        "gpu_busy_s": sum(p.busy_s for p in pools),
+        "batches": sum(p.batches for p in pools),
         # Area under the number-in-system curve, counted from each trace arrival time.
         "system_area": source.system_area + n * source.embed_s,
-        "queue_area": pool.queue_area,
+        "queue_area": sum(p.queue_area for p in pools),
         "lost_hits": source.lost_hits,
         "looked_up": source.looked_up,
         "boosted": source.boosted,
-        "tier": tiers.name,
+        "not_admitted": source.not_admitted,
+        "tier": replicas[0].cache.tiers.name,
         "lookup_kind": source.kind,
+        "router": router.name if len(replicas) > 1 else "",
+        "placement": exp.cache.placement if len(source.caches) > 1 else "shared",
+        "replicas": [r.describe() for r in replicas],
         **predictor.stats(),
     }
     return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus)

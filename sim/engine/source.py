@@ -25,9 +25,16 @@ backlog holds the SLO.
 What a request costs before the GPU depends on the system's ``lookup_kind`` (``none``, ``hash``
 or ``vector``) and ``lookup_seconds``, and whether its generation pays the latent-saving overhead
 on the system's ``saved_latents(decision)``; its GPU work is that of the profile's model the
-system declares it generates with (``serves_with``: ``gpu`` below); a request whose lookup the
-predictor skipped gets the system's ``miss_decision``. All of these are declared by the system
+system declares it generates with (``serves_with``, turned into GPU seconds by the serving
+replica: ``sim.engine.replicas.Replica.job``); a request whose lookup the predictor skipped gets
+the system's ``miss_decision``. All of these are declared by the system
 (``sim.systems.base.System``).
+
+Several replicas (``sim.engine.replicas``): after the embedding, the router picks the replica
+(``sim.engine.routing``); the lookup then asks that replica's cache, the fetch comes from that
+cache's tier (or the system's own fetch time), the job queues at that replica and runs on its
+GPUs. Admission (``sim.cache.admission``) is decided at the lookup, with the serving replica's
+idle GPUs.
 """
 
 from __future__ import annotations
@@ -39,71 +46,66 @@ import numpy as np
 from simpy.events import Timeout
 
 from sim.base.records import OUTCOME_CODE, REUSE_OUTCOMES
-from sim.engine.predictor import NoPredictor, Predictor
-from sim.engine.queues import Job
-from sim.engine.workers import GpuPool, WorkTable, job_work
-from sim.systems.base import LOOKUP_KINDS, System
+from sim.engine.predictor import NoPredictor
+from sim.systems.base import LOOKUP_KINDS
 
 if TYPE_CHECKING:
     import simpy
 
     from sim.base.config import Experiment
-    from sim.base.profile import GpuModel, Profile
-    from sim.tiers import TierPath
+    from sim.base.profile import Profile
+    from sim.cache.admission import Admission
+    from sim.engine.predictor import Predictor
+    from sim.engine.queues import Job
+    from sim.engine.replicas import Replica
+    from sim.engine.routing import Router
 
 _REUSE = frozenset(REUSE_OUTCOMES)
 
 
 class Source:
-    """Replays arrivals and takes each request as far as the GPU queue (or to completion)."""
+    """Replays arrivals and takes each request as far as a replica's GPU queue (or to completion)."""
 
     def __init__(
         self,
         env: simpy.Environment,
-        system: System,
+        replicas: list[Replica],
+        router: Router | None,
         arrival_s: np.ndarray,
         prompt_ids: np.ndarray,
         exp: Experiment,
         profile: Profile,
-        pool: GpuPool,
         predictor: Predictor,
-        tiers: TierPath,
-        gpu: GpuModel,
+        admission: Admission,
     ) -> None:
         self.env = env
-        self.system = system
+        self.replicas = replicas
+        self.router = router if len(replicas) > 1 else None
+        # Distinct caches in replica order (one when shared).
+        self.caches = list({id(r.cache): r.cache for r in replicas}.values())
+        system = replicas[0].cache.system
         self.arrival = arrival_s.tolist()
         self.prompt_ids = prompt_ids.tolist()
         self.n = n = len(self.arrival)
         self.profile = profile
-        self.pool = pool
         self.predictor = predictor
-        self.tiers = tiers
+        self.admission = admission
+        self.admit_all = admission.admits_all
         self.kind = system.lookup_kind
         if self.kind not in LOOKUP_KINDS:
             raise ValueError(f"system {system.name!r}: lookup_kind {self.kind!r} not in {LOOKUP_KINDS}")
+        # The embedding and the index lookup run at the front end, on the experiment's profile.
         self.embed_s = profile.embed_s if self.kind == "vector" else 0.0
         self.load_aware = exp.selector.load_aware
         self.slo_s = exp.selector.slo_s
         self.blind = isinstance(predictor, NoPredictor)  # looks everything up: skip the calls
-        self.lookup_seconds = system.lookup_seconds
-        self.fetch_seconds = system.fetch_seconds
-        levels = sorted(profile.k_levels)
-        spacing = (levels[-1] - levels[0]) / (len(levels) - 1) if len(levels) > 1 else float(levels[0])
-        self.rung_s = spacing * gpu.step_s(1)
-        self.max_boost = len(levels)
-        self.full_work = job_work(gpu, gpu.steps, True)
-        self.work = WorkTable(gpu)
-        self.hierarchy = len(tiers.tiers) > 1
-        self.fetch_one = tiers.fetch_by_tier[0]
-        self.latent_bytes = profile.latent_bytes
-        self.stored_bytes = 0.0  # bytes of latents stored so far (tier ages)
-        self.stored_at: dict[int, float] = {}  # prompt id -> stored_bytes when its latents were stored
-        # About 200 samples of the cache's occupancy over the run (storage cost).
+        self.max_boost = len(profile.k_levels)
+        # About 200 samples of the caches' occupancy over the run (storage cost).
         self.sample_every = max(1, n // 200)
         # Per-request columns (python lists: much faster to fill one item at a time than numpy).
         nan = math.nan
         self.decisions: list[Any] = [None] * n
+        self.replica_of = [0] * n
         self.ready = [nan] * n
         self.start = [nan] * n
         self.finish = [nan] * n
@@ -115,11 +117,22 @@ class Source:
         self.lost_hits = 0  # skipped lookups that would have reused something
         self.looked_up = 0  # requests whose lookup ran and counted
         self.boosted = 0
+        self.not_admitted = 0  # generations that had something to store and were refused
         # Little's law bookkeeping: the integral of the number of requests in the system.
         self.in_system = 0
         self.system_area = 0.0
         self._last = 0.0
 
+    # -- what a router may ask (sim.engine.routing.ClusterState) ---------------------------
+    def wait_s(self, r: int) -> float:
+        """Expected seconds before a new job starts on replica ``r``."""
+        return self.replicas[r].pool.wait_s()
+
+    def skipped_steps(self, r: int, i: int) -> int:
+        """Steps request ``i`` would skip with replica ``r``'s cache (``System.probe``)."""
+        return self.replicas[r].cache.system.probe(i, self.env.now)
+
+    # -- the request path --------------------------------------------------------------------
     def start_arrivals(self) -> None:
         """Schedule the first arrival; each arrival schedules the next."""
         if self.n:
@@ -137,16 +150,24 @@ class Source:
         self._last = now
         self.in_system += 1
         if i % self.sample_every == 0:
-            self.system.record_occupancy(now)
+            for cache in self.caches:
+                cache.system.record_occupancy(now)
         self._serve(i, now)
 
     def _serve(self, i: int, now: float) -> None:
-        system = self.system
+        if self.router is None:
+            rep = self.replicas[0]
+        else:
+            r = self.router.choose(i, self)
+            rep = self.replicas[r]
+            self.replica_of[i] = r
+        cache = rep.cache
+        system = cache.system
         boost = 0
         if self.load_aware:
-            over = self.pool.backlog_s() + self.full_work - self.slo_s
+            over = rep.pool.backlog_s() + rep.full_work - self.slo_s
             if over > 0:
-                boost = min(self.max_boost, math.ceil(over / self.rung_s))
+                boost = min(self.max_boost, math.ceil(over / rep.rung_s))
                 self.boosted += 1
         look = True
         if self.blind:
@@ -166,21 +187,19 @@ class Source:
                 self.predictor.observe(i, d.outcome in _REUSE)
             else:
                 # The skipped lookup's outcome is unknown to the predictor: ask the cache (no side effect).
-                if system.probe(i, now, boost):
+                if system.probe(i, now, boost) > 0:
                     self.lost_hits += 1
                 d = system.miss_decision(i, now)
+        if not self.admit_all and d.store_levels and not self.admission.admit(i, rep.pool.idle):
+            d = d._replace(store_levels=())  # not admitted: the generation stores nothing
+            self.not_admitted += 1
         outcome = d.outcome
         if look:
             self.looked_up += 1
-        lookup = self.lookup_seconds() if look and self.kind != "none" else 0.0
+        lookup = system.lookup_seconds() if look and self.kind != "none" else 0.0
         if outcome in _REUSE:
-            own = self.fetch_seconds(d)
-            if own is not None:
-                fetch = own
-            elif self.hierarchy:
-                fetch = self.tiers.fetch_s(self.stored_bytes - self.stored_at.get(d.matched, 0.0))
-            else:
-                fetch = self.fetch_one
+            own = system.fetch_seconds(d)
+            fetch = own if own is not None else cache.fetch_s(d.matched) if cache.hierarchy else cache.fetch_one
         else:
             fetch = 0.0
         self.decisions[i] = d
@@ -202,14 +221,15 @@ class Source:
         saved = system.saved_latents(d)
         if saved:
             self.saved[i] = saved
-        job = Job(i, ready, steps, saved > 0, self.work(steps, saved > 0))
+        job = rep.job(i, ready, steps, saved > 0)
         if delay > 0:
-            Timeout(self.env, delay, job).callbacks.append(self._enqueue)
+            Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
         else:
-            self.pool.push(job)
+            rep.pool.push(job)
 
     def _enqueue(self, event: Timeout) -> None:
-        self.pool.push(event.value)
+        pool, job = event.value
+        pool.push(job)
 
     def _fetched(self, event: Timeout) -> None:
         self._finish_without_gpu(event.value, self.env.now)
@@ -230,10 +250,10 @@ class Source:
 
     def _complete(self, i: int, now: float) -> None:
         d = self.decisions[i]
-        self.system.complete(i, d, now)
-        if self.hierarchy and d.store_levels:
-            self.stored_bytes += len(d.store_levels) * self.latent_bytes
-            self.stored_at[self.prompt_ids[i]] = self.stored_bytes
+        cache = self.replicas[self.replica_of[i]].cache
+        cache.system.complete(i, d, now)
+        if d.store_levels and cache.hierarchy:
+            cache.stored(self.prompt_ids[i], len(d.store_levels))
         self.system_area += self.in_system * (now - self._last)
         self._last = now
         self.in_system -= 1

@@ -92,6 +92,12 @@ class GpuPool:
         busy = self.gpus - self.idle
         return (self.queued_work + self._busy_until - busy * self.env.now) / self.gpus
 
+    def wait_s(self) -> float:
+        """Expected seconds before a new job starts: 0 with a GPU idle and nobody queued, else the backlog."""
+        if self.idle and not len(self.queue):
+            return 0.0
+        return self.backlog_s()
+
     # -- arrivals ------------------------------------------------------------------
 
     def push(self, job: Job) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sim.base.config import did_you_mean
 from sim.base.errors import ConfigError
-from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays
+from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays, combined_stats
 from sim.systems.crs import Crs
 from sim.systems.exact import Exact
 from sim.systems.gptcache import GptCache
@@ -29,7 +29,16 @@ SYSTEMS: dict[str, type[System]] = {
     cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Pinecone, Crs, SmallModel)
 }
 
-__all__ = ["LOOKUP_KINDS", "SYSTEMS", "Decision", "System", "TraceArrays", "build_system", "system_class"]
+__all__ = [
+    "LOOKUP_KINDS",
+    "SYSTEMS",
+    "Decision",
+    "System",
+    "TraceArrays",
+    "build_system",
+    "combined_stats",
+    "system_class",
+]
 
 
 def system_class(name: str, field: str = "systems") -> type[System]:

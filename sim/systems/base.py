@@ -145,14 +145,6 @@ class System:
         """Seconds to fetch what ``decision`` reuses, or None: the engine's storage-tier model."""
         return None
 
-    def probe(self, i: int, now: float, boost: int = 0) -> bool:
-        """Whether a lookup of request ``i`` now would reuse something, without any side effect.
-
-        The engine asks it for requests the match predictor skipped without seeing the truth,
-        to count the hits the predictor lost.
-        """
-        return False
-
     def entry_bytes(self) -> int:
         """Bytes one cached entry occupies (storage cost)."""
         return self.profile.latent_bytes
@@ -169,15 +161,27 @@ class System:
         """What request ``i`` gets when the match predictor skips its lookup: a fresh generation."""
         raise NotImplementedError
 
+    def probe(self, i: int, now: float = 0.0, boost: int = 0) -> int:
+        """Denoising steps a lookup of request ``i`` at ``now`` would skip (0: nothing to reuse).
+
+        Without side effects: no hit or lookup is counted and the eviction policy does not hear
+        of it. A cache-affinity router asks every replica's cache before choosing one; the engine
+        asks it for requests a blind match predictor skipped, to count the hits it lost.
+        """
+        return 0
+
     def saved_latents(self, decision: Decision) -> int:
         """Intermediate latents the generation of ``decision`` saves (each costs GPU time per step)."""
         return len(decision.store_levels) if self.saves_latents else 0
 
-    def replay_columns(self, n: int, arrivals: list[float], stride: int) -> dict[str, list] | None:
+    def replay_columns(
+        self, n: int, arrivals: list[float], stride: int, admit: np.ndarray | None = None
+    ) -> dict[str, list] | None:
         """A compiled cache-only replay of requests 0..n-1, or None when this system has none.
 
         When not None: the record columns of ``sim.replay.replay`` with exactly the decisions,
-        cache contents and counters of calling :meth:`lookup` then :meth:`complete` per request.
+        cache contents and counters of calling :meth:`lookup` then :meth:`complete` per request,
+        where a request whose ``admit`` entry is False stores nothing (``sim.cache.admission``).
         """
         return None
 
@@ -224,6 +228,33 @@ class System:
             "hits_by_k": {},
             "occupancy": occ,
         }
+
+
+_SUMMED = ("lookups", "insertions", "evictions", "holes", "entries", "prompts", "bytes", "capacity_entries", "capacity_prompts")
+
+
+def combined_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The :meth:`System.stats` of several instances of one system (one cache per replica) as one:
+    counters and capacities summed, hits by K merged, occupancy samples (taken at the same times)
+    added up."""
+    if len(stats) == 1:
+        return stats[0]
+    out = dict(stats[0])
+    for key in _SUMMED:
+        if key in out:
+            out[key] = sum(s[key] for s in stats)
+    hits: dict[int, int] = {}
+    for s in stats:
+        for k, v in s["hits_by_k"].items():
+            hits[k] = hits.get(k, 0) + v
+    out["hits_by_k"] = dict(sorted(hits.items()))
+    occ = [s["occupancy"] for s in stats]
+    if all(len(o) == len(occ[0]) for o in occ):
+        total = occ[0].copy()
+        for col in ("entries", "prompts", "bytes"):
+            total[col] = sum(o[col].to_numpy() for o in occ)
+        out["occupancy"] = total
+    return out
 
 
 def require_neighbours(system: str, neighbours: Any, needed: float) -> None:

@@ -157,21 +157,24 @@ class CachedSystem(System):
     def miss_decision(self, i: int, now: float) -> Decision:
         return self._miss
 
-    def probe(self, i: int, now: float, boost: int = 0) -> bool:
-        """Whether request i's lookup would reuse something now: the same walk as the lookup
-        (the first listed candidate with anything cached), reading the cache without touching it."""
+    def probe(self, i: int, now: float = 0.0, boost: int = 0) -> int:
+        """The walk of the lookup, read-only (see ``System.probe``): the steps its candidate would
+        skip. A system without neighbour lists looks up the request's own prompt."""
         base = self._bases[i]
+        if self._nb is None:
+            return self.n_steps if base + self._pids[i] in self.store.masks else 0
         j = self._scan(i, base)
         if j >= 0:
-            return self._can_serve(base + self._ids[j], self._sims[j], self._kmap[j], boost)
+            return self._steps_skipped(base + self._ids[j], self._sims[j], self._kmap[j], boost)
         if j == -1:
-            return False
+            return 0
         slot, s, k = self._more(i, base)
-        return slot >= 0 and self._can_serve(slot, s, k, boost)
+        return self._steps_skipped(slot, s, k, boost) if slot >= 0 else 0
 
-    def _can_serve(self, slot: int, similarity: float, k: int, boost: int) -> bool:
-        """Whether the walk's candidate (cached, at ``similarity``, entry K ``k``) would be reused."""
-        return True
+    def _steps_skipped(self, slot: int, similarity: float, k: int, boost: int) -> int:
+        """Steps the walk's candidate (cached, at ``similarity``, entry K ``k``) would save: an image
+        cache returns the stored image, all N of them."""
+        return self.n_steps
 
     def complete(self, i: int, decision: Decision, now: float) -> None:
         levels = decision.store_levels

@@ -75,8 +75,8 @@ class Crs(System):
     def miss_decision(self, i: int, now: float) -> Decision:
         return self._fresh
 
-    def probe(self, i: int, now: float, boost: int = 0) -> bool:
-        return True
+    def probe(self, i: int, now: float = 0.0, boost: int = 0) -> int:
+        return self.n_steps  # every request retrieves a corpus image
 
     def lookup_seconds(self) -> float:
         return self.params.search_s

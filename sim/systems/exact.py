@@ -29,9 +29,6 @@ class Exact(CachedSystem):
         reqs = np.arange(len(arrays.prompt_ids), dtype=np.int64)
         return self._slots_of(arrays, reqs, arrays.prompt_ids) << self.shift | self.n_steps, reqs
 
-    def probe(self, i: int, now: float, boost: int = 0) -> bool:
-        return self._bases[i] + self._pids[i] in self.store.masks
-
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
         self.lookups += 1
         pid = self._pids[i]

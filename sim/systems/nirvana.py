@@ -122,10 +122,10 @@ class Nirvana(CachedSystem):
             self.holes += 1
         return _new(Decision, (outcome, slot - base, s, k, ku, n - ku, self._hit_quality(ku, s), self._above[ku]))
 
-    def _can_serve(self, slot: int, similarity: float, k: int, boost: int) -> bool:
+    def _steps_skipped(self, slot: int, similarity: float, k: int, boost: int) -> int:
         if boost:
             k = self.selector.k_for(similarity, boost)
-        return bool(k) and bool(self.store.masks[slot] & ((2 << k) - 1))
+        return max((self.store.masks[slot] & ((2 << k) - 1)).bit_length() - 1, 0) if k else 0
 
     # -- the cache-only replay's fast paths ----------------------------------------------
     def _candidate_csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
@@ -152,7 +152,9 @@ class Nirvana(CachedSystem):
         fallback = (~cut & ~np.asarray(self._complete, dtype=bool)).tolist()
         return kept, slots[keep], np.flatnonzero(keep), fallback
 
-    def replay_columns(self, n: int, arrivals: list[float], stride: int) -> dict[str, list] | None:
+    def replay_columns(
+        self, n: int, arrivals: list[float], stride: int, admit: np.ndarray | None = None
+    ) -> dict[str, list] | None:
         """The compiled replay (:mod:`sim.cache.kernel`) when the policy declares a priority rule and
         the store is the common kind (latent granularity, capacity in entries, one victim at a time,
         empty); None otherwise. Occupancy is sampled after every ``stride`` requests, as ``replay``
@@ -162,7 +164,8 @@ class Nirvana(CachedSystem):
         simple = not store.by_prompts and not store.whole_prompt and store.batch == 1 and store.capacity > 0
         if not (simple and store.policy.rule is not None and not store.masks):
             return None
-        return self._columns(*self._compiled_replay(n, arrivals, stride))
+        admitted = np.ones(n, dtype=bool) if admit is None else np.asarray(admit[:n], dtype=bool)
+        return self._columns(*self._compiled_replay(n, arrivals, stride, admitted), admitted.tolist())
 
     def _columns(
         self,
@@ -171,6 +174,7 @@ class Nirvana(CachedSystem):
         similarity: list[float],
         k_planned: list[int],
         k_used: list[int],
+        admitted: list[bool],
     ) -> dict[str, list]:
         """Record columns from the replay's outcome codes, and the counters they imply."""
         miss_c, hole_c = OUTCOME_CODE["miss"], OUTCOME_CODE["hole"]
@@ -195,10 +199,15 @@ class Nirvana(CachedSystem):
             "quality": [
                 q_miss if c == miss_c else hit_quality(ku, s) for c, ku, s in zip(code, k_used, similarity, strict=True)
             ],
-            "saved_latents": [n_all if c == miss_c else saved[ku] for c, ku in zip(code, k_used, strict=True)],
+            "saved_latents": [
+                (n_all if c == miss_c else saved[ku]) if a else 0
+                for c, ku, a in zip(code, k_used, admitted, strict=True)
+            ],
         }
 
-    def _compiled_replay(self, n: int, arrivals: list[float], stride: int) -> tuple[list, ...]:
+    def _compiled_replay(
+        self, n: int, arrivals: list[float], stride: int, admit: np.ndarray
+    ) -> tuple[list, ...]:
         bases = np.asarray(self._bases, dtype=np.int64)
         own = (bases + np.asarray(self._pids, dtype=np.int64))[:n]
         # Dense slot numbers: only slots some request stores can ever be cached.
@@ -258,6 +267,7 @@ class Nirvana(CachedSystem):
             store.capacity,
             store.policy.rule,
             more,
+            admit,
         )
         # Hand the final state back to the store and the policy, in original slot numbers.
         shift = self.shift

@@ -1,0 +1,150 @@
+"""The cluster's replicas: GPUs of one type behind one queue, each with a profile and a cache.
+
+``cluster.replicas`` lists them (``gpus``, ``gpu`` type or ``profile``, ``copies``); without it
+the cluster is one replica of ``cluster.gpus`` on the experiment's profile, today's model.
+Everything that depends on a replica's GPU type lives here: its profile (step times, price,
+storage tiers), the GPU work of a job (:meth:`Replica.job`: the one place a decision is turned
+into GPU seconds) and its pool of workers.
+
+Cache placement (``cache.placement``): ``shared`` is one store every replica fetches from over
+the network (a remote store such as EFS, the profile's default tier; the model of a single
+replica); ``per-replica`` gives each replica a store of its own of ``cache.capacity``, in the
+tier ``cache.tier`` of that replica's profile, and its own system instance, so a latent stored
+by one replica is never served by another. The vector index and the embedding run at the
+front end on the experiment's profile.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sim.base.profile import load_profile, profile_for_gpu
+from sim.engine.queues import QUEUES, Job
+from sim.engine.routing import ReplicaShape
+from sim.engine.workers import GpuPool, WorkTable, job_work
+from sim.tiers import TierPath
+
+if TYPE_CHECKING:
+    import simpy
+
+    from sim.base.config import Experiment, ReplicaConfig
+    from sim.base.profile import Profile
+    from sim.systems.base import System
+
+
+def replica_profile_name(exp: Experiment, rc: ReplicaConfig, field: str) -> str | None:
+    """The profile a replica runs on (a name or path), or None for the experiment's own."""
+    if rc.profile is not None:
+        return rc.profile
+    if rc.gpu is not None:
+        found = profile_for_gpu(exp.profile, rc.gpu, field)
+        return None if found == exp.profile else found
+    return None
+
+
+def replica_layout(exp: Experiment, profile: Profile) -> list[tuple[int, Profile]]:
+    """(GPUs, profile) of every replica, copies expanded, in the order of ``cluster.replicas``."""
+    cluster = exp.cluster
+    if cluster.replicas is None:
+        return [(cluster.gpus, profile)]
+    out: list[tuple[int, Profile]] = []
+    for j, rc in enumerate(cluster.replicas):
+        name = replica_profile_name(exp, rc, f"cluster.replicas[{j}].gpu")
+        p = profile if name is None else load_profile(name)
+        out += [(rc.gpus, p)] * rc.copies
+    return out
+
+
+def cache_count(exp: Experiment) -> int:
+    """How many caches (system instances) the cluster has: one, or one per replica."""
+    if exp.cache.placement != "per-replica" or exp.cluster.replicas is None:
+        return 1
+    return sum(rc.copies for rc in exp.cluster.replicas)
+
+
+class Cache:
+    """One cache the engine serves from: a system with its store, and the tiers its latents live in."""
+
+    def __init__(self, system: System, tiers: TierPath) -> None:
+        self.system = system
+        self.tiers = tiers
+        self.hierarchy = len(tiers.tiers) > 1
+        self.fetch_one = tiers.fetch_by_tier[0]
+        self.latent_bytes = tiers.latent_bytes
+        self.stored_bytes = 0.0  # bytes of latents stored so far (tier ages)
+        self.stored_at: dict[int, float] = {}  # prompt id -> stored_bytes when its latents were stored
+
+    def fetch_s(self, matched: int) -> float:
+        """Seconds to fetch the latent of prompt ``matched`` from where it lives now."""
+        if self.hierarchy:
+            return self.tiers.fetch_s(self.stored_bytes - self.stored_at.get(matched, 0.0))
+        return self.fetch_one
+
+    def stored(self, prompt_id: int, levels: int) -> None:
+        """Account for ``levels`` latents of ``prompt_id`` just stored (they age the older ones)."""
+        if self.hierarchy and levels:
+            self.stored_bytes += levels * self.latent_bytes
+            self.stored_at[prompt_id] = self.stored_bytes
+
+
+class Replica:
+    """``gpus`` GPUs of one type serving one queue, with their profile and the cache they use."""
+
+    def __init__(
+        self,
+        index: int,
+        env: simpy.Environment,
+        gpus: int,
+        profile: Profile,
+        exp: Experiment,
+        cache: Cache,
+    ) -> None:
+        self.index = index
+        self.gpus = gpus
+        self.profile = profile
+        self.cache = cache
+        # The system declares which model generates its images; this replica's profile (its GPU)
+        # what an image of that model costs.
+        self.gpu = gpu = profile.gpu_model(cache.system.serves_with)
+        self.pool = GpuPool(env, gpus, QUEUES[exp.cluster.queue](), exp.cluster.batch, gpu)
+        self.work = WorkTable(gpu)
+        self.full_work = job_work(gpu, gpu.steps, True)
+        levels = sorted(profile.k_levels)
+        spacing = (levels[-1] - levels[0]) / (len(levels) - 1) if len(levels) > 1 else float(levels[0])
+        self.rung_s = spacing * gpu.step_s(1)  # seconds of one load-aware rung of K
+        self.shape = ReplicaShape(gpus, gpu.text_encoder_s + gpu.vae_decode_s, gpu.step_s(1), gpu.steps)
+
+    def job(self, i: int, ready: float, steps: int, saves: bool) -> Job:
+        """The GPU job of request ``i``: ``steps`` denoising steps, saving latents or not."""
+        return Job(i, ready, steps, saves, self.work(steps, saves))
+
+    def describe(self) -> dict[str, object]:
+        """What the records' engine totals say about this replica."""
+        p = self.profile
+        return {
+            "gpus": self.gpus,
+            "profile": p.name,
+            "gpu": p.gpu_name,
+            "price_per_hour_usd": self.gpu.gpu_price_per_hour_usd,
+            "gpu_busy_s": self.pool.busy_s,
+            "batches": self.pool.batches,
+        }
+
+
+def build_replicas(
+    env: simpy.Environment, exp: Experiment, profile: Profile, systems: list[System]
+) -> list[Replica]:
+    """The replicas of ``exp.cluster`` with their caches: ``systems`` holds one system (a shared
+    cache) or one per replica (``cache.placement: per-replica``)."""
+    layout = replica_layout(exp, profile)
+    if len(systems) != cache_count(exp):
+        raise ValueError(
+            f"cache.placement {exp.cache.placement!r} over {len(layout)} replicas needs "
+            f"{cache_count(exp)} system instance(s), not {len(systems)}"
+        )
+    if len(systems) == 1:
+        shared = Cache(systems[0], TierPath(profile, exp.cache.tier))
+        caches = [shared] * len(layout)
+    else:
+        caches = [Cache(s, TierPath(p, exp.cache.tier)) for s, (_, p) in zip(systems, layout, strict=True)]
+    return [Replica(r, env, g, p, exp, caches[r]) for r, (g, p) in enumerate(layout)]
