@@ -4,6 +4,12 @@ Works on records of both replay paths. Cache-only records have NaN time columns:
 latency, queue and SLO fields are NaN, their GPU time is computed from the steps run and the
 latents saved (``gpu_s`` is filled by the full engine only; at batch size 1 the two agree) and
 their duration is the arrival span.
+
+``offered_load`` is the GPU work the requests bring per GPU-second of the arrival span (busy
+time / (GPUs x arrival span)); above 1 the cluster cannot keep up and queues grow.
+``gpu_utilization`` is the share of the run's GPU-time actually busy (busy time / (GPUs x
+first arrival to last finish)), at most 1: only the full engine knows when work finished, so
+it is NaN in cache-only mode, where there is no queue to stretch the run.
 """
 
 from __future__ import annotations
@@ -91,18 +97,19 @@ def summarize(
     if not full or np.isnan(gpu_s).any():
         gpu_s = estimated_gpu_s(r, profile)
     gpu_busy = float(gpu_s.sum())
+    span = float(arrival.max() - arrival.min()) if n else 0.0
     if full:
         t0 = float(arrival.min())
         duration = float(np.nanmax(r["finish_s"].to_numpy(dtype=float))) - t0
     else:
-        duration = float(arrival.max() - arrival.min()) if n else 0.0
+        duration = span
     gpus = int(engine.get("gpus", exp.cluster.gpus))
     cost = run_cost(
         profile,
         gpus=gpus,
         duration_s=duration,
         gpu_busy_s=gpu_busy,
-        mean_cached_bytes=_mean_cached_bytes(stats, exp, profile) if caches else 0.0,
+        mean_cached_bytes=_mean_cached_bytes(stats, exp, profile) if caches or stats["is_ceiling"] else 0.0,
         tier=exp.cache.tier,
         uses_index=kind == "vector",
     )
@@ -122,7 +129,8 @@ def summarize(
         "mean_queue_s": float(r["queue_s"].mean()) if full else _NAN,
         "throughput_rps": n / duration if duration > 0 else _NAN,
         "gpu_busy_s": gpu_busy,
-        "gpu_utilization": gpu_busy / (gpus * duration) if duration > 0 else _NAN,
+        "gpu_utilization": gpu_busy / (gpus * duration) if full and duration > 0 else _NAN,
+        "offered_load": gpu_busy / (gpus * span) if span > 0 else _NAN,
         "slo_attainment": float((latency <= exp.selector.slo_s).mean()) if full else _NAN,
         "quality_clip": float(r["quality"].mean()) if n else _NAN,
         "cost_usd": cost.total_usd,
@@ -142,6 +150,8 @@ def summarize(
         "lookup_kind": kind,
         "caches": caches,
         "is_baseline": bool(stats["is_baseline"]),
+        "is_ceiling": bool(stats["is_ceiling"]),
+        "bounds": stats["bounds"],
         "policy_offline": bool(stats["policy_offline"]),
     }
     return row

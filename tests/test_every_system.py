@@ -1,9 +1,11 @@
 """Every registered system, through one set of checks: one module parametrised over SYSTEMS.
 
 What a system declares on its class (lookup kind, neighbours, latent saving, caching, baseline,
-parameters, lowest similarity) must match what it does; its decisions must be self-consistent;
-its compiled replay (if any) must equal the request-by-request loop; and its summary row must
-carry the declarations the figures and the report read.
+ceiling, parameters, lowest similarity) must match what it does; its decisions must be
+self-consistent; its compiled replay (if any) must equal the request-by-request loop; its
+summary row must carry the declarations the figures and the report read; and a ceiling must
+bound the system it names, request by request, and be what it says (checked against an
+independent computation from the similarity matrix).
 """
 
 from __future__ import annotations
@@ -57,7 +59,13 @@ def test_declarations_are_well_formed(name: str) -> None:
     assert cls.lookup_kind in LOOKUP_KINDS
     # Searching by similarity costs an embedding and a vector search; nothing else needs the lists.
     assert cls.needs_neighbours == (cls.lookup_kind == "vector")
-    assert not (cls.saves_latents and not cls.caches)
+    # Latents are saved for a cache to reuse: a real one, or the unbounded one a ceiling assumes.
+    assert not (cls.saves_latents and not (cls.caches or cls.is_ceiling))
+    # A ceiling is a bound on another registered system, and neither a design nor the baseline.
+    assert (cls.bounds is not None) == cls.is_ceiling
+    if cls.is_ceiling:
+        assert cls.bounds in SYSTEMS and cls.bounds != name and SYSTEMS[cls.bounds].caches
+        assert not cls.caches and not cls.is_baseline
     if cls.params_type is not None:
         defaults = cls.params_of(Experiment())
         assert dataclasses.is_dataclass(defaults)
@@ -83,7 +91,8 @@ def test_decisions_are_consistent_with_the_declarations(name: str, work) -> None
         assert set(d.store_levels) <= levels
         assert (system.saved_latents(d) > 0) == (system.saves_latents and bool(d.store_levels))
         reused += d.outcome in REUSE_OUTCOMES
-    assert (reused > 0) == SYSTEMS[name].caches, "only caching systems reuse, and on this workload they do"
+    cls = SYSTEMS[name]
+    assert (reused > 0) == (cls.caches or cls.is_ceiling), "only caching systems (and ceilings) reuse"
     miss = system.miss_decision(0, 0.0)
     assert miss.outcome in ("miss", "bypass") and miss.steps == N and miss.matched == -1
 
@@ -117,10 +126,12 @@ def test_the_summary_row_carries_the_declarations(name: str, work) -> None:
     records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
     row = summarize(records, profile=PROFILE, exp=exp, system_stats=system.stats())
     cls = SYSTEMS[name]
-    assert (row["lookup_kind"], row["caches"], row["is_baseline"]) == (
+    assert (row["lookup_kind"], row["caches"], row["is_baseline"], row["is_ceiling"], row["bounds"]) == (
         cls.lookup_kind,
         cls.caches,
         cls.is_baseline,
+        cls.is_ceiling,
+        cls.bounds,
     )
     assert (row["policy"] == "lru") == cls.caches
     assert row["policy_offline"] is False

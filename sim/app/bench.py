@@ -303,9 +303,9 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
 
 
 def _count_fallbacks(nb: Any) -> list[int]:
-    """Count fallback searches (``more`` or ``nearest_among``): they bound the replay's speed."""
+    """Count fallback searches (``more`` or ``similarities``): they bound the replay's speed."""
     calls = [0]
-    for name in ("more", "nearest_among"):
+    for name in ("more", "similarities"):
         search = getattr(nb, name)
 
         def counted(i: int, arg: Any, search: Any = search) -> Any:
@@ -347,7 +347,7 @@ def _replay_rate(inp: Inputs, policy: str) -> tuple[float, float, int]:
     t0, c0 = time.perf_counter(), time.process_time()
     replay(system, a.arrival_s, a.prompt_ids, a.user_codes)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del inp.neighbours.more, inp.neighbours.nearest_among  # back to the class's methods
+    del inp.neighbours.more, inp.neighbours.similarities  # back to the class's methods
     return n / wall, n / cpu, calls[0]
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sim.base.config import did_you_mean
 from sim.base.errors import ConfigError
 from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays
+from sim.systems.ceiling import Ceiling
 from sim.systems.exact import Exact
 from sim.systems.gptcache import GptCache
 from sim.systems.nirvana import Nirvana
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from sim.base.config import Experiment
     from sim.base.profile import Profile
 
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana)}
+SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Ceiling)}
 
 __all__ = ["LOOKUP_KINDS", "SYSTEMS", "Decision", "System", "TraceArrays", "build_system", "system_class"]
 

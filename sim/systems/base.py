@@ -4,8 +4,9 @@ A system is a plug-in (registered in :data:`sim.systems.SYSTEMS`). It declares w
 class attributes, which the engine, the metrics, the run and the figures ask instead of its name:
 what a lookup costs (``lookup_kind``), whether it needs the causal neighbour lists, whether its
 generations save intermediate latents, whether it keeps a cache whose policy and size matter,
-whether it is the baseline others are compared with, and the dataclass of its parameters
-(``params.<name>`` in an experiment file). Adding a system is one module plus one registry line
+whether it is the baseline others are compared with, whether it is a ceiling (a reference
+bound on what the system named by ``bounds`` can save, not a design to deploy), and the
+dataclass of its parameters (``params.<name>`` in an experiment file). Adding a system is one module plus one registry line
 (see ARCHITECTURE.md).
 """
 
@@ -41,7 +42,7 @@ class Decision(NamedTuple):
 
     outcome: str  # "bypass" | "miss" | "hit" | "hole" | "retrieval" | "exact"
     matched: int  # prompt id served from, -1 when none
-    similarity: float  # similarity of the nearest cached candidate; nan when none
+    similarity: float  # of the candidate served from (on a miss: the nearest cached one); nan when none
     k_planned: int  # K the selector asked for
     k_used: int  # K actually reused (largest cached K' <= K on a hole)
     steps: int  # denoising steps to run (0 for retrieval/exact hits)
@@ -81,6 +82,8 @@ class System:
     saves_latents: ClassVar[bool] = False  # its generations save intermediate latents (GPU time per step)
     caches: ClassVar[bool] = False  # keeps a cache whose policy and capacity matter
     is_baseline: ClassVar[bool] = False  # the reference every other system is compared with
+    is_ceiling: ClassVar[bool] = False  # an upper bound on what system ``bounds`` can save, not a design
+    bounds: ClassVar[str | None] = None  # the system a ceiling bounds
     params_type: ClassVar[type | None] = None  # dataclass of its ``params.<name>`` block, if any
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
@@ -119,11 +122,12 @@ class System:
         """Intermediate latents the generation of ``decision`` saves (each costs GPU time per step)."""
         return len(decision.store_levels) if self.saves_latents else 0
 
-    def replay_columns(self, n: int, arrivals: list[float], stride: int) -> dict[str, list] | None:
+    def replay_columns(self, n: int, arrivals: list[float], stride: int) -> dict[str, Any] | None:
         """A compiled cache-only replay of requests 0..n-1, or None when this system has none.
 
-        When not None: the record columns of ``sim.replay.replay`` with exactly the decisions,
-        cache contents and counters of calling :meth:`lookup` then :meth:`complete` per request.
+        When not None: the record columns of ``sim.replay.replay`` (lists or arrays) with exactly
+        the decisions, cache contents and counters of calling :meth:`lookup` then
+        :meth:`complete` per request.
         """
         return None
 
@@ -147,7 +151,7 @@ class System:
         ``capacity_entries`` or ``capacity_prompts`` for caching systems); ``hits_by_k``:
         {K used: hits}; ``occupancy``: DataFrame ``time_s, entries, prompts, bytes`` of the
         samples taken with :meth:`record_occupancy`; ``lookup_kind, caches, is_baseline,
-        policy, policy_offline``.
+        is_ceiling, bounds, policy, policy_offline``.
         """
         occ = pd.DataFrame(self._occupancy, columns=["time_s", "entries", "prompts"])
         occ["bytes"] = occ["entries"] * self.profile.latent_bytes
@@ -156,6 +160,8 @@ class System:
             "lookup_kind": self.lookup_kind,
             "caches": self.caches,
             "is_baseline": self.is_baseline,
+            "is_ceiling": self.is_ceiling,
+            "bounds": self.bounds,
             "policy": None,
             "policy_offline": False,
             "lookups": self.lookups,

@@ -175,6 +175,7 @@ class CachedSystem(System):
             policy=self.policy_name,
             policy_offline=st.policy.offline,
             insertions=st.insertions,
+            references=st.links,
             evictions=st.evictions,
             holes=self.holes,
             entries=st.entries,
