@@ -228,7 +228,7 @@ def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
     hp[j], hs[j], he[j] = p, s, e
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
     size = state[_HEAP]
     if size == len(hp):
@@ -266,7 +266,7 @@ def _pop_live(hp, hs, he, seq, state):  # pragma: no cover - compiled
             return e
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state):  # pragma: no cover - compiled
     """Evict the live entry of lowest (priority, sequence), from its slot and every slot sharing it."""
     n_levels = len(levels)

@@ -184,16 +184,23 @@ class LatentStore:
             want = masks.get(source, 0) & ((2 << max_level) - 1) & ~m
             if not want:
                 return
-        shift, refs, holders = self.shift, self.refs, self._holders()
-        src, dst = source << shift, slot << shift
+        refs = self.refs
+        holders = self.holders if self.holders is not None else self._holders()
+        src, dst = source << self.shift, slot << self.shift
         masks[slot] = m | want
+        n = 0
         while want:
             k = want.bit_length() - 1
-            want &= ~(1 << k)
+            want ^= 1 << k
             latent = refs.get(src | k, src | k)
             refs[dst | k] = latent
-            holders.setdefault(latent, []).append(slot)
-            self.links += 1
+            sharing = holders.get(latent)
+            if sharing is None:
+                holders[latent] = [slot]
+            else:
+                sharing.append(slot)
+            n += 1
+        self.links += n
 
     def _over(self, slot: int, n_new: int) -> bool:
         if self.by_prompts:

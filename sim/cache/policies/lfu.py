@@ -52,11 +52,18 @@ class LFU(Policy):
             self._b.add(key, score)
 
     def on_insert_levels(self, base: int, levels: list[int] | tuple[int, ...], i: int) -> None:
-        if self._aging or self.rule.insert_level:
-            for k in levels:
-                self.on_insert(base | k, i)
-        else:
-            self._b.add_levels(base, levels, self.rule.on_insert)
+        rule = self.rule
+        if not (self._aging or rule.insert_level):
+            self._b.add_levels(base, levels, rule.on_insert)
+            return
+        add, score = self._b.add, self._score
+        per_level = 1 if rule.insert_level else 0
+        for k in levels:
+            s = rule.on_insert + per_level * k
+            if self._aging:
+                score[base | k] = s
+                s += self._inflation
+            add(base | k, s)
 
     def on_hit(self, key: int, i: int, k: int) -> None:
         delta = (key & self._mask) if self._add_level else k if self._add_asked else 1
