@@ -5,8 +5,12 @@ reached its priority first among equals; they differ only in what a store and a 
 an entry's score and whether priorities age (their
 :class:`~sim.cache.policies.base.PriorityRule`). That shared shape runs here as one numba
 loop over flat arrays: the candidate walk, the hit's bookkeeping, the insertion with its
-evictions and the trajectory a hit shares, with a lazily cleaned binary heap keyed by
-(priority, sequence number) in place of the policies' ordered dicts.
+evictions and the trajectory a hit shares, with a binary heap keyed by (priority, sequence
+number) in place of the policies' ordered dicts. A hit only raises an entry's key in the
+arrays (keys never fall: scores grow, L never falls, sequence numbers grow); the heap item keeps
+the old key until it reaches the top, and is then put back with the current one. Victims come
+out in the same order as with a heap updated on every hit, at a push per eviction instead of
+one per hit.
 
 The walk is ``Nirvana.lookup``'s: candidates most similar first; each offers the largest
 level it holds at or below the K its similarity allows; the request takes the one that
@@ -117,8 +121,8 @@ def replay(
     level_index[levels] = np.arange(n_levels)
     n_entries = n_slots * n_levels
     sharing = store_on_hit and trajectory == "reference"
-    # Every push is a store or a hit; a heap larger than all of them never needs cleaning.
-    heap_size = min(2 * capacity, n * (n_levels + 1)) + 64
+    # One heap item per stored latent: at most the capacity, or everything the trace can store.
+    heap_size = min(capacity, n * n_levels) + 1
     hp = np.zeros(heap_size, np.int64)
     hs = np.zeros(heap_size, np.int64)
     he = np.zeros(heap_size, np.int64)
@@ -229,19 +233,8 @@ def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
-    size = state[_HEAP]
-    if size == len(hp):
-        # Drop stale entries (superseded by a later push or evicted), then re-heapify.
-        w = 0
-        for r in range(size):
-            if seq[he[r]] == hs[r]:
-                hp[w], hs[w], he[w] = hp[r], hs[r], he[r]
-                w += 1
-        size = w
-        for j in range(size // 2 - 1, -1, -1):
-            _sift_down(hp, hs, he, size, j)
-    j = size
+def _push(hp, hs, he, state, p, s, e):  # pragma: no cover - compiled
+    j = state[_HEAP]
     while j > 0:
         parent = (j - 1) // 2
         if not (p < hp[parent] or (p == hp[parent] and s < hs[parent])):
@@ -249,28 +242,29 @@ def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
         hp[j], hs[j], he[j] = hp[parent], hs[parent], he[parent]
         j = parent
     hp[j], hs[j], he[j] = p, s, e
-    state[_HEAP] = size + 1
+    state[_HEAP] += 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _pop_live(hp, hs, he, seq, state):  # pragma: no cover - compiled
-    """Remove and return the live entry of lowest (priority, sequence)."""
+def _pop_live(hp, hs, he, prio, seq, state):  # pragma: no cover - compiled
+    """Remove and return the entry of lowest (priority, sequence), putting back at their current
+    keys the items whose entry was hit since they were pushed."""
     while True:
-        size = state[_HEAP]
+        size = state[_HEAP] - 1
         e, s = he[0], hs[0]
-        size -= 1
         hp[0], hs[0], he[0] = hp[size], hs[size], he[size]
         state[_HEAP] = size
         _sift_down(hp, hs, he, size, 0)
         if seq[e] == s:
             return e
+        _push(hp, hs, he, state, prio[e], seq[e], e)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state):  # pragma: no cover - compiled
     """Evict the live entry of lowest (priority, sequence), from its slot and every slot sharing it."""
     n_levels = len(levels)
-    e = _pop_live(hp, hs, he, seq, state)
+    e = _pop_live(hp, hs, he, prio, seq, state)
     seq[e] = -1
     if aging and prio[e] > state[_INFLATION]:
         state[_INFLATION] = prio[e]
@@ -405,9 +399,8 @@ def _run(  # pragma: no cover - compiled
                     prio[e] = state[_INFLATION] + score[e]
                 else:
                     prio[e] += delta
-                seq[e] = state[_SEQ]
+                seq[e] = state[_SEQ]  # a new key: its heap item moves when it reaches the top
                 state[_SEQ] += 1
-                _push(hp, hs, he, seq, state, prio[e], seq[e], e)
             code[i] = HIT if best_u == near_k else HOLE
             matched[i] = best_d
             k_used[i] = best_u
@@ -454,7 +447,7 @@ def _run(  # pragma: no cover - compiled
                 state[_SEQ] += 1
                 if sharing:
                     ref[e] = e
-                _push(hp, hs, he, seq, state, sc, seq[e], e)
+                _push(hp, hs, he, state, sc, seq[e], e)
             if was_empty:
                 state[_PROMPTS] += 1
             masks[o] = m
