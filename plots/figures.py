@@ -131,11 +131,33 @@ def _system_setting_legend(systems: list[str], settings: dict[str, Any]) -> tupl
 # Figures
 
 
+def ceiling_lines(results: Results, others: list[str]) -> dict[tuple[str, str], tuple[str, float, float]]:
+    """The bound a ceiling system puts on a caching system: {(bounded system, setting): (ceiling
+    system, hit rate, compute saved)}, the mean over the runs of the ceiling's rows (the same
+    value in every run of a policy or capacity sweep). ``setting`` joins the values of the swept
+    fields ``others``, as the cache-size figure labels its lines."""
+    s = results.summary
+    if "is_ceiling" not in s or "bounds" not in s:
+        return {}
+    c = s[s["is_ceiling"].astype(str).str.lower().eq("true") & s["bounds"].notna()]
+    if not len(c):
+        return {}
+    setting = c[others].apply(lambda r: ", ".join(map(_fmt_value, r)), axis=1) if others else ""
+    means = c.assign(setting=setting).groupby(["bounds", "setting", "system"])[["hit_rate", "compute_saved"]]
+    return {
+        (str(b), str(st)): (str(name), float(r["hit_rate"]), float(r["compute_saved"]))
+        for (b, st, name), r in means.mean().iterrows()
+    }
+
+
 def cache_size(results: Results, out_dir: Path) -> list[Path]:
-    """Hit rate and compute saved against cache size, one line per policy (log x; offline policies dashed).
+    """Hit rate and compute saved against cache size, one line per policy (log x).
 
     One row of two panels per caching system. Other swept settings (e.g. isolation) get a line
     each (line style, or colour when one policy is swept); seeds draw their mean and min-max band.
+    A ceiling system (``is_ceiling``) that bounds the row's system is drawn as the bound: a
+    horizontal black line, what an unbounded cache would give. Offline policies (Belady, an
+    offline heuristic for approximate caching, not a bound) are dashed.
     """
     import matplotlib.pyplot as plt
 
@@ -159,6 +181,8 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
         for v in dict.fromkeys(s["setting"])
     }
     systems = list(dict.fromkeys(s["system"]))
+    ceilings = ceiling_lines(results, others)
+    caps = np.sort(s["cache_capacity"].unique())
     offline = set(s.loc[s["policy_offline"].astype(bool), "policy"]) if "policy_offline" in s else set()
     policies = sorted(s["policy"].unique(), key=lambda p: (p in offline, p))
     by_policy = len(policies) > 1
@@ -194,7 +218,7 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
             for c in curves:
                 i, j, stats = c["i"], c["j"], c["stats"]
                 dashed = all(n in offline for n in c["names"])
-                name = " = ".join(c["names"]) + (" (offline)" if dashed else "")
+                name = " = ".join(c["names"]) + (" (offline heuristic)" if dashed else "")
                 label = ", ".join(
                     x
                     for x in (
@@ -220,6 +244,22 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
                             alpha=0.15,
                             linewidth=0,
                         )
+            for j, setting in enumerate(setting_labels):
+                bound = ceilings.get((system, setting))
+                if bound is None:
+                    continue
+                name, *values = bound
+                label = ", ".join(x for x in (f"{name} (unbounded cache)", setting_labels[setting]) if x)
+                span = [float(caps[0]), float(caps[-1])]
+                for ax, value in zip(row, values, strict=True):
+                    (handles[label],) = ax.plot(
+                        span,
+                        [value, value],
+                        color=color_for(name),
+                        linestyle=LINESTYLES[j % len(LINESTYLES)] if others and not by_policy else "-",
+                        linewidth=1.6,
+                        zorder=1,
+                    )
             for ax, title in zip(row, ("hit rate", "GPU compute saved"), strict=True):
                 ax.set_xscale("log")
                 ax.set_ylabel(f"{title} (%)" if len(systems) == 1 else f"{system}: {title} (%)")
@@ -227,7 +267,6 @@ def cache_size(results: Results, out_dir: Path) -> list[Path]:
                 ax.set_ylim(0, top)
                 ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]))  # no 2.5% steps
                 ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if top > 0.06 else 1))
-        caps = np.sort(s["cache_capacity"].unique())
         for ax in axes.flat:
             ax.xaxis.set_minor_formatter(NullFormatter())
             if len(caps) <= 8:  # tick exactly the swept sizes

@@ -45,12 +45,16 @@ _NAMED = {
     "fifo": "#9467bd",
     "lru": "#d62728",
     "lfu": "#2ca02c",
+    "lfu-noaging": "#98df8a",
     "lcbfu": "#1f77b4",
+    "lcbfu-noaging": "#aec7e8",
     "lcbfu-modm": "#17becf",
+    "lcbfu-modm-noaging": "#9edae5",
     "s3fifo": "#e377c2",
     "sieve": "#bcbd22",
     "gdsf": "#8c564b",
-    "belady": "#000000",
+    "belady": "#4d4d4d",
+    "ceiling": "#000000",
 }
 # Unknown names and swept settings draw from a dark palette unlike the named (Tableau) colours.
 _FALLBACK = plt.get_cmap("Dark2").colors

@@ -9,6 +9,12 @@ A system's steps are those of the model it generates with (``stats["serves_with"
 the profile); ``compute_saved`` counts them in steps of the main model, weighted by the two
 models' step times, so a small model's cheap steps are not counted as full ones. Quality comes
 in three metrics (CLIP score, PickScore, FID; see :mod:`sim.quality`).
+
+``offered_load`` is the GPU work the requests bring per GPU-second of the arrival span (busy
+time / (GPUs x arrival span)); above 1 the cluster cannot keep up and queues grow.
+``gpu_utilization`` is the share of the run's GPU-time actually busy (busy time / (GPUs x
+first arrival to last finish)), at most 1: only the full engine knows when work finished, so
+it is NaN in cache-only mode, where there is no queue to stretch the run.
 """
 
 from __future__ import annotations
@@ -130,11 +136,12 @@ def summarize(
     if not full or np.isnan(gpu_s).any():
         gpu_s = estimated_gpu_s(r, gpu)
     gpu_busy = float(gpu_s.sum())
+    span = float(arrival.max() - arrival.min()) if n else 0.0
     if full:
         t0 = float(arrival.min())
         duration = float(np.nanmax(r["finish_s"].to_numpy(dtype=float))) - t0
     else:
-        duration = float(arrival.max() - arrival.min()) if n else 0.0
+        duration = span
     gpus = int(engine.get("gpus", exp.cluster.gpus))
     t_from = float(arrival.min()) if n else 0.0
     cost = run_cost(
@@ -144,7 +151,7 @@ def summarize(
         duration_s=duration,
         gpu_busy_s=gpu_busy,
         mean_cached_bytes=_mean_cached_bytes(stats, exp, profile, t_from if excluded else -math.inf)
-        if caches
+        if caches or stats["is_ceiling"]
         else 0.0,
         tier=exp.cache.tier,
         uses_index=kind == "vector",
@@ -175,7 +182,8 @@ def summarize(
         "mean_queue_s": float(r["queue_s"].mean()) if full else _NAN,
         "throughput_rps": n / duration if duration > 0 else _NAN,
         "gpu_busy_s": gpu_busy,
-        "gpu_utilization": gpu_busy / (gpus * duration) if duration > 0 else _NAN,
+        "gpu_utilization": gpu_busy / (gpus * duration) if full and duration > 0 else _NAN,
+        "offered_load": gpu_busy / (gpus * span) if span > 0 else _NAN,
         "slo_attainment": float((latency <= exp.selector.slo_s).mean()) if full else _NAN,
         "quality_clip": quality["quality_clip"],
         "quality_pickscore": quality["quality_pickscore"],
@@ -202,6 +210,8 @@ def summarize(
         "serves_with": gpu.block,
         "caches": caches,
         "is_baseline": bool(stats["is_baseline"]),
+        "is_ceiling": bool(stats["is_ceiling"]),
+        "bounds": stats["bounds"],
         "policy_offline": bool(stats["policy_offline"]),
         # What the warm-up left out of every figure above (metrics.warmup).
         "warmup_excluded": excluded,

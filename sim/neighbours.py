@@ -5,7 +5,8 @@ policy or size, so it is paid once per (trace, embedder): for every request i, t
 first seen at a request index < i with cosine >= ``min_similarity``, best ``top_m`` first.
 Every replay then walks that list and checks which candidates are still cached; when all
 listed candidates are gone and the list was truncated, :meth:`NeighbourLists.more` searches
-every earlier prompt exactly. ``top_m`` is a cap rather than a length: a first index query
+every earlier prompt exactly (:meth:`NeighbourLists.similarities` scores given prompts, such
+as the cached ones, exactly). ``top_m`` is a cap rather than a length: a first index query
 of depth ``FIRST_K`` settles most rows, and only rows that fill it are queried deeper, so
 nearly every row is complete and the fallback rare.
 
@@ -94,26 +95,21 @@ class NeighbourLists:
         order = np.lexsort((ids, -sims))[:k]
         return ids[order].astype(np.int32), sims[order].astype(np.float32)
 
-    def nearest_among(self, i: int, prompts: np.ndarray) -> tuple[int, float]:
-        """Position in ``prompts`` of request ``i``'s best candidate among them, and its similarity.
+    def similarities(self, i: int, prompts: np.ndarray) -> np.ndarray:
+        """Exact similarities (float32) of request ``i``'s prompt to ``prompts``.
 
-        ``prompts`` are prompt ids first seen before request i (the cached ones, say); best is
-        by similarity descending, then prompt id, as in the lists, and must reach
-        ``min_similarity`` (the request's own prompt counts 1.0). (-1, nan) when none does.
-        The replay's fallback over only what is cached: it costs a product with the cache's
-        prompts instead of with every prompt of the trace.
+        ``prompts`` are prompt ids first seen before request i (the cached ones, say); the
+        request's own prompt counts 1.0, as in the lists. The replay's fallback when a
+        truncated list cannot settle a lookup: it costs a product with the cache's prompts
+        instead of with every prompt of the trace.
         """
         if self.embeddings is None or self.prompt_ids is None:
-            raise RuntimeError("NeighbourLists.nearest_among needs embeddings: call attach(embeddings)")
+            raise RuntimeError("NeighbourLists.similarities needs embeddings: call attach(embeddings)")
         own = int(self.prompt_ids[i])
         prompts = np.asarray(prompts, dtype=np.int64)
-        sims = self.embeddings[prompts] @ self.embeddings[own]
+        sims = (self.embeddings[prompts] @ self.embeddings[own]).astype(np.float32, copy=False)
         sims[prompts == own] = 1.0
-        ok = np.flatnonzero(sims >= np.float32(self.min_similarity))
-        if not len(ok):
-            return -1, float("nan")
-        best = ok[np.lexsort((prompts[ok], -sims[ok]))[0]]
-        return int(best), float(sims[best])
+        return sims
 
     def save(self, path: str | Path) -> Path:
         """Write the lists to ``path`` (npz, atomic). Embeddings are not stored."""

@@ -92,6 +92,17 @@ class QualityModel:
                     return self.vanilla * (1.0 - loss)
         return self._by_k[k]
 
+    def hit_array(self, k: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+        """:meth:`hit` of every (K, similarity) pair (vectorised when the profile has no bins)."""
+        k = np.asarray(k, dtype=np.int64)
+        if not self._bins:
+            table = np.full(int(k.max(initial=0)) + 1, np.nan)
+            for level, q in self._by_k.items():
+                if level < len(table):
+                    table[level] = q
+            return table[k]
+        return np.array([self.hit(int(a), float(s)) for a, s in zip(k.tolist(), np.asarray(similarity).tolist(), strict=True)])
+
     def retrieved(self, similarity: float) -> float:
         """Expected CLIP score of another prompt's finished image returned for a prompt at ``similarity``.
 

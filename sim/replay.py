@@ -76,9 +76,11 @@ def _replay_decisions(
         for i in range(start, min(start + stride, n)):
             now = arrivals[i]
             d = lookup(i, now)
-            if i in refused and d.store_levels:
-                d = d._replace(store_levels=())  # not admitted: the generation stores nothing
-            complete(i, d, now)
+            if i in refused:
+                # Not admitted: the generation stores nothing (no levels, no shared trajectory).
+                d = d._replace(store_levels=())
+            else:
+                complete(i, d, now)
             decisions[i] = d
         system.record_occupancy(arrivals[min(start + stride, n) - 1])
     if not n:

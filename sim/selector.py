@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sim.base.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -86,3 +88,12 @@ class Selector:
         if boost:
             r = max(r - boost, 0)
         return self.ks[r]
+
+    def k_array(self, similarities: np.ndarray) -> np.ndarray:
+        """:meth:`k_for` (no boost) of every similarity, and -1 below ``min_similarity``, where no
+        boost can make a candidate reusable (int64)."""
+        sims = np.asarray(similarities, dtype=np.float32).astype(np.float64)
+        k = np.where(sims >= self.min_similarity, 0, -1)
+        for t, kk in zip(reversed(self.thresholds), reversed(self.ks), strict=True):
+            k[sims > t] = kk
+        return k

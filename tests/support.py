@@ -200,13 +200,8 @@ class Lists:
         order = order[row[order] >= self.min_similarity][:k]
         return order.astype(np.int32), row[order]
 
-    def nearest_among(self, i: int, prompts: np.ndarray) -> tuple[int, float]:
-        sims = self.full[i][prompts]
-        ok = np.flatnonzero(sims >= self.min_similarity)
-        if not len(ok):
-            return -1, float("nan")
-        best = ok[np.lexsort((prompts[ok], -sims[ok]))[0]]
-        return int(best), float(sims[best])
+    def similarities(self, i: int, prompts: np.ndarray) -> np.ndarray:
+        return self.full[i][np.asarray(prompts, dtype=np.int64)].astype(np.float32)
 
 
 def causal_lists(emb: np.ndarray, pids: np.ndarray, top_m: int, min_sim: float = 0.65) -> Lists:

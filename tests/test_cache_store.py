@@ -102,3 +102,48 @@ def test_zero_capacity_stores_nothing_and_tiny_capacity_keeps_high_levels() -> N
 def test_bad_options_are_rejected(bad: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         make_store(10, **bad)
+
+
+def test_link_shares_latents_without_storing_them() -> None:
+    st = make_store(7, "lru")
+    st.insert(1, LEVELS, i=0)
+    st.link(2, 1, 15, i=1)  # slot 2 shares slot 1's levels <= 15
+    assert keys(st) >= {(2, 5), (2, 10), (2, 15)} and (2, 20) not in keys(st)
+    assert st.entries == len(st.policy) == 5 and st.links == 3
+    assert st.latent_of(2, 10) == 1 << SHIFT | 10 and st.latent_of(1, 10) == 1 << SHIFT | 10
+    st.hit(2, 5, i=2)  # a use of slot 1's latent: it becomes the most recently used
+    st.insert(3, (20, 25, 30), i=3)  # 3 new latents need 1 victim: LRU (1, 10), shared by slot 2
+    assert (1, 10) not in keys(st) and (2, 10) not in keys(st) and (2, 5) in keys(st)
+    assert st.entries == 7 and st.evictions == 1
+    st.link(2, 1, 25, i=4)  # only what slot 2 lacks and slot 1 still holds: 20 and 25
+    assert {(2, 20), (2, 25)} <= keys(st) and (2, 10) not in keys(st) and st.links == 5
+
+
+def test_a_reference_made_after_a_restore_still_follows_its_latent() -> None:
+    st = make_store(5, "fifo")
+    st.insert(1, LEVELS, i=0)
+    st.link(2, 1, 25, i=1)
+    masks, refs = dict(st.masks), dict(st.refs)
+    other = make_store(5, "fifo")
+    other.load_state(masks, (5, 5, 0, 5), (sorted(st.policy._queue), [0] * 5, [0] * 5, 0), refs)
+    other.insert(3, LEVELS, i=2)  # evicts all of slot 1's latents: slot 2 loses every level
+    assert 1 not in other.masks and 2 not in other.masks and not other.refs and other.entries == 5
+
+
+def test_prompt_granularity_lets_go_of_references() -> None:
+    st = make_store(6, "fifo", granularity="prompt")
+    st.insert(1, (5, 10), i=0)
+    st.insert(2, (20, 25), i=1)
+    st.link(2, 1, 10, i=2)  # slot 2: its own 20, 25 and slot 1's 5, 10
+    st.insert(3, (5, 10, 15), i=3)  # victim (1, 5): slot 1 leaves, and slot 2's references with it
+    assert keys(st) == {(2, 20), (2, 25), (3, 5), (3, 10), (3, 15)} and not st.refs
+    st.insert(4, (5, 10), i=4)  # victim (2, 20) takes slot 2's own 25 along
+    assert 2 not in st.masks and st.entries == len(st.policy) == 5
+
+
+def test_in_prompt_units_a_reference_needs_room_for_its_slot() -> None:
+    st = make_store(2, "fifo", unit="prompts")
+    st.insert(1, LEVELS, i=0)
+    st.insert(2, LEVELS, i=1)
+    st.link(3, 2, 25, i=2)  # slot 3 is a third prompt: slot 1's levels go first
+    assert sorted(st.masks) == [2, 3] and st.masks[3] == st.masks[2] and st.entries == 5

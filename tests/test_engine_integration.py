@@ -86,9 +86,11 @@ def test_full_and_cache_only_agree_at_light_load(trace, name):
         assert full[col].tolist() == cache_only[col].tolist(), col
     np.testing.assert_array_equal(full["similarity"].to_numpy(), cache_only["similarity"].to_numpy())
     if SYSTEMS[name].needs_neighbours:
-        # The test trace exercises reuse and evictions, not just misses (and holes for latent caches).
+        # The test trace exercises reuse and evictions, not just misses (and holes for latent
+        # caches: a ceiling, with room for everything, never has one).
         assert (full["outcome"] != "miss").sum() > 300
-        assert (full["outcome"] == "hole").any() == SYSTEMS[name].saves_latents
+        cls = SYSTEMS[name]
+        assert (full["outcome"] == "hole").any() == (cls.saves_latents and cls.caches)
     # The cache-only summary computes GPU time from steps and saved latents: the same as the engine's.
     stats = build_system(name, exp, arrays, nb, PROFILE).stats()
     busy_full = summarize(full, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
@@ -109,7 +111,7 @@ def test_both_modes_charge_the_same_gpu_time(trace, name, cache):
     busy_full = summarize(full, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
     busy_est = summarize(cache_only, profile=PROFILE, exp=exp, system_stats=stats)["gpu_busy_s"]
     assert busy_est == pytest.approx(busy_full, rel=1e-9)
-    if cache["capacity"] == 0 and SYSTEMS[name].caches:
+    if cache["capacity"] == 0 and SYSTEMS[name].caches:  # a ceiling's cache is unbounded by definition
         # A cache that stores nothing reuses nothing: every image is a plain generation.
         vanilla = 50 * PROFILE.step_s(1) + PROFILE.text_encoder_s + PROFILE.vae_decode_s
         assert busy_full == pytest.approx(len(full) * vanilla, rel=1e-9)
@@ -150,8 +152,9 @@ def test_nirvana_misses_pay_for_saving_latents(trace):
 
 def test_load_aware_trades_quality_for_latency(trace):
     arrays, _, nb = trace
-    # ~1 request / 3 s on 4 GPUs: just over capacity without load-aware K, the queue keeps growing.
-    fast = TraceArrays(arrays.prompt_ids, arrays.user_codes, arrays.arrival_s / 10)
+    # ~1 request / 2.7 s on 4 GPUs: just over capacity (offered load ~1.07) without load-aware K,
+    # the queue keeps growing.
+    fast = TraceArrays(arrays.prompt_ids, arrays.user_codes, arrays.arrival_s / 11)
     base = {"systems": ["nirvana"], "cluster__gpus": 4, "cache__capacity": 600, "selector__slo_s": 40.0}
     plain_exp = experiment(**base)
     la_exp = experiment(**base, selector__load_aware=True, selector__floor=0.6)
@@ -160,7 +163,7 @@ def test_load_aware_trades_quality_for_latency(trace):
     stats = build_system("nirvana", plain_exp, fast, nb, PROFILE).stats()
     row_plain = summarize(plain, profile=PROFILE, exp=plain_exp, system_stats=stats)
     row_la = summarize(la, profile=PROFILE, exp=la_exp, system_stats=stats)
-    assert row_la["boosted_share"] > 0.2
+    assert row_plain["offered_load"] > 1 and row_la["boosted_share"] > 0.2
     assert row_plain["slo_attainment"] < 0.1 and row_la["slo_attainment"] > 0.9
     assert row_la["p95_latency_s"] < row_plain["p95_latency_s"] / 5
     assert row_la["compute_saved"] > row_plain["compute_saved"]

@@ -1,9 +1,11 @@
 """Every registered system, through one set of checks: one module parametrised over SYSTEMS.
 
 What a system declares on its class (lookup kind, neighbours, latent saving, caching, baseline,
-parameters, lowest similarity) must match what it does; its decisions must be self-consistent;
-its compiled replay (if any) must equal the request-by-request loop; and its summary row must
-carry the declarations the figures and the report read.
+ceiling, parameters, lowest similarity) must match what it does; its decisions must be
+self-consistent; its compiled replay (if any) must equal the request-by-request loop; its
+summary row must carry the declarations the figures and the report read; and a ceiling must
+bound the system it names, request by request, and be what it says (checked against an
+independent computation from the similarity matrix).
 """
 
 from __future__ import annotations
@@ -59,12 +61,18 @@ def test_declarations_are_well_formed(name: str) -> None:
     # Searching the trace's earlier prompts by similarity costs an embedding and a vector search
     # (a vector search over a fixed external corpus needs no neighbour lists).
     assert not cls.needs_neighbours or cls.lookup_kind == "vector"
-    assert not (cls.saves_latents and not cls.caches)
+    # Latents are saved for a cache to reuse: a real one, or the unbounded one a ceiling assumes.
+    assert not (cls.saves_latents and not (cls.caches or cls.is_ceiling))
     assert cls.retrieval_source in RETRIEVAL_SOURCES
     # The model it generates with is a block of the shipped profile, with a price and a quality.
     gpu = PROFILE.gpu_model(cls.serves_with)
     assert gpu.steps >= 1 and gpu.gpu_price_per_hour_usd > 0 and math.isfinite(gpu.quality["clip"])
     cls.check_profile(Experiment(), PROFILE)
+    # A ceiling is a bound on another registered system, and neither a design nor the baseline.
+    assert (cls.bounds is not None) == cls.is_ceiling
+    if cls.is_ceiling:
+        assert cls.bounds in SYSTEMS and cls.bounds != name and SYSTEMS[cls.bounds].caches
+        assert not cls.caches and not cls.is_baseline
     if cls.params_type is not None:
         defaults = cls.params_of(Experiment())
         assert dataclasses.is_dataclass(defaults)
@@ -156,10 +164,12 @@ def test_the_summary_row_carries_the_declarations(name: str, work) -> None:
     records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
     row = summarize(records, profile=PROFILE, exp=exp, system_stats=system.stats())
     cls = SYSTEMS[name]
-    assert (row["lookup_kind"], row["caches"], row["is_baseline"]) == (
+    assert (row["lookup_kind"], row["caches"], row["is_baseline"], row["is_ceiling"], row["bounds"]) == (
         cls.lookup_kind,
         cls.caches,
         cls.is_baseline,
+        cls.is_ceiling,
+        cls.bounds,
     )
     assert (row["policy"] == "lru") == cls.caches
     assert row["policy_offline"] is False

@@ -30,6 +30,7 @@ SUMMARY_COLUMNS = [
     "throughput_rps",
     "gpu_busy_s",
     "gpu_utilization",
+    "offered_load",
     "slo_attainment",
     "quality_clip",
     "quality_pickscore",
@@ -64,7 +65,8 @@ def test_summary_of_a_run_worked_out_by_hand(three_jobs):
     assert row["mean_queue_s"] == pytest.approx(5 / 3)
     assert row["throughput_rps"] == pytest.approx(3 / 40)
     assert row["gpu_busy_s"] == pytest.approx(30.0)
-    assert row["gpu_utilization"] == pytest.approx(0.75)
+    assert row["gpu_utilization"] == pytest.approx(0.75)  # 30 GPU-s busy over 40 s
+    assert row["offered_load"] == pytest.approx(1.0)  # 30 GPU-s of work arriving within 30 s
     assert row["slo_attainment"] == pytest.approx(2 / 3)  # 15 s > the 12 s SLO
     assert row["quality_clip"] == pytest.approx(30.28)
     # Vanilla keeps no cache and no index: its bill is busy GPU time only.
@@ -123,6 +125,9 @@ def test_cache_only_records_give_nan_latency_and_estimated_gpu_time():
     one = profile.text_encoder_s + 50 * profile.step_s(1) + profile.vae_decode_s
     assert row["gpu_busy_s"] == pytest.approx(2 * one)
     assert row["throughput_rps"] == pytest.approx(4 / 3600)
+    # No queue, no finish times: utilisation is unknown, offered load is the work per GPU-second.
+    assert math.isnan(row["gpu_utilization"])
+    assert row["offered_load"] == pytest.approx(2 * one / (exp.cluster.gpus * 3600))
     # The exact cache stores images (storage billed) but has no vector index.
     assert row["storage_usd"] > 0 and row["index_usd"] == 0.0
     assert row["cost_usd"] == pytest.approx(2 * one / 3600 * 1.006 + row["storage_usd"])
@@ -189,3 +194,22 @@ def test_warmup_applies_to_cache_only_records_too():
     assert row["warmup_excluded"] == 40 and row["hit_rate"] == 1.0 and row["compute_saved"] == 1.0
     cold = summarize(records, profile=profile, exp=experiment(systems=["exact"], mode="cache-only"), system_stats=system.stats())
     assert cold["hit_rate"] == pytest.approx(360 / 400)
+
+
+def test_the_summary_table_marks_the_ceiling_and_names_the_load():
+    from sim.app.report import format_summary
+
+    rows = pd.DataFrame(
+        [
+            {"system": "vanilla", "hit_rate": 0.0, "compute_saved": 0.0, "offered_load": 2.31,
+             "gpu_utilization": np.nan, "is_baseline": True, "is_ceiling": False, "bounds": None},
+            {"system": "nirvana", "hit_rate": 0.6, "compute_saved": 0.2, "offered_load": 1.85,
+             "gpu_utilization": np.nan, "is_baseline": False, "is_ceiling": False, "bounds": None},
+            {"system": "ceiling", "hit_rate": 0.7, "compute_saved": 0.25, "offered_load": 1.73,
+             "gpu_utilization": np.nan, "is_baseline": False, "is_ceiling": True, "bounds": "nirvana"},
+        ]
+    )
+    table = format_summary(rows)
+    # Cache-only: work offered per GPU-second, not a utilisation (no column of NaNs for that).
+    assert "offered load" in table and "231%" in table and "GPU util" not in table
+    assert "ceiling (bound)" in table and "no nirvana policy or cache size can save more" in table

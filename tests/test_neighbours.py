@@ -135,7 +135,7 @@ def test_more_extends_the_list(index: str) -> None:
     assert len(ids) == len(naive(emb, pids, 1000, 0.0)[5][0]) < 1000
 
 
-def test_nearest_among_is_the_best_of_the_given_prompts() -> None:
+def test_similarities_score_the_given_prompts_exactly() -> None:
     pids = trace_ids(1200, 900, seed=4)
     emb = unit_vectors(900, 32, seed=4)
     nb = build_neighbours(emb, pids, top_m=3, min_similarity=0.3, index="exact", progress=False)
@@ -144,16 +144,20 @@ def test_nearest_among_is_the_best_of_the_given_prompts() -> None:
     found = 0
     for i in range(1, 1200, 23):
         earlier = np.unique(pids[:i])
-        subset = rng.permutation(earlier)[: max(1, len(earlier) // 5)]  # say, what is cached
-        at, sim = nb.nearest_among(i, subset)
+        subset = np.sort(rng.permutation(earlier)[: max(1, len(earlier) // 5)])  # say, what is cached
+        sims = nb.similarities(i, subset)
+        assert sims.dtype == np.float32 and sims.shape == subset.shape
+        direct = emb[subset] @ emb[pids[i]]
+        direct[subset == pids[i]] = 1.0  # its own prompt counts 1.0, as in the lists
+        np.testing.assert_allclose(sims, direct, atol=1e-6)
+        # The best of them (similarity, then prompt id) is the naive scan's first one among them.
         ref_ids, ref_sims, _ = ref[i]
         inside = np.flatnonzero(np.isin(ref_ids, subset))
-        if not len(inside):
-            assert at == -1 and np.isnan(sim)
-            continue
-        found += 1
-        assert subset[at] == ref_ids[inside[0]]
-        assert sim == pytest.approx(float(ref_sims[inside[0]]), abs=1e-6)
+        if len(inside):
+            found += 1
+            best = np.lexsort((subset, -sims))[0]
+            assert subset[best] == ref_ids[inside[0]]
+            assert sims[best] == pytest.approx(float(ref_sims[inside[0]]), abs=1e-6)
     assert found > 20
 
 

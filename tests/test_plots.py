@@ -12,7 +12,7 @@ import yaml
 
 from plots import plot_results
 from plots.data import Run, load_results, offered_load_rps, timeseries
-from plots.figures import _frontier, slo_vs_load_data
+from plots.figures import _frontier, ceiling_lines, slo_vs_load_data
 from plots.style import color_for
 from sim.base.errors import InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
@@ -140,6 +140,32 @@ def test_sweep_over_policy_and_capacity_draws_cache_size_figure(tmp_path):
     _check_files(paths)
     # Cache-only runs have no latency, queue or cost: only the cache and quality figures.
     assert _stems(paths) == {"cache_size", "quality_pareto"}
+
+
+def test_the_cache_size_figure_draws_a_ceiling_as_the_bound(tmp_path):
+    """A ceiling system's rows (``is_ceiling``, ``bounds``) become one line per bounded system,
+    whatever policy and capacity each run had; Belady is only an offline policy's curve."""
+    write_sweep(
+        tmp_path,
+        {"cache.policy": ["lru", "belady"], "cache.capacity": [1500, 15000, 150000]},
+        full=False,
+        n=300,
+    )
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    summary["is_ceiling"] = False
+    summary["bounds"] = None
+    summary["caches"] = summary["system"] != "vanilla"
+    summary["policy_offline"] = summary["policy"] == "belady"
+    ceiling = summary[summary["system"] == "nirvana"].assign(
+        system="ceiling", policy=None, caches=False, is_ceiling=True, bounds="nirvana", policy_offline=False
+    )
+    ceiling["hit_rate"], ceiling["compute_saved"] = 0.61, 0.25
+    atomic_write_csv(tmp_path / "summary.csv", pd.concat([summary, ceiling], ignore_index=True))
+    results = load_results(tmp_path)
+    assert ceiling_lines(results, []) == {("nirvana", ""): ("ceiling", 0.61, 0.25)}
+    paths = plot_results(tmp_path)
+    _check_files(paths)
+    assert "cache_size" in _stems(paths)
 
 
 def test_sweep_over_load_draws_slo_figure(tmp_path):

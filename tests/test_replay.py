@@ -67,7 +67,7 @@ def live(work) -> NeighbourLists:
 
 
 def counting(search, asked: list[int]):
-    """A fallback search (``more`` or ``nearest_among``) that also notes which requests needed it."""
+    """A fallback search (``more`` or ``similarities``) that also notes which requests needed it."""
 
     def wrapped(i: int, arg):
         asked.append(i)
@@ -149,7 +149,7 @@ def test_neighbour_lists_equal_live_index(system: str, cache: dict, work) -> Non
         nb = lists(work, top_m)
         asked: list[int] = []
         nb.more = counting(nb.more, asked)
-        nb.nearest_among = counting(nb.nearest_among, asked)
+        nb.similarities = counting(nb.similarities, asked)
         df, _ = run(system, work, nb, **cache)
         pd.testing.assert_frame_equal(df, reference)
         if top_m == 2:

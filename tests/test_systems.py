@@ -39,6 +39,11 @@ class Lists:
         full = (self.rows[i] + self.extra.get(i, []))[:k]
         return np.array([p for p, _ in full], np.int32), np.array([s for _, s in full], np.float32)
 
+    def similarities(self, i: int, prompts: np.ndarray) -> np.ndarray:
+        self.more_calls.append((i, len(prompts)))
+        known = dict(self.rows[i] + self.extra.get(i, []))
+        return np.array([known.get(int(p), 0.0) for p in prompts], np.float32)
+
 
 def arrays(pids: list[int], users: list[int] | None = None) -> TraceArrays:
     n = len(pids)
@@ -61,8 +66,8 @@ def run(sys_, n: int) -> list[Decision]:
 
 
 def test_registry_and_unknown_name() -> None:
-    assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana", "pinecone", "crs", "smallmodel"}
-    with pytest.raises(ConfigError, match="allowed: crs, exact, gptcache, nirvana, pinecone, smallmodel, vanilla"):
+    assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana", "ceiling", "pinecone", "crs", "smallmodel"}
+    with pytest.raises(ConfigError, match="allowed: ceiling, crs, exact, gptcache, nirvana, pinecone, smallmodel, vanilla"):
         build_system("nirvanna", Experiment(), arrays([0]), None, PROFILE)
 
 
@@ -104,7 +109,7 @@ def test_gptcache_batch_evicts_a_fraction() -> None:
     assert st["evictions"] == 2 and st["entries"] == 9 and st["insertions"] == 11
 
 
-def test_nirvana_miss_stores_all_levels_hit_stores_above() -> None:
+def test_nirvana_miss_stores_all_levels_hit_shares_its_trajectory() -> None:
     lists = Lists([[], [(0, 0.91)], [(1, 0.97), (0, 0.9)]])
     sys_ = build_system("nirvana", exp_with(), arrays([0, 1, 2]), lists, PROFILE)
     ds = run(sys_, 3)
@@ -116,33 +121,134 @@ def test_nirvana_miss_stores_all_levels_hit_stores_above() -> None:
         20,
         30,
     )
+    # The generation computed (and saved) level 25 only; levels 5..20 are prompt 0's, shared.
     assert ds[1].similarity == pytest.approx(0.91) and ds[1].store_levels == (25,)
     assert ds[1].quality == pytest.approx(PROFILE.quality_for_k(20))
-    # Prompt 1 holds only level 25 (K=25 wanted at 0.97): a hit at 25 that stores nothing.
+    # Prompt 1 holds every level (25 its own): request 2 is served K=25 from it and stores nothing.
     assert (ds[2].outcome, ds[2].matched, ds[2].k_used, ds[2].store_levels) == ("hit", 1, 25, ())
-    assert sys_.stats()["hits_by_k"] == {20: 1, 25: 1}
+    st = sys_.stats()
+    assert st["hits_by_k"] == {20: 1, 25: 1}
+    # 6 latents stored; prompt 1 shares 4 of prompt 0's, prompt 2 all 5 of prompt 1's levels.
+    assert st["entries"] == 6 and st["bytes"] == 6 * PROFILE.latent_bytes and st["references"] == 9
 
 
-def test_nirvana_nearest_cached_prompt_decides_even_if_it_cannot_serve() -> None:
-    # Request 1 hits prompt 0 at K=15 and stores levels 20 and 25 for prompt 1. Request 2's
-    # nearest cached prompt is 1 (s=0.80 -> K=10), which has no level <= 10: a miss, even
-    # though prompt 0, further down the list, has level 10.
+def cached(sys_, contents: dict[int, tuple[int, ...]]) -> None:
+    """Put the given levels of each prompt into the system's store (as stored latents)."""
+    for i, (prompt, levels) in enumerate(contents.items()):
+        sys_.store.insert(prompt, levels, i)
+
+
+def test_nirvana_serves_the_candidate_that_skips_most_steps() -> None:
+    # K by similarity: 0.96 -> 25, 0.93 -> 20, 0.88 -> 15. Prompt 0 offers 5 (all it holds <= 25),
+    # prompt 1 offers 20, prompt 2 offers 15: request 3 takes 20 from prompt 1, below the 25
+    # planned for the nearest cached prompt: a hole.
+    lists = Lists([[], [], [], [(0, 0.96), (1, 0.93), (2, 0.88)]])
+    sys_ = build_system("nirvana", exp_with(), arrays([0, 1, 2, 3]), lists, PROFILE)
+    cached(sys_, {0: (5,), 1: (20, 25), 2: (15,)})
+    d = sys_.lookup(3, 3.0)
+    assert (d.outcome, d.matched, d.k_planned, d.k_used, d.steps) == ("hole", 1, 25, 20, 30)
+    assert d.similarity == pytest.approx(0.93) and sys_.stats()["holes"] == 1
+
+
+def test_nirvana_ties_go_to_the_more_similar_candidate_and_a_full_k_is_a_hit() -> None:
+    lists = Lists([[], [], [(0, 0.96), (1, 0.91)], [(0, 0.80), (1, 0.79)]])
+    sys_ = build_system("nirvana", exp_with(), arrays([0, 1, 2, 3]), lists, PROFILE)
+    cached(sys_, {0: (10,), 1: (10, 20)})
+    # Request 2: prompt 0 (K=25) offers 10, prompt 1 (K=20) offers 20: a hole below the 25 planned.
+    d = sys_.lookup(2, 2.0)
+    assert (d.outcome, d.matched, d.k_planned, d.k_used) == ("hole", 1, 25, 20)
+    # Request 3: both offer K=10: the more similar prompt 0 serves, at the planned K: a hit.
+    d = sys_.lookup(3, 3.0)
+    assert (d.outcome, d.matched, d.k_planned, d.k_used) == ("hit", 0, 10, 10)
+    assert d.similarity == pytest.approx(0.80)
+
+
+def test_nirvana_nearest_prompt_that_cannot_serve_falls_back_to_the_next() -> None:
+    # trajectory: computed (the levels a generation computed, only). Request 1 hits prompt 0 at
+    # K=15 and stores 20 and 25 for prompt 1. Request 2's nearest cached prompt is 1 (s=0.80 ->
+    # K=10), which holds nothing <= 10; prompt 0, next, offers 10: served at the planned K.
     lists = Lists([[], [(0, 0.87)], [(1, 0.80), (0, 0.79)]])
-    ds = run(build_system("nirvana", exp_with(), arrays([0, 1, 2]), lists, PROFILE), 3)
+    ds = run(build_system("nirvana", exp_with(trajectory="computed"), arrays([0, 1, 2]), lists, PROFILE), 3)
     assert ds[1].k_used == 15 and ds[1].store_levels == (20, 25)
-    assert (ds[2].outcome, ds[2].k_planned, ds[2].k_used, ds[2].matched) == ("miss", 10, 0, -1)
-    assert ds[2].similarity == pytest.approx(0.80)
+    assert (ds[2].outcome, ds[2].k_planned, ds[2].k_used, ds[2].matched) == ("hit", 10, 10, 0)
+    assert ds[2].similarity == pytest.approx(0.79)
+
+
+def test_nirvana_miss_records_the_nearest_cached_candidate() -> None:
+    # Prompt 0 (0.80 -> K=10) holds only 15 and 20; prompt 1 (0.70 -> K=5) only 10: nothing usable.
+    lists = Lists([[], [], [(0, 0.80), (1, 0.70)]])
+    sys_ = build_system("nirvana", exp_with(), arrays([0, 1, 2]), lists, PROFILE)
+    cached(sys_, {0: (15, 20), 1: (10,)})
+    d = sys_.lookup(2, 2.0)
+    assert (d.outcome, d.matched, d.k_planned, d.k_used, d.steps) == ("miss", -1, 10, 0, N)
+    assert d.similarity == pytest.approx(0.80)
+
+
+def test_nirvana_walk_stops_when_nothing_later_can_beat_the_best() -> None:
+    # A truncated list whose first candidate serves its full K: nothing less similar can do
+    # better, so the exhaustive search is never asked.
+    lists = Lists([[], [], [(0, 0.97), (1, 0.96)]], complete_rows=[True, True, False])
+    sys_ = build_system("nirvana", exp_with(), arrays([0, 1, 2]), lists, PROFILE)
+    cached(sys_, {0: LEVELS, 1: LEVELS})
+    d = sys_.lookup(2, 2.0)
+    assert (d.outcome, d.matched, d.k_used) == ("hit", 0, 25) and lists.more_calls == []
+
+
+@pytest.mark.parametrize(
+    ("trajectory", "held", "entries"),
+    [
+        ("reference", (5, 10, 15, 20, 25), 6),  # levels <= 20 shared with prompt 0: no storage
+        ("copy", (5, 10, 15, 20, 25), 10),  # copied: a latent each
+        ("computed", (25,), 6),  # only what the generation computed
+    ],
+)
+def test_nirvana_trajectory_options(trajectory: str, held: tuple[int, ...], entries: int) -> None:
+    lists = Lists([[], [(0, 0.91)]])
+    sys_ = build_system("nirvana", exp_with(trajectory=trajectory), arrays([0, 1]), lists, PROFILE)
+    ds = run(sys_, 2)
+    st = sys_.store
+    assert [k for k in LEVELS if st.masks[1] >> k & 1] == list(held)
+    stats = sys_.stats()
+    assert stats["entries"] == stats["insertions"] == entries
+    assert stats["bytes"] == entries * PROFILE.latent_bytes
+    # The GPU saves only the level it computed (25); copies are made by the store.
+    assert sys_.saved_latents(ds[1]) == 1
+
+
+def test_shared_latents_are_one_latent() -> None:
+    # LRU, room for 6 latents. Prompt 1 (hit at 20) shares prompt 0's levels <= 20.
+    lists = Lists([[], [(0, 0.91)], [(1, 0.80)], []])
+    sys_ = build_system("nirvana", exp_with(capacity=6), arrays([0, 1, 2, 3]), lists, PROFILE)
+    ds = run(sys_, 3)
+    st = sys_.store
+    # Request 2 is served prompt 1's level 10, which is prompt 0's latent: that latent is used.
+    assert (ds[2].matched, ds[2].k_used) == (1, 10)
+    assert st.latent_of(1, 10) == st.latent_of(2, 10) == 0 << st.shift | 10
+    # Its 3 new latents evicted the 3 least recently used, 0/5, 0/15 and 0/25, and prompt 1
+    # lost the references to 5 and 15 with them; 0/10 (just used) and 0/20 stayed.
+    assert st.masks[0] == 1 << 10 | 1 << 20
+    assert st.masks[1] == 1 << 10 | 1 << 20 | 1 << 25
+    assert st.masks[2] == 1 << 10 | 1 << 15 | 1 << 20 | 1 << 25
+    assert st.entries == len(st.policy) == 6
+    # A miss's 5 latents evict 0/20, 1/25, 0/10, 2/15 and 2/20: every reference goes with them.
+    sys_.complete(3, sys_.lookup(3, 3.0), 3.0)
+    assert 0 not in st.masks and 1 not in st.masks and st.masks[2] == 1 << 25 and not st.refs
+    assert st.entries == 6
 
 
 def test_nirvana_store_on_hit_off() -> None:
     lists = Lists([[], [(0, 0.91)]])
-    ds = run(build_system("nirvana", exp_with(store_on_hit=False), arrays([0, 1]), lists, PROFILE), 2)
-    assert ds[1].outcome == "hit" and ds[1].store_levels == ()
+    for trajectory in ("reference", "copy", "computed"):
+        sys_ = build_system(
+            "nirvana", exp_with(store_on_hit=False, trajectory=trajectory), arrays([0, 1]), lists, PROFILE
+        )
+        ds = run(sys_, 2)
+        assert ds[1].outcome == "hit" and ds[1].store_levels == () and 1 not in sys_.store.masks
 
 
 def test_nirvana_falls_back_to_the_exhaustive_search_when_the_list_runs_out() -> None:
     # Request 2's truncated list names only prompt 1, which is not cached (its generation has
-    # not completed), so the exhaustive search is asked (k = 16) and finds prompt 0 at 0.92.
+    # not completed), so the cached prompts are scored exactly and prompt 0 (0.92) serves.
     lists = Lists(
         [[], [], [(1, 0.99)]],
         complete_rows=[True, True, False],
@@ -153,7 +259,7 @@ def test_nirvana_falls_back_to_the_exhaustive_search_when_the_list_runs_out() ->
     sys_.complete(0, d0, 0.0)
     sys_.lookup(1, 1.0)  # request 1 has not completed: prompt 1 is not cached yet
     d2 = sys_.lookup(2, 2.0)
-    assert lists.more_calls == [(2, 16)]
+    assert lists.more_calls == [(2, 1)]  # one cached prompt scored
     assert (d2.outcome, d2.matched, d2.k_planned) == ("hit", 0, 20)
 
 
@@ -181,8 +287,11 @@ def test_per_user_isolation_hides_other_users_entries() -> None:
     # User 8 cannot reuse user 7's prompt 0, not even the identical prompt; user 7 can.
     assert [d.outcome for d in isolated] == ["miss", "miss", "hit", "miss"]
     assert isolated[2].matched == 0
-    # The same prompt 0 is now cached twice, once per user.
-    assert isolated_sys.cached_prompts() == 3
+    # The same prompt 0 is now cached twice, once per user (and user 7's prompt 2 shares its
+    # trajectory with user 7's prompt 0, within that user's partition).
+    assert isolated_sys.cached_prompts() == 4
+    st = isolated_sys.store
+    assert st.latent_of(isolated_sys._bases[2] + 2, 25) == st.latent_of(isolated_sys._bases[0] + 0, 25)
 
 
 def test_neighbour_lists_must_reach_the_lowest_threshold() -> None:

@@ -24,6 +24,7 @@ _COLUMNS = (
     ("p95_latency_s", "p95 lat s", "{:.2f}"),
     ("mean_queue_s", "queue s", "{:.2f}"),
     ("gpu_utilization", "GPU util", "{:.0%}"),
+    ("offered_load", "offered load", "{:.0%}"),
     ("slo_attainment", "SLO met", "{:.1%}"),
     ("cost_per_1k_images_usd", "$/1k img", "{:.3f}"),
     ("holes", "holes", "{:,.0f}"),
@@ -43,8 +44,12 @@ def format_summary(summary: pd.DataFrame) -> str:
     The baseline is the row whose system declares ``is_baseline`` (vanilla generation).
     """
     cols = [c for c in _COLUMNS if c[0] in summary.columns and summary[c[0]].notna().any()]
+    ceiling = summary["is_ceiling"].astype(bool) if "is_ceiling" in summary else pd.Series(False, summary.index)
     rows = [[h for _, h, _ in cols]]
-    rows += [[_fmt(f, r[c]) for c, _, f in cols] for _, r in summary.iterrows()]
+    rows += [
+        [_fmt(f, r[c]) + (" (bound)" if c == "system" and is_bound else "") for c, _, f in cols]
+        for (_, r), is_bound in zip(summary.iterrows(), ceiling, strict=True)
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
@@ -64,6 +69,11 @@ def format_summary(summary: pd.DataFrame) -> str:
             notes.append(f"  {r['system']:>10s}: " + ", ".join(parts))
         if notes:
             lines += ["", f"against {b['system']}:", *notes]
+    for _, r in summary[ceiling].iterrows():
+        lines.append(
+            f"\n{r['system']} (bound): every request at the K of its best earlier match, as from an "
+            f"unbounded cache; no {r['bounds']} policy or cache size can save more."
+        )
     return "\n".join(lines)
 
 
@@ -97,9 +107,11 @@ def print_summary(summary: pd.DataFrame, exp: Experiment, stream: TextIO | None 
     stream = stream or sys.stdout
     c = exp.cache
     admission = "" if c.admission == "all" else f", admission={c.admission}"
+    offline = "policy_offline" in summary and summary["policy_offline"].astype(bool).any()
     print(
-        f"\n{exp.name}: mode={exp.mode}, policy={c.policy}, capacity={c.capacity:,.0f} {c.unit}{admission}, "
-        f"{describe_cluster(exp)}, profile={exp.profile}",
+        f"\n{exp.name}: mode={exp.mode}, policy={c.policy}"
+        + (" (offline heuristic: it knows the future)" if offline else "")
+        + f", capacity={c.capacity:,.0f} {c.unit}{admission}, {describe_cluster(exp)}, profile={exp.profile}",
         file=stream,
     )
     warm = describe_warmup(summary)

@@ -163,7 +163,11 @@ class CacheConfig:
     unit: Literal["latents", "prompts", "bytes"] = "latents"
     policy: str = "lcbfu"  # a name of sim.cache.policies.POLICIES (checked by the preflight step)
     granularity: Literal["latent", "prompt"] = "latent"  # evict one latent or all of a prompt's
-    store_on_hit: bool = True  # a hit at K stores the levels above K for the new prompt
+    store_on_hit: bool = True  # a hit stores the new prompt's trajectory (false: only misses store)
+    # A hit at K makes the new prompt's latents at levels <= K the matched prompt's: "reference"
+    # shares those bytes (no storage), "copy" stores copies (a latent each), "computed" stores
+    # only the levels above K that the generation computed itself.
+    trajectory: Literal["reference", "copy", "computed"] = "reference"
     isolation: Literal["shared", "per-user"] = "shared"
     tier: str | None = None  # storage tier name; None: the profile's default_tier
     # With cluster.replicas: one store every replica fetches from (a remote store such as EFS), or

@@ -1,18 +1,27 @@
 """The cache-only replay of nirvana, compiled, for policies that evict by (priority, age).
 
-FIFO, LRU, LFU, LCBFU and LCBFU-MoDM all evict the entry of lowest priority, the one that
+FIFO, LRU, the LFU and LCBFU families all evict the entry of lowest priority, the one that
 reached its priority first among equals; they differ only in what a store and a hit do to
-the priority (their :class:`~sim.cache.policies.base.PriorityRule`). That shared shape runs
-here as one numba loop over flat arrays: the candidate walk, the hole fallback, the hit's
-bookkeeping and the insertion with its evictions, with a lazily cleaned binary heap keyed
-by (priority, sequence number) in place of the policies' ordered dicts.
+an entry's score and whether priorities age (their
+:class:`~sim.cache.policies.base.PriorityRule`). That shared shape runs here as one numba
+loop over flat arrays: the candidate walk, the hit's bookkeeping, the insertion with its
+evictions and the trajectory a hit shares, with a binary heap keyed by (priority, sequence
+number) in place of the policies' ordered dicts. A hit only raises an entry's key in the
+arrays (keys never fall: scores grow, L never falls, sequence numbers grow); the heap item keeps
+the old key until it reaches the top, and is then put back with the current one. Victims come
+out in the same order as with a heap updated on every hit, at a push per eviction instead of
+one per hit.
 
-The loop gives exactly the decisions, cache contents and counters of
-``Nirvana.lookup`` + ``Nirvana.complete`` (tests hold it to that for every supported
-policy). It stops at a request whose listed candidates are all gone from a truncated list,
-so that Python can search the cached prompts exactly (``NeighbourLists.nearest_among``), and
-resumes with the answer. Slots are renumbered densely (``Candidates.dense_of``) so that
-per-slot state fits in arrays.
+The walk is ``Nirvana.lookup``'s: candidates most similar first; each offers the largest
+level it holds at or below the K its similarity allows; the request takes the one that
+skips most steps (ties: the more similar), and the walk stops as soon as a candidate's K
+cannot beat that (the ladder only falls with similarity). The loop gives exactly the
+decisions, cache contents and counters of ``Nirvana.lookup`` + ``Nirvana.complete`` (tests
+hold it to that for every supported policy and trajectory option). It stops at a request
+whose truncated list ran out before settling, so that Python can decide it over every
+cached prompt exactly (``Nirvana._decide_among``), and resumes with the answer. Slots are
+renumbered densely (``Candidates.dense_of``) so that per-slot state fits in arrays; an entry
+is a (dense slot, level index) pair ``slot * n_levels + index``.
 """
 
 from __future__ import annotations
@@ -30,26 +39,33 @@ if TYPE_CHECKING:
 
 HIT_RULES = ("keep", "requeue", "add-one", "add-level", "add-asked")
 _KEEP, _REQUEUE, _ADD_ONE, _ADD_LEVEL, _ADD_ASKED = range(len(HIT_RULES))
+TRAJECTORIES = ("computed", "reference", "copy")  # cache.trajectory, in kernel codes
+_COMPUTED, _REFERENCE, _COPY = range(len(TRAJECTORIES))
 
 # Slots of the state vector shared by Python and the kernel between calls.
-_HEAP, _SEQ, _ENTRIES, _INSERTIONS, _EVICTIONS, _PROMPTS = range(6)
+_HEAP, _SEQ, _ENTRIES, _INSERTIONS, _EVICTIONS, _PROMPTS, _INFLATION, _LINKS = range(8)
 
 MISS, HIT, HOLE = 0, 1, 2  # outcome codes in the kernel's output (mapped by the caller)
+_NONE = -2  # no fallback answer to resume with
+
+# A fallback answer: (dense slot served or -1, its similarity, level used, K planned,
+# similarity of the nearest cached candidate, K asked of the served candidate).
+Fallback = tuple[int, float, int, int, float, int]
 
 
 @dataclass
 class Candidates:
     """The neighbour lists as the kernel walks them (CSR over requests, best first).
 
-    The walk of request i stops at its first entry with K < 0 (below the selector's floor:
-    the rest is lower still) or at the first entry whose dense slot ``dense_of[ids[j]]``
-    holds anything; entries whose slot is -1 can never be cached and are skipped. A walk
-    that runs off the end of an incomplete row needs the exhaustive search.
+    The walk of request i stops at its first entry whose K cannot beat the best level found
+    so far (K < 0 marks the selector's floor) and skips entries whose dense slot
+    ``dense_of[ids[j]]`` is -1 (never cached) or holds nothing. A walk that runs off the end
+    of an incomplete row without settling needs the exhaustive search.
     """
 
     offsets: np.ndarray  # int64 (n + 1)
     ids: np.ndarray  # int32, looked up in dense_of
-    ks: np.ndarray  # int16, the selector's K (0: a miss that still decides; < 0: the floor)
+    ks: np.ndarray  # int16, the selector's K (0: no reuse; < 0: below the floor)
     sims: np.ndarray  # float32
     complete: np.ndarray  # bool (n): the row lists every candidate above the floor
     dense_of: np.ndarray  # int32: id -> dense slot, -1 when no request ever stores it
@@ -61,17 +77,22 @@ class KernelResult:
 
     code: np.ndarray  # int8: MISS / HIT / HOLE
     matched: np.ndarray  # int64 dense slot served from, -1 when none
-    similarity: np.ndarray  # float64
+    similarity: np.ndarray  # float64: of the candidate served from (of the nearest cached on a miss)
     k_planned: np.ndarray  # int64
     k_used: np.ndarray  # int64
     occ_entries: np.ndarray  # int64 per occupancy sample
     occ_prompts: np.ndarray  # int64 per occupancy sample
-    masks: np.ndarray  # int64 per dense slot: bit K set = level K cached
-    live_keys: np.ndarray  # int64 (dense slot, level index) entries in eviction order ...
-    live_prio: np.ndarray  # ... with their priorities
+    masks: np.ndarray  # int64 per dense slot: bit K set = level K can be served
+    live_keys: np.ndarray  # int64 entries (stored latents) in eviction order ...
+    live_prio: np.ndarray  # ... with their priorities ...
+    live_score: np.ndarray  # ... and scores
+    inflation: int  # the aging policies' L
+    shared: np.ndarray  # int64 entries held by reference ...
+    shared_latent: np.ndarray  # ... and the entry of the latent each shares
     entries: int
     insertions: int
     evictions: int
+    links: int
 
 
 def replay(
@@ -81,17 +102,19 @@ def replay(
     own: np.ndarray,
     ladder: tuple[int, ...],
     store_on_hit: bool,
+    trajectory: str,
     capacity: int,
     rule: PriorityRule,
-    more: Callable[[int, np.ndarray], tuple[int, float, int]],
+    more: Callable[[int, np.ndarray], Fallback],
     admit: np.ndarray | None = None,
 ) -> KernelResult:
     """Replay requests 0..n-1 (see the module docstring).
 
     ``own``: dense slot of each request's own prompt; ``ladder``: the K levels, ascending;
-    ``capacity``: entries (> 0); ``more(i, masks)``: the fallback search of request i given
-    the current masks, as (dense slot or -1, similarity, K); ``admit``: bool per request, False
-    where the generation stores nothing (``sim.cache.admission``; default: all admitted).
+    ``trajectory``: one of :data:`TRAJECTORIES` (what a hit stores at levels <= its K);
+    ``capacity``: entries (> 0); ``more(i, masks)``: the exhaustive decision of request i
+    given the current masks (a :data:`Fallback`); ``admit``: bool per request, False where the
+    generation stores nothing (``sim.cache.admission``; default: all admitted).
     """
     admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit[:n], dtype=np.bool_)
     n_slots = int(own.max()) + 1 if n else 1
@@ -99,15 +122,24 @@ def replay(
     levels = np.asarray(ladder, dtype=np.int64)
     level_index = np.full(int(levels.max()) + 1, -1, np.int64)
     level_index[levels] = np.arange(n_levels)
-    # Every push is a store or a hit; a heap larger than all of them never needs cleaning.
-    heap_size = min(2 * capacity, n * (n_levels + 1)) + 64
+    n_entries = n_slots * n_levels
+    sharing = store_on_hit and trajectory == "reference"
+    # One heap item per stored latent: at most the capacity, or everything the trace can store.
+    heap_size = min(capacity, n * n_levels) + 1
     hp = np.zeros(heap_size, np.int64)
     hs = np.zeros(heap_size, np.int64)
     he = np.zeros(heap_size, np.int64)
-    prio = np.zeros(n_slots * n_levels, np.int64)
-    seq = np.full(n_slots * n_levels, -1, np.int64)
+    prio = np.zeros(n_entries, np.int64)
+    score = np.zeros(n_entries if rule.aging else 1, np.int64)
+    seq = np.full(n_entries, -1, np.int64)
     masks = np.zeros(n_slots, np.int64)
-    state = np.zeros(6, np.int64)
+    # Sharing: the latent behind each (slot, level), and who references each latent (a list
+    # through node_next); a hit shares at most n_levels latents, so n * n_levels nodes suffice.
+    ref = np.full(n_entries if sharing else 1, -1, np.int32)
+    head = np.full(n_entries if sharing else 1, -1, np.int32)
+    node_slot = np.zeros(n * n_levels if sharing else 1, np.int32)
+    node_next = np.zeros(n * n_levels if sharing else 1, np.int32)
+    state = np.zeros(8, np.int64)
     n_samples = -(-n // stride)
     out = KernelResult(
         code=np.zeros(n, np.int8),
@@ -120,9 +152,14 @@ def replay(
         masks=masks,
         live_keys=np.zeros(0, np.int64),
         live_prio=np.zeros(0, np.int64),
+        live_score=np.zeros(0, np.int64),
+        inflation=0,
+        shared=np.zeros(0, np.int64),
+        shared_latent=np.zeros(0, np.int64),
         entries=0,
         insertions=0,
         evictions=0,
+        links=0,
     )
     args = (
         cand.offsets,
@@ -136,13 +173,21 @@ def replay(
         levels,
         level_index,
         store_on_hit,
+        TRAJECTORIES.index(trajectory),
         capacity,
         rule.on_insert,
+        rule.insert_level,
         HIT_RULES.index(rule.on_hit),
+        rule.aging,
         stride,
         masks,
         prio,
+        score,
         seq,
+        ref,
+        head,
+        node_slot,
+        node_next,
         hp,
         hs,
         he,
@@ -155,15 +200,22 @@ def replay(
         out.occ_entries,
         out.occ_prompts,
     )
-    i, forced = 0, (-2, np.nan, 0)  # slot -2: no fallback answer to resume with
+    i, forced = 0, (_NONE, np.nan, 0, 0, np.nan, 0)
     while i < n:
-        i = _run(i, n, forced[0], forced[1], forced[2], *args)
+        i = _run(i, n, *forced, *args)
         if i < n:
             forced = more(i, masks)
     live = np.flatnonzero(seq >= 0)
     order = np.lexsort((seq[live], prio[live]))
     out.live_keys, out.live_prio = live[order], prio[live][order]
+    out.live_score = score[live][order] if rule.aging else out.live_prio
+    out.inflation = int(state[_INFLATION])
+    if sharing:
+        held = np.flatnonzero(ref >= 0)
+        by_ref = held[ref[held] != held]
+        out.shared, out.shared_latent = by_ref, ref[by_ref].astype(np.int64)
     out.entries, out.insertions, out.evictions = (int(x) for x in state[_ENTRIES : _EVICTIONS + 1])
+    out.links = int(state[_LINKS])
     return out
 
 
@@ -184,20 +236,9 @@ def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
     hp[j], hs[j], he[j] = p, s, e
 
 
-@numba.njit(cache=True, nogil=True)
-def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
-    size = state[_HEAP]
-    if size == len(hp):
-        # Drop stale entries (superseded by a later push or evicted), then re-heapify.
-        w = 0
-        for r in range(size):
-            if seq[he[r]] == hs[r]:
-                hp[w], hs[w], he[w] = hp[r], hs[r], he[r]
-                w += 1
-        size = w
-        for j in range(size // 2 - 1, -1, -1):
-            _sift_down(hp, hs, he, size, j)
-    j = size
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(hp, hs, he, state, p, s, e):  # pragma: no cover - compiled
+    j = state[_HEAP]
     while j > 0:
         parent = (j - 1) // 2
         if not (p < hp[parent] or (p == hp[parent] and s < hs[parent])):
@@ -205,21 +246,51 @@ def _push(hp, hs, he, seq, state, p, s, e):  # pragma: no cover - compiled
         hp[j], hs[j], he[j] = hp[parent], hs[parent], he[parent]
         j = parent
     hp[j], hs[j], he[j] = p, s, e
-    state[_HEAP] = size + 1
+    state[_HEAP] += 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _pop_live(hp, hs, he, seq, state):  # pragma: no cover - compiled
-    """Remove and return the live entry of lowest (priority, sequence)."""
+def _pop_live(hp, hs, he, prio, seq, state):  # pragma: no cover - compiled
+    """Remove and return the entry of lowest (priority, sequence), putting back at their current
+    keys the items whose entry was hit since they were pushed."""
     while True:
-        size = state[_HEAP]
+        size = state[_HEAP] - 1
         e, s = he[0], hs[0]
-        size -= 1
         hp[0], hs[0], he[0] = hp[size], hs[size], he[size]
         state[_HEAP] = size
         _sift_down(hp, hs, he, size, 0)
         if seq[e] == s:
             return e
+        _push(hp, hs, he, state, prio[e], seq[e], e)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state):  # pragma: no cover - compiled
+    """Evict the live entry of lowest (priority, sequence), from its slot and every slot sharing it."""
+    n_levels = len(levels)
+    e = _pop_live(hp, hs, he, prio, seq, state)
+    seq[e] = -1
+    if aging and prio[e] > state[_INFLATION]:
+        state[_INFLATION] = prio[e]
+    x = e % n_levels
+    bit = np.int64(1) << levels[x]
+    g = e // n_levels
+    masks[g] &= ~bit
+    if masks[g] == 0:
+        state[_PROMPTS] -= 1
+    if sharing:
+        ref[e] = -1
+        nd = head[e]
+        while nd >= 0:
+            s = node_slot[nd]
+            p = s * n_levels + x
+            if ref[p] == e:
+                ref[p] = -1
+                masks[s] &= ~bit
+                if masks[s] == 0:
+                    state[_PROMPTS] -= 1
+            nd = node_next[nd]
+        head[e] = -1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -228,7 +299,10 @@ def _run(  # pragma: no cover - compiled
     n,
     forced_slot,
     forced_sim,
-    forced_k,
+    forced_u,
+    forced_planned,
+    forced_near,
+    forced_asked,
     offsets,
     cids,
     cks,
@@ -240,13 +314,21 @@ def _run(  # pragma: no cover - compiled
     levels,
     level_index,
     store_on_hit,
+    trajectory,
     capacity,
-    insert_prio,
+    insert_score,
+    insert_level,
     hit_rule,
+    aging,
     stride,
     masks,
     prio,
+    score,
     seq,
+    ref,
+    head,
+    node_slot,
+    node_next,
     hp,
     hs,
     he,
@@ -261,58 +343,89 @@ def _run(  # pragma: no cover - compiled
 ):
     """Requests lo..n-1; returns the first request that needs the exhaustive search (or n)."""
     n_levels = len(levels)
+    sharing = store_on_hit and trajectory == _REFERENCE
     new = np.empty(n_levels, np.int64)
     for i in range(lo, n):
-        slot = -1
-        s = np.nan
-        k = 0
-        if i == lo and forced_slot != -2:
-            # Resuming after a fallback: the exhaustive search answered for this request.
-            slot, s, k = forced_slot, forced_sim, forced_k
+        best_d = -1  # dense slot served from
+        best_u = 0  # level it offers
+        best_s = np.nan
+        best_k = 0  # K its similarity allows
+        near_k = 0  # K of the nearest cached candidate (0: none)
+        near_s = np.nan
+        if i == lo and forced_slot != _NONE:
+            # Resuming after a fallback: the exhaustive search decided this request.
+            best_d, best_s, best_u, best_k = forced_slot, forced_sim, forced_u, forced_asked
+            near_k, near_s = forced_planned, forced_near
         else:
-            cut = False
+            settled = False
             for j in range(offsets[i], offsets[i + 1]):
-                if cks[j] < 0:
-                    cut = True
+                k = cks[j]
+                if k <= best_u:  # below the floor, or no later candidate can beat the best
+                    settled = True
                     break
                 d = dense_of[cids[j]]
-                if d >= 0 and masks[d] != 0:
-                    slot, s, k = d, csims[j], cks[j]
-                    break
-            if slot < 0 and not cut and not complete[i]:
-                return i
-        first_stored = 0  # store every level (a miss)
-        if slot >= 0:
-            similarity[i] = s
-            if k > 0:
-                k_planned[i] = k
-                m = masks[slot] & ((2 << k) - 1)
+                if d < 0:
+                    continue
+                m = masks[d]
+                if m == 0:
+                    continue
+                if near_k == 0:
+                    near_k, near_s = k, csims[j]
+                m &= (np.int64(2) << k) - 1
                 if m != 0:
-                    ku = 63
-                    while not (m >> ku) & 1:
-                        ku -= 1
-                    e = slot * n_levels + level_index[ku]
-                    if hit_rule != _KEEP:
-                        if hit_rule == _ADD_ONE:
-                            prio[e] += 1
-                        elif hit_rule == _ADD_LEVEL:
-                            prio[e] += ku
-                        elif hit_rule == _ADD_ASKED:
-                            prio[e] += k
-                        seq[e] = state[_SEQ]
-                        state[_SEQ] += 1
-                        _push(hp, hs, he, seq, state, prio[e], seq[e], e)
-                    code[i] = HIT if ku == k else HOLE
-                    matched[i] = slot
-                    k_used[i] = ku
-                    first_stored = level_index[ku] + 1 if store_on_hit else n_levels
-        if not admit[i]:
-            first_stored = n_levels  # not admitted: the generation stores nothing
-        # complete(i): store the levels this generation passed that are not cached yet.
+                    u = k
+                    while not (m >> u) & 1:
+                        u -= 1
+                    if u > best_u:
+                        best_d, best_u, best_s, best_k = d, u, csims[j], k
+            if not settled and not complete[i]:
+                return i
+        first_new = 0  # level index from which the generation's own levels are stored
+        if near_k > 0:
+            k_planned[i] = near_k
+            similarity[i] = near_s
+        if best_d >= 0:
+            similarity[i] = best_s
+            xu = level_index[best_u]
+            e = best_d * n_levels + xu
+            if sharing:
+                e = ref[e]
+            if hit_rule != _KEEP:
+                if hit_rule == _ADD_ONE:
+                    delta = 1
+                elif hit_rule == _ADD_LEVEL:
+                    delta = best_u
+                elif hit_rule == _ADD_ASKED:
+                    delta = best_k
+                else:
+                    delta = 0
+                if aging:
+                    score[e] += delta
+                    prio[e] = state[_INFLATION] + score[e]
+                else:
+                    prio[e] += delta
+                seq[e] = state[_SEQ]  # a new key: its heap item moves when it reaches the top
+                state[_SEQ] += 1
+            code[i] = HIT if best_u == near_k else HOLE
+            matched[i] = best_d
+            k_used[i] = best_u
+            first_new = xu + 1 if store_on_hit else n_levels
+        admitted = admit[i]
+        if not admitted:
+            first_new = n_levels  # not admitted (sim.cache.admission): the generation stores nothing
+        # complete(i): store the levels this generation passed that its slot lacks.
         o = own[i]
         m = masks[o]
         nl = 0
-        for x in range(first_stored, n_levels):
+        if admitted and best_d >= 0 and store_on_hit and trajectory == _COPY:
+            # Levels <= K are the matched prompt's: copies of those it holds.
+            held = masks[best_d]
+            for x in range(first_new):
+                b = np.int64(1) << levels[x]
+                if held & b and not m & b:
+                    new[nl] = x
+                    nl += 1
+        for x in range(first_new, n_levels):
             if not (m >> levels[x]) & 1:
                 new[nl] = x
                 nl += 1
@@ -324,12 +437,7 @@ def _run(  # pragma: no cover - compiled
                 if state[_ENTRIES] + nl - start > capacity:
                     victims = state[_ENTRIES] + nl - start - capacity
                     for _ in range(victims):
-                        e = _pop_live(hp, hs, he, seq, state)
-                        seq[e] = -1
-                        vs = e // n_levels
-                        masks[vs] &= ~(np.int64(1) << levels[e % n_levels])
-                        if masks[vs] == 0:
-                            state[_PROMPTS] -= 1
+                        _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state)
                     state[_ENTRIES] -= victims
                     state[_EVICTIONS] += victims
                     m = masks[o]
@@ -338,15 +446,37 @@ def _run(  # pragma: no cover - compiled
                 x = new[r]
                 m |= np.int64(1) << levels[x]
                 e = o * n_levels + x
-                prio[e] = insert_prio
+                sc = insert_score + (levels[x] if insert_level else 0)
+                if aging:
+                    score[e] = sc
+                    sc += state[_INFLATION]
+                prio[e] = sc
                 seq[e] = state[_SEQ]
                 state[_SEQ] += 1
-                _push(hp, hs, he, seq, state, insert_prio, seq[e], e)
+                if sharing:
+                    ref[e] = e
+                _push(hp, hs, he, state, sc, seq[e], e)
             if was_empty:
                 state[_PROMPTS] += 1
             masks[o] = m
             state[_ENTRIES] += nl - start
             state[_INSERTIONS] += nl - start
+        if admitted and sharing and best_d >= 0:
+            # Levels <= K are the matched prompt's: share those it still holds.
+            want = masks[best_d] & ((np.int64(2) << best_u) - 1) & ~m
+            if want != 0:
+                if m == 0:
+                    state[_PROMPTS] += 1
+                masks[o] = m | want
+                for x in range(first_new):
+                    if (want >> levels[x]) & 1:
+                        latent = ref[best_d * n_levels + x]
+                        ref[o * n_levels + x] = latent
+                        nd = state[_LINKS]
+                        node_slot[nd] = o
+                        node_next[nd] = head[latent]
+                        head[latent] = nd
+                        state[_LINKS] += 1
         if (i + 1) % stride == 0 or i == n - 1:
             occ_entries[i // stride] = state[_ENTRIES]
             occ_prompts[i // stride] = state[_PROMPTS]

@@ -12,6 +12,14 @@ entries of a store have the same size) or in slots with anything cached (``promp
 Space is made before new entries go in, as libCacheSim does, so a generation never
 evicts its own new levels. At ``prompt`` granularity evicting one entry drops every level
 of its slot.
+
+A slot may also hold a level by *reference* (:meth:`LatentStore.link`): the same bytes as
+another slot's latent, at no storage cost. A generation that reused prompt p's latent at
+level K followed p's trajectory up to K, so its latents at levels <= K are p's. An entry
+is one stored latent: capacity, ``entries`` and the policy count latents, not references;
+a hit through a reference is a use of the latent it points to; evicting a latent takes it
+from every slot that references it. ``masks`` show every level a slot can serve, its own
+and referenced ones alike.
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ class LatentStore:
         "insertions",
         "evictions",
         "hits",
+        "links",
+        "refs",
+        "holders",
     )
 
     def __init__(
@@ -72,6 +83,10 @@ class LatentStore:
         self.insertions = 0
         self.evictions = 0
         self.hits = 0
+        self.links = 0  # references made (levels shared, not stored)
+        self.refs: dict[int, int] = {}  # entry key held by reference -> key of the latent it shares
+        # latent key -> slots that reference it (may list stale ones); None: to be derived from refs
+        self.holders: dict[int, list[int]] | None = {}
 
     def __contains__(self, key: int) -> bool:
         m = self.masks.get(key >> self.shift)
@@ -80,16 +95,33 @@ class LatentStore:
     def load_state(
         self,
         masks: dict[int, int],
-        counters: tuple[int, int, int],
-        order: tuple[list[int], list[int]],
+        counters: tuple[int, int, int, int],
+        order: tuple[list[int], list[int], list[int], int],
+        refs: dict[int, int],
     ) -> None:
-        """Replace the contents by ``masks`` (slot -> cached levels) with ``counters`` (entries,
-        insertions, evictions), and the policy's state by ``order`` (keys in eviction order, their
-        priorities; see ``Policy.restore``). The compiled replay hands its final state back this
-        way, so lookups continue exactly where it stopped."""
+        """Replace the contents by ``masks`` (slot -> levels it can serve) and ``refs`` (entry key
+        held by reference -> latent key) with ``counters`` (entries, insertions, evictions, links),
+        and the policy's state by ``order`` (keys in eviction order, their priorities and scores,
+        the inflation value; see ``Policy.restore``). The compiled replay hands its final state
+        back this way, so lookups continue exactly where it stopped."""
         self.masks = masks
-        self.entries, self.insertions, self.evictions = counters
+        self.entries, self.insertions, self.evictions, self.links = counters
+        self.refs = refs
+        self.holders = None  # derived when first needed: most replays end here
         self.policy.restore(*order)
+
+    def _holders(self) -> dict[int, list[int]]:
+        """Latent key -> slots that reference it, derived from ``refs`` after :meth:`load_state`."""
+        if self.holders is None:
+            self.holders = {}
+            for key, latent in self.refs.items():
+                self.holders.setdefault(latent, []).append(key >> self.shift)
+        return self.holders
+
+    def latent_of(self, slot: int, level: int) -> int:
+        """Key of the stored latent behind (``slot``, ``level``): its own, or the one it references."""
+        key = slot << self.shift | level
+        return self.refs.get(key, key)
 
     def prompts(self) -> int:
         """Number of slots with at least one cached level."""
@@ -103,7 +135,7 @@ class LatentStore:
     def hit(self, slot: int, level: int, i: int, k: int | None = None) -> None:
         """Request ``i``, which asked for level ``k`` (default ``level``), was served (slot, level)."""
         self.hits += 1
-        self.policy.on_hit(slot << self.shift | level, i, level if k is None else k)
+        self.policy.on_hit(self.latent_of(slot, level), i, level if k is None else k)
 
     def insert(self, slot: int, levels: tuple[int, ...], i: int) -> None:
         """Store the given levels of ``slot`` (levels already cached are left alone)."""
@@ -133,6 +165,43 @@ class LatentStore:
         self.entries += n
         self.insertions += n
 
+    def link(self, slot: int, source: int, max_level: int, i: int) -> None:
+        """Let ``slot`` share ``source``'s levels <= ``max_level`` that it lacks, by reference.
+
+        References cost no storage; counted in ``prompts`` a new slot still needs room, which
+        is made first (so only what survives is shared).
+        """
+        if not self.capacity:
+            return
+        masks = self.masks
+        m = masks.get(slot, 0)
+        want = masks.get(source, 0) & ((2 << max_level) - 1) & ~m
+        if not want:
+            return
+        if self.by_prompts and not m and len(masks) >= self.capacity:
+            self._make_room(slot, 0, i)
+            m = masks.get(slot, 0)
+            want = masks.get(source, 0) & ((2 << max_level) - 1) & ~m
+            if not want:
+                return
+        refs = self.refs
+        holders = self.holders if self.holders is not None else self._holders()
+        src, dst = source << self.shift, slot << self.shift
+        masks[slot] = m | want
+        n = 0
+        while want:
+            k = want.bit_length() - 1
+            want ^= 1 << k
+            latent = refs.get(src | k, src | k)
+            refs[dst | k] = latent
+            sharing = holders.get(latent)
+            if sharing is None:
+                holders[latent] = [slot]
+            else:
+                sharing.append(slot)
+            n += 1
+        self.links += n
+
     def _over(self, slot: int, n_new: int) -> bool:
         if self.by_prompts:
             return len(self.masks) + (slot not in self.masks) > self.capacity
@@ -151,26 +220,50 @@ class LatentStore:
             self._drop(self.policy.evict_n(1, i))
 
     def _drop(self, keys: list[int]) -> None:
-        """Forget evicted entries (and, at prompt granularity, their slots' other levels)."""
+        """Forget evicted latents, in every slot that shares them (and, at prompt granularity,
+        their slots' other levels: own latents are evicted, references let go)."""
         masks, shift = self.masks, self.shift
         level_mask = (1 << shift) - 1
         whole_prompt = self.whole_prompt
+        holders = self._holders() if self.refs else {}
         removed = 0
         for key in keys:
             slot = key >> shift
             m = masks[slot] & ~(1 << (key & level_mask))
             removed += 1
+            if holders and key in holders:
+                self._unshare(key)
             if m and whole_prompt:
                 base = slot << shift
                 on_remove = self.policy.on_remove
+                refs = self.refs
                 while m:
                     k = m.bit_length() - 1
-                    on_remove(base | k)
                     m &= ~(1 << k)
-                    removed += 1
+                    own = base | k
+                    if refs.pop(own, None) is None:  # its own latent: it leaves the store
+                        on_remove(own)
+                        removed += 1
+                        if own in holders:
+                            self._unshare(own)
             if m:
                 masks[slot] = m
             else:
                 del masks[slot]
         self.entries -= removed
         self.evictions += removed
+
+    def _unshare(self, key: int) -> None:
+        """The latent ``key`` left the store: every slot that referenced it loses that level."""
+        shift, refs, masks = self.shift, self.refs, self.masks
+        level = key & ((1 << shift) - 1)
+        bit = 1 << level
+        for slot in self._holders().pop(key):
+            held = slot << shift | level
+            if refs.get(held) == key:  # not let go or replaced since
+                del refs[held]
+                m = masks[slot] & ~bit
+                if m:
+                    masks[slot] = m
+                else:
+                    del masks[slot]

@@ -117,7 +117,8 @@ class Source:
         self.lost_hits = 0  # skipped lookups that would have reused something
         self.looked_up = 0  # requests whose lookup ran and counted
         self.boosted = 0
-        self.not_admitted = 0  # generations that had something to store and were refused
+        self.not_admitted = 0  # generations that had levels to save and were refused
+        self.refused: set[int] = set()  # requests refused a place in the cache (completion stores nothing)
         # Little's law bookkeeping: the integral of the number of requests in the system.
         self.in_system = 0
         self.system_area = 0.0
@@ -190,9 +191,13 @@ class Source:
                 if system.probe(i, now, boost) > 0:
                     self.lost_hits += 1
                 d = system.miss_decision(i, now)
-        if not self.admit_all and d.store_levels and not self.admission.admit(i, rep.pool.idle):
-            d = d._replace(store_levels=())  # not admitted: the generation stores nothing
-            self.not_admitted += 1
+        # A generation stores its own levels, and a reuse may share the matched prompt's trajectory.
+        if not self.admit_all and (d.store_levels or d.matched >= 0) and not self.admission.admit(i, rep.pool.idle):
+            # Not admitted: the generation stores nothing (it pays no save overhead either).
+            if d.store_levels:
+                d = d._replace(store_levels=())
+                self.not_admitted += 1
+            self.refused.add(i)
         outcome = d.outcome
         if look:
             self.looked_up += 1
@@ -251,7 +256,8 @@ class Source:
     def _complete(self, i: int, now: float) -> None:
         d = self.decisions[i]
         cache = self.replicas[self.replica_of[i]].cache
-        cache.system.complete(i, d, now)
+        if i not in self.refused:
+            cache.system.complete(i, d, now)
         if d.store_levels and cache.hierarchy:
             cache.stored(self.prompt_ids[i], len(d.store_levels))
         self.system_area += self.in_system * (now - self._last)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sim.base.config import did_you_mean
 from sim.base.errors import ConfigError
 from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays, combined_stats
+from sim.systems.ceiling import Ceiling
 from sim.systems.crs import Crs
 from sim.systems.exact import Exact
 from sim.systems.gptcache import GptCache
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from sim.base.profile import Profile
 
 SYSTEMS: dict[str, type[System]] = {
-    cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Pinecone, Crs, SmallModel)
+    cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Ceiling, Pinecone, Crs, SmallModel)
 }
 
 __all__ = [

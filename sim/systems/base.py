@@ -4,12 +4,13 @@ A system is a plug-in (registered in :data:`sim.systems.SYSTEMS`). It declares w
 class attributes, which the engine, the metrics, the run and the figures ask instead of its name:
 what a lookup costs (``lookup_kind``), whether it needs the causal neighbour lists, whether its
 generations save intermediate latents, whether it keeps a cache whose policy and size matter,
-whether it is the baseline others are compared with, the dataclass of its parameters
-(``params.<name>`` in an experiment file), which profile model generates its images
-(``serves_with``) and where its retrieved images come from (``retrieval_source``). What its GPU
-work, its lookup and its fetches cost, the engine asks the system (:meth:`System.gpu_model`,
-:meth:`System.lookup_seconds`, :meth:`System.fetch_seconds`). Adding a system is one module plus
-one registry line (see ARCHITECTURE.md).
+whether it is the baseline others are compared with, whether it is a ceiling (a reference
+bound on what the system named by ``bounds`` can save, not a design to deploy), the dataclass of
+its parameters (``params.<name>`` in an experiment file), which profile model generates its
+images (``serves_with``) and where its retrieved images come from (``retrieval_source``). What
+its GPU work, its lookup and its fetches cost, the engine asks the system
+(:meth:`System.gpu_model`, :meth:`System.lookup_seconds`, :meth:`System.fetch_seconds`). Adding a
+system is one module plus one registry line (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Decision(NamedTuple):
 
     outcome: str  # "bypass" | "miss" | "hit" | "hole" | "retrieval" | "exact"
     matched: int  # prompt id served from, -1 when none
-    similarity: float  # similarity of the nearest cached candidate; nan when none
+    similarity: float  # of the candidate served from (on a miss: the nearest cached one); nan when none
     k_planned: int  # K the selector asked for
     k_used: int  # K actually reused (largest cached K' <= K on a hole)
     steps: int  # denoising steps to run (0 for retrieval/exact hits)
@@ -84,6 +85,8 @@ class System:
     saves_latents: ClassVar[bool] = False  # its generations save intermediate latents (GPU time per step)
     caches: ClassVar[bool] = False  # keeps a cache whose policy and capacity matter
     is_baseline: ClassVar[bool] = False  # the reference every other system is compared with
+    is_ceiling: ClassVar[bool] = False  # an upper bound on what system ``bounds`` can save, not a design
+    bounds: ClassVar[str | None] = None  # the system a ceiling bounds
     params_type: ClassVar[type | None] = None  # dataclass of its ``params.<name>`` block, if any
     serves_with: ClassVar[str] = "model"  # profile block of the model that generates its images
     # Where its ``retrieval`` outcomes' images come from: "cache" (earlier generations it kept) or
@@ -176,12 +179,13 @@ class System:
 
     def replay_columns(
         self, n: int, arrivals: list[float], stride: int, admit: np.ndarray | None = None
-    ) -> dict[str, list] | None:
+    ) -> dict[str, Any] | None:
         """A compiled cache-only replay of requests 0..n-1, or None when this system has none.
 
-        When not None: the record columns of ``sim.replay.replay`` with exactly the decisions,
-        cache contents and counters of calling :meth:`lookup` then :meth:`complete` per request,
-        where a request whose ``admit`` entry is False stores nothing (``sim.cache.admission``).
+        When not None: the record columns of ``sim.replay.replay`` (lists or arrays) with exactly
+        the decisions, cache contents and counters of calling :meth:`lookup` then
+        :meth:`complete` per request, where a request whose ``admit`` entry is False stores
+        nothing (``sim.cache.admission``).
         """
         return None
 
@@ -205,7 +209,7 @@ class System:
         ``capacity_entries`` or ``capacity_prompts`` for caching systems); ``hits_by_k``:
         {K used: hits}; ``occupancy``: DataFrame ``time_s, entries, prompts, bytes`` of the
         samples taken with :meth:`record_occupancy`; ``lookup_kind, serves_with,
-        retrieval_source, caches, is_baseline, policy, policy_offline``.
+        retrieval_source, caches, is_baseline, is_ceiling, bounds, policy, policy_offline``.
         """
         occ = pd.DataFrame(self._occupancy, columns=["time_s", "entries", "prompts"])
         occ["bytes"] = occ["entries"] * self.entry_bytes()
@@ -216,6 +220,8 @@ class System:
             "retrieval_source": self.retrieval_source,
             "caches": self.caches,
             "is_baseline": self.is_baseline,
+            "is_ceiling": self.is_ceiling,
+            "bounds": self.bounds,
             "policy": None,
             "policy_offline": False,
             "lookups": self.lookups,

@@ -1,9 +1,11 @@
 """What every caching system shares: the store, tenant slots and the walk over neighbour candidates.
 
-Lookup rule (systems that search by similarity): walk request i's neighbour candidates (most
-similar first) and take the first one that has anything cached; when every listed candidate is
-gone and the list is not complete, ask ``neighbours.more(i, k)`` with k doubling (the exact
-search over every earlier prompt).
+The retrieval walk (:meth:`CachedSystem._scan`, for caches whose every entry serves a request
+whole, such as GPTCache's images): take request i's first listed candidate (most similar
+first) that has anything cached; when every listed candidate is gone and the list is not
+complete, ask ``neighbours.more(i, k)`` with k doubling (the exact search over every earlier
+prompt). Latent caches, where a candidate may hold only levels too deep to use, walk further:
+see :mod:`sim.systems.nirvana`.
 
 Tenant isolation (``cache.isolation: per-user``): each user only sees entries its own
 requests produced. Partitions are namespaces in one store: a slot is the (user, prompt)
@@ -194,6 +196,7 @@ class CachedSystem(System):
             policy=self.policy_name,
             policy_offline=st.policy.offline,
             insertions=st.insertions,
+            references=st.links,
             evictions=st.evictions,
             holes=self.holes,
             entries=st.entries,

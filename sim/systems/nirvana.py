@@ -1,11 +1,27 @@
 """``nirvana``: approximate latent caching (Nirvana, NSDI 2024).
 
-The nearest cached neighbour's latent at level K replaces K of the N denoising steps. The walk
-takes request i's candidates most similar first and stops at the first one with anything
-cached (see :mod:`sim.systems.cached`); the selector maps its similarity to K; the latent of
-level K is served, or on a hole the largest cached K' <= K; with no level <= K cached the
-request misses. A miss stores every level of the ladder, a hit at K' the levels above K'
-(``cache.store_on_hit``).
+The latent of a similar earlier prompt after K denoising steps replaces the first K of the N
+steps. Lookup: request i's candidates are taken most similar first; the selector maps each
+one's similarity to a K, and the candidate offers the largest level it holds at or below
+that K. The request is served from the candidate and level that skip the most steps (ties:
+the more similar candidate). The walk stops as soon as a candidate's K cannot beat the best
+level found (the ladder only falls with similarity), so it rarely looks past the first
+cached candidate. ``k_planned`` is the K of the nearest cached candidate (the best match
+the index returns); a request served below it is a *hole* (the wanted level of the best
+match was evicted, or that match holds nothing usable and a less similar one served);
+a request no candidate can serve is a miss. When a truncated list runs out before the walk
+settles, the same rule decides over every cached prompt with exact similarities
+(:meth:`Nirvana._decide_among`).
+
+What a generation stores (``cache.store_on_hit``, ``cache.trajectory``): a miss stores every
+level of the ladder. A hit at K' ran the matched prompt's trajectory up to K', so the new
+prompt's latents at levels <= K' are the matched prompt's and those above K' are its own: it
+stores the levels above K' (which the GPU computed and saved) and, for the levels <= K' the
+matched prompt still holds when the generation completes, either references to the same
+bytes (``reference``, no storage), copies (``copy``, a latent each) or nothing
+(``computed``). With ``store_on_hit: false`` a hit stores nothing (the artifact's and MoDM's
+rule). With an unbounded cache and shared trajectories every generated prompt holds every
+level, so each request is served at the K of its best earlier match: the ``ceiling`` system.
 
 The cache-only replay of this system runs compiled (:mod:`sim.cache.kernel`) when the policy
 declares a priority rule and the store is the common kind; otherwise ``sim.replay`` drives
@@ -31,6 +47,7 @@ if TYPE_CHECKING:
     from sim.base.profile import Profile
 
 _new = tuple.__new__
+_NO_MATCH: kernel.Fallback = (-1, NAN, 0, 0, NAN, 0)
 
 
 class Nirvana(CachedSystem):
@@ -49,10 +66,15 @@ class Nirvana(CachedSystem):
         n = profile.steps
         qv = profile.quality_vanilla
         self._q_vanilla = qv
-        # Expected CLIP score of a hit at (K, similarity): by similarity bin when the profile has them.
-        self._hit_quality = QualityModel(profile).hit
+        # Expected quality of a hit at level K from a prompt at similarity s (sim.quality).
+        self._quality_model = QualityModel(profile)
+        self._hit_quality = self._quality_model.hit
         self._store_on_hit = exp.cache.store_on_hit and self.stores
-        # Levels a generation passes and stores: all of them on a miss, those above k after a hit at k.
+        self.trajectory = exp.cache.trajectory
+        # What a hit does with the levels <= K' it shares with the matched prompt.
+        self._share = self._store_on_hit and self.trajectory == "reference"
+        self._copy = self._store_on_hit and self.trajectory == "copy"
+        # Levels a generation computes and saves: all of them on a miss, those above k after a hit at k.
         self._store_all = self.levels if self.stores else ()
         self._above = {
             k: tuple(x for x in self.levels if x > k) if self._store_on_hit else () for k in self.levels
@@ -72,189 +94,209 @@ class Nirvana(CachedSystem):
         return slots << self.shift | k[use], reqs[use]
 
     def _entry_k(self, sims: np.ndarray) -> np.ndarray:
-        sel = self.selector
-        sims = np.asarray(sims, dtype=np.float32).astype(np.float64)
-        k = np.where(sims >= sel.min_similarity, 0, -1)
-        for t, kk in zip(reversed(sel.thresholds), reversed(sel.ks), strict=True):
-            k[sims > t] = kk
-        return k
+        return self.selector.k_array(sims)
 
-    def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
-        self.lookups += 1
-        base = self._bases[i]
-        store = self.store
-        masks, ids, kmap = store.masks, self._ids, self._kmap
-        # The walk of CachedSystem._scan, inlined: this is the replay's hottest loop.
+    def _choose(self, i: int, base: int, boost: int) -> kernel.Fallback:
+        """The lookup's choice for request i, without side effects: (slot served from or -1, its
+        similarity, level used, K planned, similarity of the nearest cached candidate, K asked of
+        the one served)."""
+        masks, ids, kmap, sims = self.store.masks, self._ids, self._kmap, self._sims
+        best = -1  # CSR index of the candidate served from
+        best_u = best_k = near_k = 0
+        near_s = NAN
+        # The walk (module docstring); this is the replay's hottest loop.
         j, end = self._offsets[i], self._offsets[i + 1]
         while j < end:
             k = kmap[j]
-            if k < 0:
-                return self._miss
-            slot = base + ids[j]
-            if slot in masks:
-                s = self._sims[j]
-                if boost:
-                    k = self.selector.k_for(s, boost)
+            if boost and k >= 0:
+                k = self.selector.k_for(sims[j], boost)
+            if k <= best_u:  # below the floor, or no later candidate can beat the best
                 break
+            m = masks.get(base + ids[j])
+            if m is not None:
+                if not near_k:
+                    near_k, near_s = k, sims[j]
+                m &= (2 << k) - 1
+                if m:
+                    u = m.bit_length() - 1
+                    if u > best_u:
+                        best, best_u, best_k = j, u, k
             j += 1
         else:
-            if self._complete[i]:
-                return self._miss
-            slot, s, k = self._more(i, base)
-            if slot < 0:
-                return self._miss
-            if boost:
-                k = self.selector.k_for(s, boost)
-        n = self.n_steps
-        if not k:
-            return _new(Decision, ("miss", -1, s, 0, 0, n, self._q_vanilla, self._store_all))
-        # Largest cached level <= k (LatentStore.best_level, inlined).
-        ku = (masks[slot] & ((2 << k) - 1)).bit_length() - 1
-        if ku < 0:
-            return _new(Decision, ("miss", -1, s, k, 0, n, self._q_vanilla, self._store_all))
+            if not self._complete[i]:
+                return self._choose_exhaustive(i, base, boost)
+        if best >= 0:
+            return (base + ids[best], sims[best], best_u, near_k, near_s, best_k)
+        return (-1, NAN, 0, near_k, near_s, 0)
+
+    def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
+        self.lookups += 1
+        slot, s, u, k_planned, near_s, k_asked = self._choose(i, self._bases[i], boost)
+        if slot >= 0:
+            return self._serve(i, slot, s, u, k_asked, k_planned)
+        if k_planned:
+            return _new(Decision, ("miss", -1, near_s, k_planned, 0, self.n_steps, self._q_vanilla, self._store_all))
+        return self._miss
+
+    def probe(self, i: int, now: float = 0.0, boost: int = 0) -> int:
+        slot, _, u, *_ = self._choose(i, self._bases[i], boost)
+        return u if slot >= 0 else 0
+
+    def _serve(self, i: int, slot: int, s: float, u: int, k_asked: int, k_planned: int) -> Decision:
+        """Request i is served level ``u`` of ``slot`` (similarity ``s``, whose K is ``k_asked``)."""
+        store = self.store
         store.hits += 1
-        self._on_hit(slot << self.shift | ku, i, k)
-        self._hits_by_k[ku] += 1
-        if ku == k:
+        key = slot << self.shift | u
+        self._on_hit(store.refs.get(key, key), i, k_asked)
+        self._hits_by_k[u] += 1
+        if u == k_planned:
             outcome = "hit"
         else:
             outcome = "hole"
             self.holes += 1
-        return _new(Decision, (outcome, slot - base, s, k, ku, n - ku, self._hit_quality(ku, s), self._above[ku]))
+        n = self.n_steps
+        pid = slot - self._bases[i]
+        return _new(Decision, (outcome, pid, s, k_planned, u, n - u, self._hit_quality(u, s), self._above[u]))
 
-    def _steps_skipped(self, slot: int, similarity: float, k: int, boost: int) -> int:
+    def _choose_exhaustive(self, i: int, base: int, boost: int) -> kernel.Fallback:
+        """The lookup's choice over every cached prompt of request i's partition (a truncated list
+        ran out), without side effects (see :meth:`_choose`)."""
+        masks = self.store.masks
+        hi = base + self._n_prompts
+        slots = np.array(sorted(s for s in masks if base <= s < hi), dtype=np.int64)
+        if not len(slots):
+            return _NO_MATCH
+        held = np.array([masks[s] for s in slots.tolist()], dtype=np.int64)
+        at, s, u, k_planned, near_s, k_asked = self._decide_among(i, slots - base, held, boost)
+        return (int(slots[at]) if at >= 0 else -1, s, u, k_planned, near_s, k_asked)
+
+    def _decide_among(self, i: int, prompts: np.ndarray, held: np.ndarray, boost: int) -> kernel.Fallback:
+        """The lookup rule over the cached ``prompts`` (ascending ids; ``held``: their level masks),
+        with exact similarities: (position served from or -1, its similarity, level used, K
+        planned, similarity of the nearest, K asked of the one served); K planned 0: none of
+        them is similar enough to plan a K."""
+        sims = np.asarray(self._nb.similarities(i, prompts), dtype=np.float32)
+        ks = self._entry_k(sims)
         if boost:
-            k = self.selector.k_for(similarity, boost)
-        return max((self.store.masks[slot] & ((2 << k) - 1)).bit_length() - 1, 0) if k else 0
+            ks = np.array([self.selector.k_for(float(s), boost) if k >= 0 else -1 for s, k in zip(sims, ks, strict=True)])
+        usable = np.flatnonzero(ks > 0)
+        if not len(usable):
+            return _NO_MATCH
+        order = usable[np.lexsort((prompts[usable], -sims[usable]))]
+        ks, held = ks[order], held[order]
+        u = np.zeros(len(order), np.int64)
+        for level in self.levels:
+            u = np.where(((held >> level) & 1).astype(bool) & (level <= ks), level, u)
+        b = int(np.argmax(u))  # the first of the best: ties go to the more similar
+        planned, near_s = int(ks[0]), float(sims[order[0]])
+        if not u[b]:
+            return (-1, NAN, 0, planned, near_s, 0)
+        return (int(order[b]), float(sims[order[b]]), int(u[b]), planned, near_s, int(ks[b]))
+
+    def complete(self, i: int, decision: Decision, now: float) -> None:
+        own = self._bases[i] + self._pids[i]
+        levels = decision.store_levels
+        store = self.store
+        if decision.matched >= 0 and (self._share or self._copy):
+            source = self._bases[i] + decision.matched
+            if self._copy:
+                held = store.masks.get(source, 0) & ((2 << decision.k_used) - 1)
+                store.insert(own, tuple(k for k in self.levels if held >> k & 1) + levels, i)
+                return
+            if levels:
+                store.insert(own, levels, i)
+            store.link(own, source, decision.k_used, i)
+        elif levels:
+            store.insert(own, levels, i)
 
     # -- the cache-only replay's fast paths ----------------------------------------------
-    def _candidate_csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
-        """Listed candidates that can be reused: (row offsets, slots, CSR index, fallback allowed).
-
-        Each row is cut at its first candidate below the selector's floor (the walk stops
-        there), so the fallback is allowed only for rows that are neither cut nor complete.
-        The CSR index points into the neighbour lists (for the candidate's K and similarity).
-        """
-        offsets = np.frombuffer(self._offsets, dtype=np.int64)
-        n = len(offsets) - 1
-        counts = np.diff(offsets)
-        row = np.repeat(np.arange(n), counts)
-        below = np.frombuffer(self._kmap, dtype=np.int16) < 0
-        # A row's walk stops at its first below-floor entry: keep the entries before it.
-        cum = np.cumsum(below, dtype=np.int64)
-        keep = (cum - below == (cum - below)[offsets[:-1][row]]) & ~below
-        cut = np.bincount(row[below], minlength=n) > 0
-        slots = np.frombuffer(self._ids, dtype=np.int32).astype(np.int64)
-        if self._per_user:
-            slots += np.repeat(np.asarray(self._bases, dtype=np.int64), counts)
-        kept = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(row[keep], minlength=n), out=kept[1:])
-        fallback = (~cut & ~np.asarray(self._complete, dtype=bool)).tolist()
-        return kept, slots[keep], np.flatnonzero(keep), fallback
-
     def replay_columns(
         self, n: int, arrivals: list[float], stride: int, admit: np.ndarray | None = None
-    ) -> dict[str, list] | None:
+    ) -> dict[str, Any] | None:
         """The compiled replay (:mod:`sim.cache.kernel`) when the policy declares a priority rule and
         the store is the common kind (latent granularity, capacity in entries, one victim at a time,
         empty); None otherwise. Occupancy is sampled after every ``stride`` requests, as ``replay``
-        does.
+        does; a request whose ``admit`` entry is False stores nothing (``sim.cache.admission``).
         """
         store = self.store
         simple = not store.by_prompts and not store.whole_prompt and store.batch == 1 and store.capacity > 0
         if not (simple and store.policy.rule is not None and not store.masks):
             return None
         admitted = np.ones(n, dtype=bool) if admit is None else np.asarray(admit[:n], dtype=bool)
-        return self._columns(*self._compiled_replay(n, arrivals, stride, admitted), admitted.tolist())
+        return self._columns(*self._compiled_replay(n, arrivals, stride, admitted), admitted)
 
     def _columns(
         self,
-        code: list[int],
-        matched: list[int],
-        similarity: list[float],
-        k_planned: list[int],
-        k_used: list[int],
-        admitted: list[bool],
-    ) -> dict[str, list]:
+        code: np.ndarray,
+        matched: np.ndarray,
+        similarity: np.ndarray,
+        k_planned: np.ndarray,
+        k_used: np.ndarray,
+        admitted: np.ndarray,
+    ) -> dict[str, np.ndarray]:
         """Record columns from the replay's outcome codes, and the counters they imply."""
-        miss_c, hole_c = OUTCOME_CODE["miss"], OUTCOME_CODE["hole"]
+        miss = code == OUTCOME_CODE["miss"]
         self.lookups += len(code)
-        reused = [ku for c, ku in zip(code, k_used, strict=True) if c != miss_c]
-        self.store.hits += len(reused)
-        self.holes += sum(1 for c in code if c == hole_c)
-        for ku in reused:
-            self._hits_by_k[ku] += 1
-        n_steps = self.n_steps
-        q_miss = self._q_vanilla
-        hit_quality = self._hit_quality
-        saved = {k: len(levels) for k, levels in self._above.items()}
-        n_all = len(self._store_all)
+        self.store.hits += int((~miss).sum())
+        self.holes += int((code == OUTCOME_CODE["hole"]).sum())
+        for k, c in enumerate(np.bincount(k_used[~miss], minlength=len(self._hits_by_k)).tolist()):
+            self._hits_by_k[k] += c
+        # Per K used: the latents the generation saves (a miss: all; not admitted: none).
+        saved = np.full(self.n_steps + 1, len(self._store_all))
+        for k in self.levels:
+            saved[k] = len(self._above[k])
+        quality = np.full(len(code), self._q_vanilla)
+        hit = ~miss
+        quality[hit] = self._quality_model.hit_array(k_used[hit], similarity[hit])
         return {
             "outcome": code,
             "matched": matched,
             "similarity": similarity,
             "k_planned": k_planned,
             "k_used": k_used,
-            "steps": [n_steps - ku for ku in k_used],
-            "quality": [
-                q_miss if c == miss_c else hit_quality(ku, s) for c, ku, s in zip(code, k_used, similarity, strict=True)
-            ],
-            "saved_latents": [
-                (n_all if c == miss_c else saved[ku]) if a else 0
-                for c, ku, a in zip(code, k_used, admitted, strict=True)
-            ],
+            "steps": self.n_steps - k_used,
+            "quality": quality,
+            "saved_latents": np.where(admitted, np.where(miss, len(self._store_all), saved[k_used]), 0),
         }
 
     def _compiled_replay(
         self, n: int, arrivals: list[float], stride: int, admit: np.ndarray
-    ) -> tuple[list, ...]:
+    ) -> tuple[np.ndarray, ...]:
         bases = np.asarray(self._bases, dtype=np.int64)
         own = (bases + np.asarray(self._pids, dtype=np.int64))[:n]
         # Dense slot numbers: only slots some request stores can ever be cached.
         uniq = np.unique(own) if self._per_user else np.flatnonzero(np.bincount(own))
+        offsets = np.frombuffer(self._offsets, dtype=np.int64)
+        ids = np.frombuffer(self._ids, dtype=np.int32)
         if self._per_user:
-            # (user, prompt) slots are too sparse for a lookup table: list them densely.
-            kept, slots, csr, fallback = self._candidate_csr()
+            # (user, prompt) slots are too sparse for a lookup table: each listed candidate gets
+            # its dense slot directly (id len(uniq) -> -1 when that user never stores the prompt).
+            slots = ids.astype(np.int64) + np.repeat(bases, np.diff(offsets))
             pos = np.minimum(np.searchsorted(uniq, slots), len(uniq) - 1)
-            storable = uniq[pos] == slots
-            row_of = np.repeat(np.arange(len(kept) - 1), np.diff(kept))
-            offsets = np.zeros(n + 1, np.int64)
-            np.cumsum(np.bincount(row_of[storable], minlength=len(kept) - 1)[:n], out=offsets[1:])
-            csr = csr[storable][: offsets[-1]]
-            cand = kernel.Candidates(
-                offsets=offsets,
-                ids=pos[storable][: offsets[-1]].astype(np.int32),
-                ks=np.frombuffer(self._kmap, dtype=np.int16)[csr],
-                sims=np.frombuffer(self._sims, dtype=np.float32)[csr],
-                complete=~np.asarray(fallback[:n], dtype=bool),
-                dense_of=np.arange(len(uniq), dtype=np.int32),
-            )
+            ids = np.where(uniq[pos] == slots, pos, len(uniq)).astype(np.int32)
+            dense_of = np.append(np.arange(len(uniq), dtype=np.int32), np.int32(-1))
         else:
             # Shared slots are prompt ids: the kernel walks the lists themselves, no copies.
             dense_of = np.full(self._n_prompts, -1, np.int32)
             dense_of[uniq] = np.arange(len(uniq), dtype=np.int32)
-            cand = kernel.Candidates(
-                offsets=np.frombuffer(self._offsets, dtype=np.int64),
-                ids=np.frombuffer(self._ids, dtype=np.int32),
-                ks=np.frombuffer(self._kmap, dtype=np.int16),
-                sims=np.frombuffer(self._sims, dtype=np.float32),
-                complete=np.asarray(self._complete, dtype=bool),
-                dense_of=dense_of,
-            )
+        cand = kernel.Candidates(
+            offsets=offsets,
+            ids=ids,
+            ks=np.frombuffer(self._kmap, dtype=np.int16),
+            sims=np.frombuffer(self._sims, dtype=np.float32),
+            complete=np.asarray(self._complete, dtype=bool),
+            dense_of=dense_of,
+        )
 
-        def more(i: int, masks: np.ndarray) -> tuple[int, float, int]:
-            # Every listed candidate is gone: the nearest of what is cached now, exactly.
+        def more(i: int, masks: np.ndarray) -> kernel.Fallback:
+            # The list ran out before the walk settled: decide over what is cached now, exactly.
             cached = np.flatnonzero(masks)
-            base = int(bases[i])
-            prompts = uniq[cached] - base
+            prompts = uniq[cached] - bases[i]
             if self._per_user:
                 mine = (prompts >= 0) & (prompts < self._n_prompts)  # this user's partition
                 cached, prompts = cached[mine], prompts[mine]
-            at, s = self._nb.nearest_among(i, prompts)
-            if at < 0:
-                return -1, NAN, 0
-            k = int(self._entry_k(np.array([s], dtype=np.float32))[0])
-            return (int(cached[at]), s, k) if k >= 0 else (-1, NAN, 0)
+            at, s, u, planned, near_s, asked = self._decide_among(i, prompts, masks[cached], 0)
+            return (int(cached[at]) if at >= 0 else -1, s, u, planned, near_s, asked)
 
         store = self.store
         res = kernel.replay(
@@ -264,6 +306,7 @@ class Nirvana(CachedSystem):
             np.searchsorted(uniq, own),
             self.levels,
             self._store_on_hit,
+            self.trajectory,
             store.capacity,
             store.policy.rule,
             more,
@@ -274,21 +317,19 @@ class Nirvana(CachedSystem):
         live = np.flatnonzero(res.masks)
         n_levels = len(self.levels)
         levels = np.asarray(self.levels, dtype=np.int64)
-        keys = uniq[res.live_keys // n_levels] << shift | levels[res.live_keys % n_levels]
+
+        def key_of(entries: np.ndarray) -> list[int]:
+            return (uniq[entries // n_levels] << shift | levels[entries % n_levels]).tolist()
+
         store.load_state(
             dict(zip(uniq[live].tolist(), res.masks[live].tolist(), strict=True)),
-            counters=(res.entries, res.insertions, res.evictions),
-            order=(keys.tolist(), res.live_prio.tolist()),
+            counters=(res.entries, res.insertions, res.evictions, res.links),
+            order=(key_of(res.live_keys), res.live_prio.tolist(), res.live_score.tolist(), res.inflation),
+            refs=dict(zip(key_of(res.shared), key_of(res.shared_latent), strict=True)),
         )
         samples = [min(lo + stride, n) - 1 for lo in range(0, n, stride)]
         for c, last in enumerate(samples):
             self._occupancy.append((arrivals[last], int(res.occ_entries[c]), int(res.occ_prompts[c])))
-        codes = np.array([OUTCOME_CODE[o] for o in ("miss", "hit", "hole")], dtype=np.int64)[res.code]
+        codes = np.array([OUTCOME_CODE[o] for o in ("miss", "hit", "hole")], dtype=np.int8)[res.code]
         matched = np.where(res.matched >= 0, uniq[np.maximum(res.matched, 0)] - bases[:n], -1)
-        return (
-            codes.tolist(),
-            matched.tolist(),
-            res.similarity.tolist(),
-            res.k_planned.tolist(),
-            res.k_used.tolist(),
-        )
+        return codes, matched, res.similarity, res.k_planned, res.k_used

@@ -9,14 +9,28 @@ from sim.cache.policies.base import FutureUses, Policy, PolicyContext, PriorityR
 from sim.cache.policies.belady import Belady
 from sim.cache.policies.fifo import FIFO
 from sim.cache.policies.gdsf import GDSF
-from sim.cache.policies.lcbfu import LCBFU, LCBFUModm
-from sim.cache.policies.lfu import LFU
+from sim.cache.policies.lcbfu import LCBFU, LCBFUModm, LCBFUModmNoAging, LCBFUNoAging
+from sim.cache.policies.lfu import LFU, LFUNoAging
 from sim.cache.policies.lru import LRU
 from sim.cache.policies.s3fifo import S3FIFO
 from sim.cache.policies.sieve import Sieve
 
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (FIFO, LRU, LFU, LCBFU, LCBFUModm, S3FIFO, Sieve, GDSF, Belady)
+    cls.name: cls
+    for cls in (
+        FIFO,
+        LRU,
+        LFU,
+        LFUNoAging,
+        LCBFU,
+        LCBFUNoAging,
+        LCBFUModm,
+        LCBFUModmNoAging,
+        S3FIFO,
+        Sieve,
+        GDSF,
+        Belady,
+    )
 }
 
 __all__ = ["POLICIES", "FutureUses", "Policy", "PolicyContext", "PriorityRule"]

@@ -46,14 +46,24 @@ class PriorityRule(NamedTuple):
     """How a policy that evicts by (priority, age) sets priorities.
 
     Such a policy evicts the entry of lowest priority, the one that reached its priority
-    first among equals. ``on_insert`` is a new entry's priority; ``on_hit`` what a hit does:
-    ``keep`` (nothing), ``requeue`` (same priority, newest again), ``add-one``, ``add-level``
-    (the entry's K) or ``add-asked`` (the K the request asked for). Policies that declare a
-    rule run in the compiled replay (:mod:`sim.cache.kernel`).
+    first among equals. It keeps a *score* per entry: ``on_insert`` when stored (plus the
+    entry's level K when ``insert_level``: the store counts as one use worth K), changed by
+    each hit as ``on_hit`` says: ``keep`` (nothing), ``requeue`` (same priority, newest
+    again), ``add-one``, ``add-level`` (the entry's K) or ``add-asked`` (the K the request
+    asked of the candidate it was served from).
+
+    Without ``aging`` the priority is the score, and a score once earned is kept forever.
+    With ``aging`` (dynamic aging: LFU-DA, Arlitt et al. 2000; GDSF, Cherkasova 1998) the
+    cache keeps an inflation value L, starting at 0, which rises to the priority of every
+    victim; an entry that is stored or hit gets priority L + score. Entries that stop being
+    used fall behind newcomers, so the cache cannot freeze on what was popular long ago.
+    Policies that declare a rule run in the compiled replay (:mod:`sim.cache.kernel`).
     """
 
     on_insert: int
     on_hit: str
+    insert_level: bool = False
+    aging: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,8 @@ class Policy:
     """Base class: the store calls these hooks with int entry keys.
 
     ``on_insert`` when an entry is stored, ``on_hit`` when a lookup serves it (``k``: the
-    K the request asked for, which exceeds the entry's level when it fills a hole),
+    K the request asked of the candidate it was served from, which exceeds the entry's
+    level when it fills a hole),
     ``evict`` to pick a victim (the policy forgets it and returns it), ``on_remove``
     when the store drops an entry the policy did not pick (a whole prompt's levels at
     prompt granularity).
@@ -108,8 +119,9 @@ class Policy:
         evict = self.evict
         return [evict(i) for _ in range(n)]
 
-    def restore(self, keys: list[int], priorities: list[int]) -> None:
-        """Replace the state by ``keys`` in eviction order, with their priorities under ``rule``.
+    def restore(self, keys: list[int], priorities: list[int], scores: list[int], inflation: int) -> None:
+        """Replace the state by ``keys`` in eviction order, with their priorities and scores under
+        ``rule`` and the inflation value L (0 without aging).
 
         Policies with a :attr:`rule` implement it: the compiled replay hands its final
         state back through it, so the policy continues exactly where the replay stopped.

@@ -4,13 +4,14 @@ It needs the future, given as :class:`~sim.cache.policies.base.FutureUses` that 
 system derives from the whole trace before the replay (see ``sim.systems``): request j
 "uses" entry (p, K) when j's (top-m) neighbour list names prompt p with a similarity the
 selector maps to exactly K (image caches: when j would be served p's image; exact: when
-j repeats p). Hole fallbacks and candidates beyond the list are not counted as uses.
+j repeats p). Hole fallbacks, candidates beyond the list and uses through a latent shared by
+another prompt's trajectory are not counted as uses.
 
-For exact-match caching this is the optimal offline policy. For approximate caching it
-is a heuristic bound, not an optimum: whether j really uses (p, K) depends on whether a
-nearer neighbour is cached and on K' <= K fallbacks, which depend on the eviction choices
-themselves. It shows how much headroom online policies leave; it can be beaten in rare
-cases.
+For exact-match caching this is the optimal offline policy. For approximate caching it is
+an offline heuristic, neither an optimum nor a bound: whether j really uses (p, K) depends on
+which other candidates are cached and on K' <= K fallbacks, which depend on the eviction
+choices themselves, so an online policy can beat it. The bound on what any policy can save is
+the ``ceiling`` system (an unbounded cache).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Integer-priority buckets with FIFO order inside a bucket: O(1) LFU-style bookkeeping.
 
-Shared by LFU (priority = use count) and LCBFU (priority = K x use count). Within one
-priority the entry that reached it first leaves first, which is libCacheSim's LFU rule.
+Shared by the frequency policies (LFU, LCBFU and their variants, with or without aging).
+Within one priority the entry that reached it first leaves first, which is libCacheSim's LFU
+rule. ``last`` is the priority of the key popped last (the inflation value of an aging policy).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections import OrderedDict
 class PriorityBuckets:
     """Keys grouped by int priority; ``pop_min`` removes the oldest key of the lowest priority."""
 
-    __slots__ = ("_buckets", "_heap", "_in_heap", "_prio")
+    __slots__ = ("_buckets", "_heap", "_in_heap", "_prio", "last")
 
     def __init__(self) -> None:
         self._buckets: dict[int, OrderedDict[int, None]] = {}
         self._heap: list[int] = []  # priorities that have (or had) a bucket; lazily cleaned
         self._in_heap: set[int] = set()  # no duplicates, so the heap stays as small as the priorities
         self._prio: dict[int, int] = {}
+        self.last = 0  # priority of the key popped last
 
     def __len__(self) -> int:
         return len(self._prio)
@@ -28,8 +30,13 @@ class PriorityBuckets:
     def of(cls, keys: list[int], priorities: list[int]) -> PriorityBuckets:
         """Buckets holding ``keys`` with their priorities, added in the order given."""
         out = cls()
+        groups: dict[int, list[int]] = {}
         for key, prio in zip(keys, priorities, strict=True):
-            out.add(key, prio)
+            groups.setdefault(prio, []).append(key)
+        out._prio = dict(zip(keys, priorities, strict=True))
+        out._buckets = {prio: OrderedDict.fromkeys(group) for prio, group in groups.items()}
+        out._heap = sorted(groups)  # a sorted list is a heap
+        out._in_heap = set(groups)
         return out
 
     def __contains__(self, key: int) -> bool:
@@ -81,6 +88,7 @@ class PriorityBuckets:
                 n -= 1
             if not bucket:
                 del buckets[prio]
+            self.last = prio
         return out
 
     def bump(self, key: int, delta: int) -> None:
@@ -119,4 +127,5 @@ class PriorityBuckets:
         prio = self._prio.pop(key)
         if not bucket:
             del buckets[prio]
+        self.last = prio
         return key

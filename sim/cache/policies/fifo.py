@@ -38,7 +38,7 @@ class FIFO(Policy):
     def on_remove(self, key: int) -> None:
         del self._queue[key]
 
-    def restore(self, keys: list[int], priorities: list[int]) -> None:
+    def restore(self, keys: list[int], priorities: list[int], scores: list[int], inflation: int) -> None:
         self._queue = OrderedDict.fromkeys(keys)
 
     def __len__(self) -> int:

@@ -4,6 +4,10 @@ Priority H = L + frequency x cost / size, lowest H evicted first; L (the inflati
 becomes the H of each victim, so entries that are not used age out. Every cached entry
 of one store has the same size, so size is 1 and the cost is the entry's K level: a
 K = 25 latent saves five times the GPU work of a K = 5 latent.
+
+That makes GDSF the same ordering as ``lcbfu`` (K x uses, the store counted as a use, with
+dynamic aging). This module is kept as an independent implementation (a float heap rather
+than LFU's priority buckets or the compiled replay): tests check that the two decide alike.
 """
 
 from __future__ import annotations
