@@ -133,7 +133,7 @@ class NeighbourConfig:
     # the exhaustive search is rare.
     top_m: int = 1024
     min_similarity: float | None = None  # None: the lowest threshold in use
-    index: Literal["hnsw", "exact"] = "hnsw"
+    index: Literal["hnsw", "exact", "ivf"] = "hnsw"  # ivf: fastest on large traces (sim/ivf.py)
 
 
 @dataclass
