@@ -105,6 +105,9 @@ class SelectorConfig:
     """Similarity -> K mapping and the load-aware (Argus-like) variant."""
 
     ladder: list[list[float]] | None = None  # [[threshold, K], ...]; None: the profile's
+    # With no ladder given: the profile's ladder carried to the run's embedder, as shipped in
+    # calibrate/ladders/<embedder>.yaml (sim/ladders.py), instead of the profile's own.
+    carried: bool = False
     load_aware: bool = False
     slo_s: float = 60.0  # latency SLO the load-aware selector defends
     floor: float = 0.65  # minimum similarity to reuse at all under load
@@ -175,6 +178,7 @@ class Experiment:
     seed: int = 1
     trace: TraceConfig = field(default_factory=TraceConfig)
     embedder: str = field(default="minilm", metadata={"check": _embedder_check})
+    embedder_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a CUDA GPU when torch sees one
     profile: str = "sdxl-a10g"
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

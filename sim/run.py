@@ -24,6 +24,7 @@ import yaml
 
 from sim import config as cfg
 from sim.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
+from sim.ladders import ladder_for
 from sim.neighbours import NeighbourLists, build_neighbours
 from sim.profile import Profile, load_profile
 from traces.embeddings import embed_prompts, get_embedder
@@ -68,7 +69,7 @@ def min_similarity(exp: cfg.Experiment, profile: Profile) -> float:
     """The lowest similarity any configured system can act on (neighbour lists stop there)."""
     if exp.neighbours.min_similarity is not None:
         return exp.neighbours.min_similarity
-    ladder = exp.selector.ladder or [list(r) for r in profile.ladder]
+    ladder = ladder_for(exp, profile)
     lows = [min(float(r[0]) for r in ladder)]
     if "gptcache" in exp.systems:
         lows.append(exp.gptcache.threshold)
@@ -88,7 +89,7 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
     trace = _cached_trace(exp)
     embeddings = neighbours = None
     if needs_similarity(exp):
-        embedder = get_embedder(exp.embedder)
+        embedder = get_embedder(exp.embedder, exp.embedder_device)
         embeddings = embed_prompts(embedder, trace.prompts, cache_dir() / "embeddings", progress=progress)
         neighbours = build_neighbours(
             embeddings,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sim.config import Experiment
 from sim.errors import ConfigError
+from sim.ladders import ladder_for
 from sim.profile import Profile
 
 
@@ -35,11 +36,9 @@ class Selector:
 
     @classmethod
     def from_config(cls, exp: Experiment, profile: Profile) -> Selector:
-        """The experiment's ladder (or the profile's), validated against the cached K levels."""
+        """The experiment's ladder (or the carried one, or the profile's), validated against the cached K levels."""
         cfg = exp.selector
-        ladder = (
-            [(float(s), int(k)) for s, k in cfg.ladder] if cfg.ladder is not None else list(profile.ladder)
-        )
+        ladder = ladder_for(exp, profile)
         levels = set(profile.k_levels)
         for i, (s, k) in enumerate(ladder):
             if k not in levels:
