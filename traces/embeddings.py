@@ -425,6 +425,7 @@ def embed_prompts(
     prompts: Sequence[str],
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    executor: Any = None,
 ) -> np.ndarray:
     """Embeddings of ``prompts`` (row i = prompt i), float32 (n, dim), unit-norm rows.
 
@@ -432,6 +433,8 @@ def embed_prompts(
     :func:`default_cache_dir`) under a directory per embedder name, keyed by the SHA-1 of the
     prompt text, so later runs (any trace, any config) only encode prompts never seen before.
     Cache files are written atomically; concurrent writers at worst duplicate a shard.
+    ``executor`` (see :mod:`traces.embed_executors`, e.g. Ray) encodes the missing prompts in
+    blocks of one shard each; by default ``embedder`` encodes them here.
     """
     texts = check_texts(prompts)
     directory = _embedder_dir(
@@ -461,14 +464,23 @@ def embed_prompts(
             unit="prompt",
             disable=not progress or len(todo) < _PART,
         ) as bar:
-            for lo in range(0, len(todo), _SHARD):
-                chunk = todo[lo : lo + _SHARD]
-                chunk_texts = [texts[j] for j in first_of[chunk]]
-                vecs = np.zeros((len(chunk), dim), dtype=np.float32)
-                for b in range(0, len(chunk), _PART):
-                    part = chunk_texts[b : b + _PART]
-                    vecs[b : b + len(part)] = embedder.encode(part)
-                    bar.update(len(part))
-                out[chunk] = vecs
-                _write_shard(directory, uniq[chunk], vecs)
+            chunks = [todo[lo : lo + _SHARD] for lo in range(0, len(todo), _SHARD)]
+            if executor is None:
+                for chunk in chunks:
+                    chunk_texts = [texts[j] for j in first_of[chunk]]
+                    vecs = np.zeros((len(chunk), dim), dtype=np.float32)
+                    for b in range(0, len(chunk), _PART):
+                        part = chunk_texts[b : b + _PART]
+                        vecs[b : b + len(part)] = embedder.encode(part)
+                        bar.update(len(part))
+                    out[chunk] = vecs
+                    _write_shard(directory, uniq[chunk], vecs)
+            else:
+                blocks = [[texts[j] for j in first_of[chunk]] for chunk in chunks]
+                for i, vecs in executor.map(blocks):
+                    if vecs.shape != (len(chunks[i]), dim):
+                        raise RuntimeError(f"block {i}: {vecs.shape} vectors for {len(chunks[i])} prompts of dim {dim}")
+                    out[chunks[i]] = vecs
+                    _write_shard(directory, uniq[chunks[i]], vecs)
+                    bar.update(len(chunks[i]))
     return out[inverse]
