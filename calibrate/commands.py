@@ -198,7 +198,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
 def _command_line(args: argparse.Namespace) -> str:
     """The ``acsim calibrate thresholds`` command that reproduces this run (for provenance)."""
     parts = ["acsim calibrate thresholds", f"--pairs {args.pairs}", f"--from {args.from_}", f"--to {args.to}"]
-    parts += [f"--{k} {v}" for k, v in (("base", args.base), ("ladder", args.ladder), ("limit", args.limit)) if v]
+    options = (("base", args.base), ("ladder", args.ladder), ("limit", args.limit), ("ladder-out", args.ladder_out))
+    parts += [f"--{k} {v}" for k, v in options if v]
     return " ".join(parts)
 
 
