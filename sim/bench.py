@@ -603,21 +603,28 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     stages: dict[str, float] = {}
     cpu: dict[str, float] = {}
     t_all, c_all = time.perf_counter(), time.process_time()
+
+    def log(name: str, t0: float, c0: float) -> None:
+        stages[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
+        print(
+            f"e2e: {name}: {stages[name]:.1f} s (CPU {cpu[name]:.1f} s), peak RSS {_peak_rss_mb():,.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+
     cache_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".e2e-models-", dir=cache_dir()) as models:
         os.environ["ACSIM_MODELS"] = models  # an empty model cache: the static table is built here
         t0, c0 = time.perf_counter(), time.process_time()
         trace = load_trace(exp.trace, exp.seed)
-        stages["trace generation"], cpu["trace generation"] = time.perf_counter() - t0, time.process_time() - c0
+        log("trace generation", t0, c0)
         embedder = MiniLMStaticEmbedder(device="cpu")
         t0, c0 = time.perf_counter(), time.process_time()
         embedder.artefact()
-        name = "static model build (distil MiniLM)"
-        stages[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
+        log("static model build (distil MiniLM)", t0, c0)
         t0, c0 = time.perf_counter(), time.process_time()
         emb = embedder.encode(trace.prompts)
-        name = "embedding, minilm-static"
-        stages[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
+        log("embedding, minilm-static", t0, c0)
     pids = trace.prompt_ids
     arrays = TraceArrays(pids, trace.user_codes, trace.arrival_s)
     n_prompts = len(trace.prompts)
@@ -627,17 +634,17 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     nb = build_neighbours(
         emb, pids, TOP_M, min_similarity(exp, profile), index="ivf", progress=False, num_threads=threads
     )
-    stages["neighbour lists, ivf"], cpu["neighbour lists, ivf"] = time.perf_counter() - t0, time.process_time() - c0
+    log("neighbour lists, ivf", t0, c0)
     replays: dict[str, float] = {}
-    c0 = time.process_time()
+    t_replays, c0 = time.perf_counter(), time.process_time()
     for policy in POLICIES:
         t0 = time.perf_counter()
         for capacity in E2E_CAPACITIES:
             system = build_system("nirvana", _experiment(requests, policy, capacity), arrays, nb, profile)
             replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
         replays[policy] = time.perf_counter() - t0
-    name = f"cache-only replays ({len(POLICIES)} policies x {len(E2E_CAPACITIES)} sizes)"
-    stages[name], cpu[name] = sum(replays.values()), time.process_time() - c0
+        print(f"e2e: replays of {policy}: {replays[policy]:.1f} s", file=sys.stderr, flush=True)
+    log(f"cache-only replays ({len(POLICIES)} policies x {len(E2E_CAPACITIES)} sizes)", t_replays, c0)
     total, total_cpu = time.perf_counter() - t_all, time.process_time() - c_all
     peak = _peak_rss_mb()
 
@@ -647,7 +654,7 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     later = np.arange(n, requests)
     rows = np.sort(np.random.default_rng(1).choice(later, min(500, len(later)), replace=False))
     ref_embed = _rate(MiniLMEmbedder(device="cpu"), sample)
-    raw = _hnsw_reference(emb, pids, min(n_prompts, 100_000), threads)
+    raw = _hnsw_reference(emb, pids, min(n_prompts, 50_000), threads)
     figures = [
         Figure(
             f"e2e total ({requests:,} req, {n_prompts:,} prompts, cold)",
@@ -683,7 +690,7 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
             f"e2e neighbour lists ({threads} threads)",
             requests / stages["neighbour lists, ivf"],
             "requests/s",
-            "hnswlib knn_query k=33, 100k index",
+            "hnswlib knn_query k=33, 50k index",
             raw,
         )
     )
@@ -737,6 +744,8 @@ def run_bench(
     """
     from tqdm import tqdm
 
+    if e2e and not requests:  # the end-to-end figure alone
+        return _in_fresh_process("e2e", inputs_dir(e2e), e2e)
     n_max = max([requests, *scale_sizes])
     src = inputs_dir(n_max)
     plan = [("inputs", n_max), ("trace", requests)]
@@ -800,7 +809,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--requests",
         type=int,
         default=200_000,
-        help="synthetic trace size for the rate figures (default 200,000)",
+        help="synthetic trace size for the rate figures (default 200,000; 0 with --e2e: only the e2e figure)",
     )
     p.add_argument(
         "--scale",
