@@ -238,10 +238,20 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The ``acsim calibrate thresholds`` command that reproduces this run (for provenance)."""
+    parts = ["acsim calibrate thresholds", f"--pairs {args.pairs}", f"--from {args.from_}", f"--to {args.to}"]
+    options = (("base", args.base), ("ladder", args.ladder), ("limit", args.limit), ("ladder-out", args.ladder_out))
+    parts += [f"--{k} {v}" for k, v in options if v]
+    return " ".join(parts)
+
+
 def cmd_thresholds(args: argparse.Namespace) -> int:
     """Carry a similarity->K ladder to another embedder by matching quantiles of logged pairs."""
     from calibrate import thresholds, writer
 
+    if not args.out and not args.ladder_out:
+        raise ConfigError("--out", None, "give --out (a profile), --ladder-out (the ladder alone), or both")
     base = writer.load_base(args.base)
     if args.ladder:
         ladder = thresholds.parse_ladder(args.ladder)
@@ -260,6 +270,11 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
             f"{transfer.target} similarity seen"
         )
     data = thresholds.to_profile(base, transfer)
+    if args.ladder_out:
+        path = thresholds.write_ladder(args.ladder_out, data["ladder"], _command_line(args))
+        print(f"wrote {path}: carried ladder for embedder {args.to} (rungs the log cannot place extrapolated)")
+        if not args.out:
+            return 0
     out = Path(args.out)
     data = writer.finish(
         data,
@@ -296,8 +311,47 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--name", help="profile name (default: from the output path)")
 
 
+_EPILOG_FIDELITY = """\
+examples:
+  acsim calibrate fidelity --embedder minilm-onnx \\
+      --prompts ../shared/data/diffusiondb_2m_first5k_prompts.txt --trace ../shared/data/diffusiondb_2m_first1k.csv
+
+K agreement maps each embedder's similarities with its own carried ladder (calibrate/ladders/).
+"""
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    """Compare an embedder with a reference: pairwise-similarity correlation and K agreement."""
+    from calibrate import fidelity
+    from sim.ladders import carried_ladder
+    from traces.diffusiondb import load_diffusiondb
+    from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
+
+    for flag, name in (("--embedder", args.embedder), ("--reference", args.reference)):
+        problem = check_embedder_name(name)
+        if problem:
+            raise ConfigError(flag, name, problem)
+    prompts = Path(args.prompts).read_text(encoding="utf-8").splitlines()[: args.limit]
+    trace = load_diffusiondb(args.trace)
+    ladders = {name: list(carried_ladder(name)[0]) for name in (args.embedder, args.reference)}
+    out = {}
+    for name in (args.reference, args.embedder):
+        e = get_embedder(name, args.device)
+        _say(f"embedding {len(prompts):,} prompts and {len(trace.prompts):,} trace prompts with {name} ...")
+        best = fidelity.best_earlier(embed_prompts(e, trace.prompts, progress=False), trace.prompt_ids)
+        out[name] = (embed_prompts(e, prompts, progress=True), fidelity.k_for(best, ladders[name]))
+    pearson = fidelity.pairwise_pearson(out[args.reference][0], out[args.embedder][0])
+    share, table = fidelity.k_agreement(out[args.reference][1], out[args.embedder][1])
+    print(f"{args.embedder} vs {args.reference}")
+    print(f"  pairwise similarity Pearson on {len(prompts):,} prompts ({Path(args.prompts).name}): {pearson:.4f}")
+    print(f"  same K on {len(trace):,} requests ({Path(args.trace).name}): {100 * share:.1f}%")
+    print(f"  ladders: {args.reference} {ladders[args.reference]}; {args.embedder} {ladders[args.embedder]}")
+    print(table.to_string(index=False))
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``calibrate`` with its ``latency``, ``quality`` and ``thresholds`` sub-commands."""
+    """Add ``calibrate`` with its ``latency``, ``quality``, ``thresholds`` and ``fidelity`` sub-commands."""
     cal = subparsers.add_parser(
         "calibrate",
         help="measure a diffusion model (latency, quality vs K, embedder thresholds) and write a profile",
@@ -407,5 +461,25 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--ladder", help="ladder to carry as 'threshold:K,...' (default: the base profile's)")
     p.add_argument("--limit", type=int, help="use only the first N logged pairs that have a cached prompt")
-    p.add_argument("--out", required=True, help="profile YAML to write")
+    p.add_argument("--out", help="profile YAML to write (the base profile with the carried ladder)")
+    p.add_argument(
+        "--ladder-out",
+        help="also (or only) write the carried ladder alone, as calibrate/ladders/<embedder>.yaml ships "
+        "it for `selector.carried: true`",
+    )
     p.set_defaults(func=cmd_thresholds)
+
+    p = sub.add_parser(
+        "fidelity",
+        help="an embedder against a reference: similarity correlation and K agreement",
+        description=cmd_fidelity.__doc__,
+        epilog=_EPILOG_FIDELITY,
+        formatter_class=fmt,
+    )
+    p.add_argument("--embedder", required=True, help="embedder to assess, e.g. minilm-onnx or minilm-static")
+    p.add_argument("--reference", default="minilm", help="reference embedder (default: minilm, fp32 PyTorch)")
+    p.add_argument("--prompts", required=True, help="text file, one prompt per line (pairwise correlation)")
+    p.add_argument("--trace", required=True, help="DiffusionDB metadata (.csv or .parquet) for K agreement")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts of --prompts")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="embedder device")
+    p.set_defaults(func=cmd_fidelity)

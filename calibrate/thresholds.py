@@ -246,3 +246,58 @@ def to_profile(base: dict[str, Any], tr: Transfer) -> dict[str, Any]:
         ),
     }
     return data
+
+
+def extrapolate_floor_rungs(block: dict[str, Any]) -> dict[str, Any]:
+    """The ladder block with rungs the log cannot place extrapolated instead of put at its minimum.
+
+    A rung at or below every logged source similarity lands on the target's minimum (a threshold
+    nearly every pair clears). Instead, such a rung is placed on the line through the two lowest
+    rungs the log does place (source threshold -> target threshold), as ``experiments/embedders.yaml``
+    does by hand; the block records which rungs were extrapolated.
+    """
+    out = copy.deepcopy(block)
+    tr = out["transfer"]
+    floor = {(float(t), int(k)) for t, k in tr["rungs_at_log_floor"]}
+    if not floor:
+        return out
+    pairs = [
+        (float(s), float(t), int(k))
+        for (s, k), (t, _) in zip(tr["from_thresholds"], out["thresholds"], strict=True)
+        if (float(s), int(k)) not in floor
+    ]
+    if len(pairs) < 2:
+        return out
+    (s1, t1, _), (s2, t2, _) = sorted(pairs)[:2]
+    slope = (t2 - t1) / (s2 - s1)
+    rungs = []
+    for (s, k), (t, _) in zip(tr["from_thresholds"], out["thresholds"], strict=True):
+        if (float(s), int(k)) in floor:
+            t = round(float(np.clip(t1 + (float(s) - s1) * slope, -1.0, 1.0)), 6)
+        rungs.append([t, k])
+    out["thresholds"] = rungs
+    tr["extrapolated"] = {
+        "rungs": [[s, k] for s, k in sorted(floor, reverse=True)],
+        "method": f"linear through the carried rungs at {s1} and {s2}",
+    }
+    out["source"] += f"; rungs {sorted(floor, reverse=True)} extrapolated linearly from the rungs at {s1} and {s2}"
+    return out
+
+
+def write_ladder(path: str | Path, block: dict[str, Any], command: str) -> Path:
+    """Write a carried ladder alone (``sim.ladders`` reads it): the profile's ladder block, rungs the
+    log cannot place extrapolated, plus the command that produced it and the schema."""
+    import datetime
+
+    import yaml
+
+    from sim.base.io import atomic_write_text
+    from sim.ladders import SCHEMA
+
+    data = {"schema": SCHEMA, **extrapolate_floor_rungs(block), "command": command}
+    data["created"] = datetime.date.today().isoformat()
+    text = (
+        "# A similarity->K ladder carried to another embedder (selector.carried: true uses it).\n"
+        f"# Made by: {command}\n" + yaml.safe_dump(data, sort_keys=False)
+    )
+    return atomic_write_text(path, text)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.base.errors import ConfigError
+from sim.ladders import ladder_for
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
@@ -41,11 +42,9 @@ class Selector:
 
     @classmethod
     def from_config(cls, exp: Experiment, profile: Profile) -> Selector:
-        """The experiment's ladder (or the profile's), validated against the cached K levels."""
+        """The experiment's ladder (or the carried one, or the profile's), validated against the cached K levels."""
         cfg = exp.selector
-        ladder = (
-            [(float(s), int(k)) for s, k in cfg.ladder] if cfg.ladder is not None else list(profile.ladder)
-        )
+        ladder = ladder_for(exp, profile)
         levels = set(profile.k_levels)
         if not ladder:
             raise ConfigError(

@@ -77,3 +77,27 @@ def test_plan_stage_prints_its_figures(tmp_path, monkeypatch, capsys) -> None:
     runs = next(r for name, r in rows.items() if "runs the plan evaluated" in name)
     assert 8 <= runs["value"] < runs["reference_value"]
     assert main(["bench", "--only", "plan,warp"]) == 2
+
+
+def test_recall_figures_against_exact_lists() -> None:
+    import numpy as np
+
+    from sim.app.bench import recall, sampled_recall
+    from sim.neighbours import build_neighbours
+
+    rng = np.random.default_rng(5)
+    fam = rng.standard_normal((300, 16))
+    emb = fam[rng.integers(0, 300, 1500)] + 0.35 * rng.standard_normal((1500, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    pids = np.concatenate([np.arange(1500), rng.integers(0, 1500, 500)]).astype(np.int32)
+    exact = build_neighbours(emb, pids, 8, 0.5, index="exact", progress=False)
+    rows = np.arange(1000, 2000, 7)
+    assert recall(exact, exact, 800) == 1.0
+    assert sampled_recall(exact, emb, pids, rows) == 1.0  # the brute force agrees with the exact lists
+    # Lists that lose every other entry have a recall near one half on both measures.
+    keep = np.arange(len(exact.ids)) % 2 == 0
+    counts = np.add.reduceat(keep, exact.offsets[:-1]) * (np.diff(exact.offsets) > 0)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    half = type(exact)(offsets, exact.ids[keep], exact.sims[keep], exact.complete, 8, 0.5, prompt_ids=pids)
+    assert 0.4 < recall(half, exact, 800) < 0.6
+    assert 0.4 < sampled_recall(half, emb, pids, rows) < 0.6

@@ -191,3 +191,22 @@ def test_default_cache_dir_and_type_errors(tmp_path, monkeypatch) -> None:
     assert list((tmp_path / "embeddings").rglob("shard-*.npz"))
     with pytest.raises(TypeError, match="prompt 1"):
         get_embedder("hashing").encode(["ok", None])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))])
+def test_embed_prompts_in_blocks_on_an_executor_keeps_the_cache_layout(tmp_path, monkeypatch, executor) -> None:
+    from traces.embed_executors import EMBED_EXECUTORS
+
+    if executor == "ray":
+        pytest.importorskip("ray")
+    monkeypatch.setattr(em, "_SHARD", 5)  # 12 new prompts -> blocks of 5, 5 and 2
+    prompts = [f"prompt {i} of a castle" for i in range(12)] + ["prompt 3 of a castle"]
+    embed_prompts(get_embedder("hashing"), prompts[:2], tmp_path, progress=False)  # cached already
+    run = EMBED_EXECUTORS[executor]("hashing", "cpu", cpus=1)
+    out = embed_prompts(get_embedder("hashing"), prompts, tmp_path, progress=False, executor=run)
+    np.testing.assert_array_equal(out, em.HashingEmbedder().encode(prompts))
+    directory = next(p for p in tmp_path.iterdir() if p.is_dir())
+    sizes = sorted(int(p.stem.rsplit("-", 1)[1]) for p in directory.glob("shard-*.npz"))
+    assert sizes == [2, 5, 5]  # the first call's shard, then one shard per block of the 10 new prompts
+    # A rerun finds everything cached: the executor is not asked for anything.
+    assert embed_prompts(get_embedder("hashing"), prompts, tmp_path, progress=False, executor=None).shape == (13, 384)

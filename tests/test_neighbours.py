@@ -70,11 +70,13 @@ def assert_equal_to_naive(nb: NeighbourLists, ref) -> None:
         assert nb.complete[i] == complete, f"request {i}"
 
 
+@pytest.mark.parametrize("index", ["exact", "ivf"])
 @pytest.mark.parametrize(("top_m", "min_sim"), [(5, 0.3), (8, 0.05), (1, -1.0)])
-def test_exact_build_equals_naive_scan(top_m: int, min_sim: float) -> None:
+def test_exact_build_equals_naive_scan(top_m: int, min_sim: float, index: str) -> None:
+    # ivf probes every cell of a trace this small (its budget exceeds the trace), so it too is exact.
     pids = trace_ids(3000, 1600, seed=top_m)
     emb = grid_vectors(1700, 32, seed=top_m)  # some prompts never occur
-    nb = build_neighbours(emb, pids, top_m=top_m, min_similarity=min_sim, index="exact", progress=False)
+    nb = build_neighbours(emb, pids, top_m=top_m, min_similarity=min_sim, index=index, progress=False)
     assert len(nb.ids) > 1000  # the comparison is not vacuous
     assert_equal_to_naive(nb, naive(emb, pids, top_m, min_sim))
 
@@ -224,3 +226,33 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path) -> None:
     again = build_neighbours(emb, pids, 3, 0.3, **kw)
     assert np.array_equal(again.ids, good.ids)
     assert np.array_equal(NeighbourLists.load(entry).ids, good.ids)  # rewritten
+
+
+def test_ivf_with_pruned_probes_lists_exact_pairs_whatever_the_threads(monkeypatch) -> None:
+    import sim.ivf as ivf
+
+    # A small budget and chunk make the join prune cells and cross chunk boundaries.
+    monkeypatch.setattr(ivf, "_BUDGET", 400)
+    monkeypatch.setattr(ivf, "_MIN_PROBES", 4)
+    monkeypatch.setattr(ivf, "_CHUNK", 700)
+    pids = trace_ids(4000, 3000, seed=11, repeat=0.25)
+    emb = unit_vectors(3000, 32, seed=11)
+    one = build_neighbours(emb, pids, top_m=50, min_similarity=0.6, index="ivf", progress=False, num_threads=1)
+    two = build_neighbours(emb, pids, top_m=50, min_similarity=0.6, index="ivf", progress=False, num_threads=2)
+    for name in ("offsets", "ids", "sims", "complete"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    ref = naive(emb, pids, 10**6, 0.6)
+    found = total = 0
+    for i, (ids, sims, _) in enumerate(ref):
+        truth = dict(zip(ids.tolist(), sims.tolist(), strict=True))
+        got_ids, got_sims = one.neighbours(i)
+        # Everything listed is a true causal neighbour with its exact similarity, best first.
+        assert all(truth.get(c) == pytest.approx(v, abs=1e-6) for c, v in zip(got_ids.tolist(), got_sims.tolist(), strict=True))
+        assert (np.diff(got_sims) <= 0).all()
+        if one.complete[i]:
+            found += len(got_ids)
+            total += len(ids)
+        if pids[i] in ids[:1].tolist():  # a repeat lists its own prompt first
+            assert got_ids[0] == pids[i] and got_sims[0] == 1.0
+    assert total > 2000
+    assert 0.8 <= found / total < 1.0  # pruned (misses some) but finds most

@@ -165,3 +165,70 @@ def test_empty_prompts_are_dropped_with_a_warning(tmp_path):
         t = load_diffusiondb(write(tmp_path, HEADER + "".join(rows)))
     assert t.df["prompt"].tolist() == ["a", "b"]
     assert any("dropped 1 request(s) with an empty prompt (data rows 2)" in str(w.message) for w in caught)
+
+
+def diffusiondb_2m(path: Path, n: int = 2_000_000, seed: int = 0) -> Path:
+    """A metadata.parquet with DiffusionDB's 13 columns and types, ``n`` rows in time order."""
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(seed)
+    words = pa.array(["a cat", "a castle", "portrait", "city at night", "dragon", "forest", "ship", "robot"])
+    styles = pa.array(["artstation", "oil painting", "8k", "by greg rutkowski", "unreal engine", "trending"])
+    prompt = pc.binary_join_element_wise(
+        words.take(pa.array(rng.integers(0, len(words), n))),
+        styles.take(pa.array(rng.integers(0, len(styles), n))),
+        pc.cast(pa.array(rng.integers(0, n // 4, n)), pa.string()),
+        ", ",
+    )
+    minutes = np.sort(rng.integers(0, 60 * 24 * 30, n))  # a month at minute resolution
+    table = pa.table(
+        {
+            "image_name": pc.cast(pa.array(np.arange(n)), pa.string()),
+            "prompt": prompt,
+            "part_id": pa.array(rng.integers(1, 2001, n).astype(np.uint16)),
+            "seed": pa.array(rng.integers(0, 2**32 - 1, n, dtype=np.uint32)),
+            "step": pa.array(rng.integers(20, 80, n).astype(np.uint16)),
+            "cfg": pa.array(rng.uniform(1, 20, n).astype(np.float32)),
+            "sampler": pa.array(rng.integers(1, 9, n).astype(np.uint8)),
+            "width": pa.array(np.full(n, 512, np.uint16)),
+            "height": pa.array(np.full(n, 512, np.uint16)),
+            "user_name": pc.cast(pa.array(rng.integers(0, 10_000, n)), pa.string()),
+            "timestamp": pa.array(
+                np.datetime64("2022-08-01T00:00", "ns") + minutes * np.timedelta64(60, "s"),
+                pa.timestamp("ns", tz="UTC"),
+            ),
+            "image_nsfw": pa.array(rng.random(n).astype(np.float32)),
+            "prompt_nsfw": pa.array(rng.random(n).astype(np.float32)),
+        }
+    )
+    pq.write_table(table, path, row_group_size=100_000)
+    return path
+
+
+@pytest.mark.slow
+def test_full_size_metadata_streams_only_the_row_groups_of_the_window(tmp_path, monkeypatch):
+    path = diffusiondb_2m(tmp_path / "metadata.parquet")
+    pf = pq.ParquetFile(path)
+    assert pf.metadata.num_rows == 2_000_000 and pf.num_row_groups == 20
+    read_groups: list[int] = []
+    real_iter = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        read_groups.extend(kwargs["row_groups"])
+        assert set(kwargs["columns"]) <= set(ddb.RENAME), "only the needed columns are read"
+        return real_iter(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    start = pd.Timestamp("2022-08-20T06:00", tz="UTC")
+    t = load_diffusiondb(path, requests=30_000, start=start)
+    assert len(t) == 30_000
+    # The window's rows, computed independently from the whole columns.
+    whole = pq.read_table(path, columns=["prompt", "timestamp", "user_name"]).to_pandas()
+    ts = whole["timestamp"]
+    want = whole[ts >= start].sort_values("timestamp", kind="stable").iloc[:30_000]
+    assert sorted(t.df["prompt"].tolist()) == sorted(want["prompt"].tolist())
+    assert t.df["timestamp"].min() >= start
+    assert t.df["timestamp"].dt.floor("min").max() == want["timestamp"].max()
+    # Only the row groups holding the window were decoded (2 or 3 of the 20).
+    first, last = int(want.index.min()) // 100_000, int(want.index.max()) // 100_000
+    assert sorted(read_groups) == list(range(first, last + 1)) and len(read_groups) <= 3

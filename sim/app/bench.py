@@ -7,8 +7,19 @@ SimPy replay (vs a bare SimPy M/M/1 queue), and how replay time and memory grow 
 trace size (the exponent of a log-log fit). With ``--plan``, also ``acsim plan`` over four
 systems and two GPU types (on every core: the plan runs its points on the local pool).
 
+trace size (the exponent of a log-log fit). The embedding figures put ``minilm-onnx`` and
+``minilm-static`` beside PyTorch MiniLM on the same prompts at the same thread count; the
+neighbour figures put the ``ivf`` lists (both cores) and today's ``hnsw`` lists (one core)
+beside hnswlib's raw batched query, with each one's recall against the exact lists.
+
+``--e2e N`` adds one end-to-end figure, cold, in one process on every core: a synthetic trace
+of N requests (default 2M), the static embedder built from MiniLM in an empty model cache, its
+embeddings, the ``ivf`` neighbour lists, then a cache-only nirvana replay of every policy at
+four cache sizes; each stage's time, share and the peak memory, plus the lists' recall on the
+first 30k requests (against exact lists) and on a sample of requests across the trace.
+
 One trace of the largest size asked for is generated, embedded (hashing) and given its
-causal neighbour lists once (on every core: this is set-up, not a figure), and cached under
+causal neighbour lists once (ivf on every core: this is set-up, not a figure), and cached under
 ``$ACSIM_CACHE/bench``; later runs reuse it, or any longer cached trace (the output says what
 was reused). Every smaller size is a prefix of that trace: causal lists only
 look back, so the prefix of the lists IS the lists of the prefix trace. The rate figures are
@@ -46,7 +57,11 @@ TARGETS = {
     "cache-only replay, nirvana LRU": 150_000.0,
     "full SimPy replay, nirvana": 30_000.0,
     "neighbour precompute": 5_000.0,
+    "e2e neighbour lists": 5_000.0,
+    "embedding, minilm-static": 20_000.0,
 }
+E2E_CAPACITIES = (1_500, 15_000, 150_000, 1_500_000)  # the paper's cache sizes (cached latents)
+RECALL_PREFIX = 30_000
 
 
 @dataclass
@@ -80,7 +95,13 @@ def _pin_one_core() -> None:
     threadpool_limits(1)  # numpy's BLAS threads would only contend for the one core
 
 
-def _experiment(requests: int, policy: str = "lcbfu", capacity: float = 15000, mode: str = "cache-only"):
+def _experiment(
+    requests: int,
+    policy: str = "lcbfu",
+    capacity: float = 15000,
+    mode: str = "cache-only",
+    embedder: str = "hashing",
+):
     from sim.base import config
 
     return config.from_dict(
@@ -93,7 +114,7 @@ def _experiment(requests: int, policy: str = "lcbfu", capacity: float = 15000, m
                 "requests": requests,
                 "arrival": {"process": "poisson", "rate": 0.2},
             },
-            "embedder": "hashing",
+            "embedder": embedder,
             "cache": {"capacity": capacity, "policy": policy},
             "neighbours": {"top_m": TOP_M},
             "systems": ["nirvana"],
@@ -112,7 +133,7 @@ def inputs_dir(requests: int) -> Path:
     from sim.neighbours import FORMAT
 
     root = cache_dir() / "bench"
-    suffix = f"-seed1-hashing-top{TOP_M}-nb{FORMAT}"
+    suffix = f"-seed1-hashing-top{TOP_M}-nb{FORMAT}-ivf"
     built = sorted(
         (int(p.name.split("-")[1]), p)
         for p in root.glob(f"synthetic-*{suffix}")
@@ -201,11 +222,9 @@ def stage_inputs(src: Path, requests: int) -> list[Figure]:
         trace.prompt_ids,
         top_m=TOP_M,
         min_similarity=min_similarity(exp, load_profile(exp.profile)),
-        index="hnsw",
+        index="ivf",
         progress=False,
-        # Set-up, not a measured figure: every core helps (the lists then depend slightly on
-        # thread timing, which no figure is sensitive to).
-        num_threads=threads,
+        num_threads=threads,  # set-up, not a measured figure: every core helps
     )
     build_s = time.perf_counter() - t0
     for name, arr in (
@@ -248,40 +267,115 @@ def stage_trace(src: Path, requests: int) -> list[Figure]:
     ]
 
 
+def _rate(embedder: Any, prompts: list[str]) -> tuple[float, float]:
+    """(prompts per wall second, per CPU second of all threads) of one ``encode`` call, after a
+    warm-up that loads the model. On a shared machine the CPU rate is the steadier one."""
+    embedder.encode(prompts[:8])
+    t0, c0 = time.perf_counter(), time.process_time()
+    embedder.encode(prompts)
+    return len(prompts) / (time.perf_counter() - t0), len(prompts) / (time.process_time() - c0)
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if hasattr(os, "sched_setaffinity") and n > len(cpus):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    torch.set_num_threads(n)
+
+
 def stage_minilm(src: Path, n_prompts: int) -> list[Figure]:
-    """Embed prompts of the bench trace with the packaged MiniLM model, one thread."""
-    from traces.embeddings import get_embedder
+    """PyTorch MiniLM, minilm-onnx and minilm-static on the same prompts, at 1 and at 2 threads.
+
+    Model artefacts (the ONNX export, the static table) are built first if missing, untimed;
+    their build time is printed as its own figure. The static rate is measured on every prompt
+    of the bench trace: its tokenizer memory pays off on long traces, not on a thousand prompts.
+    """
+    from traces.embeddings import MiniLMEmbedder, MiniLMOnnxEmbedder, MiniLMStaticEmbedder
+    from traces.model_store import read_meta
     from traces.schema import read_parquet
 
-    prompts = read_parquet(src / "trace.parquet").prompts[:n_prompts]
-    emb = get_embedder("minilm")
-    emb.encode(prompts[:32])  # warm-up: model load and first-call overheads
-    t0 = time.perf_counter()
-    emb.encode(prompts)
-    return [
-        Figure(
-            "embedding, minilm (1 thread)",
-            len(prompts) / (time.perf_counter() - t0),
-            "prompts/s",
-            peak_rss_mb=_peak_rss_mb(),
+    everything = list(read_parquet(src / "trace.parquet").prompts)
+    prompts = everything[:n_prompts]
+    figures = []
+    for cls in (MiniLMOnnxEmbedder, MiniLMStaticEmbedder):
+        t0 = time.perf_counter()
+        directory = cls(device="cpu").artefact()
+        meta = read_meta(directory)
+        built = time.perf_counter() - t0 > 1.0
+        figures.append(
+            Figure(
+                f"model build, {cls.name.split(':')[0]}",
+                meta["build_s"],
+                "s",
+                f"{'BUILT now' if built else 'cached'} in {directory.parent}",
+            )
         )
-    ]
+    for threads in (1, 2):
+        _set_threads(threads)
+        label = f"({threads} thread{'s' if threads > 1 else ''})"
+        ref, ref_cpu = _rate(MiniLMEmbedder(device="cpu"), prompts)
+        figures.append(Figure(f"embedding, minilm {label}", ref, "prompts/s", "PyTorch, sentence-transformers"))
+        onnx, onnx_cpu = _rate(MiniLMOnnxEmbedder(device="cpu"), prompts)
+        figures.append(
+            Figure(f"embedding, minilm-onnx {label}", onnx, "prompts/s", f"minilm {label}, same prompts", ref)
+        )
+        figures.append(Figure(f"  minilm-onnx / minilm {label}", onnx / ref, "x", "target >= 4"))
+        figures.append(
+            Figure(f"  same, per CPU second {label}", onnx_cpu, "prompts/s", "minilm per CPU second", ref_cpu)
+        )
+        static, static_cpu = _rate(MiniLMStaticEmbedder(device="cpu"), everything)
+        figures.append(
+            Figure(
+                f"embedding, minilm-static {label}",
+                static,
+                "prompts/s",
+                f"minilm {label}; {len(everything):,} prompts",
+                ref,
+                _peak_rss_mb(),
+            )
+        )
+        figures.append(Figure(f"  same, per CPU second {label}", static_cpu, "prompts/s", "minilm per CPU second", ref_cpu))
+    return figures
+
+
+def _pairs(nb: Any, n: int, rows: np.ndarray | None = None) -> set[tuple[int, int]]:
+    """(request, prompt id) pairs of the first ``n`` requests' lists (or of ``rows``)."""
+    rows = np.arange(n) if rows is None else rows
+    counts = nb.offsets[rows + 1] - nb.offsets[rows]
+    starts = np.repeat(nb.offsets[rows] - (np.cumsum(counts) - counts), counts)
+    ids = nb.ids[np.arange(int(counts.sum())) + starts]
+    return set(zip(np.repeat(rows, counts).tolist(), ids.tolist(), strict=True))
+
+
+def recall(approx: Any, exact: Any, n: int) -> float:
+    """Share of the exact lists' (request, prompt) pairs among the first ``n`` requests that
+    ``approx`` lists too (both are causal, so the first n rows of any trace's lists compare)."""
+    want = _pairs(exact, n)
+    return len(_pairs(approx, n) & want) / max(len(want), 1)
 
 
 def stage_neighbours(src: Path, requests: int) -> list[Figure]:
-    """Causal neighbour lists of a prefix, against hnswlib's raw batched top-m query on the same vectors."""
+    """Causal lists of a prefix: ivf (both cores) and hnsw (one core), against hnswlib's raw
+    batched query, each with its recall against exact lists of the same prefix."""
     import hnswlib
 
     from sim.neighbours import FIRST_K, HNSW_OPTIONS, build_neighbours
 
     inp = load_prefix(src, requests)
     emb, pids = inp.embeddings, inp.arrays.prompt_ids
-    t0 = time.perf_counter()
-    build_neighbours(
-        emb, pids, top_m=TOP_M, min_similarity=inp.neighbours.min_similarity, index="hnsw", progress=False
-    )
-    rate = requests / (time.perf_counter() - t0)
+    emb = np.ascontiguousarray(emb)
+    floor = inp.neighbours.min_similarity
+    _set_threads(2)
+    t0, c0 = time.perf_counter(), time.process_time()
+    ivf = build_neighbours(emb, pids, TOP_M, floor, index="ivf", progress=False, num_threads=2)
+    rate_ivf, cpu_ivf = requests / (time.perf_counter() - t0), requests / (time.process_time() - c0)
     rss = _peak_rss_mb()
+    _pin_one_core()
+    t0, c0 = time.perf_counter(), time.process_time()
+    hnsw = build_neighbours(emb, pids, TOP_M, floor, index="hnsw", progress=False)
+    rate_hnsw, cpu_hnsw = requests / (time.perf_counter() - t0), requests / (time.process_time() - c0)
 
     # The reference: the lists' graph settings and first query depth, on a prebuilt index.
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
@@ -294,15 +388,15 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
     t0 = time.perf_counter()
     index.knn_query(emb[pids], k=FIRST_K + 1, num_threads=1)
     raw = requests / (time.perf_counter() - t0)
+    n = min(RECALL_PREFIX, requests)
+    exact = build_neighbours(emb, pids[:n], TOP_M, floor, index="exact", progress=False)
+    ref = f"hnswlib knn_query k={FIRST_K + 1}, no inserts"
     return [
-        Figure(
-            f"neighbour precompute ({requests:,} req, top {TOP_M})",
-            rate,
-            "requests/s",
-            f"hnswlib knn_query k={FIRST_K + 1}, no inserts",
-            raw,
-            rss,
-        )
+        Figure(f"neighbour precompute, ivf ({requests:,} req, 2 threads)", rate_ivf, "requests/s", ref, raw, rss),
+        Figure(f"neighbour precompute, hnsw ({requests:,} req, 1 thread)", rate_hnsw, "requests/s", ref, raw),
+        Figure("  per CPU second, ivf (both threads' CPU)", cpu_ivf, "requests/s", "hnsw per CPU second", cpu_hnsw),
+        Figure(f"  recall vs exact lists, ivf (first {n:,} req)", 100 * recall(ivf, exact, n), "%"),
+        Figure(f"  recall vs exact lists, hnsw (first {n:,} req)", 100 * recall(hnsw, exact, n), "%"),
     ]
 
 
@@ -539,8 +633,190 @@ def stage_scaling(src: Path, requests: int) -> list[Figure]:
     return [Figure(f"scaling {requests}", requests / rate, "s", "fallbacks", calls, _peak_rss_mb())]
 
 
+def _hnsw_reference(emb: np.ndarray, pids: np.ndarray, n_index: int, threads: int) -> float:
+    """hnswlib's raw knn_query rate (queries/s) on an index of the first ``n_index`` prompts."""
+    import hnswlib
+
+    from sim.neighbours import FIRST_K, HNSW_OPTIONS
+
+    index = hnswlib.Index(space="ip", dim=emb.shape[1])
+    index.init_index(max_elements=n_index, ef_construction=HNSW_OPTIONS["ef_construction"], M=HNSW_OPTIONS["M"], random_seed=1)
+    index.add_items(emb[:n_index], np.arange(n_index), num_threads=threads)
+    index.set_ef(HNSW_OPTIONS["ef"])
+    queries = emb[pids[: min(len(pids), 20_000)]]
+    t0 = time.perf_counter()
+    index.knn_query(queries, k=FIRST_K + 1, num_threads=threads)
+    return len(queries) / (time.perf_counter() - t0)
+
+
+def sampled_recall(nb: Any, emb: np.ndarray, pids: np.ndarray, rows: np.ndarray) -> float:
+    """Share of the exact top-``top_m`` causal pairs of ``rows`` (request indices) that ``nb`` lists.
+
+    The exact lists of those requests come from one brute-force product per block of prompts.
+    """
+    from sim.neighbours import _first_seen
+
+    first = _first_seen(pids, len(emb))
+    q = emb[pids[rows]]
+    floor = np.float32(nb.min_similarity)
+    found = total = 0
+    cand: list[list[tuple[float, int]]] = [[] for _ in rows]
+    for lo in range(0, len(emb), 65536):
+        sims = q @ emb[lo : lo + 65536].T
+        ids = np.arange(lo, lo + sims.shape[1])
+        r, c = np.nonzero((sims >= floor) & (first[ids][None, :] < rows[:, None]))
+        for i, j, v in zip(r.tolist(), c.tolist(), sims[r, c].tolist(), strict=True):
+            cand[i].append((-v, lo + j))
+    for i, row in enumerate(rows.tolist()):
+        own = int(pids[row])
+        best = sorted((-1.0, p) if p == own else (v, p) for v, p in cand[i])[: nb.top_m]
+        want = {p for _, p in best}
+        got = set(nb.neighbours(row)[0].tolist())
+        found += len(want & got)
+        total += len(want)
+    return found / max(total, 1)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished children."""
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
+
+
+def _build_static_table() -> None:
+    from traces.embeddings import MiniLMStaticEmbedder
+
+    MiniLMStaticEmbedder(device="cpu").artefact()
+
+
+def stage_e2e(src: Path, requests: int) -> list[Figure]:
+    """The whole pipeline on a ``requests``-request trace, cold, on every core (see the module doc)."""
+    import tempfile
+
+    from sim.app.run import cache_dir, min_similarity
+    from sim.base.profile import load_profile
+    from sim.cache.policies import POLICIES
+    from sim.neighbours import build_neighbours
+    from sim.replay import replay
+    from sim.systems import TraceArrays, build_system
+    from traces.embeddings import MiniLMEmbedder, MiniLMStaticEmbedder
+    from traces.load import load_trace
+
+    del src  # nothing is reused: the point is the cold pipeline
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    exp = _experiment(requests, embedder="minilm-static")
+    profile = load_profile(exp.profile)
+    stages: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    t_all, c_all = time.perf_counter(), _cpu_s()
+
+    def log(name: str, t0: float, c0: float) -> None:
+        stages[name], cpu[name] = time.perf_counter() - t0, _cpu_s() - c0
+        print(
+            f"e2e: {name}: {stages[name]:.1f} s (CPU {cpu[name]:.1f} s), peak RSS {_peak_rss_mb():,.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".e2e-models-", dir=cache_dir()) as models:
+        os.environ["ACSIM_MODELS"] = models  # an empty model cache: the static table is built here
+        t0, c0 = time.perf_counter(), _cpu_s()
+        trace = load_trace(exp.trace, exp.seed)
+        log("trace generation", t0, c0)
+        t0, c0 = time.perf_counter(), _cpu_s()
+        # In a child process: torch's memory would otherwise stay with this one for the rest.
+        with mp.get_context("spawn").Pool(1) as pool:
+            pool.apply(_build_static_table)
+        log("static model build (distil MiniLM)", t0, c0)
+        t0, c0 = time.perf_counter(), _cpu_s()
+        emb = MiniLMStaticEmbedder(device="cpu").encode(trace.prompts)  # its tokenizer memory goes with it
+        log("embedding, minilm-static", t0, c0)
+    pids = trace.prompt_ids
+    arrays = TraceArrays(pids, trace.user_codes, trace.arrival_s)
+    n_prompts = len(trace.prompts)
+    sample = list(trace.prompts[:400])  # for the PyTorch MiniLM reference, measured after the pipeline
+    del trace
+    t0, c0 = time.perf_counter(), _cpu_s()
+    nb = build_neighbours(
+        emb, pids, TOP_M, min_similarity(exp, profile), index="ivf", progress=False, num_threads=threads
+    )
+    log("neighbour lists, ivf", t0, c0)
+    replays: dict[str, float] = {}
+    t_replays, c0 = time.perf_counter(), _cpu_s()
+    for policy in POLICIES:
+        t0 = time.perf_counter()
+        for capacity in E2E_CAPACITIES:
+            system = build_system("nirvana", _experiment(requests, policy, capacity), arrays, nb, profile)
+            replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+        replays[policy] = time.perf_counter() - t0
+        print(f"e2e: replays of {policy}: {replays[policy]:.1f} s", file=sys.stderr, flush=True)
+    log(f"cache-only replays ({len(POLICIES)} policies x {len(E2E_CAPACITIES)} sizes)", t_replays, c0)
+    total, total_cpu = time.perf_counter() - t_all, _cpu_s() - c_all
+    peak = _peak_rss_mb()
+
+    # Checks and references, after the timed pipeline.
+    n = min(RECALL_PREFIX, requests)
+    exact = build_neighbours(emb, pids[:n], TOP_M, nb.min_similarity, index="exact", progress=False)
+    later = np.arange(n, requests)
+    rows = np.sort(np.random.default_rng(1).choice(later, min(500, len(later)), replace=False))
+    ref_embed = _rate(MiniLMEmbedder(device="cpu"), sample)
+    raw = _hnsw_reference(emb, pids, min(n_prompts, 50_000), threads)
+    figures = [
+        Figure(
+            f"e2e total ({requests:,} req, {n_prompts:,} prompts, cold)",
+            total,
+            "s",
+            f"{threads} threads; target <= 1,800 s, 8 GB; CPU s:",
+            total_cpu,
+            peak_rss_mb=peak,
+        )
+    ]
+    for name, secs in stages.items():
+        figures.append(Figure(f"  e2e {name}", secs, "s", f"{100 * secs / total:.1f}% of the total; CPU s:", cpu[name]))
+    figures.append(
+        Figure(
+            "e2e embedding, minilm-static",
+            n_prompts / stages["embedding, minilm-static"],
+            "prompts/s",
+            f"PyTorch minilm, {threads} threads",
+            ref_embed[0],
+        )
+    )
+    figures.append(
+        Figure(
+            "  same, per CPU second",
+            n_prompts / cpu["embedding, minilm-static"],
+            "prompts/s",
+            "PyTorch minilm per CPU second",
+            ref_embed[1],
+        )
+    )
+    figures.append(
+        Figure(
+            f"e2e neighbour lists ({threads} threads)",
+            requests / stages["neighbour lists, ivf"],
+            "requests/s",
+            "hnswlib knn_query k=33, 50k index",
+            raw,
+        )
+    )
+    figures.append(
+        Figure("  same, per CPU second (both threads)", requests / cpu["neighbour lists, ivf"], "requests/s")
+    )
+    figures.append(Figure("  list entries", float(len(nb.ids)), "", f"top_m {TOP_M}, floor {nb.min_similarity}"))
+    figures.append(Figure(f"  recall vs exact lists (first {n:,} req)", 100 * recall(nb, exact, n), "%"))
+    if len(rows):
+        figures.append(
+            Figure(f"  recall vs exact lists ({len(rows)} req sampled after)", 100 * sampled_recall(nb, emb, pids, rows), "%")
+        )
+    for policy, secs in replays.items():
+        figures.append(Figure(f"  e2e replay {policy} x {len(E2E_CAPACITIES)} sizes", secs, "s", "nirvana, cache-only"))
+    return figures
+
+
 def _run_stage(name: str, src: Path, requests: int) -> list[dict[str, Any]]:
-    if name not in ("inputs", "plan"):  # set-up and the plan use every core
+    if name not in ("inputs", "plan", "e2e"):  # set-up, the plan and the end-to-end figure use every core
         _pin_one_core()
     figures = globals()[f"stage_{name}"](src, requests)
     return [f.__dict__ for f in figures]
@@ -567,21 +843,25 @@ def run_bench(
     minilm: bool = True,
     precompute: int = 20_000,
     full: int = 20_000,
-    minilm_prompts: int = 1000,
+    minilm_prompts: int = 300,
     plan_requests: int | None = None,
     only: set[str] | None = None,
+    e2e: int | None = None,
 ) -> list[Figure]:
     """Run every stage (those in ``only``, if given) and return the figures.
 
     ``requests``: size of the replay figures; ``scale_sizes``: prefix sizes of the growth fit;
     ``precompute`` / ``full``: prefix sizes of the neighbour-precompute and full-SimPy figures;
     ``plan_requests``: trace size of the plan figure (None: no plan stage, unless ``only`` asks).
+    ``e2e``: size of the cold end-to-end figure (None: skipped).
     """
     from tqdm import tqdm
 
     def wanted(stage: str) -> bool:
         return only is None or stage in only
 
+    if e2e and not requests:  # the end-to-end figure alone
+        return _in_fresh_process("e2e", inputs_dir(e2e), e2e)
     figures: list[Figure] = []
     needs_src = any(wanted(s) for s in STAGES if s != "plan")
     n_max = max([requests, *scale_sizes])
@@ -597,6 +877,8 @@ def run_bench(
     ]
     if plan_requests is not None or (only is not None and "plan" in only):
         stages.append(("plan", plan_requests or 20_000))
+    if e2e:
+        stages.append(("e2e", e2e))
     for name, n in tqdm(stages, desc="bench stages", unit="stage", file=sys.stderr):
         if name == "plan":  # it starts a pool of its own, which a (daemonic) stage process cannot
             figures += [Figure(**r) for r in _run_stage(name, src, n)]
@@ -636,7 +918,7 @@ def run_bench(
 
 def format_table(figures: list[Figure]) -> str:
     """The bench table: figure, value, target, reference and peak memory."""
-    head = f"{'figure':44s} {'value':>14s} {'target':>10s}  {'reference':38s} {'ref value':>12s} {'peak RSS':>10s}"
+    head = f"{'figure':56s} {'value':>14s} {'target':>10s}  {'reference':38s} {'ref value':>12s} {'peak RSS':>10s}"
     lines = [head, "-" * len(head)]
     for f in figures:
         target = next((v for k, v in TARGETS.items() if f.name.startswith(k)), None)
@@ -646,7 +928,7 @@ def format_table(figures: list[Figure]) -> str:
         mem = f"{f.peak_rss_mb:,.0f} MB" if f.peak_rss_mb == f.peak_rss_mb else ""
         val = f"{f.value:,.2f}" if abs(f.value) < 100 else f"{f.value:,.0f}"
         lines.append(
-            f"{f.name:44s} {val:>10s} {f.unit[:3]:3s} {tgt:>10s}  {f.reference[:38]:38s} {ref:>12s} {mem:>10s}"
+            f"{f.name:56s} {val:>10s} {f.unit[:3]:3s} {tgt:>10s}  {f.reference[:38]:38s} {ref:>12s} {mem:>10s}"
         )
     return "\n".join(lines)
 
@@ -657,12 +939,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--requests",
         type=int,
         default=200_000,
-        help="synthetic trace size for the rate figures (default 200,000)",
+        help="synthetic trace size for the rate figures (default 200,000; 0 with --e2e: only the e2e figure)",
     )
     p.add_argument(
         "--scale",
-        default="100000,300000,1000000",
-        help="comma-separated trace sizes for the time/memory growth fit (default 100k,300k,1M)",
+        default="50000,100000,200000",
+        help="comma-separated trace sizes for the time/memory growth fit (default 50k,100k,200k; "
+        "larger sizes build larger cached inputs on the first run)",
     )
     p.add_argument(
         "--precompute",
@@ -676,7 +959,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=20_000,
         help="requests (a prefix) for the full SimPy replay figure (default 20,000)",
     )
-    p.add_argument("--no-minilm", action="store_true", help="skip the MiniLM embedding figure")
+    p.add_argument(
+        "--no-minilm",
+        action="store_true",
+        help="skip the embedding figures of MiniLM and its ONNX and static backends",
+    )
     p.add_argument(
         "--plan",
         type=int,
@@ -685,6 +972,17 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="REQUESTS",
         help="also time `acsim plan` over 4 systems x 2 GPU types on a trace of REQUESTS (default 20,000)",
+    )
+    p.add_argument(
+        "--e2e",
+        type=int,
+        nargs="?",
+        const=2_000_000,
+        default=None,
+        metavar="REQUESTS",
+        help="add the cold end-to-end figure on a trace of REQUESTS (default 2,000,000): trace, "
+        "static embedder build and embeddings, ivf neighbour lists, cache-only replays of every "
+        "policy at 4 cache sizes (about 20 minutes on 2 cores for 2M)",
     )
     p.add_argument(
         "--only",
@@ -714,11 +1012,13 @@ def bench_command(args: argparse.Namespace) -> int:
         full=args.full,
         plan_requests=args.plan,
         only=only,
+        e2e=args.e2e,
     )
     print(format_table(figures))
     cpu = _cpu_name()
     print(
-        f"\nmachine: {cpu}, {os.cpu_count()} cores; each stage pinned to one core (the plan uses every core); "
+        f"\nmachine: {cpu}, {os.cpu_count()} cores; each stage pinned to one core unless a figure "
+        f"says otherwise (the plan and the end-to-end figure use every core); "
         f"bench took {time.perf_counter() - t0:.0f} s"
     )
     if args.json:

@@ -85,7 +85,18 @@ def min_similarity(exp: cfg.Experiment, profile: Profile) -> float | None:
 # What prepare_inputs reads of an experiment. Configurations that agree on these fields share
 # one prepared Inputs (a sweep prepares each distinct set once), so a field that prepare_inputs
 # starts to read must be added here (tests/test_run.py checks the list against what it reads).
-INPUT_FIELDS = ("seed", "trace", "embedder", "profile", "neighbours", "selector", "systems", "params", "predictor")
+INPUT_FIELDS = (
+    "seed",
+    "trace",
+    "embedder",
+    "embedder_device",
+    "profile",
+    "neighbours",
+    "selector",
+    "systems",
+    "params",
+    "predictor",
+)
 
 
 def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
@@ -101,7 +112,7 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
     embeddings = neighbours = None
     floor = min_similarity(exp, profile)
     if floor is not None or PREDICTORS[exp.predictor.kind].needs_embeddings:
-        embedder = get_embedder(exp.embedder)
+        embedder = get_embedder(exp.embedder, exp.embedder_device)
         embeddings = embed_prompts(embedder, trace.prompts, cache_dir() / "embeddings", progress=progress)
         if floor is not None:
             neighbours = build_neighbours(

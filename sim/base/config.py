@@ -141,6 +141,9 @@ class SelectorConfig:
     """Similarity -> K mapping and the load-aware (Argus-like) variant."""
 
     ladder: list[list[float]] | None = None  # [[threshold, K], ...]; None: the profile's
+    # With no ladder given: the profile's ladder carried to the run's embedder, as shipped in
+    # calibrate/ladders/<embedder>.yaml (sim/ladders.py), instead of the profile's own.
+    carried: bool = False
     load_aware: bool = False
     slo_s: float = 60.0  # latency SLO the load-aware selector defends
     floor: float = 0.65  # minimum similarity to reuse at all under load
@@ -191,7 +194,7 @@ class NeighbourConfig:
     # the exhaustive search is rare.
     top_m: int = 1024
     min_similarity: float | None = None  # None: the lowest threshold in use
-    index: Literal["hnsw", "exact"] = "hnsw"
+    index: Literal["hnsw", "exact", "ivf"] = "hnsw"  # ivf: fastest on large traces (sim/ivf.py)
 
     def check(self) -> None:
         positive("top_m", self.top_m)
@@ -333,6 +336,7 @@ class Experiment:
     seed: int = 1
     trace: TraceConfig = field(default_factory=TraceConfig)
     embedder: str = "minilm"  # a name traces.embeddings accepts (checked by the preflight step)
+    embedder_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a CUDA GPU when torch sees one
     profile: str = "sdxl-a10g"
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

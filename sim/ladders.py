@@ -1,0 +1,72 @@
+"""Similarity -> K ladders carried to other embedders, shipped in ``calibrate/ladders/<embedder>.yaml``.
+
+The published ladder is in CLIP-text cosines (the profile's ``ladder`` block says so with
+``embedder: clip``); another embedder measures similarity on another scale. ``acsim calibrate
+thresholds --ladder-out`` carries the ladder across by quantile matching on logged pairs and
+writes one file per embedder: its rungs, ``kind: measured``, the command and the data that
+produced it. A run opts in with ``selector.carried: true``: the selector then uses the file
+named after the run's embedder (``minilm-onnx`` -> ``calibrate/ladders/minilm-onnx.yaml``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from sim.base.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from sim.base.config import Experiment
+    from sim.base.profile import Profile
+
+__all__ = ["LADDER_DIR", "SCHEMA", "carried_ladder", "ladder_for", "ladder_path", "shipped_ladders"]
+
+SCHEMA = "acsim-ladder/1"
+LADDER_DIR = Path(__file__).resolve().parent.parent / "calibrate" / "ladders"
+
+
+def ladder_path(embedder: str) -> Path:
+    """Where the carried ladder of ``embedder`` ships (``:`` and ``/`` of path names made safe)."""
+    safe = embedder.replace("/", "_").replace(":", "_")
+    return LADDER_DIR / f"{safe}.yaml"
+
+
+def shipped_ladders() -> list[str]:
+    """Embedder names that have a carried ladder."""
+    return sorted(p.stem for p in LADDER_DIR.glob("*.yaml"))
+
+
+def carried_ladder(embedder: str) -> tuple[tuple[tuple[float, int], ...], dict[str, Any]]:
+    """((threshold, K) rungs descending, the file's full mapping) of ``embedder``'s carried ladder.
+
+    Raises ConfigError naming the embedders that have one when none ships for ``embedder``.
+    """
+    path = ladder_path(embedder)
+    if not path.is_file():
+        raise ConfigError(
+            "selector.carried",
+            True,
+            f"no carried ladder for embedder {embedder!r}; shipped for: {', '.join(shipped_ladders())} "
+            f"(make one with `acsim calibrate thresholds --to {embedder} --ladder-out {path}`)",
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if data.get("schema") != SCHEMA or data.get("embedder") != embedder:
+            raise ValueError(f"schema {data.get('schema')!r}, embedder {data.get('embedder')!r}")
+        if data.get("kind") not in ("measured", "published", "assumed") or not data.get("source"):
+            raise ValueError("a ladder must carry kind and source")
+        rungs = tuple(sorted(((float(t), int(k)) for t, k in data["thresholds"]), reverse=True))
+    except (OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(path, f"not a carried ladder ({SCHEMA}): {exc}") from None
+    return rungs, data
+
+
+def ladder_for(exp: Experiment, profile: Profile) -> list[tuple[float, int]]:
+    """The ladder a run uses: the config's, else the carried one if asked for, else the profile's."""
+    if exp.selector.ladder is not None:
+        return [(float(s), int(k)) for s, k in exp.selector.ladder]
+    if exp.selector.carried:
+        return list(carried_ladder(exp.embedder)[0])
+    return list(profile.ladder)
