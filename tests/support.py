@@ -286,3 +286,15 @@ def assert_one_clean_line(code: int, err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+def calibrate_cli(argv: list[str]) -> int:
+    """Run ``acsim calibrate ...`` in this process, letting its errors raise (unlike ``sim.app.cli.main``)."""
+    import argparse
+
+    from calibrate.commands import register
+
+    parser = argparse.ArgumentParser(prog="acsim")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)

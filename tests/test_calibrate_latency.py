@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
-import torch
 import yaml
+from support import calibrate_cli
 
 from calibrate import latency, writer
-from calibrate.commands import register
 from calibrate.latency import Stat
 from calibrate.pipelines import load_model
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile, parse_profile
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _acsim(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acsim")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_stat_median_and_spread():
@@ -39,7 +23,7 @@ def test_stat_median_and_spread():
 
 def test_latency_cli_on_tiny_preset_writes_a_valid_measured_profile(tmp_path, capsys):
     out = tmp_path / "tiny-cpu.yaml"
-    rc = _acsim(
+    rc = calibrate_cli(
         [
             "calibrate",
             "latency",
@@ -133,7 +117,7 @@ def test_steps_must_exceed_the_carried_ladder(tmp_path):
 )
 def test_bad_latency_arguments_are_user_errors(tmp_path, argv, error, match):
     with pytest.raises(error, match=match):
-        _acsim(["calibrate", "latency", *argv, "--repeats", "1", "--out", str(tmp_path / "p.yaml")])
+        calibrate_cli(["calibrate", "latency", *argv, "--repeats", "1", "--out", str(tmp_path / "p.yaml")])
     assert not (tmp_path / "p.yaml").exists()
 
 

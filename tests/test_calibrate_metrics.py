@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from PIL import Image
+from support import calibrate_cli
 
-from calibrate.commands import register
 from calibrate.fid import frechet_distance, read_images
 from calibrate.scorers import get_scorer
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile
 from sim.quality import QualityModel
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _acsim(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acsim")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_frechet_distance_against_the_closed_form():
@@ -88,7 +72,7 @@ def test_quality_with_pickscore_and_fid_writes_measured_blocks_the_simulator_rea
     out = tmp_path / "q"
     argv = ["calibrate", "quality", "--model", "tiny-sdxl", "--pairs", str(pairs), "--scorer", "tiny"]
     argv += ["--pickscore", "tiny-pickscore", "--fid", str(ref), "--k", "3,6", "--steps", "10"]
-    assert _acsim([*argv, "--out", str(out)]) == 0
+    assert calibrate_cli([*argv, "--out", str(out)]) == 0
     assert "FID" in capsys.readouterr().err
     scores = pd.read_csv(out / "scores.csv")
     assert scores["pickscore"].notna().all()
@@ -127,7 +111,7 @@ def test_quality_with_pickscore_and_fid_writes_measured_blocks_the_simulator_rea
 def test_small_model_latency_fills_the_small_model_block_only(tmp_path):
     out = tmp_path / "small.yaml"
     argv = ["calibrate", "latency", "--small-model", "--model", "tiny", "--batch", "1,2", "--steps", "4"]
-    assert _acsim([*argv, "--repeats", "2", "--warmup", "0", "--out", str(out)]) == 0
+    assert calibrate_cli([*argv, "--repeats", "2", "--warmup", "0", "--out", str(out)]) == 0
     raw = yaml.safe_load(out.read_text())
     base = load_profile("sdxl-a10g")
     for block in ("model", "gpu", "latency", "ladder"):

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from PIL import Image
+from support import calibrate_cli
 
-from calibrate.commands import register
 from calibrate.pairs import read_pairs
 from calibrate.quality import assign_bins, derive_ladder
 from calibrate.scorers import get_scorer
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _acsim(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acsim")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_reads_both_pair_layouts(shared_data, tmp_path):
@@ -111,7 +96,7 @@ def test_quality_cli_on_tiny_sdxl(tmp_path, capsys):
         "a lighthouse at dusk,a castle on a hill,0.70\n"
     )
     out = tmp_path / "q"
-    rc = _acsim(
+    rc = calibrate_cli(
         [
             "calibrate",
             "quality",
@@ -164,7 +149,7 @@ def test_quality_needs_an_sdxl_pipeline(tmp_path):
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("cached_prompt,new_prompt\na,b\n")
     with pytest.raises(ConfigError, match="SDXL"):
-        _acsim(
+        calibrate_cli(
             [
                 "calibrate",
                 "quality",
@@ -183,7 +168,7 @@ def test_quality_needs_an_sdxl_pipeline(tmp_path):
             ]
         )
     with pytest.raises(ConfigError, match="K=5 runs 4"):
-        _acsim(
+        calibrate_cli(
             [
                 "calibrate",
                 "quality",
@@ -202,7 +187,7 @@ def test_quality_needs_an_sdxl_pipeline(tmp_path):
             ]
         )
     with pytest.raises(ConfigError, match="between 1 and 9"):
-        _acsim(
+        calibrate_cli(
             [
                 "calibrate",
                 "quality",
@@ -227,7 +212,7 @@ def test_without_a_similarity_column_the_scorer_measures_it(tmp_path):
     pairs.write_text("cached_prompt,new_prompt\na red fox in the snow,a red fox in a snowy forest\n")
     out = tmp_path / "q"
     assert (
-        _acsim(
+        calibrate_cli(
             [
                 "calibrate",
                 "quality",

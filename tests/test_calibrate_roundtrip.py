@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
 import pytest
 import torch
 import yaml
+from support import calibrate_cli
 
-from calibrate.commands import register
 from sim.base.profile import load_profile
 
 
@@ -17,13 +15,6 @@ from sim.base.profile import load_profile
 def private_embedding_cache(tmp_path, monkeypatch):
     # Embeddings are cached on disk; a test must not read or fill the user's cache.
     monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
-
-
-def _acsim(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acsim")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_calibrated_profile_runs_a_simulation(shared_data, tmp_path):
@@ -36,7 +27,7 @@ def test_calibrated_profile_runs_a_simulation(shared_data, tmp_path):
     try:
         lat = tmp_path / "tiny-latency.yaml"
         assert (
-            _acsim(
+            calibrate_cli(
                 [
                     "calibrate",
                     "latency",
@@ -58,7 +49,7 @@ def test_calibrated_profile_runs_a_simulation(shared_data, tmp_path):
         torch.set_num_threads(before)
     prof = tmp_path / "tiny-hashing.yaml"
     assert (
-        _acsim(
+        calibrate_cli(
             [
                 "calibrate",
                 "thresholds",

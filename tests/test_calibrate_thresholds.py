@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import yaml
+from support import calibrate_cli
 
 from calibrate import thresholds as th
-from calibrate.commands import register
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile
 
@@ -20,13 +18,6 @@ PUBLISHED = [(0.95, 25), (0.9, 20), (0.85, 15), (0.75, 10), (0.65, 5)]
 def private_embedding_cache(tmp_path, monkeypatch):
     # Embeddings are cached on disk; a test must not read or fill the user's cache.
     monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
-
-
-def _acsim(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="acsim")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ def test_transfer_to_the_hashing_embedder_is_monotone(log):
 
 def test_thresholds_cli_writes_a_valid_profile(shared_data, tmp_path, capsys):
     out = tmp_path / "sdxl-hashing.yaml"
-    rc = _acsim(
+    rc = calibrate_cli(
         [
             "calibrate",
             "thresholds",
@@ -115,7 +106,7 @@ def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
     with pytest.raises(InputError, match="row 2, column 'Scores'"):
         th.read_match_log(bad)
     with pytest.raises(ConfigError, match="allowed"):
-        _acsim(
+        calibrate_cli(
             [
                 "calibrate",
                 "thresholds",
