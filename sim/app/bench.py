@@ -861,7 +861,7 @@ def run_bench(
         return only is None or stage in only
 
     if e2e and not requests:  # the end-to-end figure alone
-        return _in_fresh_process("e2e", inputs_dir(e2e), e2e)
+        return [Figure(**r) for r in _run_stage("e2e", inputs_dir(e2e), e2e)]
     figures: list[Figure] = []
     needs_src = any(wanted(s) for s in STAGES if s != "plan")
     n_max = max([requests, *scale_sizes])
@@ -880,7 +880,7 @@ def run_bench(
     if e2e:
         stages.append(("e2e", e2e))
     for name, n in tqdm(stages, desc="bench stages", unit="stage", file=sys.stderr):
-        if name == "plan":  # it starts a pool of its own, which a (daemonic) stage process cannot
+        if name in ("plan", "e2e"):  # they start processes of their own, which a (daemonic) stage process cannot
             figures += [Figure(**r) for r in _run_stage(name, src, n)]
         else:
             figures += _in_fresh_process(name, src, n)
