@@ -30,7 +30,7 @@ class InputError(AcsimError):
     """
 
     def __init__(self, path: object, problem: str, *, row: int | None = None, column: str | None = None) -> None:
-        self.path, self.row, self.column = str(path), row, column
+        self.path, self.row, self.column, self.problem = str(path), row, column, problem
         where = self.path
         if row is not None:
             where += f", row {row}"

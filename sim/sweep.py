@@ -40,6 +40,8 @@ from sim import config as cfg
 from sim.errors import ConfigError
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
     import pandas as pd
 
 RunFn = Callable[..., "pd.DataFrame"]
@@ -185,6 +187,15 @@ def _default_prepare_fn() -> PrepareFn:
     from sim.run import prepare_inputs
 
     return prepare_inputs
+
+
+def _say_kept(inputs: Any, stream: TextIO) -> None:
+    """Say so when the shared inputs' trace keeps only a prefix of its source (trace.requests)."""
+    from traces.load import kept_note
+
+    trace = getattr(inputs, "trace", None)
+    if trace is not None and kept_note(trace):
+        print(f"trace {trace.name}:{kept_note(trace)}", file=stream)
 
 
 def execute_point(
@@ -500,6 +511,7 @@ def run_sweep(
         if key not in shared and key not in prep_errors:
             try:
                 shared[key] = prepare(p.exp, progress=progress)
+                _say_kept(shared[key], stream)
             except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
                 prep_errors[key] = (
                     f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
