@@ -58,11 +58,23 @@ def _queue_names() -> list[str]:
     return sorted(QUEUES)
 
 
+def _source_names() -> list[str]:
+    from traces.sources import SOURCES
+
+    return list(SOURCES)
+
+
+def _arrival_names() -> list[str]:
+    from traces.arrivals import ARRIVALS
+
+    return list(ARRIVALS)
+
+
 @dataclass
 class ArrivalConfig:
     """Arrival process for traces without timestamps (prompt lists) or synthetic traces."""
 
-    process: Literal["poisson", "diurnal", "bursty", "rate"] = "poisson"
+    process: str = field(default="poisson", metadata=_choices(_arrival_names))  # traces.arrivals.ARRIVALS
     rate: float = 0.5  # mean requests per second
     diurnal_amplitude: float = 0.5  # peak-to-mean swing of the daily cycle, 0..1
     burst_factor: float = 5.0  # rate multiplier while a burst is on
@@ -73,15 +85,24 @@ class ArrivalConfig:
 
 @dataclass
 class SyntheticConfig:
-    """Knobs of the DiffusionDB-style synthetic generator (defaults fitted to the real sample)."""
+    """Knobs of the DiffusionDB-style synthetic generator (:mod:`traces.synthetic`).
 
-    users: int | None = None  # None: scales with the request count
-    topics: int | None = None
-    zipf_s: float = 1.1
-    session_mean: float = 4.0  # prompts per user session (fits the real 1k sample: 217 sessions, mean 4.6 in its window)
-    edit_prob: float = 0.55  # chance the next prompt in a session is an edit of the last
-    repeat_prob: float = 0.08  # chance a request repeats an earlier prompt exactly
-    drift_per_day: float = 0.3  # fraction of topic popularity reshuffled per day
+    Defaults are fitted to the real DiffusionDB 1k sample (MiniLM, rate-matched; see README
+    "Synthetic traces"); the ones the 6.7-hour sample cannot show are marked assumed.
+    """
+
+    users: int | None = None  # cap on distinct users (None: as many as the return process creates)
+    topics: int = 20000  # shared topic clusters (fitted with zipf_s and shared_prob to the pool curve)
+    zipf_s: float = 1.0  # Zipf exponent of cluster popularity (fitted: pool curve at m = 10/100/700)
+    session_mean: float = 4.6  # prompts per user session (fitted: 217 sessions, mean 4.6, in the 1k window)
+    edit_prob: float = 0.55  # chance the next prompt in a session is an edit of the last (fitted: similarity quantiles)
+    repeat_prob: float = 0.07  # share of requests that repeat an earlier prompt exactly (fitted: 8.3%)
+    drift_per_day: float = 0.3  # share of a cluster's popularity score renewed per day (assumed)
+    shared_prob: float = 0.2  # chance a new idea comes from a shared cluster (fitted: cross-user share 0.133)
+    return_prob: float = 0.4  # mean chance a user comes back after a session (fitted: 173 users, 79% one session)
+    return_gap_h: float = 4.0  # median pause between a user's sessions, hours (fitted to the window; tail assumed)
+    new_idea_prob: float = 0.17  # chance a later prompt in a session starts a new idea (fitted: share >= 0.65)
+    resume_prob: float = 0.3  # chance a returning user resumes their last prompt (fitted: 3% of matches)
     days: float | None = None  # None: derived from requests / arrival rate
 
 
@@ -89,13 +110,16 @@ class SyntheticConfig:
 class TraceConfig:
     """Where requests come from."""
 
-    source: Literal["synthetic", "diffusiondb", "prompts", "parquet"] = "synthetic"
+    source: str = field(default="synthetic", metadata=_choices(_source_names))  # traces.sources.SOURCES
     # A list means the first of those files that exists (e.g. the full dataset, else a shipped sample).
     path: str | list[str] | None = None
-    requests: int | None = 20000  # keep the first N requests (None: all)
+    requests: int | None = None  # keep the first N requests (None: the whole file; 20,000 synthetic ones)
     start: str | None = None  # ISO time window on the trace's own clock
     end: str | None = None
     time_scale: float = 1.0  # >1 compresses time (more load), <1 stretches it
+    # source: table: trace column -> input column (or COLUMN.FIELD of JSON in a column); None: same names
+    columns: dict[str, str] | None = None
+    time_unit: Literal["s", "ms", "us", "ns"] = "s"  # source: table: unit of numeric timestamps
     arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -334,14 +358,21 @@ def _check_ranges(obj: Any, prefix: str) -> None:
         _positive(p + "time_scale", obj.time_scale)
         if isinstance(obj.path, list):
             obj.path = _first_existing(p + "path", obj.path)
-        if obj.source != "synthetic" and obj.path is None:
+        from traces.sources import check_columns, get_source
+
+        if get_source(obj.source).needs_path and obj.path is None:
             raise ConfigError(p + "path", None, f"trace.source={obj.source!r} needs a path to read")
+        problem = check_columns(obj.columns)
+        if problem:
+            raise ConfigError(p + "columns", obj.columns, problem)
     elif isinstance(obj, ArrivalConfig):
         _positive(p + "rate", obj.rate)
         if not 0 <= obj.diurnal_amplitude < 1:
             raise ConfigError(p + "diurnal_amplitude", obj.diurnal_amplitude, "must be in [0, 1)")
-        if obj.process == "rate" and obj.rate_path is None:
-            raise ConfigError(p + "rate_path", None, "process=rate needs a CSV of minute,rate")
+        from traces.arrivals import ARRIVALS
+
+        if ARRIVALS[obj.process].needs_rate_path and obj.rate_path is None:
+            raise ConfigError(p + "rate_path", None, f"process={obj.process} needs a CSV of minute,rate")
     elif isinstance(obj, CacheConfig):
         _positive(p + "capacity", obj.capacity, allow_zero=True)
     elif isinstance(obj, NeighbourConfig):

@@ -23,7 +23,7 @@ def run(argv: list[str]) -> int:
     return args.func(args)
 
 
-@pytest.mark.parametrize("sub", ["synth", "import", "stats"])
+@pytest.mark.parametrize("sub", ["synth", "import", "stats", "compare"])
 def test_help(sub, capsys):
     with pytest.raises(SystemExit) as exc:
         run(["trace", sub, "--help"])
@@ -73,7 +73,19 @@ def test_synth_then_stats(tmp_path, capsys):
     )
     stats = json.loads(capsys.readouterr().out)
     assert stats["requests"] == 800 and stats["best_earlier_similarity"]["measured_requests"] == 799
-    assert stats["repeat_rate"] > 0.08  # the knob was raised to 15%
+    assert stats["repeat_rate"] > 0.1  # the knob was raised to 15%
+    reuse = stats["reuse"]
+    assert set(reuse) >= {
+        "cross_user_share",
+        "pool_curve",
+        "distance_requests",
+        "distance_hours",
+        "same_user_share",
+    }
+    assert (
+        reuse["pool_curve"]["10"] <= reuse["pool_curve"]["100"]
+        and "returning_sessions_share" in stats["sessions"]
+    )
     assert run(["trace", "stats", str(out)]) == 0
     assert "trace synthetic-800-s3: 800 requests" in capsys.readouterr().out
 
@@ -147,3 +159,81 @@ def test_import_diffusiondb_window(tmp_path, capsys):
     # stats reads DiffusionDB files directly too
     assert run(["trace", "stats", str(CSV)]) == 0
     assert "1,000 requests, 917 unique prompts (repeat rate 8.3%), 173 users" in capsys.readouterr().out
+
+
+def test_synth_help_reads_defaults_from_the_config(capsys):
+    from sim.config import SyntheticConfig
+
+    with pytest.raises(SystemExit):
+        run(["trace", "synth", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"mean prompts per user session (default: {SyntheticConfig().session_mean})" in out
+    assert f"chance a new idea comes from a shared cluster (default: {SyntheticConfig().shared_prob})" in out
+
+
+def test_synth_default_duration_is_realistic(tmp_path):
+    out = tmp_path / "s.parquet"
+    assert run(["trace", "synth", "-n", "1000", "--out", str(out)]) == 0
+    hours = read_parquet(out).arrival_s[-1] / 3600
+    assert 4 < hours < 10  # the real 1k sample spans 6.7 h (not 26 minutes)
+
+
+def test_import_table_with_columns(tmp_path, capsys):
+    src = tmp_path / "log.csv"
+    src.write_text("when,text,who\n1660420800,a red fox,u1\n1660420830,,u2\n1660420860,a red fox,u2\n")
+    out = tmp_path / "t.parquet"
+    with pytest.warns(UserWarning, match="dropped 1 request"):
+        code = run(
+            [
+                "trace",
+                "import",
+                "--source",
+                "table",
+                "--path",
+                str(src),
+                "--columns",
+                "prompt=text,timestamp=when,user=who",
+                "--out",
+                str(out),
+                "--requests",
+                "1",
+            ]
+        )
+    assert code == 0
+    assert "1 requests (the first 1 of 2 requests: trace.requests)" in capsys.readouterr().out
+    assert read_parquet(out).df["user"].tolist() == ["u1"]
+    with pytest.raises(
+        ConfigError, match="--columns: 'prompt' is not valid; expected TRACE_COLUMN=INPUT_COLUMN"
+    ):
+        run(
+            [
+                "trace",
+                "import",
+                "--source",
+                "table",
+                "--path",
+                str(src),
+                "--columns",
+                "prompt",
+                "--out",
+                str(out),
+            ]
+        )
+
+
+def test_compare_prints_side_by_side_and_draws(tmp_path, capsys):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    for path, seed in ((a, "1"), (b, "2")):
+        assert run(["trace", "synth", "-n", "300", "--seed", seed, "--rate", "0.05", "--out", str(path)]) == 0
+    capsys.readouterr()
+    args = ["trace", "compare", str(a), str(b), "--embedder", "hashing", "--cache-dir", str(tmp_path / "emb")]
+    assert run([*args, "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert header == ["statistic", "synthetic-300-s1", "synthetic-300-s2"]
+    assert "cross-user share >= 0.65" in out and "pool P(m=10)" in out and "reuse distance p50 (hours)" in out
+    assert (tmp_path / "fig" / "trace_compare.png").stat().st_size > 10_000
+    assert run([*args, "--out", str(tmp_path / "fig2"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [f["name"] for f in data["figure"]] == ["synthetic-300-s1", "synthetic-300-s2"]
+    assert len(data["figure"][0]["distance_requests"]["x"]) == 101
