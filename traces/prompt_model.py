@@ -55,6 +55,9 @@ _VOCAB_SIZES = (
     len(vocab.WEARABLES),
     _N_NAMES,
 )
+# One draw per theme word, pool by pool, and where each pool's words sit in that list.
+_THEME_DRAWS = tuple(size for size, k in zip(_VOCAB_SIZES, _THEME_SIZES, strict=True) for _ in range(k))
+_THEME_SLICES = tuple((sum(_THEME_SIZES[:i]), sum(_THEME_SIZES[: i + 1])) for i in range(len(_THEME_SIZES)))
 _N_MODS = len(vocab.MODIFIERS)
 _N_ARTISTS = len(vocab.ARTISTS)
 _FAMILY_IDS = tuple(tuple(vocab.MODIFIERS.index(m) for m in fam) for fam in vocab.STYLE_FAMILIES)
@@ -169,9 +172,9 @@ class PromptModel:
     def new_idea(self) -> Idea:
         """A fresh idea: a theme and a style (plain ideas have no style)."""
         d = self.d
-        theme = tuple(
-            tuple(d.below(size) for _ in range(k)) for size, k in zip(_VOCAB_SIZES, _THEME_SIZES, strict=True)
-        )
+        u = d.u
+        words = [int(u() * size) for size in _THEME_DRAWS]
+        theme = tuple(tuple(words[a:b]) for a, b in _THEME_SLICES)
         if d.u() < PLAIN_SHARE:
             return theme, (), True, 0
         families = (d.below(len(_FAMILY_IDS)),)
@@ -180,11 +183,11 @@ class PromptModel:
         return theme, families, False, d.below(3)
 
     def _word(self, pool: int, theme: Theme) -> int:
-        d = self.d
-        if d.u() < THEME_P:
+        u = self.d.u
+        if u() < THEME_P:
             words = theme[pool]
-            return words[d.below(len(words))]
-        return d.below(_VOCAB_SIZES[pool])
+            return words[int(u() * len(words))]
+        return int(u() * _VOCAB_SIZES[pool])
 
     def _phrase(self, fmt: int, theme: Theme) -> Phrase:
         return (fmt, *[self._word(pool, theme) for pool in _FORMATS[fmt][1]])
