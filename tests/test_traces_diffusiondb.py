@@ -148,7 +148,7 @@ def test_csv_errors(tmp_path):
         load_diffusiondb(write(tmp_path, "prompt,seed\na,1\n"))
     with pytest.raises(InputError, match=r"row 2, column 'timestamp': unparseable timestamp"):
         load_diffusiondb(write(tmp_path, HEADER + ok + ok.replace("2022-08-13 20:04:00+00:00", "soon")))
-    with pytest.raises(InputError, match=r"row 1, column 'steps': steps must be an integer"):
+    with pytest.raises(InputError, match=r"row 1, column 'step': steps must be an integer"):
         load_diffusiondb(write(tmp_path, HEADER + ok.replace(",50,", ",fifty,")))
     with pytest.raises(InputError, match="expected a DiffusionDB metadata"):
         load_diffusiondb(write(tmp_path, "x", name="m.json"))

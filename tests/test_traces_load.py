@@ -13,6 +13,7 @@ from sim.base.config import ArrivalConfig, TraceConfig, from_dict
 from sim.base.errors import ConfigError, InputError
 from traces.load import load_trace
 from traces.schema import Trace, normalise, write_parquet
+from traces.sources import SYNTHETIC_DEFAULT_REQUESTS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -71,8 +72,8 @@ def test_synthetic_and_prompts_sources(tmp_path):
     cfg = from_dict({"trace": {"source": "synthetic", "requests": 500, "arrival": {"rate": 2.0}}}).trace
     a, b = load_trace(cfg, seed=3), load_trace(cfg, seed=3)
     assert len(a) == 500 and a.df.equals(b.df)
-    with pytest.raises(ConfigError, match="trace.requests"):
-        load_trace(TraceConfig(source="synthetic", requests=None), 1)
+    # trace.requests: null means the whole file for file sources, the default count for synthetic.
+    assert len(load_trace(TraceConfig(source="synthetic", requests=None), 1)) == SYNTHETIC_DEFAULT_REQUESTS
     p = tmp_path / "p.txt"
     p.write_text("one\ntwo\nthree\n")
     t = load_trace(

@@ -1,4 +1,5 @@
-"""trace_stats on hand-made traces whose answers are known, and its text rendering."""
+"""trace_stats on hand-made traces whose answers are known, and its text rendering (the reuse
+statistics have their own hand-made trace in test_traces_reuse.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from traces.schema import Trace, normalise
-from traces.stats import best_earlier_similarity, format_stats, trace_stats
+from traces.stats import format_stats, trace_stats
 
 
 def make(times_min, prompts, users) -> Trace:
@@ -45,30 +46,6 @@ def test_counts_sessions_and_lengths():
 def test_cross_user_repeat_share():
     t = make([0, 1, 2, 3], ["a", "a", "b", "a"], ["u", "v", "v", "u"])
     assert trace_stats(t)["repeat_same_user_share"] == pytest.approx(1 / 2)
-
-
-def test_best_earlier_similarity_matches_brute_force():
-    rng = np.random.default_rng(0)
-    n_prompts, d = 1300, 16  # more than one block of 512 prompts
-    emb = rng.normal(size=(n_prompts, d)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    ids = np.concatenate([np.arange(n_prompts), rng.integers(0, n_prompts, 300)])
-    ids = ids[np.argsort(rng.random(len(ids)))]
-    _, first = np.unique(ids, return_index=True)
-    renumber = np.empty(n_prompts, dtype=np.int64)
-    renumber[ids[np.sort(first)]] = np.arange(n_prompts)  # ids in order of first appearance
-    ids = renumber[ids]
-    got = best_earlier_similarity(ids, emb)
-    # Brute force over requests (not prompts): max over every earlier request j < i.
-    per_request = emb[ids] @ emb[ids].T
-    per_request[np.triu_indices(len(ids))] = -np.inf
-    want = per_request.max(axis=1)
-    assert np.isnan(got[0])
-    assert np.allclose(got[1:], want[1:], atol=1e-5)
-    limited = best_earlier_similarity(ids, emb, max_prompts=100)
-    assert np.isnan(limited[ids >= 100]).all() and np.allclose(
-        limited[1:][ids[1:] < 100], want[1:][ids[1:] < 100], atol=1e-5
-    )
 
 
 def test_similarity_stats_and_text():

@@ -20,18 +20,84 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from sim.base.config import MAX_TRACE_YEARS, YEAR_S
+from sim.base.config import MAX_TRACE_YEARS, YEAR_S, did_you_mean
 from sim.base.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sim.base.config import ArrivalConfig
 
 DAY_S = 86400.0
 # The synthetic clock starts at midnight UTC; the Stable Diffusion Discord was busiest in the
 # (US) evening, which is around 20:00-02:00 UTC in the real DiffusionDB sample.
 PEAK_HOUR_UTC = 22.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrivalProcess:
+    """One arrival process of :data:`ARRIVALS` (the config's ``trace.arrival.process``)."""
+
+    name: str
+    help: str  # one line for --help and the docs
+    # (n, cfg, rng, rate multiplier, time of day at the start in s) -> n sorted times in s
+    draw: Callable[[int, ArrivalConfig, np.random.Generator, float, float], np.ndarray]
+    mean_rate: Callable[[ArrivalConfig], float] = lambda cfg: cfg.rate  # long-run requests/s
+    needs_rate_path: bool = False  # reads the per-minute series at trace.arrival.rate_path
+
+
+def _poisson(n: int, cfg: ArrivalConfig, rng: np.random.Generator, factor: float, t0_s: float) -> np.ndarray:
+    return np.cumsum(rng.exponential(1.0 / (cfg.rate * factor), n))
+
+
+def _diurnal_times(
+    n: int, cfg: ArrivalConfig, rng: np.random.Generator, factor: float, t0_s: float
+) -> np.ndarray:
+    return _diurnal(n, cfg.rate * factor, cfg.diurnal_amplitude, rng, t0_s)
+
+
+def _bursty_times(
+    n: int, cfg: ArrivalConfig, rng: np.random.Generator, factor: float, t0_s: float
+) -> np.ndarray:
+    return _bursty(n, dataclasses.replace(cfg, rate=cfg.rate * factor), rng)
+
+
+def _series_times(
+    n: int, cfg: ArrivalConfig, rng: np.random.Generator, factor: float, t0_s: float
+) -> np.ndarray:
+    return _from_rate_series(n, read_rate_series(cfg.rate_path) * factor, rng)
+
+
+ARRIVALS: dict[str, ArrivalProcess] = {
+    p.name: p
+    for p in (
+        ArrivalProcess("poisson", "exponential gaps at trace.arrival.rate", _poisson),
+        ArrivalProcess(
+            "diurnal",
+            "a daily cycle around the mean rate, peak-to-mean swing diurnal_amplitude",
+            _diurnal_times,
+        ),
+        ArrivalProcess("bursty", "on/off bursts (burst_factor x the rate for ~burst_on_s)", _bursty_times),
+        ArrivalProcess(
+            "rate",
+            "a per-minute rate series read from rate_path (CSV minute,rate)",
+            _series_times,
+            mean_rate=lambda cfg: float(read_rate_series(cfg.rate_path).mean()),
+            needs_rate_path=True,
+        ),
+    )
+}
+
+
+def get_arrival(cfg: ArrivalConfig) -> ArrivalProcess:
+    """The process ``cfg.process`` names (ConfigError naming ``trace.arrival.process`` otherwise)."""
+    try:
+        return ARRIVALS[cfg.process]
+    except KeyError:
+        raise ConfigError(
+            "trace.arrival.process", cfg.process, "allowed: " + ", ".join(ARRIVALS), did_you_mean(cfg.process, list(ARRIVALS))
+        ) from None
 
 
 def arrival_times(
@@ -45,21 +111,13 @@ def arrival_times(
     """
     if n <= 0:
         return np.zeros(0)
-    if cfg.process == "poisson":
-        return np.cumsum(rng.exponential(1.0 / (cfg.rate * rate_factor), n))
-    if cfg.process == "diurnal":
-        return _diurnal(n, cfg.rate * rate_factor, cfg.diurnal_amplitude, rng, t0_s)
-    if cfg.process == "bursty":
-        return _bursty(n, dataclasses.replace(cfg, rate=cfg.rate * rate_factor), rng)
-    if cfg.process == "rate":
-        return _from_rate_series(n, read_rate_series(cfg.rate_path) * rate_factor, rng)
-    raise ValueError(f"unknown arrival process {cfg.process!r}")
+    return get_arrival(cfg).draw(n, cfg, rng, rate_factor, t0_s)
 
 
 def check_span(t: np.ndarray, cfg: ArrivalConfig) -> None:
     """Generated arrival times must fit on the timestamp clock (:data:`MAX_TRACE_YEARS` from 2022)."""
     if len(t) and t[-1] > MAX_TRACE_YEARS * YEAR_S:
-        field, value = ("trace.arrival.rate_path", cfg.rate_path) if cfg.process == "rate" else ("trace.arrival.rate", cfg.rate)
+        field, value = ("trace.arrival.rate_path", cfg.rate_path) if get_arrival(cfg).needs_rate_path else ("trace.arrival.rate", cfg.rate)
         raise ConfigError(
             field,
             value,
@@ -115,6 +173,8 @@ def _bursty(n: int, cfg: ArrivalConfig, rng: np.random.Generator) -> np.ndarray:
 
 def read_rate_series(path: str | Path | None) -> np.ndarray:
     """Read a ``minute,rate`` CSV into a dense per-minute array of requests/s."""
+    import pandas as pd  # only this process reads a file
+
     p = Path(str(path))
     if path is None or not p.is_file():
         raise InputError(p, "rate series file not found")
@@ -169,6 +229,4 @@ def _from_rate_series(n: int, per_minute: np.ndarray, rng: np.random.Generator) 
 
 def mean_rate(cfg: ArrivalConfig) -> float:
     """Long-run mean arrival rate (requests/s) of the process."""
-    if cfg.process == "rate":
-        return float(read_rate_series(cfg.rate_path).mean())
-    return cfg.rate
+    return get_arrival(cfg).mean_rate(cfg)

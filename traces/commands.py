@@ -1,55 +1,72 @@
-"""``acsim trace``: generate, import and describe request traces.
+"""``acsim trace``: generate, import, describe and compare request traces.
 
 Every sub-command validates its knobs through :mod:`sim.base.config`, so a bad value gets the same
-message (field, value, what is allowed) as it would in an experiment file.
+message (field, value, what is allowed) as it would in an experiment file. Defaults shown in
+``--help`` are read from the config dataclasses and the registries, never repeated here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from sim.base.config import ArrivalConfig, SyntheticConfig, TraceConfig
+from traces.arrivals import ARRIVALS
+from traces.sources import SOURCES, SYNTHETIC_DEFAULT_REQUESTS
+
 TRACE_HELP = """\
-Generate, import and describe request traces. A trace is a time-sorted parquet table of requests
-(timestamp, prompt, prompt_id, user, seed, steps, width, height) that `acsim run` replays through
-a cache model (set `trace.source: parquet` and `trace.path` in an experiment file).
+Generate, import, describe and compare request traces. A trace is a time-sorted parquet table of
+requests (timestamp, prompt, prompt_id, user, seed, steps, width, height) that `acsim run` replays
+through a cache model (set `trace.source: parquet` and `trace.path` in an experiment file).
 """
 
-SYNTH_EPILOG = """\
-The generator models users in sessions who refine a prompt in small edits, topics with Zipf
-popularity that drift over days, exact repeats, and the arrival process you choose (diurnal load
-by default, bursts with --process bursty). Its defaults reproduce the real DiffusionDB sample's
-repeat rate, prompt lengths and session behaviour.
+# The DiffusionDB 1k sample's mean rate (999 gaps in 6.73 h): `trace synth` draws requests at this
+# rate unless --rate says otherwise, so a 1k trace spans hours and users come back, as in the real
+# data. Experiment files set their own rate (the load they study; ArrivalConfig.rate by default).
+SYNTH_RATE = 0.0412
+SYNTH_PROCESS = "diurnal"
+
+SYNTH_EPILOG = f"""\
+The generator models users in sessions who refine their own prompts, users who come back hours
+or days later, and a shared layer of topic clusters whose popularity is heavy-tailed and drifts
+over days; its defaults are fitted to the real DiffusionDB 1k sample (see README, "Synthetic
+traces"). Without --rate it draws requests at that sample's rate ({SYNTH_RATE} req/s, a daily
+cycle): 1,000 requests span about 7 hours, 100,000 about 28 days.
 
 examples:
   acsim trace synth --requests 100000 --out results/synth-100k.parquet
   acsim trace synth --requests 2000000 --rate 1.2 --process bursty --out results/synth-2m.parquet
-  acsim trace synth --requests 5000 --repeat-prob 0.2 --edit-prob 0.7 --seed 7 --out /tmp/t.parquet
+  acsim trace synth --requests 5000 --repeat-prob 0.2 --shared-prob 0.8 --seed 7 --out /tmp/t.parquet
 """
 
-IMPORT_EPILOG = """\
-sources:
-  diffusiondb  DiffusionDB metadata.parquet / metadata-large.parquet (read in batches; only the
-               needed columns) or a CSV export with the same columns. Minute timestamps are
-               spread inside their minute deterministically.
-  prompts      a text file with one prompt per line; arrival times come from --process/--rate.
-  parquet      any parquet table with timestamp and prompt columns (re-validated, re-sorted).
+IMPORT_EPILOG = (
+    "sources:\n"
+    + "".join(f"  {s.name:12s} {s.help}\n" for s in SOURCES.values() if not s.generated)
+    + """
+Requests with an empty prompt are dropped with one warning (every source does this the same
+way); any other bad value stops the import with the file, row and column named.
 
 examples:
   acsim trace import --source diffusiondb --path metadata.parquet --requests 200000 --out results/ddb-200k.parquet
   acsim trace import --source diffusiondb --path diffusiondb_2m_first1k.csv --out results/ddb-1k.parquet
+  acsim trace import --source table --path log.csv --columns prompt=text,timestamp=ts,user=uid --out results/log.parquet
+  acsim trace import --source table --path log.parquet --columns timestamp=meta.created --time-unit ms --out t.parquet
   acsim trace import --source prompts --path prompts.txt --process diurnal --rate 0.2 --out results/p.parquet
 """
+)
 
 STATS_EPILOG = """\
-PATH may be an acsim trace parquet, a DiffusionDB metadata parquet or CSV, or a prompt list (.txt,
-Poisson arrivals at 0.5 req/s). With --embedder, the prompts are embedded (cached on disk) and the
-distribution of each request's best cosine similarity to any earlier request is reported: the
-share above a similarity threshold bounds the hit rate an approximate cache can reach.
+PATH may be an acsim trace parquet, a DiffusionDB metadata parquet or CSV, a prompt list (.txt,
+Poisson arrivals at 0.5 req/s), or any CSV/parquet table with --columns. With --embedder, the
+prompts are embedded (cached on disk) and the reuse statistics are reported: the best similarity
+to any earlier request, the share from another user, the pool curve, how far back the best match
+lies (requests and hours) and whether it is the same user's or session's (README: "Trace
+statistics" explains each).
 
 examples:
   acsim trace stats results/synth-100k.parquet
@@ -57,13 +74,59 @@ examples:
   acsim trace stats results/ddb-1k.parquet --embedder hashing --json
 """
 
+COMPARE_EPILOG = """\
+Prints the statistics of every trace side by side and draws trace_compare.png/.pdf into --out:
+CDFs of the reuse distance (requests, hours), the cross-user pool curve, and histograms of the
+best earlier similarity and of random pairs of different users' requests.
+
+examples:
+  acsim trace compare diffusiondb_2m_first1k.csv results/synth-1k.parquet
+  acsim trace compare mine.parquet results/synth-100k.parquet --embedder hashing --out results/cmp
+"""
+
+# Generator knobs offered by `trace synth`: field -> help (the default comes from SyntheticConfig).
+SYNTH_KNOBS = {
+    "users": "cap on distinct users (default: as many as the return process creates)",
+    "topics": "number of shared topic clusters",
+    "zipf_s": "Zipf exponent of cluster popularity",
+    "drift_per_day": "share of a cluster's popularity score renewed per day",
+    "shared_prob": "chance a new idea comes from a shared cluster",
+    "session_mean": "mean prompts per user session",
+    "edit_prob": "chance a session's next prompt edits the last one",
+    "repeat_prob": "share of requests that deliberately repeat the previous prompt",
+    "new_idea_prob": "chance a later prompt of a session starts a new idea",
+    "return_prob": "mean chance a user comes back after a session",
+    "return_gap_h": "median pause between a user's sessions, hours",
+    "resume_prob": "chance a returning user resumes their last prompt",
+    "days": "trace length in days (default: requests / rate)",
+}
+ARRIVAL_KNOBS = {
+    "rate": "mean requests per second",
+    "diurnal_amplitude": "peak-to-mean swing of the daily cycle, 0..1",
+    "burst_factor": "rate multiplier during a burst",
+    "burst_on_s": "mean burst length in seconds",
+    "burst_off_s": "mean time between bursts in seconds",
+    "rate_path": "CSV with columns minute,rate (requests/s) for --process rate",
+}
+
+
+def _field_default(cls: type, name: str) -> Any:
+    return next(f for f in dataclasses.fields(cls) if f.name == name).default
+
+
+def _field_type(cls: type, name: str) -> type:
+    default = _field_default(cls, name)
+    if isinstance(default, bool) or default is None:
+        return int if name in ("users", "topics") else (str if name == "rate_path" else float)
+    return type(default)
+
 
 def register(subparsers: Any) -> None:
-    """Add ``trace`` with its sub-commands ``synth``, ``import`` and ``stats`` to ``subparsers``."""
+    """Add ``trace`` with its sub-commands ``synth``, ``import``, ``stats`` and ``compare``."""
     fmt = argparse.RawDescriptionHelpFormatter
     trace = subparsers.add_parser(
         "trace",
-        help="generate, import and describe request traces",
+        help="generate, import, describe and compare request traces",
         description=TRACE_HELP,
         formatter_class=fmt,
     )
@@ -76,72 +139,94 @@ def register(subparsers: Any) -> None:
         epilog=SYNTH_EPILOG,
         formatter_class=fmt,
     )
-    p.add_argument("--requests", "-n", type=int, default=20000, help="number of requests (default: 20000)")
+    p.add_argument(
+        "--requests",
+        "-n",
+        type=int,
+        default=SYNTHETIC_DEFAULT_REQUESTS,
+        help=f"number of requests (default: {SYNTHETIC_DEFAULT_REQUESTS})",
+    )
     p.add_argument(
         "--seed", type=int, default=1, help="random seed; equal seeds give equal traces (default: 1)"
     )
     p.add_argument("--out", "-o", type=Path, required=True, help="output trace parquet")
-    g = p.add_argument_group("generator knobs (defaults: sim.base.config.SyntheticConfig)")
-    g.add_argument("--users", type=int, help="user population (default: grows with --requests)")
-    g.add_argument("--topics", type=int, help="number of prompt topics (default: grows with --requests)")
-    g.add_argument("--zipf-s", type=float, help="Zipf exponent of topic popularity (default: 1.1)")
-    g.add_argument("--session-mean", type=float, help="mean prompts per user session (default: 6)")
-    g.add_argument(
-        "--edit-prob", type=float, help="chance a session's next prompt edits the last one (default: 0.55)"
-    )
-    g.add_argument(
-        "--repeat-prob",
-        type=float,
-        help="share of requests that repeat an earlier prompt exactly (default: 0.08)",
-    )
-    g.add_argument(
-        "--drift-per-day",
-        type=float,
-        help="share of topic popularity ranks reshuffled per day (default: 0.3)",
-    )
-    g.add_argument("--days", type=float, help="trace length in days (default: requests / rate)")
-    _arrival_args(p, default_process="diurnal")
+    g = p.add_argument_group("generator knobs (trace.synthetic in an experiment file)")
+    for name, text in SYNTH_KNOBS.items():
+        default = _field_default(SyntheticConfig, name)
+        shown = "" if default is None else f" (default: {default})"
+        g.add_argument(
+            "--" + name.replace("_", "-"), type=_field_type(SyntheticConfig, name), help=text + shown
+        )
+    _arrival_args(p, process=SYNTH_PROCESS, rate=SYNTH_RATE)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
         "import",
-        help="import DiffusionDB metadata, a prompt list or a parquet table",
+        help="import DiffusionDB metadata, any CSV/parquet table, a prompt list or an acsim parquet",
         description=cmd_import.__doc__,
         epilog=IMPORT_EPILOG,
         formatter_class=fmt,
     )
     p.add_argument(
-        "--source", choices=("diffusiondb", "prompts", "parquet"), required=True, help="input kind"
+        "--source",
+        choices=[s.name for s in SOURCES.values() if not s.generated],
+        required=True,
+        help="input kind",
     )
     p.add_argument("--path", type=Path, required=True, help="input file")
     p.add_argument("--out", "-o", type=Path, required=True, help="output trace parquet")
     p.add_argument("--requests", "-n", type=int, help="keep the first N requests (default: all)")
     p.add_argument("--start", help="keep requests at or after this ISO time, e.g. 2022-08-13T21:00Z")
     p.add_argument("--end", help="keep requests before this ISO time")
+    _table_args(p)
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival process for --source prompts")
-    _arrival_args(p, default_process=None)
+    _arrival_args(p, process=None, rate=None)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
         "stats",
-        help="describe a trace: repeats, lengths, sessions, rates, similarity",
+        help="describe a trace: repeats, sessions, returns, rates, similarity and reuse",
         description=cmd_stats.__doc__,
         epilog=STATS_EPILOG,
         formatter_class=fmt,
     )
     p.add_argument(
-        "path", type=Path, metavar="PATH", help="trace parquet, DiffusionDB parquet/CSV or prompt list"
+        "path", type=Path, metavar="PATH", help="trace parquet, DiffusionDB parquet/CSV, table or prompt list"
     )
-    p.add_argument("--embedder", help="embedder name (e.g. minilm, hashing) for the similarity distribution")
     p.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="where embeddings are cached (default: $ACSIM_CACHE/embeddings or ~/.cache/acsim/embeddings)",
+        "--embedder", help="embedder name (e.g. minilm, hashing) for the similarity and reuse statistics"
     )
+    _analysis_args(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of text")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare traces side by side (table and figure)",
+        description=cmd_compare.__doc__,
+        epilog=COMPARE_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "paths", type=Path, nargs="+", metavar="PATH", help="traces to compare (as for `trace stats`)"
+    )
+    p.add_argument(
+        "--embedder", default="minilm", help="embedder for the similarity statistics (default: minilm)"
+    )
+    _analysis_args(p)
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=Path("results/trace_compare"),
+        help="result directory: summary.csv (the table) and plots/trace_compare.png/.pdf (default: %(default)s)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print statistics and figure data as JSON instead of text"
+    )
+    p.set_defaults(func=cmd_compare)
 
     from traces.embed_executors import EMBED_EXECUTORS
 
@@ -168,51 +253,97 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_embed)
 
 
-def _arrival_args(p: argparse.ArgumentParser, default_process: str | None) -> None:
-    g = p.add_argument_group("arrival process (defaults: sim.base.config.ArrivalConfig)")
+def _table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--columns",
+        help="trace column = input column, comma-separated, e.g. prompt=text,timestamp=ts,user=uid "
+        "(COLUMN.FIELD reads a field of JSON in COLUMN); reads PATH as a generic table",
+    )
+    p.add_argument(
+        "--time-unit",
+        choices=("s", "ms", "us", "ns"),
+        help=f"unit of numeric timestamps in a table (default: {_field_default(TraceConfig, 'time_unit')})",
+    )
+
+
+def _analysis_args(p: argparse.ArgumentParser) -> None:
+    from traces.reuse import MAX_REQUESTS
+
+    _table_args(p)
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        default=MAX_REQUESTS,
+        help="per-request reuse statistics cover the first N requests (exact, O(N^2)); default: %(default)s",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where embeddings are cached (default: $ACSIM_CACHE/embeddings or ~/.cache/acsim/embeddings)",
+    )
+
+
+def _arrival_args(p: argparse.ArgumentParser, process: str | None, rate: float | None) -> None:
+    g = p.add_argument_group("arrival process (trace.arrival in an experiment file)")
     g.add_argument(
         "--process",
-        choices=("poisson", "diurnal", "bursty", "rate"),
-        default=default_process,
-        help=f"arrival process (default: {default_process or 'poisson'})",
+        choices=list(ARRIVALS),
+        default=process,
+        help="arrival process: "
+        + "; ".join(f"{a.name}: {a.help}" for a in ARRIVALS.values())
+        + f" (default: {process or _field_default(ArrivalConfig, 'process')})",
     )
-    g.add_argument("--rate", type=float, help="mean requests per second (default: 0.5)")
+    for name, text in ARRIVAL_KNOBS.items():
+        default = rate if name == "rate" and rate is not None else _field_default(ArrivalConfig, name)
+        shown = "" if default is None else f" (default: {default})"
+        g.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_field_type(ArrivalConfig, name),
+            default=rate if name == "rate" else None,
+            help=text + shown,
+        )
     g.add_argument(
-        "--diurnal-amplitude", type=float, help="peak-to-mean swing of the daily cycle, 0..1 (default: 0.5)"
+        "--time-scale",
+        type=float,
+        help=f"> 1 compresses time (more load), < 1 stretches it (default: {_field_default(TraceConfig, 'time_scale')})",
     )
-    g.add_argument("--burst-factor", type=float, help="rate multiplier during a burst (default: 5)")
-    g.add_argument("--burst-on-s", type=float, help="mean burst length in seconds (default: 120)")
-    g.add_argument("--burst-off-s", type=float, help="mean time between bursts in seconds (default: 1800)")
-    g.add_argument("--rate-path", help="CSV with columns minute,rate (requests/s) for --process rate")
-    g.add_argument("--time-scale", type=float, help="> 1 compresses time (more load), < 1 stretches it")
 
 
 def _given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _trace_config(args: argparse.Namespace, trace: dict[str, Any]) -> Any:
+def _columns(args: argparse.Namespace) -> dict[str, str] | None:
+    from sim.base.errors import ConfigError
+    from traces.table import parse_columns
+
+    if not getattr(args, "columns", None):
+        return None
+    try:
+        return parse_columns(args.columns)
+    except ValueError as exc:
+        raise ConfigError("--columns", args.columns, str(exc)) from None
+
+
+def _trace_config(args: argparse.Namespace, trace: dict[str, Any]) -> TraceConfig:
     """Validate the command's knobs as the ``trace`` block of an experiment."""
     from sim.base import config
 
-    arrival = _given(
-        args,
-        ["process", "rate", "diurnal_amplitude", "burst_factor", "burst_on_s", "burst_off_s", "rate_path"],
-    )
+    arrival = _given(args, ["process", *ARRIVAL_KNOBS])
     if arrival:
         trace["arrival"] = arrival
-    if getattr(args, "time_scale", None) is not None:
-        trace["time_scale"] = args.time_scale
+    trace.update(_given(args, ["time_scale", "time_unit"]))
     return config.from_dict({"trace": trace}).trace
 
 
 def _write(trace: Any, out: Path, started: float, show_stats: bool) -> None:
+    from traces.load import kept_note
     from traces.schema import write_parquet
     from traces.stats import format_stats, trace_stats
 
     write_parquet(trace, out)
     print(
-        f"wrote {out}: {len(trace):,} requests, {trace.n_prompts:,} unique prompts "
+        f"wrote {out}: {len(trace):,} requests{kept_note(trace)}, {trace.n_prompts:,} unique prompts "
         f"({time.perf_counter() - started:.1f} s)"
     )
     if show_stats:
@@ -226,17 +357,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "--out")
     started = time.perf_counter()
-    synthetic = _given(
-        args,
-        ["users", "topics", "zipf_s", "session_mean", "edit_prob", "repeat_prob", "drift_per_day", "days"],
+    cfg = _trace_config(
+        args, {"source": "synthetic", "requests": args.requests, "synthetic": _given(args, list(SYNTH_KNOBS))}
     )
-    cfg = _trace_config(args, {"source": "synthetic", "requests": args.requests, "synthetic": synthetic})
     _write(load_trace(cfg, args.seed), args.out, started, args.stats)
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Import a real trace (DiffusionDB metadata or CSV, prompt list, parquet) into acsim's trace parquet."""
+    """Import a real trace (DiffusionDB metadata, any table, a prompt list, parquet) into acsim's trace parquet."""
     from sim.base.io import check_writable
     from traces.load import load_trace
 
@@ -248,24 +377,30 @@ def cmd_import(args: argparse.Namespace) -> int:
         "requests": args.requests,
         **_given(args, ["start", "end"]),
     }
+    columns = _columns(args)
+    if columns:
+        trace["columns"] = columns
     cfg = _trace_config(args, trace)
     _write(load_trace(cfg, args.seed), args.out, started, args.stats)
     return 0
 
 
-def _open_any(path: Path) -> Any:
-    """A trace from an acsim parquet, DiffusionDB metadata (parquet or CSV) or a prompt list."""
+def _open_any(path: Path, columns: dict[str, str] | None = None, time_unit: str | None = None) -> Any:
+    """A trace from an acsim parquet, DiffusionDB metadata (parquet or CSV), a prompt list, or any
+    table when ``columns`` (or ``time_unit``) is given."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sim.base.config import ArrivalConfig
     from sim.base.errors import InputError
     from traces.diffusiondb import load_diffusiondb
     from traces.prompts import prompts_trace
     from traces.schema import META_KEY, read_parquet
+    from traces.table import load_table
 
     if not path.is_file():
         raise InputError(path, "file not found")
+    if columns is not None or time_unit is not None:
+        return load_table(path, columns, time_unit or "s")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return load_diffusiondb(path)
@@ -279,7 +414,33 @@ def _open_any(path: Path) -> Any:
         if META_KEY not in (schema.metadata or {}) and "user_name" in schema.names:
             return load_diffusiondb(path)
         return read_parquet(path)
-    raise InputError(path, "expected a .parquet trace, a DiffusionDB .csv/.parquet or a .txt prompt list")
+    raise InputError(
+        path,
+        "expected a .parquet trace, a DiffusionDB .csv/.parquet, a .txt prompt list, or --columns for a table",
+    )
+
+
+def _embed(args: argparse.Namespace, trace: Any) -> Any:
+    from sim.base.errors import ConfigError
+    from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
+
+    problem = check_embedder_name(args.embedder)
+    if problem:
+        raise ConfigError("--embedder", args.embedder, problem)
+    return embed_prompts(
+        get_embedder(args.embedder), trace.prompts, args.cache_dir, progress=sys.stderr.isatty()
+    )
+
+
+def _check_max(args: argparse.Namespace) -> None:
+    """The analysis options, before any work: ``--max-requests`` and ``--cache-dir``."""
+    from sim.base.errors import ConfigError
+    from sim.base.io import check_writable
+
+    if args.max_requests < 2:
+        raise ConfigError("--max-requests", args.max_requests, "must be >= 2")
+    if args.cache_dir is not None:
+        check_writable(args.cache_dir, "--cache-dir", directory=True)
 
 
 EMBED_EPILOG = """\
@@ -315,27 +476,64 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    """Print a trace's statistics (optionally with the similarity distribution under an embedder)."""
+    """Print a trace's statistics (with an embedder also its similarity and reuse statistics)."""
     from traces.stats import format_stats, trace_stats
 
-    if args.cache_dir is not None:
-        from sim.base.io import check_writable
-
-        check_writable(args.cache_dir, "--cache-dir", directory=True)
-    trace = _open_any(args.path)
-    embeddings = None
-    if args.embedder:
-        from sim.base.errors import ConfigError
-        from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
-
-        problem = check_embedder_name(args.embedder)
-        if problem:
-            raise ConfigError("--embedder", args.embedder, problem)
-        embeddings = embed_prompts(get_embedder(args.embedder), trace.prompts, args.cache_dir, progress=False)
-    stats = trace_stats(trace, embeddings)
+    _check_max(args)
+    trace = _open_any(args.path, _columns(args), args.time_unit)
+    embeddings = _embed(args, trace) if args.embedder else None
+    stats = trace_stats(trace, embeddings, max_requests=args.max_requests)
     if args.json:
         json.dump(stats, sys.stdout, indent=2)
         print()
     else:
         print(format_stats(stats))
+        if embeddings is None:
+            print("  (similarity and reuse statistics: add --embedder minilm)")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare traces: their statistics side by side, and a figure of reuse distance, pool curve
+    and similarity histograms."""
+    import pandas as pd
+
+    from plots.traces import draw_trace_comparison
+    from sim.app import outputs
+    from sim.base.io import atomic_write_csv
+    from traces.compare import comparison_rows, comparison_table, figure_data
+    from traces.reuse import best_earlier_matches
+    from traces.stats import trace_stats
+
+    _check_max(args)
+    all_stats, data = [], []
+    for path in args.paths:
+        trace = _open_any(path, _columns(args), args.time_unit)
+        emb = _embed(args, trace)
+        n = min(len(trace), args.max_requests)
+        matches = best_earlier_matches(trace.prompt_ids[:n], trace.user_codes[:n], emb)
+        stats = trace_stats(trace, emb, max_requests=args.max_requests, matches=matches)
+        stats["name"] = _label(path, stats["name"], [s["name"] for s in all_stats])
+        all_stats.append(stats)
+        fig = figure_data(trace, emb, max_requests=args.max_requests, matches=matches)
+        fig["name"] = stats["name"]
+        data.append(fig)
+    # The directory is claimed like a run's: acsim replaces it only if it wrote it, and whole.
+    with outputs.staging_dir(args.out) as tmp:
+        atomic_write_csv(tmp / "summary.csv", pd.DataFrame(comparison_rows(all_stats)))
+        (tmp / "plots").mkdir()
+        figures = [args.out / "plots" / f.name for f in draw_trace_comparison(data, tmp / "plots")]
+    if args.json:
+        json.dump(
+            {"stats": all_stats, "figure": data, "files": [str(f) for f in figures]}, sys.stdout, indent=2
+        )
+        print()
+    else:
+        print(comparison_table(all_stats))
+        print(f"table: {args.out / 'summary.csv'}; figure: {', '.join(map(str, figures))}")
+    return 0
+
+
+def _label(path: Path, name: str, taken: list[str]) -> str:
+    """A column label: the trace's name, or its file name when two traces share a name."""
+    return name if name not in taken else f"{name} ({path.name})"

@@ -13,7 +13,6 @@ depend on the order of rows in the file.
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 
 from sim.base.errors import InputError
 from traces.prompts import decode_utf8
-from traces.schema import Trace, normalise
+from traces.schema import Trace, drop_empty_prompts, normalise
 
 # DiffusionDB column -> trace column (only these are read).
 RENAME = {
@@ -35,6 +34,7 @@ RENAME = {
     "width": "width",
     "height": "height",
 }
+_INPUT_NAMES = {v: k for k, v in RENAME.items() if k != v}  # errors name the file's columns
 MINUTE_NS = 60 * 10**9
 BATCH_ROWS = 65536
 
@@ -55,19 +55,26 @@ def load_diffusiondb(
         raise InputError(p, "DiffusionDB metadata file not found")
     if p.suffix.lower() == ".csv":
         raw = _read_csv(p)
+        numbers, available = np.arange(1, len(raw) + 1), None
     elif p.suffix.lower() == ".parquet":
-        raw = _read_parquet(p, requests, start, end)
+        raw, numbers, available = _read_parquet(p, requests, start, end)
     else:
         raise InputError(p, "expected a DiffusionDB metadata .parquet or a .csv export")
-    raw = _drop_empty(raw, p)
-    df = normalise(raw, p)
-    df = _window(df, start, end, requests)
+    raw, kept = drop_empty_prompts(raw, p)
+    df = normalise(raw, p, rows=numbers[kept - 1], columns=_INPUT_NAMES)
+    df = _window(df, start, end)
     if len(df) == 0:
         raise InputError(p, f"no request in the window [{start}, {end})")
+    if available is None:  # CSV: the whole file was read
+        available = len(df)
+        if requests is not None:
+            df = df.iloc[:requests].reset_index(drop=True)
     df["timestamp"] = spread_within_minute(df)
     # Spreading reorders requests inside a minute, so sort and number prompts again.
     df = normalise(df, p)
-    return Trace(df, name=p.stem, source=f"diffusiondb:{p}")
+    return Trace(
+        df, name=p.stem, source=f"diffusiondb:{p}", available=available if available > len(df) else None
+    )
 
 
 def spread_within_minute(df: pd.DataFrame) -> pd.Series:
@@ -87,35 +94,13 @@ def spread_within_minute(df: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.to_datetime(out, utc=True), index=df.index).astype("datetime64[ns, UTC]")
 
 
-def _window(
-    df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None, requests: int | None
-) -> pd.DataFrame:
+def _window(df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
     keep = np.ones(len(df), dtype=bool)
     if start is not None:
         keep &= (df["timestamp"] >= start).to_numpy()
     if end is not None:
         keep &= (df["timestamp"] < end).to_numpy()
-    df = df[keep]
-    if requests is not None:
-        df = df.iloc[:requests]
-    return df.reset_index(drop=True)
-
-
-def _drop_empty(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Real DiffusionDB has empty prompts; drop them with a warning (a trace may not hold one)."""
-    if "prompt" not in raw.columns:
-        return raw
-    prompt = raw["prompt"]
-    empty = (prompt.isna() | (prompt.astype("str").str.strip() == "")).to_numpy()
-    if empty.any():
-        rows = np.flatnonzero(empty)[:5] + 1
-        warnings.warn(
-            f"{path}: dropped {int(empty.sum())} request(s) with an empty prompt (data rows "
-            f"{', '.join(map(str, rows))}{' ...' if empty.sum() > 5 else ''})",
-            stacklevel=3,
-        )
-        raw = raw[~empty].reset_index(drop=True)
-    return raw
+    return df[keep].reset_index(drop=True)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -140,7 +125,9 @@ def _check_columns(path: Path, names: list[str]) -> None:
 
 def _read_parquet(
     path: Path, requests: int | None, start: pd.Timestamp | None, end: pd.Timestamp | None
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """The ``requests`` earliest rows in the window, their 1-based file rows, and how many the
+    window holds (only those rows are read: a 14M-row file never becomes 14M Python objects)."""
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
@@ -149,7 +136,7 @@ def _read_parquet(
     except (pa.ArrowException, OSError) as exc:
         raise InputError(path, f"not a readable parquet file ({exc})") from None
     ts = _column_times(ts_col, path)
-    rows = _select_rows(ts, requests, start, end)
+    rows, available = _select_rows(ts, requests, start, end)
     columns = [c for c in RENAME if c in names]
     parts = []
     groups = wanted_row_groups(pf, rows)
@@ -172,7 +159,7 @@ def _read_parquet(
         raise InputError(path, f"not UTF-8 text ({exc.reason})", column="prompt") from None
     df = df.rename(columns=RENAME)
     df["timestamp"] = pd.to_datetime(ts[rows], utc=True)
-    return df
+    return df, rows + 1, available
 
 
 def wanted_row_groups(pf: pq.ParquetFile, rows: np.ndarray) -> list[tuple[int, int]]:
@@ -207,14 +194,16 @@ def _column_times(col: pa.ChunkedArray, path: Path) -> np.ndarray:
 
 def _select_rows(
     ts: np.ndarray, requests: int | None, start: pd.Timestamp | None, end: pd.Timestamp | None
-) -> np.ndarray:
-    """Row indices (ascending) of the ``requests`` earliest rows inside the window."""
+) -> tuple[np.ndarray, int]:
+    """Row indices (ascending) of the ``requests`` earliest rows inside the window, and how many
+    rows the window holds."""
     keep = np.ones(len(ts), dtype=bool)
     if start is not None:
         keep &= ts >= start.value
     if end is not None:
         keep &= ts < end.value
     rows = np.flatnonzero(keep)
+    available = len(rows)
     if requests is not None and len(rows) > requests:
         rows = np.sort(rows[np.argsort(ts[rows], kind="stable")[:requests]])
-    return rows
+    return rows, available

@@ -1,25 +1,24 @@
 """One entry point from a :class:`sim.base.config.TraceConfig` to a :class:`traces.schema.Trace`.
 
-Order of operations: read the source, keep the window ``[start, end)`` (ISO times on the
-trace's own clock; a time without a zone is UTC), keep the first ``requests`` requests of it,
-then scale time (``time_scale`` > 1 compresses the clock; ``Trace.arrival_s`` is divided by it;
-a parquet trace written with its own time scale is compressed by the product of both).
-For ``synthetic``, ``requests`` is the number generated (the window then applies to those); for
-``prompts`` it is the number of prompts read from the top of the file.
+Order of operations: read the source (:data:`traces.sources.SOURCES`), keep the window
+``[start, end)`` (ISO times on the trace's own clock; a time without a zone is UTC), keep the
+first ``requests`` requests of it (null: all of them; a synthetic trace then has
+:data:`traces.sources.SYNTHETIC_DEFAULT_REQUESTS`), then scale time (``time_scale`` > 1
+compresses the clock; ``Trace.arrival_s`` is divided by it; a parquet trace written with its own
+time scale is compressed by the product of both). For ``synthetic``, ``requests`` is the number
+generated (the window then applies to those); for ``prompts`` it is the number of prompts read
+from the top of the file. Whenever only a prefix is kept, ``Trace.available`` says of how many.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sim.base.errors import ConfigError
-from traces.diffusiondb import load_diffusiondb
-from traces.prompts import prompts_trace
-from traces.schema import Trace, read_parquet
-from traces.synthetic import generate
+from traces.schema import Trace
+from traces.sources import get_source
 
 if TYPE_CHECKING:
     from sim.base.config import TraceConfig
@@ -43,30 +42,20 @@ def load_trace(cfg: TraceConfig, seed: int) -> Trace:
     start, end = parse_time("trace.start", cfg.start), parse_time("trace.end", cfg.end)
     if start is not None and end is not None and end <= start:
         raise ConfigError("trace.end", cfg.end, f"must be after trace.start ({cfg.start})")
-    if cfg.source == "synthetic":
-        if cfg.requests is None:
-            raise ConfigError(
-                "trace.requests", None, "a synthetic trace needs a number of requests to generate"
-            )
-        trace = generate(cfg.requests, cfg.synthetic, cfg.arrival, seed)
-    elif cfg.source == "diffusiondb":
-        trace = load_diffusiondb(_path(cfg), cfg.requests, start, end)
-    elif cfg.source == "prompts":
-        trace = prompts_trace(_path(cfg), cfg.arrival, seed, cfg.requests)
-    elif cfg.source == "parquet":
-        trace = read_parquet(_path(cfg))
-    else:
-        raise ConfigError("trace.source", cfg.source, "allowed: synthetic, diffusiondb, prompts, parquet")
-    trace = window(trace, start, end, cfg.requests)
+    source = get_source(cfg.source)
+    requests = cfg.requests if cfg.requests is not None else source.default_requests
+    trace = source.load(cfg, seed, start, end, requests)
+    trace = window(trace, start, end, requests)
     # A stored trace may already be compressed; the config compresses it further.
     trace.time_scale *= cfg.time_scale
     return trace
 
 
-def _path(cfg: TraceConfig) -> Path:
-    if cfg.path is None:
-        raise ConfigError("trace.path", None, f"trace.source={cfg.source!r} needs a path to read")
-    return Path(cfg.path)
+def kept_note(trace: Trace) -> str:
+    """`` (the first 20,000 of 31,250 requests: trace.requests)`` when a prefix was kept, else ``""``."""
+    if trace.available is None or trace.available <= len(trace):
+        return ""
+    return f" (the first {len(trace):,} of {trace.available:,} requests: trace.requests)"
 
 
 def window(trace: Trace, start: pd.Timestamp | None, end: pd.Timestamp | None, requests: int | None) -> Trace:
@@ -79,7 +68,7 @@ def window(trace: Trace, start: pd.Timestamp | None, end: pd.Timestamp | None, r
     if end is not None:
         keep &= ts < end
     if keep.all() and (requests is None or requests >= len(df)):
-        return Trace(df, name=trace.name, source=trace.source, time_scale=trace.time_scale)
+        return trace
     if not keep.any():
         field, value = ("trace.start", start) if start is not None else ("trace.end", end)
         raise ConfigError(
@@ -89,9 +78,11 @@ def window(trace: Trace, start: pd.Timestamp | None, end: pd.Timestamp | None, r
             f"the trace {trace.name} spans {ts.iloc[0]} .. {ts.iloc[-1]}",
         )
     sub = df[keep.to_numpy()]
-    if requests is not None:
+    available = trace.available
+    if requests is not None and requests < len(sub):
+        available = len(sub)
         sub = sub.iloc[:requests]
     sub = sub.reset_index(drop=True)
     codes, _ = pd.factorize(sub["prompt_id"], sort=False)
     sub["prompt_id"] = codes.astype("int32")
-    return Trace(sub, name=trace.name, source=trace.source, time_scale=trace.time_scale)
+    return Trace(sub, name=trace.name, source=trace.source, time_scale=trace.time_scale, available=available)

@@ -14,9 +14,11 @@ while any other parquet table with ``timestamp`` and ``prompt`` columns is simpl
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,9 @@ import pyarrow.parquet as pq
 
 from sim.base.errors import InputError
 from sim.base.io import atomic_path
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 REQUIRED = ("timestamp", "prompt")
 OPTIONAL_INT = ("seed", "steps", "width", "height")
@@ -41,12 +46,15 @@ class Trace:
     ``time_scale`` > 1 compresses the clock: :attr:`arrival_s` is divided by it while
     ``df.timestamp`` keeps the trace's own times (so windows stay on the real clock).
     Treat a Trace as immutable: the array properties are computed once and cached.
+    ``available`` is how many requests the source held when only the first ``len(self)`` were
+    kept (``trace.requests``); None when the trace is all there was.
     """
 
     df: pd.DataFrame
     name: str = "trace"
     source: str = ""
     time_scale: float = 1.0
+    available: int | None = None
 
     def __len__(self) -> int:
         return len(self.df)
@@ -128,7 +136,14 @@ def _int_column(col: pd.Series, name: str, path: object) -> pd.Series:
     return num.astype("Int64")
 
 
-def normalise(df: pd.DataFrame, source_path: object, *, require_sorted: bool = False) -> pd.DataFrame:
+def normalise(
+    df: pd.DataFrame,
+    source_path: object,
+    *,
+    require_sorted: bool = False,
+    rows: np.ndarray | None = None,
+    columns: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Validate a raw request table and return it in trace shape.
 
     ``df`` must hold ``timestamp`` (datetimes or ISO text) and ``prompt`` (non-empty text);
@@ -136,8 +151,52 @@ def normalise(df: pd.DataFrame, source_path: object, *, require_sorted: bool = F
     Rows are sorted by time (stable, so equal times keep file order) and ``prompt_id`` is
     assigned densely in order of first appearance. With ``require_sorted`` (files that claim to
     be acsim traces) out-of-order times are an error instead. Errors name ``source_path``, the
-    1-based data row in the input order and the column.
+    1-based data row in the input order and the column; ``rows`` gives the input row number of
+    each row of ``df`` when it is not the position (rows were dropped or selected before), and
+    ``columns`` the input's name of a trace column when it differs.
     """
+    try:
+        return _normalise(df, source_path, require_sorted)
+    except InputError as exc:
+        row = exc.row
+        if row is not None and rows is not None and 0 < row <= len(rows):
+            row = int(rows[row - 1])
+        column = (columns or {}).get(exc.column or "", exc.column)
+        if (row, column) == (exc.row, exc.column):
+            raise
+        raise InputError(source_path, exc.problem, row=row, column=column) from None
+
+
+def drop_empty_prompts(df: pd.DataFrame, source_path: object) -> tuple[pd.DataFrame, np.ndarray]:
+    """Drop requests with a missing or blank prompt (real DiffusionDB has some: an empty prompt
+    cannot be embedded meaningfully and no trace may hold one), warning once with their rows.
+
+    Every importer does this, the same way. Returns the kept rows and their 1-based input row
+    numbers (for :func:`normalise` to name rows as the input numbers them).
+    """
+    numbers = np.arange(1, len(df) + 1)
+    if "prompt" not in df.columns:
+        return df, numbers
+    prompt = df["prompt"]
+    text = prompt.where(prompt.map(lambda v: isinstance(v, str)), "x") if prompt.dtype == object else prompt
+    empty = (prompt.isna() | (text.astype("str").str.strip() == "")).to_numpy()
+    if empty.any():
+        warn_dropped(source_path, numbers[empty])
+        df = df[~empty].reset_index(drop=True)
+    return df, numbers[~empty]
+
+
+def warn_dropped(source_path: object, rows: np.ndarray | list[int]) -> None:
+    """The one warning every importer gives for requests dropped for an empty prompt."""
+    rows = list(rows)
+    shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+    warnings.warn(
+        f"{source_path}: dropped {len(rows)} request(s) with an empty prompt (data rows {shown})",
+        stacklevel=3,
+    )
+
+
+def _normalise(df: pd.DataFrame, source_path: object, require_sorted: bool) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise InputError(
@@ -208,7 +267,10 @@ def read_parquet(path: str | Path) -> Trace:
     except (pa.ArrowException, OSError) as exc:
         raise InputError(p, f"not a readable parquet file ({exc})") from None
     table = _checked_utf8(table, p)
-    df = normalise(table.to_pandas(), p, require_sorted=info is not None)
+    raw, rows = table.to_pandas(), None
+    if info is None:  # a foreign table is imported like any other; an acsim trace holds no empty prompt
+        raw, rows = drop_empty_prompts(raw, p)
+    df = normalise(raw, p, require_sorted=info is not None, rows=rows)
     info = info or {}
     return Trace(
         df,

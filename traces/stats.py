@@ -1,7 +1,8 @@
 """Descriptive statistics of a trace, and a readable rendering of them.
 
 The same numbers serve a user sizing a cache (how repetitive and how similar is my workload?) and
-the tests that hold the synthetic generator to the real DiffusionDB sample.
+the tests that hold the synthetic generator to the real DiffusionDB sample. With embeddings, the
+reuse statistics of :mod:`traces.reuse` are included (``best_earlier_similarity`` and ``reuse``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from traces.reuse import MAX_REQUESTS, SESSION_GAP_S, Matches, reuse_stats, session_ids
+
 if TYPE_CHECKING:
     from traces.schema import Trace
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-SESSION_GAP_S = 1800.0  # a user's session ends after 30 minutes without a request
-# Exact best-earlier similarity is O(prompts^2 d); beyond this many unique prompts only the requests
-# whose prompt is among the first MAX_SIMILARITY_PROMPTS are measured (reported in the result).
-MAX_SIMILARITY_PROMPTS = 50_000
-_BLOCK = 512
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
@@ -29,13 +27,18 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, values, strict=True)}
 
 
-def trace_stats(trace: Trace, embeddings: np.ndarray | None = None) -> dict[str, Any]:
-    """Statistics of ``trace``; with ``embeddings`` (float32 (n_prompts, d), unit rows, row = prompt_id)
-    also the distribution of each request's best cosine similarity to any earlier request's prompt."""
+def trace_stats(
+    trace: Trace,
+    embeddings: np.ndarray | None = None,
+    max_requests: int = MAX_REQUESTS,
+    matches: Matches | None = None,
+) -> dict[str, Any]:
+    """Statistics of ``trace``; with ``embeddings`` (float32 (n_prompts, d), unit rows, row =
+    prompt_id) also how its requests reuse earlier prompts (:func:`traces.reuse.reuse_stats`,
+    exact over the first ``max_requests`` requests, whose ``matches`` may be given)."""
     n = len(trace)
     t = trace.arrival_s
     duration = float(t[-1]) if n else 0.0
-    ids = trace.prompt_ids
     n_prompts = trace.n_prompts
     prompts = trace.df["prompt"]
     words = prompts.str.split().str.len().to_numpy(dtype=np.float64)
@@ -57,7 +60,14 @@ def trace_stats(trace: Trace, embeddings: np.ndarray | None = None) -> dict[str,
     out.update(_repeat_users(trace))
     out["sessions"] = _sessions(trace)
     if embeddings is not None:
-        out["best_earlier_similarity"] = best_earlier_similarity_stats(ids, embeddings)
+        reuse = reuse_stats(
+            trace.prompt_ids, trace.user_codes, t, embeddings, max_requests=max_requests, matches=matches
+        )
+        out["best_earlier_similarity"] = {
+            "measured_requests": reuse["measured_requests"] - 1,
+            **reuse.pop("best_similarity"),
+        }
+        out["reuse"] = reuse
     return out
 
 
@@ -79,70 +89,36 @@ def _repeat_users(trace: Trace) -> dict[str, Any]:
 
 
 def _sessions(trace: Trace) -> dict[str, Any]:
-    """Sessions: a user's requests with gaps below 30 minutes (on the scaled clock)."""
+    """Sessions: a user's requests with gaps below 30 minutes (on the scaled clock), and users who
+    come back in another session."""
     users = trace.user_codes
     known = users >= 0
     if not known.any():
         return {"count": 0}
     t = trace.arrival_s[known]
     u = users[known]
+    sid = session_ids(u, t, SESSION_GAP_S)
     order = np.lexsort((t, u))
-    t, u = t[order], u[order]
+    t, u, sid = t[order], u[order], sid[order]
     new = np.ones(len(t), dtype=bool)
-    new[1:] = (u[1:] != u[:-1]) | (np.diff(t) >= SESSION_GAP_S)
-    sid = np.cumsum(new) - 1
+    new[1:] = sid[1:] != sid[:-1]
     lengths = np.bincount(sid).astype(np.float64)
     gaps = np.diff(t)[~new[1:]]
+    # A return: a user's next session, measured from the end of the previous one.
+    returns = np.flatnonzero(new[1:] & (u[1:] == u[:-1])) + 1
     per_user = np.bincount(np.bincount(u[new]))
+    one = float(per_user[1] / per_user.sum()) if len(per_user) > 1 else math.nan
     return {
         "count": int(len(lengths)),
         "mean_length": float(lengths.mean()),
         "length": _quantiles(lengths),
         "single_request_share": float(np.mean(lengths == 1)),
         "gap_s": _quantiles(gaps),
-        "users_with_one_session_share": float(per_user[1] / per_user.sum())
-        if len(per_user) > 1
-        else math.nan,
+        "users_with_one_session_share": one,
+        "users_returning_share": 1.0 - one,
+        "returning_sessions_share": float(len(returns) / len(lengths)),
+        "return_gap_h": _quantiles((t[returns] - t[returns - 1]) / 3600.0),
     }
-
-
-def best_earlier_similarity(
-    prompt_ids: np.ndarray, embeddings: np.ndarray, max_prompts: int = MAX_SIMILARITY_PROMPTS
-) -> np.ndarray:
-    """Per request, the best cosine similarity to any earlier request's prompt (NaN for the first
-    request and for requests whose prompt id is >= ``max_prompts``). A repeat scores 1."""
-    ids = np.asarray(prompt_ids)
-    m = min(int(ids.max()) + 1 if len(ids) else 0, max_prompts)
-    emb = np.ascontiguousarray(embeddings[:m], dtype=np.float32)
-    # Prompt ids are numbered by first appearance, so "earlier prompts" of a new prompt p are ids < p.
-    best_prev = np.full(m, np.nan, dtype=np.float32)
-    for lo in range(0, m, _BLOCK):
-        hi = min(lo + _BLOCK, m)
-        sims = emb[lo:hi] @ emb[:hi].T
-        # Mask every column q >= p for the row of prompt p (only the diagonal block has any).
-        sims[:, lo:hi][np.triu(np.ones((hi - lo, hi - lo), dtype=bool))] = -np.inf
-        row_best = sims.max(axis=1)
-        best_prev[lo:hi] = np.where(np.isfinite(row_best), row_best, np.nan)
-    out = np.full(len(ids), np.nan, dtype=np.float32)
-    is_first = np.zeros(len(ids), dtype=bool)
-    _, first = np.unique(ids, return_index=True)
-    is_first[first] = True
-    measured = ids < m
-    out[measured & ~is_first] = 1.0
-    new = measured & is_first
-    out[new] = best_prev[ids[new]]
-    return out
-
-
-def best_earlier_similarity_stats(prompt_ids: np.ndarray, embeddings: np.ndarray) -> dict[str, Any]:
-    """Quantiles and threshold shares of :func:`best_earlier_similarity`."""
-    s = best_earlier_similarity(prompt_ids, embeddings)
-    ok = s[np.isfinite(s)].astype(np.float64)
-    res: dict[str, Any] = {"measured_requests": int(len(ok)), **_quantiles(ok)}
-    res["mean"] = float(ok.mean()) if len(ok) else math.nan
-    for thr in (0.65, 0.75, 0.85, 0.95):
-        res[f"share_ge_{thr:.2f}"] = float(np.mean(ok >= thr)) if len(ok) else math.nan
-    return res
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -168,6 +144,10 @@ def format_stats(stats: dict[str, Any]) -> str:
             f"single-request {s['single_request_share']:.1%}; length {q(s['length'])}"
         )
         lines.append(f"  gap inside sessions (s): {q(s['gap_s'])}")
+        lines.append(
+            f"  users returning in another session: {s['users_returning_share']:.1%} of users, "
+            f"{s['returning_sessions_share']:.1%} of sessions; pause (h): {q(s['return_gap_h'], '{:.2f}')}"
+        )
     per_hour = stats["requests_per_hour"]
     if per_hour:
         shown = " ".join(map(str, per_hour[:48])) + (" ..." if len(per_hour) > 48 else "")
@@ -182,4 +162,30 @@ def format_stats(stats: dict[str, Any]) -> str:
             "  share at or above: "
             + "  ".join(f"{k[9:]}: {v:.1%}" for k, v in sim.items() if k.startswith("share_ge_"))
         )
+    r = stats.get("reuse")
+    if r:
+        lines.extend(format_reuse(r))
     return "\n".join(lines)
+
+
+def format_reuse(r: dict[str, Any]) -> list[str]:
+    """Text lines for :func:`traces.reuse.reuse_stats`' result."""
+    thr = r["threshold"]
+    cut = (
+        ""
+        if r["measured_requests"] == r["of_requests"]
+        else f", first {r['measured_requests']:,} of {r['of_requests']:,} requests"
+    )
+    by_q = " ".join(f"{x:.0%}" for x in r["share_by_quarter"])
+    pool = "  ".join(f"m={m}: {p:.3f}" for m, p in r["pool_curve"].items())
+    d, h = r["distance_requests"], r["distance_hours"]
+    lines = [
+        f"  reuse at similarity >= {thr:.2f}{cut}:",
+        f"    best earlier match >= {thr:.2f}: {r[f'share_ge_{thr:.2f}']:.1%} of requests (by quarter of the trace: {by_q})",
+        f"    best earlier match from ANOTHER user >= {thr:.2f}: {r['cross_user_share']:.1%} of requests",
+        f"    P(some of m random requests of other users >= {thr:.2f}): {pool}",
+        "    distance to the best match, requests: " + "  ".join(f"{k}={v:,.0f}" for k, v in d.items()),
+        "    distance to the best match, hours:    " + "  ".join(f"{k}={v:.3g}" for k, v in h.items()),
+        f"    that match is the same user's: {r['same_user_share']:.1%}, in the same session: {r['same_session_share']:.1%}",
+    ]
+    return lines

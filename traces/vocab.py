@@ -45,6 +45,18 @@ ADJECTIVES = (
     "stormy", "quiet", "noisy", "crowded", "empty", "vintage", "brutalist", "art deco", "solarpunk",
     "dieselpunk", "kawaii", "grotesque", "regal", "humble", "tiny", "enormous", "skeletal", "chubby",
     "slender",
+    "radiant", "somber", "serene", "chaotic", "melancholic", "joyful", "furious", "gloomy", "dreamy", "hazy",
+    "misty", "dusty", "muddy", "snowy", "icy", "fiery", "molten", "electric", "magnetic", "iridescent",
+    "opalescent", "metallic", "chrome", "silver", "bronze", "copper", "obsidian", "emerald", "sapphire",
+    "ruby", "amber", "ivory", "ebony", "crimson", "scarlet", "azure", "turquoise", "violet", "lavender",
+    "pastel", "monochrome", "sepia", "faded", "weathered", "crumbling", "ruined", "pristine", "gleaming",
+    "polished", "tattered", "ragged", "noble", "royal", "sacred", "cursed", "blessed", "demonic", "angelic",
+    "divine", "infernal", "celestial", "lunar", "solar", "astral", "primordial", "prehistoric", "industrial",
+    "rustic", "tropical", "arctic", "nocturnal", "wild", "feral", "gentle", "brave", "lazy", "curious",
+    "mischievous", "grumpy", "cheerful", "shy", "proud", "lost", "forgotten", "hidden", "secret", "forbidden",
+    "infinite", "miniature", "colossal", "towering", "twisted", "crooked", "geometric", "fractal", "organic",
+    "fungal", "crystalline", "inflatable", "knitted", "origami", "velvet", "silky", "fuzzy", "spiky", "slimy",
+    "glossy", "rainbow", "pixelated",
 )
 
 NOUNS = (
@@ -72,6 +84,42 @@ NOUNS = (
     "coffee cup", "wine glass", "guitar", "piano", "violin", "typewriter", "camera", "computer", "television",
     "smartphone", "sneaker", "handbag", "chair", "throne", "sword", "shield", "crown", "mask", "helmet",
     "book", "map", "mirror", "door", "window", "staircase", "fountain",
+    "axolotl", "capybara", "raccoon", "red panda", "lynx", "jaguar", "leopard", "cheetah", "bison", "moose",
+    "reindeer", "camel", "llama", "alpaca", "hippo", "rhino", "crocodile", "iguana", "chameleon", "gecko",
+    "salamander", "toad", "seahorse", "stingray", "orca", "narwhal", "walrus", "seal", "pelican", "flamingo",
+    "heron", "toucan", "macaw", "cockatoo", "magpie", "crow", "sparrow", "falcon", "hawk", "vulture",
+    "albatross", "puffin", "moth", "dragonfly", "ladybug", "bumblebee", "mantis", "centipede", "firefly",
+    "koi fish", "goldfish", "piranha", "anglerfish", "lobster", "squid", "nautilus", "starfish", "coral reef",
+    "sea turtle", "tortoise", "hamster", "ferret", "badger", "beaver", "porcupine", "armadillo", "sloth",
+    "lemur", "orangutan", "chimpanzee", "meerkat", "hyena", "coyote", "fennec fox", "polar bear",
+    "grizzly bear", "mammoth", "sabertooth tiger", "dinosaur", "t - rex", "velociraptor", "pterodactyl",
+    "triceratops", "basilisk", "chimera", "manticore", "wyvern", "leviathan", "banshee", "wraith", "lich",
+    "ogre", "troll", "orc", "gnome", "fairy", "pixie", "nymph", "dryad", "satyr", "harpy", "gorgon",
+    "cyclops", "titan", "djinn", "kitsune", "oni", "hourglass", "compass", "telescope", "microscope", "globe",
+    "candle", "chandelier", "grandfather clock", "music box", "gramophone", "radio", "jukebox",
+    "vending machine", "phone booth", "mailbox", "umbrella", "kite", "balloon", "carousel", "ferris wheel",
+    "roller coaster", "tent", "campfire", "suitcase", "treasure chest", "key", "potion", "scroll", "grimoire",
+    "amulet", "ring", "necklace", "scepter", "chalice", "dagger", "axe", "spear", "bow", "crossbow", "cannon",
+    "revolver", "katana", "lightsaber", "jetpack", "hoverboard", "skateboard", "surfboard", "sailboat",
+    "canoe", "yacht", "steam locomotive", "tram", "bus", "truck", "tractor", "excavator", "race car",
+    "vintage car", "muscle car", "taxi", "ambulance", "fire truck", "zeppelin", "biplane", "fighter jet",
+    "ufo", "mothership", "starship", "space shuttle", "mars rover", "drone", "robot dog", "ramen",
+    "dumplings", "croissant", "donut", "pancakes", "waffles", "burrito", "taco", "hot dog", "watermelon",
+    "pineapple", "strawberry", "banana", "avocado", "cherry", "lemon", "pumpkin", "cupcake", "macaron",
+    "cheese", "bread", "noodles", "bubble tea", "cocktail", "skyline", "harbor", "pier", "bazaar",
+    "monastery", "shrine", "ziggurat", "obelisk", "catacombs", "crypt", "mausoleum", "observatory",
+    "aquarium", "circus", "amusement park", "stadium", "arena", "office", "classroom", "attic", "basement",
+    "garage", "workshop", "forge", "quarry", "mine", "oasis", "glacier", "fjord", "geyser", "lagoon", "marsh",
+    "tundra", "savanna", "vineyard", "orchard", "rice field", "rainforest", "cliff", "valley", "crater",
+    "asteroid", "black hole", "supernova", "space elevator", "dyson sphere", "megastructure", "favela",
+    "suburb", "motel", "gas station", "highway", "tunnel", "dam", "power plant", "server room",
+    "train station", "airport", "astronomer", "alchemist", "archer", "assassin", "barbarian", "bard",
+    "cleric", "druid", "paladin", "ranger", "rogue", "sorceress", "warlock", "nomad", "explorer", "mercenary",
+    "gunslinger", "sheriff", "outlaw", "pilgrim", "prophet", "oracle", "hermit", "peasant", "merchant",
+    "empress", "emperor", "prince", "acrobat", "magician", "puppeteer", "clockmaker", "cartographer",
+    "botanist", "architect", "surgeon", "diver", "miner", "lumberjack", "shepherd", "baker", "barista",
+    "student", "grandfather", "toddler", "twins", "gamer", "rapper", "drummer", "violinist", "opera singer",
+    "bride",
 )
 
 SETTINGS = (
@@ -83,6 +131,16 @@ SETTINGS = (
     "in the jungle", "in a spaceship", "during a storm", "at golden hour", "in the mist", "in a dream",
     "surrounded by flowers", "surrounded by butterflies", "with long flowing hair", "wearing armor",
     "holding a sword", "riding a horse", "with glowing eyes", "in a victorian dress", "in a sci - fi suit",
+    "in a bamboo forest", "on a rooftop", "in a subway", "in a greenhouse", "in a junkyard",
+    "in a laboratory", "in a war zone", "in the arctic", "in the savanna", "in venice", "in london",
+    "in rome", "in ancient egypt", "in ancient greece", "in feudal japan", "in the wild west",
+    "in the 1 9 2 0 s", "in the 1 9 8 0 s", "in a medieval village", "in a steampunk city",
+    "in a haunted house", "in a graveyard at midnight", "on a frozen lake", "on a tropical island",
+    "in a crystal cave", "inside a volcano", "at dawn", "at dusk", "under the northern lights",
+    "under a full moon", "under cherry blossoms", "in autumn", "in spring", "in winter", "in a thunderstorm",
+    "in the fog", "on a battlefield", "in a nightclub", "in a museum", "in a cozy living room", "on a train",
+    "on a pirate ship", "in an elevator", "inside a computer", "in the metaverse", "in a video game",
+    "in a snow globe",
 )
 
 PEOPLE = (
@@ -106,6 +164,25 @@ PEOPLE = (
     "jeff bezos", "mark zuckerberg", "bill gates", "sonic the hedgehog", "master chief", "link from zelda",
     "geralt of rivia", "lara croft", "totoro", "godzilla", "king kong", "yoda", "chewbacca", "thanos",
     "deadpool", "wolverine", "superman",
+    "brad pitt", "angelina jolie", "leonardo dicaprio", "johnny depp", "will smith", "tom hanks",
+    "meryl streep", "natalie portman", "anne hathaway", "jennifer lawrence", "ryan gosling", "ryan reynolds",
+    "chris hemsworth", "chris evans", "robert downey jr", "benedict cumberbatch", "henry cavill", "gal gadot",
+    "emma stone", "emilia clarke", "kit harington", "peter dinklage", "jason momoa", "idris elba",
+    "keira knightley", "cate blanchett", "tilda swinton", "willem dafoe", "christopher walken", "bill murray",
+    "jack black", "steve buscemi", "samuel l jackson", "arnold schwarzenegger", "sylvester stallone",
+    "bruce lee", "jackie chan", "bob ross", "mona lisa", "queen elizabeth", "winston churchill", "joe biden",
+    "vladimir putin", "kim jong un", "the pope", "princess diana", "michael jackson", "elvis presley",
+    "freddie mercury", "david bowie", "beyonce", "rihanna", "ariana grande", "dua lipa", "harry styles",
+    "eminem", "lebron james", "cristiano ronaldo", "lionel messi", "mickey mouse", "donald duck",
+    "bugs bunny", "scooby doo", "spongebob", "garfield", "snoopy", "pinocchio", "alice in wonderland",
+    "the mad hatter", "peter pan", "captain hook", "sherlock holmes", "dracula", "frankenstein's monster",
+    "the grim reaper", "santa claus", "a leprechaun", "zeus", "poseidon", "hades", "athena", "anubis", "odin",
+    "thor", "loki", "hercules", "achilles", "king arthur", "merlin", "robin hood", "joan of arc",
+    "genghis khan", "julius caesar", "a plague doctor", "a mad scientist", "a space pirate", "a desert nomad",
+    "an arctic explorer", "a deep sea diver", "a royal guard", "a fortune teller", "a street musician",
+    "a tattoo artist", "a goth girl", "an anime girl", "a magical girl", "a catgirl", "a fairy queen",
+    "a witch hunter", "a demon hunter", "a cyberpunk samurai", "a steampunk pilot", "a viking shieldmaiden",
+    "an egyptian queen", "an aztec warrior",
 )
 
 MATERIALS = (
@@ -180,5 +257,57 @@ ARTISTS = (
     "sakimichan", "stanley artgerm lau", "wayne barlowe", "brom", "anato finnstark", "noriyoshi ohrai",
     "vladimir motsar", "ohara koson", "hokusai", "ivan aivazovsky", "john howe", "alan lee", "tim burton",
     "wes anderson", "james gilleard", "atey ghailan", "josan gonzalez", "kilian eng", "android jones",
+)
+# fmt: on
+
+# Detail phrases a prompt puts between its subject and its style, with the same placeholders as
+# TEMPLATES. Real prompts are coherent: their details return to the words of their subject (an
+# idea's "theme" fills most placeholders), which keeps unrelated prompts apart under a sentence
+# embedder; random words from the whole list would average every long prompt to one centre.
+# fmt: off
+PHRASES = (
+    "{a} {n}", "{n}", "{s}", "{a} {m}", "{n} and {n2}", "{x}", "{p}", "{a} {n} {s}", "{m} {n}",
+    "{a} and {a2}", "{n} {s}", "{a} {n2}", "{a} {m} {n}", "{p} {s}", "with {a} {n}", "wearing a {a} {w}",
+    "holding a {n}", "{n} made of {m}", "{a} {n} in the background", "surrounded by {n}", "the {n} of {x}",
+    "in the style of {x}", "{a} eyes",
+)
+# fmt: on
+
+# Style families: modifiers that real prompts use together (a digital-art block, a photo block, a
+# render block, ...). An idea draws its style from one or two families, again so that unrelated
+# styled prompts are not all alike; the frequency order of MODIFIERS still gives the head.
+# fmt: off
+STYLE_FAMILIES = (
+    ("highly detailed", "intricate", "hyper detailed", "detailed", "intricate detail", "high detail",
+     "very detailed", "ultra detailed", "extremely detailed", "super detailed", "intricate details",
+     "intricate complexity", "insanely detailed", "very coherent", "large scale", "8 k", "4 k", "hd",
+     "8 k resolution", "high resolution", "ultra definition", "high quality", "sharp focus", "sharp"),
+    ("artstation", "trending on artstation", "digital painting", "concept art", "illustration",
+     "digital art", "artstation hq", "artstation trending", "deviantart", "cgsociety",
+     "trending on cgsociety", "behance", "official art", "digital illustration", "matte painting", "smooth",
+     "elegant", "sharp focus", "fantasy"),
+    ("detailed painting", "oil on canvas", "oil painting", "fine art", "an ultrafine detailed painting",
+     "masterpiece", "art nouveau", "baroque", "impressionism", "watercolor", "drawing", "golden ratio",
+     "ornate", "surrealism", "beautiful", "elegant", "pastel colors", "whimsical"),
+    ("octane render", "unreal engine", "unreal engine 5 rendered", "ray tracing", "redshift render",
+     "global illumination", "cryengine", "ue 4", "vfx", "houdini", "blender", "zbrush", "polycount", "3 d",
+     "smooth render", "subsurface scattering", "low poly", "isometric", "sticker vinyl decal", "pixel art",
+     "volumetric lighting"),
+    ("photograph", "photography", "photorealistic", "photoreal", "realistic", "hyperrealistic",
+     "highly realistic", "hyper realism", "digital photography", "award - winning photograph", "hasselblad",
+     "kodak portra 4 0 0", "sigma 8 5 mm", "f / 1. 8", "35 mm", "bokeh", "depth of field", "dof",
+     "tilt shift", "wide angle", "medium shot", "studio lighting", "movie still", "film", "natural pose",
+     "three quarter profile view", "portrait", "centered composition", "symmetrical", "perfect face",
+     "beautiful face", "studio quality"),
+    ("cinematic lighting", "cinematic", "dramatic lighting", "dramatic", "volumetric light", "rays of light",
+     "beautiful light", "soft lighting", "realistic lighting", "epic lighting", "rim light", "radiant light",
+     "golden hour", "lens flare", "atmospheric", "moody", "mist", "fog", "contrast", "hdr", "motion blur",
+     "epic composition", "coherent composition", "dynamic"),
+    ("fantasy", "dark fantasy", "dungeons and dragons", "d & d", "chinese fantasy", "gothic", "mystical",
+     "ethereal", "eerie", "unsettling", "strange", "liminal space", "postapocalyptic", "noir",
+     "award winning"),
+    ("cyberpunk", "sci - fi", "futuristic", "steampunk", "synthwave", "vaporwave", "neon lighting", "anime",
+     "anime aesthetic", "pixiv", "featured on pixiv", "chibi", "ukiyo - e", "vibrant colors", "vivid colors",
+     "bright colors", "colorful", "maximalist", "warm aesthetic"),
 )
 # fmt: on

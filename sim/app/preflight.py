@@ -27,8 +27,10 @@ from sim.engine.replicas import cache_count, replica_profile_name
 from sim.engine.routing import ROUTERS
 from sim.systems import SYSTEMS, system_class
 from sim.tiers import TierPath
+from traces.arrivals import get_arrival
 from traces.embeddings import check_embedder_name
 from traces.load import parse_time
+from traces.sources import check_trace_config, expected_span_s, get_source, requests_to_make
 
 
 def _one_of(field: str, value: str, registry: dict) -> None:
@@ -49,13 +51,14 @@ def _check_trace(exp: Experiment) -> None:
     trace = exp.trace
     if isinstance(trace.path, list):
         trace.path = _first_existing("trace.path", trace.path)
+    check_trace_config(trace)
     if trace.path is not None and not exists(trace.path, "file"):
         problem = "is a directory, not a trace file" if exists(trace.path, "dir") else "no such file"
         raise ConfigError("trace.path", trace.path, problem)
     if exp.reference is not None and not exists(exp.reference, "file"):
         raise ConfigError("reference", exp.reference, "no such file (a CSV of published numbers)")
     rate_path = trace.arrival.rate_path
-    if trace.arrival.process == "rate" and rate_path and not exists(rate_path, "file"):
+    if get_arrival(trace.arrival).needs_rate_path and rate_path and not exists(rate_path, "file"):
         raise ConfigError("trace.arrival.rate_path", rate_path, "no such file")
     start = parse_time("trace.start", trace.start)
     end = parse_time("trace.end", trace.end)
@@ -110,7 +113,7 @@ def check_size(exp: Experiment, requests: int | None, span_s: float | None = Non
     if requests is not None:
         per = TRACE_BYTES_PER_REQUEST + RECORD_BYTES_PER_REQUEST * len(exp.systems)
         need.append(("trace.requests", requests, requests * per, f"{per} bytes per request"))
-    if exp.trace.source == "synthetic":
+    if get_source(exp.trace.source).generated:
         syn = exp.trace.synthetic
         if syn.users:
             need.append(("trace.synthetic.users", syn.users, syn.users * USER_BYTES, f"{USER_BYTES} bytes per user"))
@@ -192,5 +195,6 @@ def preflight(exp: Experiment) -> Experiment:
     profile = load_profile(exp.profile)
     _check_against_profile(exp, profile)
     _check_cluster(exp, profile)
-    check_size(exp, exp.trace.requests if exp.trace.source in ("synthetic", "prompts") else None)
+    source = get_source(exp.trace.source)
+    check_size(exp, requests_to_make(exp.trace) if source.uses_arrival else None, expected_span_s(exp.trace))
     return exp

@@ -33,8 +33,9 @@ from sim.neighbours import NeighbourLists, build_neighbours
 from sim.replay import replay
 from sim.systems import SYSTEMS, build_system, combined_stats
 from traces.embeddings import embed_prompts, get_embedder
-from traces.load import load_trace
+from traces.load import kept_note, load_trace
 from traces.schema import Trace, read_parquet, write_parquet
+from traces.sources import get_source, source_version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,6 +66,9 @@ def _digest(obj: object) -> str:
 def trace_key(exp: cfg.Experiment) -> str:
     """A key that changes whenever the trace would."""
     key: dict[str, object] = {"trace": asdict(exp.trace), "seed": exp.seed}
+    version = source_version(exp.trace.source)
+    if version is not None:  # a newer generator never reuses an older one's cached trace
+        key["generator"] = version
     if exp.trace.path:
         p = Path(exp.trace.path)
         if p.exists():
@@ -130,7 +134,7 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
 
 def _cached_trace(exp: cfg.Experiment) -> Trace:
     """Synthetic traces are cached as parquet: big ones take a while to generate."""
-    if exp.trace.source != "synthetic":
+    if not get_source(exp.trace.source).generated:
         return load_trace(exp.trace, exp.seed)
     path = cache_dir() / "traces" / f"{trace_key(exp)}.parquet"
     if path.exists():
@@ -218,7 +222,7 @@ def describe_inputs(exp: cfg.Experiment, inputs: Inputs, stream=None) -> None:
     t = inputs.trace
     dur_h = float(t.arrival_s[-1] - t.arrival_s[0]) / 3600 if len(t) > 1 else 0.0
     print(
-        f"trace: {len(t):,} requests, {len(t.prompts):,} unique prompts, "
+        f"trace: {len(t):,} requests{kept_note(t)}, {len(t.prompts):,} unique prompts, "
         f"{dur_h:.1f} h ({exp.trace.source}); profile: {inputs.profile.name}",
         file=stream,
     )

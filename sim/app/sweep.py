@@ -53,9 +53,11 @@ from sim.app.run import INPUT_FIELDS, prepare_inputs, run_experiment
 from sim.base import config as cfg
 from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from traces.load import kept_note
 
 if TYPE_CHECKING:
     import argparse
+    from typing import TextIO
 
 RunFn = Callable[..., pd.DataFrame]
 PrepareFn = Callable[..., Any]
@@ -191,6 +193,13 @@ def _blame(exc: ConfigError, values: Mapping[str, Any], shown: Mapping[str, str]
 
 # ---------------------------------------------------------------------------
 # Running one configuration (in a worker)
+
+
+def _say_kept(inputs: Any, stream: TextIO) -> None:
+    """Say so when the shared inputs' trace keeps only a prefix of its source (trace.requests)."""
+    trace = getattr(inputs, "trace", None)
+    if trace is not None and kept_note(trace):
+        print(f"trace {trace.name}:{kept_note(trace)}", file=stream)
 
 
 def execute_point(
@@ -593,6 +602,7 @@ def run_points(
         if key not in shared and key not in prep_errors:
             try:
                 shared[key] = prepare(p.exp, progress=progress)
+                _say_kept(shared[key], stream)
             except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
                 prep_errors[key] = (
                     f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()

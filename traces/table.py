@@ -1,0 +1,162 @@
+"""Any CSV or parquet table of requests, its columns named by a mapping (``trace.source: table``).
+
+``columns`` maps a trace column (``prompt``, ``timestamp``, ``user``, ``seed``, ``steps``,
+``width``, ``height``) to the input's name for it: ``{"prompt": "text", "timestamp": "ts"}``, or
+on the command line ``--columns prompt=text,timestamp=ts,user=uid``. A trace column left out is
+read from an input column of the same name when there is one. A name may also point into a JSON
+object stored in a column: ``timestamp=meta.created`` reads field ``created`` of the JSON text in
+column ``meta`` (nested fields: ``meta.a.b``); a column whose own name contains the dot wins.
+
+Timestamps may be numbers (seconds since 1970-01-01 UTC, or the ``time_unit`` given), ISO 8601
+text (a time without a zone is UTC), or parquet datetimes. Requests with an empty prompt are
+dropped with one warning, as by every importer; any other bad value is an error that names the
+file, the data row (1-based, header excluded) and the input's column.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sim.base.errors import InputError
+from traces.prompts import decode_utf8
+from traces.schema import REQUIRED, Trace, drop_empty_prompts, normalise
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+TIME_UNITS = ("s", "ms", "us", "ns")
+# Trace columns an input column can be mapped to (trace.columns, for source: table).
+MAPPABLE_COLUMNS = ("timestamp", "prompt", "user", "seed", "steps", "width", "height")
+
+
+def check_columns(columns: Mapping[str, str] | None) -> str | None:
+    """What is wrong with a ``trace.columns`` mapping, or None."""
+    for key, value in (columns or {}).items():
+        if key not in MAPPABLE_COLUMNS:
+            return f"{key!r} is not a trace column; allowed: {', '.join(MAPPABLE_COLUMNS)}"
+        if not isinstance(value, str) or not value:
+            return f"the input column for {key!r} must be a non-empty name, got {value!r}"
+    return None
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``"prompt=text,timestamp=ts"`` -> ``{"prompt": "text", "timestamp": "ts"}``."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"expected TRACE_COLUMN=INPUT_COLUMN, got {item.strip()!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _read(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        text = decode_utf8(path, path.read_bytes())
+        try:
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise InputError(path, f"not a readable CSV ({exc})") from None
+    if suffix == ".parquet":
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(path, f"not a readable parquet file ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"not UTF-8 text ({exc.reason})") from None
+    raise InputError(path, "expected a .csv or .parquet table")
+
+
+def _json_field(raw: pd.DataFrame, spec: str, path: Path) -> pd.Series | None:
+    """Values of ``COLUMN.FIELD[.FIELD]`` (JSON text in COLUMN), or None if no column prefixes ``spec``."""
+    parts = spec.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        column = ".".join(parts[:cut])
+        if column in raw.columns:
+            fields = parts[cut:]
+            break
+    else:
+        return None
+    out = []
+    for i, cell in enumerate(raw[column].tolist(), start=1):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+            out.append(None)
+            continue
+        try:
+            value = json.loads(cell) if isinstance(cell, str | bytes) else cell
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not a JSON object ({exc.msg})", row=i, column=column) from None
+        for field in fields:
+            if not isinstance(value, dict) or field not in value:
+                raise InputError(path, f"no JSON field {spec[len(column) + 1 :]!r}", row=i, column=column)
+            value = value[field]
+        out.append(value)
+    return pd.Series(out, dtype=object)
+
+
+def _timestamps(col: pd.Series, unit: str, path: Path, name: str) -> pd.Series:
+    """Numbers (seconds or ``unit`` since the epoch), ISO text or datetimes -> UTC datetimes."""
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        return col
+    num = pd.to_numeric(col, errors="coerce")
+    present = col.notna().to_numpy()
+    if present.any() and num[present].notna().all():
+        bad = np.flatnonzero(present & ~np.isfinite(num.to_numpy(dtype=np.float64, na_value=np.nan)))
+        if len(bad):
+            raise InputError(
+                path, f"timestamp {col.iloc[bad[0]]!r} is not finite", row=int(bad[0]) + 1, column=name
+            )
+        return pd.to_datetime(num, unit=unit, utc=True)
+    # Text (normalise parses ISO 8601 and names the first row that is not).
+    return col.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+
+
+def load_table(path: str | Path, columns: Mapping[str, str] | None = None, time_unit: str = "s") -> Trace:
+    """Read a CSV or parquet request table through the column mapping (see the module docstring)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "table not found")
+    problem = check_columns(columns)
+    if problem:
+        raise InputError(p, f"bad column mapping: {problem}")
+    if time_unit not in TIME_UNITS:
+        raise InputError(p, f"time unit {time_unit!r}; allowed: {', '.join(TIME_UNITS)}")
+    raw = _read(p)
+    mapping = dict(columns or {})
+    df = pd.DataFrame(index=raw.index)
+    names: dict[str, str] = {}
+    for trace_col in MAPPABLE_COLUMNS:
+        spec = mapping.get(trace_col, trace_col)
+        if spec in raw.columns:
+            values = raw[spec]
+            names[trace_col] = spec
+        else:
+            values = _json_field(raw, spec, p)
+            if values is None:
+                if trace_col in mapping or trace_col in REQUIRED:
+                    how = f"(mapped from {trace_col!r}) " if trace_col in mapping else ""
+                    raise InputError(
+                        p,
+                        f"no column {spec!r} {how}for the trace's {trace_col}; found {list(raw.columns)}"
+                        + ("" if trace_col in mapping else f" (name it with --columns {trace_col}=COLUMN)"),
+                        column=spec,
+                    )
+                continue
+            names[trace_col] = spec.split(".")[0]
+        if trace_col == "timestamp":
+            values = _timestamps(values, time_unit, p, names[trace_col])
+        df[trace_col] = values.to_numpy() if trace_col != "timestamp" else values
+    df, rows = drop_empty_prompts(df, p)
+    out = normalise(df, p, rows=rows, columns=names)
+    return Trace(out, name=p.stem, source=f"table:{p}")
