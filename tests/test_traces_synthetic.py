@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from sim.app.run import trace_key
+from sim.app.sweep import run_name
 from sim.base import config
 from sim.base.config import ArrivalConfig, SyntheticConfig
 from sim.base.errors import ConfigError
@@ -146,15 +147,17 @@ def test_topic_popularity_persists_and_drifts_by_day():
     assert counts[-20:].sum() / counts.sum() > 0.45  # heavy tail: the top 10% take about half
 
 
-def test_cached_traces_carry_the_generator_version(monkeypatch):
+def test_cached_traces_and_sweep_runs_carry_the_generator_version(monkeypatch):
     exp = config.from_dict({"trace": {"source": "synthetic", "requests": 100}})
-    key = trace_key(exp)
+    key, run = trace_key(exp), run_name({}, exp)
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
-    assert trace_key(exp) != key
+    # A newer generator makes another trace: neither its cached trace nor a finished sweep or
+    # plan run of the old one may be reused for it.
+    assert trace_key(exp) != key and run_name({}, exp) != run
     parquet = config.from_dict({"trace": {"source": "parquet", "path": "x.parquet"}})
-    before = trace_key(parquet)
+    before, run = trace_key(parquet), run_name({}, parquet)
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
-    assert trace_key(parquet) == before  # read traces do not depend on the generator
+    assert trace_key(parquet) == before and run_name({}, parquet) == run  # read traces do not depend on it
 
 
 @pytest.mark.parametrize(

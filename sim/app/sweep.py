@@ -54,6 +54,7 @@ from sim.base import config as cfg
 from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from traces.load import kept_note
+from traces.sources import source_version
 
 if TYPE_CHECKING:
     import argparse
@@ -135,6 +136,9 @@ def run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
     (fields that do not change results left out), so the same configuration finds its run again."""
     slug = "_".join(f"{k.rsplit('.', 1)[-1]}-{_slug_value(v)}" for k, v in values.items())[:80] or "base"
     full = {k: v for k, v in cfg.to_dict(exp).items() if k not in _NOT_RESULT_FIELDS}
+    version = source_version(exp.trace.source)
+    if version is not None:  # a newer generator makes another trace: its runs are not the old ones
+        full["generator"] = version
     return f"{slug}-{_digest(full, 8)}"
 
 
