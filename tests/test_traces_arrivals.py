@@ -117,7 +117,7 @@ def test_prompt_list_trace(tmp_path):
     assert t.df["prompt"].tolist() == ["a cat ", "an owl", "a cat ", "dragon"]
     assert t.prompt_ids.tolist() == [0, 1, 0, 2]
     assert t.df["user"].isna().all() and t.user_codes.tolist() == [-1] * 4
-    assert any("dropped 1 request(s) with an empty prompt (data rows 4)" in str(w.message) for w in caught)
+    assert any("dropped 1 request(s) with an empty prompt (lines 4)" in str(w.message) for w in caught)
     assert np.array_equal(again.arrival_s, t.arrival_s)
     assert len(limited) == 2
 

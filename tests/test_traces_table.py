@@ -117,7 +117,9 @@ def test_every_importer_drops_empty_prompts_the_same_way(tmp_path, kind):
         t = load()
     assert t.df["prompt"].tolist() == ["a red fox", "a blue fox", "a green fox"]
     messages = [str(w.message) for w in caught]
-    assert any("dropped 1 request(s) with an empty prompt (data rows 2)" in m for m in messages), messages
+    # The same row in every importer's words: a table's 2nd data row, a prompt list's 2nd line.
+    where = "lines 2" if kind == "prompts" else "data rows 2"
+    assert any(f"dropped 1 request(s) with an empty prompt ({where})" in m for m in messages), messages
 
 
 def test_requests_default_to_the_whole_file_and_a_kept_prefix_is_reported(tmp_path):

@@ -46,7 +46,7 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise InputError(p, "the prompt list has no prompts")
     if len(prompts) < len(lines):
-        warn_dropped(p, [i for i, line in enumerate(lines, start=1) if not line.strip()])
+        warn_dropped(p, [i for i, line in enumerate(lines, start=1) if not line.strip()], "lines")
     return prompts
 
 

@@ -186,12 +186,15 @@ def drop_empty_prompts(df: pd.DataFrame, source_path: object) -> tuple[pd.DataFr
     return df, numbers[~empty]
 
 
-def warn_dropped(source_path: object, rows: np.ndarray | list[int]) -> None:
-    """The one warning every importer gives for requests dropped for an empty prompt."""
+def warn_dropped(source_path: object, rows: np.ndarray | list[int], unit: str = "data rows") -> None:
+    """The one warning every importer gives for requests dropped for an empty prompt.
+
+    ``unit`` names what the numbers count: ``data rows`` of a table, ``lines`` of a text file.
+    """
     rows = list(rows)
     shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
     warnings.warn(
-        f"{source_path}: dropped {len(rows)} request(s) with an empty prompt (data rows {shown})",
+        f"{source_path}: dropped {len(rows)} request(s) with an empty prompt ({unit} {shown})",
         stacklevel=3,
     )
 
