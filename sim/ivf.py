@@ -217,6 +217,26 @@ def ivf_lists(
     return counts, np.concatenate(id_parts), np.concatenate(sim_parts)
 
 
+def _list_order(u: np.ndarray, v: np.ndarray, p: np.ndarray, n_u: int, n_prompts: int) -> np.ndarray:
+    """The order that sorts pairs by (u, similarity descending, prompt id): list order per prompt.
+
+    One argsort of a composite 64-bit key when the three fit (similarities >= 0 compare as their
+    float32 bit patterns), a three-key lexsort otherwise; pairs are unique, so both give the same order.
+    """
+    if len(v) and float(v.min()) >= 0.0:
+        bits = v.astype(np.float32, copy=False).view(np.uint32).astype(np.uint64)
+        hi = int(bits.max())
+        sb = (hi - int(bits.min())).bit_length()
+        pb = max(n_prompts - 1, 1).bit_length()
+        ub = max(n_u - 1, 1).bit_length()
+        if ub + sb + pb <= 63:
+            key = u.astype(np.uint64) << np.uint64(sb + pb)
+            key |= (np.uint64(hi) - bits) << np.uint64(pb)
+            key |= p.astype(np.uint64)
+            return np.argsort(key)
+    return np.lexsort((p, -v, u))
+
+
 def _merge(
     tu: list[np.ndarray],
     tp: list[np.ndarray],
@@ -227,13 +247,24 @@ def _merge(
     s: int,
     top_m: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-prompt pairs of a chunk -> per-request causal lists (ids, sims, counts)."""
+    """Per-prompt pairs of a chunk -> per-request causal lists (ids, sims, counts).
+
+    Each prompt's pairs are put in list order once and cut to what any of its requests can use
+    before they are copied per request: a request drops only its own prompt and prompts first
+    seen at or after it, which are first seen inside this chunk, so ``top_m`` + those + 1 suffice.
+    """
     u = np.concatenate(tu) if tu else np.zeros(0, np.int64)
     p = np.concatenate(tp) if tp else np.zeros(0, np.int64)
     v = np.concatenate(ts) if ts else np.zeros(0, np.float32)
-    by_u = np.argsort(u, kind="stable")
-    u, p, v = u[by_u], p[by_u], v[by_u]
-    per_u = np.bincount(u, minlength=int(inv.max()) + 1)
+    n_u = int(inv.max()) + 1
+    order = _list_order(u, v, p, n_u, len(first_seen))
+    u, p, v = u[order], p[order], v[order]
+    per_u = np.bincount(u, minlength=n_u)
+    late = np.bincount(u[first_seen[p] >= s], minlength=n_u)
+    rank = np.arange(len(u)) - (np.cumsum(per_u) - per_u)[u]
+    usable = rank < (top_m + late + 1)[u]
+    u, p, v = u[usable], p[usable], v[usable]
+    per_u = np.bincount(u, minlength=n_u)
     u_start = np.cumsum(per_u) - per_u
     per_req = per_u[inv]
     total = int(per_req.sum())
@@ -243,12 +274,14 @@ def _merge(
     cid, sim = p[gather], v[gather]
     causal = (first_seen[cid] < s + row) & (cid != own[row])
     row, cid, sim = row[causal], cid[causal], sim[causal]
-    # A repeat lists its own prompt at exactly 1.0.
+    # Rows are in request order and each row in list order; a repeat lists its own prompt at
+    # exactly 1.0, after only the entries that sort before it (above 1.0, or 1.0 with a lower id).
     rep = np.flatnonzero(first_seen[own] < s + np.arange(len(own)))
-    row = np.concatenate([row, rep])
-    cid = np.concatenate([cid, own[rep]])
-    sim = np.concatenate([sim, np.ones(len(rep), np.float32)])
-    order = np.lexsort((cid, -sim, row))
-    row, cid, sim = row[order], cid[order], sim[order]
+    if len(rep):
+        ahead = (sim > 1.0) | ((sim == 1.0) & (cid < own[row]))
+        at = np.searchsorted(row, rep) + np.bincount(row[ahead], minlength=len(own))[rep]
+        row = np.insert(row, at, rep)
+        cid = np.insert(cid, at, own[rep])
+        sim = np.insert(sim, at, np.float32(1.0))
     keep = np.arange(len(row)) - np.searchsorted(row, row) < top_m
     return cid[keep].astype(np.int32), sim[keep], np.bincount(row[keep], minlength=len(own))

@@ -256,3 +256,38 @@ def test_ivf_with_pruned_probes_lists_exact_pairs_whatever_the_threads(monkeypat
             assert got_ids[0] == pids[i] and got_sims[0] == 1.0
     assert total > 2000
     assert 0.8 <= found / total < 1.0  # pruned (misses some) but finds most
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ivf_merge_equals_the_definition(seed: int) -> None:
+    """A chunk's pairs -> per-request lists, against the definition: a request lists the pairs of
+    its prompt first seen before it (not itself), and itself at 1.0 if it is a repeat, by
+    similarity then id, at most top_m. Ties, exact 1.0 and rounding above 1.0 included."""
+    from sim.ivf import _merge
+
+    rng = np.random.default_rng(seed)
+    n_prompts, n_req, s, top_m = 60, 40, 30, int(rng.integers(1, 12))
+    first_seen = rng.integers(0, s + n_req + 5, n_prompts)
+    own = rng.integers(0, n_prompts, n_req)
+    first_seen[own] = np.minimum(first_seen[own], s + np.arange(n_req))  # a request's prompt is seen by then
+    uniq, inv = np.unique(own, return_inverse=True)
+    levels = np.array([0.7, 0.8, 0.8, 0.9, 1.0, np.nextafter(np.float32(1.0), np.float32(2.0))], np.float32)
+    pairs = {(ui, int(q)) for ui in range(len(uniq)) for q in rng.choice(n_prompts, 25, replace=False)}
+    pu = np.array([a for a, _ in sorted(pairs)], np.int64)
+    pp = np.array([b for _, b in sorted(pairs)], np.int64)
+    pv = levels[rng.integers(0, len(levels), len(pu))]
+    shuffle = rng.permutation(len(pu))
+    parts = np.array_split(shuffle, 3)
+    ids, sims, counts = _merge([pu[k] for k in parts], [pp[k] for k in parts], [pv[k] for k in parts],
+                               inv, own, first_seen, s, top_m)
+    at = 0
+    for r in range(n_req):
+        cand = [(float(v), int(q)) for a, q, v in zip(pu, pp, pv, strict=True)
+                if a == inv[r] and first_seen[q] < s + r and q != own[r]]
+        if first_seen[own[r]] < s + r:
+            cand.append((1.0, int(own[r])))
+        want = sorted(cand, key=lambda c: (-c[0], c[1]))[:top_m]
+        got = list(zip(sims[at : at + counts[r]].tolist(), ids[at : at + counts[r]].tolist(), strict=True))
+        assert got == [(np.float32(v).item(), q) for v, q in want], f"request {r}"
+        at += counts[r]
+    assert at == len(ids)
