@@ -432,7 +432,7 @@ def _embed(args: argparse.Namespace, trace: Any) -> Any:
     )
 
 
-def _check_max(args: argparse.Namespace) -> None:
+def _check_analysis_args(args: argparse.Namespace) -> None:
     """The analysis options, before any work: ``--max-requests`` and ``--cache-dir``."""
     from sim.base.errors import ConfigError
     from sim.base.io import check_writable
@@ -479,7 +479,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Print a trace's statistics (with an embedder also its similarity and reuse statistics)."""
     from traces.stats import format_stats, trace_stats
 
-    _check_max(args)
+    _check_analysis_args(args)
     trace = _open_any(args.path, _columns(args), args.time_unit)
     embeddings = _embed(args, trace) if args.embedder else None
     stats = trace_stats(trace, embeddings, max_requests=args.max_requests)
@@ -505,7 +505,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from traces.reuse import best_earlier_matches
     from traces.stats import trace_stats
 
-    _check_max(args)
+    _check_analysis_args(args)
     all_stats, data = [], []
     for path in args.paths:
         trace = _open_any(path, _columns(args), args.time_unit)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sim.base.config import MAX_TRACE_YEARS, YEAR_S, did_you_mean
 from sim.base.errors import ConfigError
+from traces.arrivals import get_arrival
 from traces.table import check_columns
 
 if TYPE_CHECKING:
@@ -134,8 +135,6 @@ def check_trace_config(cfg: TraceConfig) -> None:
     that reads a file without ``trace.path``, a bad ``trace.columns`` mapping, ``process: rate``
     without its CSV, or generated arrivals that would overflow the timestamp clock.
     """
-    from traces.arrivals import get_arrival
-
     source = get_source(cfg.source)
     process = get_arrival(cfg.arrival)
     if source.needs_path and cfg.path is None:
@@ -167,8 +166,6 @@ def requests_to_make(cfg: TraceConfig) -> int | None:
 
 def expected_span_s(cfg: TraceConfig) -> float | None:
     """Seconds the generated arrivals will span (before ``time_scale``); None when only the data knows."""
-    from traces.arrivals import get_arrival
-
     source, requests = get_source(cfg.source), requests_to_make(cfg)
     if requests is None or not source.uses_arrival:
         return None
