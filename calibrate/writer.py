@@ -119,12 +119,13 @@ def finish(data: dict[str, Any], name: str, description: str, calibration: dict[
     return to_plain(data)
 
 
-def check_out(path: str | Path) -> None:
-    """Raise unless ``path`` can take a profile: a writable ``.yaml`` file path (checked before measuring)."""
+def check_out(path: str | Path, flag: str = "--out") -> None:
+    """Raise unless ``path`` can take a profile (or a ladder): a writable ``.yaml`` file path,
+    checked before measuring; ``flag`` is the option named in the error."""
     dest = Path(path)
-    check_writable(dest, "--out")
+    check_writable(dest, flag)
     if dest.suffix not in (".yaml", ".yml"):
-        raise InputError(dest, "a profile is written as YAML: give --out a .yaml path")
+        raise InputError(dest, f"written as YAML: give {flag} a .yaml path")
 
 
 def write_profile(path: str | Path, data: dict[str, Any]) -> Profile:

@@ -163,11 +163,11 @@ def ivf_lists(
         start = np.searchsorted(cell[order], np.arange(q.cells + 1))
         sorted_emb = emb[order]  # each cell's members seen before t: one contiguous slice
 
-        def join(groups: list[tuple[int, np.ndarray, np.ndarray]], vecs: np.ndarray):
+        def join(groups: list[tuple[int, np.ndarray, np.ndarray]], vecs: np.ndarray, members: np.ndarray):
             out_u, out_p, out_s = [], [], []
             for c, us, end in groups:
                 a = start[c]
-                r, k, s = _above(vecs[us] @ sorted_emb[a:end].T, fl)
+                r, k, s = _above(vecs[us] @ members[a:end].T, fl)
                 out_u.append(us[r])
                 out_p.append(order[a + k])
                 out_s.append(s)
@@ -205,7 +205,7 @@ def ivf_lists(
                 ] if len(pc) else []
                 shares = [groups[t :: max(1, threads)] for t in range(max(1, threads))]
                 tu, tp, ts = [], [], []
-                for out_u, out_p, out_s in pool.map(join, shares, [vecs] * len(shares)):
+                for out_u, out_p, out_s in pool.map(join, shares, [vecs] * len(shares), [sorted_emb] * len(shares)):
                     tu += out_u
                     tp += out_p
                     ts += out_s
@@ -214,7 +214,21 @@ def ivf_lists(
                 id_parts.append(ids)
                 sim_parts.append(sims)
                 bar.update(e - s)
-    return counts, np.concatenate(id_parts), np.concatenate(sim_parts)
+        del sorted_emb  # the assembly below is the peak: free the join's copy of the embeddings first
+    return counts, _drain(id_parts, np.int32), _drain(sim_parts, np.float32)
+
+
+def _drain(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    """``np.concatenate(parts)``, releasing each part once copied (emptying the list): the peak
+    is the result plus one part, not twice the result."""
+    out = np.empty(sum(len(p) for p in parts), dtype)
+    at = 0
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        out[at : at + len(part)] = part
+        at += len(part)
+    return out
 
 
 def _list_order(u: np.ndarray, v: np.ndarray, p: np.ndarray, n_u: int, n_prompts: int) -> np.ndarray:

@@ -120,3 +120,17 @@ def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
                 str(tmp_path / "x.yaml"),
             ]
         )
+
+
+def test_thresholds_cli_writes_the_ladder_alone(shared_data, tmp_path):
+    # --ladder-out without --out: the carried ladder only, and no profile anywhere.
+    ladder = tmp_path / "hashing.yaml"
+    argv = ["calibrate", "thresholds", "--pairs", str(shared_data / "accuscale_match_log_20k.csv"),
+            "--to", "hashing", "--limit", "300", "--ladder-out"]
+    assert calibrate_cli([*argv, str(ladder)]) == 0
+    raw = yaml.safe_load(ladder.read_text())
+    assert raw["embedder"] == "hashing" and [k for _, k in raw["thresholds"]] == [25, 20, 15, 10, 5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "hashing.yaml"]
+    # A ladder path that cannot be written is refused before any pair is embedded.
+    with pytest.raises(InputError, match="--ladder-out"):
+        calibrate_cli([*argv, str(tmp_path / "ladder.txt")])
