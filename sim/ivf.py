@@ -31,7 +31,7 @@ sorted before it is kept, so the lists do not depend on thread timing.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -93,6 +93,71 @@ def _above(sims: np.ndarray, floor: np.float32) -> tuple[np.ndarray, np.ndarray,
                 vals[c] = v
                 c += 1
     return rows, cols, vals
+
+
+@numba.njit(cache=True, nogil=True)
+def _keep_best(
+    sims: np.ndarray, us: np.ndarray, ids: np.ndarray, floor: np.float32, hv: np.ndarray, hp: np.ndarray, hn: np.ndarray
+) -> None:
+    """Offer every entry >= floor of ``sims`` (row r: prompt ``us[r]``, column j: prompt ``ids[j]``)
+    to the bounded heap of row ``us[r]``'s best pairs (by similarity descending, prompt id
+    ascending): ``hv[u, :hn[u]]``, ``hp[u, :hn[u]]``, its worst kept pair at the root."""
+    k = hv.shape[1]
+    n, m = sims.shape
+    for r in range(n):
+        u = us[r]
+        for j in range(m):
+            v = sims[r, j]
+            if v < floor:
+                continue
+            p = ids[j]
+            i = hn[u]
+            if i < k:
+                hn[u] = i + 1
+                while i > 0:  # sift up past every parent that is better than the newcomer
+                    up = (i - 1) >> 1
+                    if hv[u, up] < v or (hv[u, up] == v and hp[u, up] > p):
+                        break
+                    hv[u, i] = hv[u, up]
+                    hp[u, i] = hp[u, up]
+                    i = up
+            else:
+                if v < hv[u, 0] or (v == hv[u, 0] and p > hp[u, 0]):
+                    continue  # no better than the worst kept
+                i = 0
+                while True:  # the newcomer replaces the root and sinks below every worse child
+                    w = 2 * i + 1
+                    if w >= k:
+                        break
+                    if w + 1 < k and (hv[u, w + 1] < hv[u, w] or (hv[u, w + 1] == hv[u, w] and hp[u, w + 1] > hp[u, w])):
+                        w += 1
+                    if hv[u, w] < v or (hv[u, w] == v and hp[u, w] > p):
+                        hv[u, i] = hv[u, w]
+                        hp[u, i] = hp[u, w]
+                        i = w
+                    else:
+                        break
+            hv[u, i] = v
+            hp[u, i] = p
+
+
+@numba.njit(cache=True, nogil=True)
+def _drain(hv: np.ndarray, hp: np.ndarray, hn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, prompt id, similarity) of every pair the heaps of :func:`_keep_best` hold."""
+    total = 0
+    for u in range(len(hn)):
+        total += hn[u]
+    rows = np.empty(total, np.int64)
+    ids = np.empty(total, np.int64)
+    vals = np.empty(total, np.float32)
+    c = 0
+    for u in range(len(hn)):
+        for i in range(hn[u]):
+            rows[c] = u
+            ids[c] = hp[u, i]
+            vals[c] = hv[u, i]
+            c += 1
+    return rows, ids, vals
 
 
 class _Quantiser:
@@ -163,24 +228,52 @@ def ivf_lists(
         start = np.searchsorted(cell[order], np.arange(q.cells + 1))
         sorted_emb = emb[order]  # each cell's members seen before t: one contiguous slice
 
-        def join(groups: list[tuple[int, np.ndarray, np.ndarray]], vecs: np.ndarray, members: np.ndarray):
+        def join(groups: list[tuple[int, np.ndarray, int, int]], vecs: np.ndarray, members: np.ndarray):
+            # Pairs with members first seen before the chunk: only each prompt's best top_m + 1 can
+            # reach a list (a request drops at most its own prompt of them), kept in bounded heaps.
+            # Members first seen inside the chunk may be dropped by the request: all are kept.
+            hv = np.empty((len(vecs), top_m + 1), np.float32)
+            hp = np.empty((len(vecs), top_m + 1), np.int64)
+            hn = np.zeros(len(vecs), np.int64)
             out_u, out_p, out_s = [], [], []
-            for c, us, end in groups:
+            for c, us, early, end in groups:
                 a = start[c]
-                r, k, s = _above(vecs[us] @ members[a:end].T, fl)
+                sims = vecs[us] @ members[a:end].T
+                _keep_best(sims[:, : early - a], us, order[a:early], fl, hv, hp, hn)
+                r, k, s = _above(sims[:, early - a :], fl)
                 out_u.append(us[r])
-                out_p.append(order[a + k])
+                out_p.append(order[early + k])
                 out_s.append(s)
+            u, p, v = _drain(hv, hp, hn)
+            out_u.append(u)
+            out_p.append(p)
+            out_s.append(v)
             return out_u, out_p, out_s
 
         held = np.zeros(q.cells, np.int64)  # members of each cell first seen before the chunk's end
         id_parts, sim_parts = [], []
+        pending: tuple[list[Future], int, int, np.ndarray, np.ndarray] | None = None
+
+        def finish(joins: list[Future], s: int, e: int, inv: np.ndarray, own: np.ndarray) -> None:
+            tu, tp, ts = [], [], []
+            for job in joins:
+                out_u, out_p, out_s = job.result()
+                tu += out_u
+                tp += out_p
+                ts += out_s
+            ids, sims, cnt = _merge(tu, tp, ts, inv, own, first_seen, s, top_m)
+            counts[s:e] = cnt
+            id_parts.append(ids)
+            sim_parts.append(sims)
+            bar.update(e - s)
+
         with tqdm(total=n, desc="neighbour lists (ivf)", unit="req", disable=not progress or n < 65536) as bar:
             for s in range(0, n, _CHUNK):
                 e = min(s + _CHUNK, n)
                 own = pids[s:e].astype(np.int64)
                 uniq, inv = np.unique(own, return_inverse=True)
                 vecs = emb[uniq]
+                earlier = start[:-1] + held
                 held += np.bincount(cell[uniq[first_seen[uniq] >= s]], minlength=q.cells + 1)[:-1]
                 ends = start[:-1] + held
                 if held.sum() <= _BUDGET:  # every earlier prompt fits the budget: an exact join
@@ -200,25 +293,22 @@ def ivf_lists(
                 pu, pc = pu[by_cell], pc[by_cell]
                 cuts = np.flatnonzero(np.diff(pc)) + 1
                 groups = [
-                    (int(pc[i]), us, int(ends[pc[i]]))
+                    (int(pc[i]), us, int(earlier[pc[i]]), int(ends[pc[i]]))
                     for i, us in zip(np.r_[0, cuts], np.split(pu, cuts), strict=True)
                 ] if len(pc) else []
                 shares = [groups[t :: max(1, threads)] for t in range(max(1, threads))]
-                tu, tp, ts = [], [], []
-                for out_u, out_p, out_s in pool.map(join, shares, [vecs] * len(shares), [sorted_emb] * len(shares)):
-                    tu += out_u
-                    tp += out_p
-                    ts += out_s
-                ids, sims, cnt = _merge(tu, tp, ts, inv, own, first_seen, s, top_m)
-                counts[s:e] = cnt
-                id_parts.append(ids)
-                sim_parts.append(sims)
-                bar.update(e - s)
+                joins = [pool.submit(join, share, vecs, sorted_emb) for share in shares]
+                # The previous chunk is merged while this one is joined: the merge is serial.
+                if pending is not None:
+                    finish(*pending)
+                pending = (joins, s, e, inv, own)
+            if pending is not None:
+                finish(*pending)
         del sorted_emb  # the assembly below is the peak: free the join's copy of the embeddings first
-    return counts, _drain(id_parts, np.int32), _drain(sim_parts, np.float32)
+    return counts, _join_parts(id_parts, np.int32), _join_parts(sim_parts, np.float32)
 
 
-def _drain(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+def _join_parts(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     """``np.concatenate(parts)``, releasing each part once copied (emptying the list): the peak
     is the result plus one part, not twice the result."""
     out = np.empty(sum(len(p) for p in parts), dtype)
