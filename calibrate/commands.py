@@ -258,7 +258,8 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
         thresholds.check_ladder_for(ladder, base, args.ladder)
     else:
         ladder = thresholds.ladder_of(base)
-    writer.check_out(args.out)  # before embedding every logged pair, not after
+    if args.out:
+        writer.check_out(args.out)  # before embedding every logged pair, not after
     log = thresholds.read_match_log(args.pairs, limit=args.limit)
     _say(f"{len(log.queries)} logged pairs with a cached prompt; embedding with {args.to} ...")
     transfer = thresholds.transfer(ladder, log, args.from_, args.to)
