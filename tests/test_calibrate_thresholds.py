@@ -94,6 +94,19 @@ def test_thresholds_cli_writes_a_valid_profile(shared_data, tmp_path, capsys):
     assert raw["latency"] == load_profile("sdxl-a10g").raw["latency"]
 
 
+def test_thresholds_cli_writes_the_ladder_alone(shared_data, tmp_path):
+    out = tmp_path / "hashing.yaml"
+    argv = ["calibrate", "thresholds", "--pairs", str(shared_data / "accuscale_match_log_20k.csv")]
+    assert calibrate_cli([*argv, "--to", "hashing", "--limit", "300", "--ladder-out", str(out)]) == 0
+    raw = yaml.safe_load(out.read_text())
+    assert raw["embedder"] == "hashing" and [k for _, k in raw["thresholds"]] == [25, 20, 15, 10, 5]
+    assert "--ladder-out" in raw["command"]
+    assert [f.name for f in tmp_path.glob("*.yaml")] == ["hashing.yaml"]  # and no profile
+    # A ladder path that cannot be written is refused before any pair is embedded.
+    with pytest.raises(InputError, match="--ladder-out"):
+        calibrate_cli([*argv, "--to", "hashing", "--limit", "300", "--ladder-out", str(tmp_path / "ladder.txt")])
+
+
 def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
     assert th.parse_ladder("0.8:10,0.9:20") == [(0.9, 20), (0.8, 10)]
     with pytest.raises(ConfigError, match="threshold:K"):
@@ -121,16 +134,3 @@ def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
             ]
         )
 
-
-def test_thresholds_cli_writes_the_ladder_alone(shared_data, tmp_path):
-    # --ladder-out without --out: the carried ladder only, and no profile anywhere.
-    ladder = tmp_path / "hashing.yaml"
-    argv = ["calibrate", "thresholds", "--pairs", str(shared_data / "accuscale_match_log_20k.csv"),
-            "--to", "hashing", "--limit", "300", "--ladder-out"]
-    assert calibrate_cli([*argv, str(ladder)]) == 0
-    raw = yaml.safe_load(ladder.read_text())
-    assert raw["embedder"] == "hashing" and [k for _, k in raw["thresholds"]] == [25, 20, 15, 10, 5]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "hashing.yaml"]
-    # A ladder path that cannot be written is refused before any pair is embedded.
-    with pytest.raises(InputError, match="--ladder-out"):
-        calibrate_cli([*argv, str(tmp_path / "ladder.txt")])

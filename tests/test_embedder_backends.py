@@ -16,7 +16,7 @@ import pytest
 from traces.embedder_base import resolve_device
 from traces.embeddings import check_embedder_name, get_embedder
 from traces.model_store import build_once, read_meta
-from traces.onnx_embedder import MiniLMOnnxEmbedder, minilm_dir
+from traces.onnx_embedder import DISABLED_OPTIMIZERS, MiniLMOnnxEmbedder, minilm_dir
 from traces.static_embedder import MiniLMStaticEmbedder
 
 if TYPE_CHECKING:
@@ -76,6 +76,11 @@ def test_onnx_int8_tracks_minilm_and_is_per_prompt(models, prompts) -> None:
     np.testing.assert_array_equal(e.encode([sample[7]])[0], x[7])
     meta = read_meta(e.directory)
     assert meta["fp32_export_max_abs_diff"] < 1e-4 and meta["int8_min_cosine_to_fp32"] > 0.97
+    # Recipe 2: fused attention per layer, and no SkipLayerNormalization (slow on CPU) in the graph
+    # nor fused in at load time.
+    assert meta["fused_max_abs_diff"] < 1e-3 and meta["fusions"]["Attention"] == 6
+    assert "SkipLayerNormalization" not in meta["fusions"] and "SkipLayerNormFusion" in DISABLED_OPTIMIZERS
+    assert [i.name for i in e._session.get_inputs()] == ["input_ids"]
     assert meta["key"]["source_sha256"] and meta["key"]["onnxruntime"]
     # A second instance reuses the cached export.
     again = MiniLMOnnxEmbedder(device="cpu")
