@@ -294,3 +294,17 @@ sweep:
     capsys.readouterr()
     assert main(["sweep", str(spec), "--jobs", "1", "--quiet", "--no-plots"]) == 0
     assert "4 already done, 0 to run" in capsys.readouterr().err
+
+
+def test_sweep_runs_carry_the_embedding_recipe(monkeypatch):
+    """A finished run embedded by an older recipe of the same embedder is not reused (the
+    embedding cache's key changes with the recipe; a run's name must too)."""
+    from sim.app.sweep import run_name
+    from sim.base import config
+    from traces.embeddings import MiniLMOnnxEmbedder
+
+    onnx = config.from_dict({"embedder": "minilm-onnx", "trace": {"source": "synthetic", "requests": 100}})
+    plain = config.from_dict({"embedder": "minilm", "trace": {"source": "synthetic", "requests": 100}})
+    before, other = run_name({}, onnx), run_name({}, plain)
+    monkeypatch.setattr(MiniLMOnnxEmbedder, "name", MiniLMOnnxEmbedder.name + "-next")
+    assert run_name({}, onnx) != before and run_name({}, plain) == other

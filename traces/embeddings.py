@@ -53,6 +53,7 @@ __all__ = [
     "MiniLMStaticEmbedder",
     "SentenceTransformerEmbedder",
     "check_embedder_name",
+    "embedder_version",
     "default_cache_dir",
     "embed_prompts",
     "get_embedder",
@@ -327,6 +328,14 @@ def check_embedder_name(name: str) -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"{kind} needs the {package} package (pip install {package})"
     return None
+
+
+def embedder_version(name: str) -> str | None:
+    """The key under which a built-in embedder caches its vectors (it names the recipe, so it
+    changes when the vectors do); None for the model-directory kinds and for unknown names."""
+    kind, path = _split(name)
+    key = getattr(EMBEDDERS.get(kind), "name", None) if path is None else None
+    return key if isinstance(key, str) else None
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: str = "auto") -> Embedder:

@@ -53,6 +53,7 @@ from sim.app.run import INPUT_FIELDS, prepare_inputs, run_experiment
 from sim.base import config as cfg
 from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from traces.embeddings import embedder_version
 from traces.load import kept_note
 from traces.sources import source_version
 
@@ -139,6 +140,9 @@ def run_name(values: Mapping[str, Any], exp: cfg.Experiment) -> str:
     version = source_version(exp.trace.source)
     if version is not None:  # a newer generator makes another trace: its runs are not the old ones
         full["generator"] = version
+    vectors = embedder_version(exp.embedder)
+    if vectors is not None:  # likewise a new embedding recipe (minilm-onnx:...:int8-v2)
+        full["embedder_vectors"] = vectors
     return f"{slug}-{_digest(full, 8)}"
 
 
