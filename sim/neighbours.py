@@ -65,6 +65,8 @@ class NeighbourLists:
     prompt_ids: np.ndarray | None = None  # int32 (n): the trace's prompt ids, needed by more()
     embeddings: np.ndarray | None = field(default=None, repr=False)  # needed by more(); not saved
     _first_seen: np.ndarray | None = field(default=None, repr=False)
+    # Arrays its users derive from the lists, kept for the next user (sim.systems.cached: K per entry).
+    derived: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.complete)

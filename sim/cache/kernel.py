@@ -105,16 +105,16 @@ def replay(
     trajectory: str,
     capacity: int,
     rule: PriorityRule,
-    more: Callable[[int, np.ndarray], Fallback],
+    more: Callable[[int, np.ndarray, np.ndarray], Fallback],
     admit: np.ndarray | None = None,
 ) -> KernelResult:
     """Replay requests 0..n-1 (see the module docstring).
 
     ``own``: dense slot of each request's own prompt; ``ladder``: the K levels, ascending;
     ``trajectory``: one of :data:`TRAJECTORIES` (what a hit stores at levels <= its K);
-    ``capacity``: entries (> 0); ``more(i, masks)``: the exhaustive decision of request i
-    given the current masks (a :data:`Fallback`); ``admit``: bool per request, False where the
-    generation stores nothing (``sim.cache.admission``; default: all admitted).
+    ``capacity``: entries (> 0); ``more(i, masks, cached)``: the exhaustive decision of request i
+    (a :data:`Fallback`) given the current masks and the dense slots that hold something, in no
+    particular order; ``admit``: bool per request, False where the generation stores nothing (``sim.cache.admission``; default: all admitted).
     """
     admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit[:n], dtype=np.bool_)
     n_slots = int(own.max()) + 1 if n else 1
@@ -140,6 +140,9 @@ def replay(
     node_slot = np.zeros(n * n_levels if sharing else 1, np.int32)
     node_next = np.zeros(n * n_levels if sharing else 1, np.int32)
     state = np.zeros(8, np.int64)
+    # The cached slots, for the exhaustive search: live[:state[_PROMPTS]], pos[slot] its place there.
+    live = np.zeros(n_slots, np.int64)
+    pos = np.zeros(n_slots, np.int64)
     n_samples = -(-n // stride)
     out = KernelResult(
         code=np.zeros(n, np.int8),
@@ -192,6 +195,8 @@ def replay(
         hs,
         he,
         state,
+        live,
+        pos,
         out.code,
         out.matched,
         out.similarity,
@@ -204,7 +209,7 @@ def replay(
     while i < n:
         i = _run(i, n, *forced, *args)
         if i < n:
-            forced = more(i, masks)
+            forced = more(i, masks, live[: state[_PROMPTS]])
     live = np.flatnonzero(seq >= 0)
     order = np.lexsort((seq[live], prio[live]))
     out.live_keys, out.live_prio = live[order], prio[live][order]
@@ -265,7 +270,26 @@ def _pop_live(hp, hs, he, prio, seq, state):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state):  # pragma: no cover - compiled
+def _live_add(live, pos, state, g):  # pragma: no cover - compiled
+    """Slot g now holds something: add it to the cached slots (``live[:state[_PROMPTS]]``)."""
+    c = state[_PROMPTS]
+    live[c] = g
+    pos[g] = c
+    state[_PROMPTS] = c + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _live_remove(live, pos, state, g):  # pragma: no cover - compiled
+    """Slot g holds nothing any more: the last cached slot takes its place."""
+    c = state[_PROMPTS] - 1
+    last = live[c]
+    live[pos[g]] = last
+    pos[last] = pos[g]
+    state[_PROMPTS] = c
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state, live, pos):  # pragma: no cover - compiled
     """Evict the live entry of lowest (priority, sequence), from its slot and every slot sharing it."""
     n_levels = len(levels)
     e = _pop_live(hp, hs, he, prio, seq, state)
@@ -277,7 +301,7 @@ def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels
     g = e // n_levels
     masks[g] &= ~bit
     if masks[g] == 0:
-        state[_PROMPTS] -= 1
+        _live_remove(live, pos, state, g)
     if sharing:
         ref[e] = -1
         nd = head[e]
@@ -288,7 +312,7 @@ def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels
                 ref[p] = -1
                 masks[s] &= ~bit
                 if masks[s] == 0:
-                    state[_PROMPTS] -= 1
+                    _live_remove(live, pos, state, s)
             nd = node_next[nd]
         head[e] = -1
 
@@ -333,6 +357,8 @@ def _run(  # pragma: no cover - compiled
     hs,
     he,
     state,
+    live,
+    pos,
     code,
     matched,
     similarity,
@@ -437,7 +463,10 @@ def _run(  # pragma: no cover - compiled
                 if state[_ENTRIES] + nl - start > capacity:
                     victims = state[_ENTRIES] + nl - start - capacity
                     for _ in range(victims):
-                        _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state)
+                        _evict(
+                            hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state,
+                            live, pos,
+                        )
                     state[_ENTRIES] -= victims
                     state[_EVICTIONS] += victims
                     m = masks[o]
@@ -457,7 +486,7 @@ def _run(  # pragma: no cover - compiled
                     ref[e] = e
                 _push(hp, hs, he, state, sc, seq[e], e)
             if was_empty:
-                state[_PROMPTS] += 1
+                _live_add(live, pos, state, o)
             masks[o] = m
             state[_ENTRIES] += nl - start
             state[_INSERTIONS] += nl - start
@@ -466,7 +495,7 @@ def _run(  # pragma: no cover - compiled
             want = masks[best_d] & ((np.int64(2) << best_u) - 1) & ~m
             if want != 0:
                 if m == 0:
-                    state[_PROMPTS] += 1
+                    _live_add(live, pos, state, o)
                 masks[o] = m | want
                 for x in range(first_new):
                     if (want >> levels[x]) & 1:

@@ -30,7 +30,11 @@ from sim.cache.policies import POLICIES, FutureUses, PolicyContext
 from sim.cache.store import LatentStore
 from sim.systems.base import NAN, Decision, System, TraceArrays
 
+_K_BLOCK = 1 << 22  # listed candidates mapped to K per step (bounds the temporaries)
+
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from sim.base.config import Experiment
     from sim.base.profile import Profile
 
@@ -70,7 +74,7 @@ class CachedSystem(System):
             self._ids = memoryview(np.ascontiguousarray(neighbours.ids, dtype=np.int32))
             sims = np.ascontiguousarray(neighbours.sims, dtype=np.float32)
             self._sims = memoryview(sims)
-            self._kmap = memoryview(self._entry_k(sims).astype(np.int16))
+            self._kmap = memoryview(self._k_map(neighbours, sims))
             self._complete = np.asarray(neighbours.complete, dtype=bool).tolist()
 
     # -- construction -------------------------------------------------------------------
@@ -121,6 +125,26 @@ class CachedSystem(System):
     def _entry_k(self, sims: np.ndarray) -> np.ndarray:
         """For listed candidates at ``sims``: the K to reuse (0: none), -1 below the floor."""
         raise NotImplementedError
+
+    def _entry_k_key(self) -> Hashable | None:
+        """What :meth:`_entry_k` depends on besides the similarities (systems that agree on it
+        share one K per listed candidate); None: nothing to share."""
+        return None
+
+    def _k_map(self, neighbours: Any, sims: np.ndarray) -> np.ndarray:
+        """:meth:`_entry_k` of every listed candidate as int16, computed a block at a time (the
+        lists can hold hundreds of millions of entries) and kept with the lists for the next
+        system that maps them the same way (a sweep builds one system per policy and size)."""
+        key = self._entry_k_key()
+        memo: dict[Hashable, np.ndarray] = {}
+        if key is not None and isinstance(getattr(neighbours, "derived", None), dict):
+            memo = neighbours.derived
+        if (type(self), key) not in memo:
+            out = np.empty(len(sims), np.int16)
+            for lo in range(0, len(sims), _K_BLOCK):
+                out[lo : lo + _K_BLOCK] = self._entry_k(sims[lo : lo + _K_BLOCK])
+            memo[type(self), key] = out
+        return memo[type(self), key]
 
     def _scan(self, i: int, base: int) -> int:
         """CSR index of request i's first listed candidate with anything cached.

@@ -18,6 +18,8 @@ from sim.systems.base import Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from sim.base.config import Experiment
     from sim.base.profile import Profile
 
@@ -70,6 +72,9 @@ class GptCache(CachedSystem):
 
     def _entry_k(self, sims: np.ndarray) -> np.ndarray:
         return np.where(np.asarray(sims, dtype=np.float32) >= self.threshold, self.n_steps, -1)
+
+    def _entry_k_key(self) -> Hashable:
+        return (self.threshold, self.n_steps)
 
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
         self.lookups += 1

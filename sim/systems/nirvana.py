@@ -43,6 +43,8 @@ from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from sim.base.config import Experiment
     from sim.base.profile import Profile
 
@@ -95,6 +97,10 @@ class Nirvana(CachedSystem):
 
     def _entry_k(self, sims: np.ndarray) -> np.ndarray:
         return self.selector.k_array(sims)
+
+    def _entry_k_key(self) -> Hashable:
+        sel = self.selector
+        return (tuple(sel.thresholds), tuple(sel.ks), sel.min_similarity)
 
     def _choose(self, i: int, base: int, boost: int) -> kernel.Fallback:
         """The lookup's choice for request i, without side effects: (slot served from or -1, its
@@ -288,9 +294,9 @@ class Nirvana(CachedSystem):
             dense_of=dense_of,
         )
 
-        def more(i: int, masks: np.ndarray) -> kernel.Fallback:
+        def more(i: int, masks: np.ndarray, cached: np.ndarray) -> kernel.Fallback:
             # The list ran out before the walk settled: decide over what is cached now, exactly.
-            cached = np.flatnonzero(masks)
+            cached = np.sort(cached)
             prompts = uniq[cached] - bases[i]
             if self._per_user:
                 mine = (prompts >= 0) & (prompts < self._n_prompts)  # this user's partition
