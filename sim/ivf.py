@@ -8,9 +8,9 @@ partitioned once and every similarity is computed by dense matrix products.
 1. A coarse quantiser: the embeddings are projected on their top ``_PCA_DIMS`` principal
    directions (fitted on a sample) and clustered by spherical k-means into ``C ≈ 2 sqrt(n)``
    cells, seeded, so the partition is deterministic.
-2. Every prompt is assigned to its nearest cell; the embeddings are copied once, sorted by
-   (cell, first appearance), so the members of a cell seen before any time t are one
-   contiguous slice.
+2. Every prompt is assigned to its nearest cell; the embeddings' rows are sorted by (cell,
+   first appearance), so the members of a cell seen before any time t are one contiguous
+   slice: in place when the array allows it (and put back before returning), else a copy.
 3. Requests are processed in chunks in time order. Each distinct prompt of a chunk probes its
    most similar cells, nearest first, until the probed cells hold ``_BUDGET`` earlier prompts
    (at least ``_MIN_PROBES`` cells, at most ``_MAX_PROBES``): early in a trace, when cells are
@@ -35,6 +35,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numba
 import numpy as np
+
+from sim.base.memory import release_free_memory
 
 __all__ = ["ivf_lists"]
 
@@ -160,6 +162,28 @@ def _drain(hv: np.ndarray, hp: np.ndarray, hn: np.ndarray) -> tuple[np.ndarray, 
     return rows, ids, vals
 
 
+@numba.njit(cache=True, nogil=True)
+def _permute_rows(a: np.ndarray, perm: np.ndarray) -> None:
+    """``a[:] = a[perm]`` in place (``perm`` a permutation of the rows), with one row of extra
+    memory: each cycle of the permutation is walked once."""
+    n = len(perm)
+    done = np.zeros(n, np.bool_)
+    row = np.empty(a.shape[1], a.dtype)
+    for first in range(n):
+        if done[first]:
+            continue
+        row[:] = a[first]
+        j = first
+        while True:
+            done[j] = True
+            k = perm[j]
+            if k == first:
+                a[j] = row
+                break
+            a[j] = a[k]
+            j = k
+
+
 class _Quantiser:
     """PCA projection + spherical k-means cells, fitted on a seeded sample of the prompts."""
 
@@ -207,6 +231,8 @@ def ivf_lists(
 
     ``emb``: unit rows, row = prompt id; ``pids``: prompt id per request in time order;
     ``first_seen``: request index of each prompt's first occurrence (``len(pids)`` if never).
+    A writable C-contiguous float32 ``emb`` is reordered in place while the join runs and
+    restored before this returns (or raises), so no other thread may read it meanwhile.
     """
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
@@ -217,94 +243,110 @@ def ivf_lists(
     if not len(seen):
         return counts, np.zeros(0, np.int32), np.zeros(0, np.float32)
     fl = np.float32(floor)
-    # The join is split over threads itself; BLAS threads on top would only contend.
-    with threadpool_limits(1), ThreadPoolExecutor(max(1, threads)) as pool:
-        q = _Quantiser(emb, seen, seed)
-        cell = np.full(len(emb), q.cells, np.int64)
-        for lo in range(0, len(seen), 65536):
-            part = seen[lo : lo + 65536]
-            cell[part] = _top_cells(q.scores(emb[part]), 1)[:, 0]
-        order = np.lexsort((first_seen, cell))[: len(seen)]
-        start = np.searchsorted(cell[order], np.arange(q.cells + 1))
-        sorted_emb = emb[order]  # each cell's members seen before t: one contiguous slice
+    restore: np.ndarray | None = None  # set while emb is permuted in place
+    try:
+        # The join is split over threads itself; BLAS threads on top would only contend.
+        with threadpool_limits(1), ThreadPoolExecutor(max(1, threads)) as pool:
+            q = _Quantiser(emb, seen, seed)
+            cell = np.full(len(emb), q.cells, np.int64)
+            for lo in range(0, len(seen), 65536):
+                part = seen[lo : lo + 65536]
+                cell[part] = _top_cells(q.scores(emb[part]), 1)[:, 0]
+            perm = np.lexsort((first_seen, cell))
+            order = perm[: len(seen)]
+            start = np.searchsorted(cell[order], np.arange(q.cells + 1))
+            # Rows sorted by (cell, first appearance): each cell's members seen before t are one
+            # contiguous slice. The rows are permuted in place when they can be (no second copy of
+            # the embeddings, 1.8 GB at 2M requests) and put back before returning.
+            rank = np.empty_like(perm)  # row of each prompt in the sorted order
+            rank[perm] = np.arange(len(perm))
+            if emb.flags.writeable and emb.flags.c_contiguous and emb.dtype == np.float32:
+                _permute_rows(emb, perm)
+                restore = rank
+                sorted_emb = emb
+            else:
+                sorted_emb = emb[perm]
 
-        def join(groups: list[tuple[int, np.ndarray, int, int]], vecs: np.ndarray, members: np.ndarray):
-            # Pairs with members first seen before the chunk: only each prompt's best top_m + 1 can
-            # reach a list (a request drops at most its own prompt of them), kept in bounded heaps.
-            # Members first seen inside the chunk may be dropped by the request: all are kept.
-            hv = np.empty((len(vecs), top_m + 1), np.float32)
-            hp = np.empty((len(vecs), top_m + 1), np.int64)
-            hn = np.zeros(len(vecs), np.int64)
-            out_u, out_p, out_s = [], [], []
-            for c, us, early, end in groups:
-                a = start[c]
-                sims = vecs[us] @ members[a:end].T
-                _keep_best(sims[:, : early - a], us, order[a:early], fl, hv, hp, hn)
-                r, k, s = _above(sims[:, early - a :], fl)
-                out_u.append(us[r])
-                out_p.append(order[early + k])
-                out_s.append(s)
-            u, p, v = _drain(hv, hp, hn)
-            out_u.append(u)
-            out_p.append(p)
-            out_s.append(v)
-            return out_u, out_p, out_s
+            def join(groups: list[tuple[int, np.ndarray, int, int]], vecs: np.ndarray, members: np.ndarray):
+                # Pairs with members first seen before the chunk: only each prompt's best top_m + 1 can
+                # reach a list (a request drops at most its own prompt of them), kept in bounded heaps.
+                # Members first seen inside the chunk may be dropped by the request: all are kept.
+                hv = np.empty((len(vecs), top_m + 1), np.float32)
+                hp = np.empty((len(vecs), top_m + 1), np.int64)
+                hn = np.zeros(len(vecs), np.int64)
+                out_u, out_p, out_s = [], [], []
+                for c, us, early, end in groups:
+                    a = start[c]
+                    sims = vecs[us] @ members[a:end].T
+                    _keep_best(sims[:, : early - a], us, order[a:early], fl, hv, hp, hn)
+                    r, k, s = _above(sims[:, early - a :], fl)
+                    out_u.append(us[r])
+                    out_p.append(order[early + k])
+                    out_s.append(s)
+                u, p, v = _drain(hv, hp, hn)
+                out_u.append(u)
+                out_p.append(p)
+                out_s.append(v)
+                return out_u, out_p, out_s
 
-        held = np.zeros(q.cells, np.int64)  # members of each cell first seen before the chunk's end
-        id_parts, sim_parts = [], []
-        pending: tuple[list[Future], int, int, np.ndarray, np.ndarray] | None = None
+            held = np.zeros(q.cells, np.int64)  # members of each cell first seen before the chunk's end
+            id_parts, sim_parts = [], []
+            pending: tuple[list[Future], int, int, np.ndarray, np.ndarray] | None = None
 
-        def finish(joins: list[Future], s: int, e: int, inv: np.ndarray, own: np.ndarray) -> None:
-            tu, tp, ts = [], [], []
-            for job in joins:
-                out_u, out_p, out_s = job.result()
-                tu += out_u
-                tp += out_p
-                ts += out_s
-            ids, sims, cnt = _merge(tu, tp, ts, inv, own, first_seen, s, top_m)
-            counts[s:e] = cnt
-            id_parts.append(ids)
-            sim_parts.append(sims)
-            bar.update(e - s)
+            def finish(joins: list[Future], s: int, e: int, inv: np.ndarray, own: np.ndarray) -> None:
+                tu, tp, ts = [], [], []
+                for job in joins:
+                    out_u, out_p, out_s = job.result()
+                    tu += out_u
+                    tp += out_p
+                    ts += out_s
+                ids, sims, cnt = _merge(tu, tp, ts, inv, own, first_seen, s, top_m)
+                counts[s:e] = cnt
+                id_parts.append(ids)
+                sim_parts.append(sims)
+                bar.update(e - s)
 
-        with tqdm(total=n, desc="neighbour lists (ivf)", unit="req", disable=not progress or n < 65536) as bar:
-            for s in range(0, n, _CHUNK):
-                e = min(s + _CHUNK, n)
-                own = pids[s:e].astype(np.int64)
-                uniq, inv = np.unique(own, return_inverse=True)
-                vecs = emb[uniq]
-                earlier = start[:-1] + held
-                held += np.bincount(cell[uniq[first_seen[uniq] >= s]], minlength=q.cells + 1)[:-1]
-                ends = start[:-1] + held
-                if held.sum() <= _BUDGET:  # every earlier prompt fits the budget: an exact join
-                    full = np.flatnonzero(held)
-                    pu = np.repeat(np.arange(len(uniq)), len(full))
-                    pc = np.tile(full, len(uniq))
-                else:
-                    probes = _top_cells(q.scores(vecs), min(_MAX_PROBES, q.cells))
-                    cum = np.cumsum(held[probes], axis=1)
-                    # Probe cells nearest first until they hold the budget (the crossing one included).
-                    take = (np.arange(probes.shape[1]) < _MIN_PROBES) | (cum - held[probes] < _BUDGET)
-                    pu = np.broadcast_to(np.arange(len(uniq))[:, None], probes.shape)[take]
-                    pc = probes[take]
-                    keep = held[pc] > 0
-                    pu, pc = pu[keep], pc[keep]
-                by_cell = np.argsort(pc, kind="stable")
-                pu, pc = pu[by_cell], pc[by_cell]
-                cuts = np.flatnonzero(np.diff(pc)) + 1
-                groups = [
-                    (int(pc[i]), us, int(earlier[pc[i]]), int(ends[pc[i]]))
-                    for i, us in zip(np.r_[0, cuts], np.split(pu, cuts), strict=True)
-                ] if len(pc) else []
-                shares = [groups[t :: max(1, threads)] for t in range(max(1, threads))]
-                joins = [pool.submit(join, share, vecs, sorted_emb) for share in shares]
-                # The previous chunk is merged while this one is joined: the merge is serial.
+            with tqdm(total=n, desc="neighbour lists (ivf)", unit="req", disable=not progress or n < 65536) as bar:
+                for s in range(0, n, _CHUNK):
+                    e = min(s + _CHUNK, n)
+                    own = pids[s:e].astype(np.int64)
+                    uniq, inv = np.unique(own, return_inverse=True)
+                    vecs = sorted_emb[rank[uniq]]
+                    earlier = start[:-1] + held
+                    held += np.bincount(cell[uniq[first_seen[uniq] >= s]], minlength=q.cells + 1)[:-1]
+                    ends = start[:-1] + held
+                    if held.sum() <= _BUDGET:  # every earlier prompt fits the budget: an exact join
+                        full = np.flatnonzero(held)
+                        pu = np.repeat(np.arange(len(uniq)), len(full))
+                        pc = np.tile(full, len(uniq))
+                    else:
+                        probes = _top_cells(q.scores(vecs), min(_MAX_PROBES, q.cells))
+                        cum = np.cumsum(held[probes], axis=1)
+                        # Probe cells nearest first until they hold the budget (the crossing one included).
+                        take = (np.arange(probes.shape[1]) < _MIN_PROBES) | (cum - held[probes] < _BUDGET)
+                        pu = np.broadcast_to(np.arange(len(uniq))[:, None], probes.shape)[take]
+                        pc = probes[take]
+                        keep = held[pc] > 0
+                        pu, pc = pu[keep], pc[keep]
+                    by_cell = np.argsort(pc, kind="stable")
+                    pu, pc = pu[by_cell], pc[by_cell]
+                    cuts = np.flatnonzero(np.diff(pc)) + 1
+                    groups = [
+                        (int(pc[i]), us, int(earlier[pc[i]]), int(ends[pc[i]]))
+                        for i, us in zip(np.r_[0, cuts], np.split(pu, cuts), strict=True)
+                    ] if len(pc) else []
+                    shares = [groups[t :: max(1, threads)] for t in range(max(1, threads))]
+                    joins = [pool.submit(join, share, vecs, sorted_emb) for share in shares]
+                    # The previous chunk is merged while this one is joined: the merge is serial.
+                    if pending is not None:
+                        finish(*pending)
+                    pending = (joins, s, e, inv, own)
                 if pending is not None:
                     finish(*pending)
-                pending = (joins, s, e, inv, own)
-            if pending is not None:
-                finish(*pending)
-        del sorted_emb  # the assembly below is the peak: free the join's copy of the embeddings first
+            del sorted_emb  # the assembly below is the peak: free a copy of the embeddings first
+    finally:
+        if restore is not None:  # after the pool has stopped: no join reads the rows any more
+            _permute_rows(emb, restore)
     return counts, _join_parts(id_parts, np.int32), _join_parts(sim_parts, np.float32)
 
 
@@ -318,6 +360,8 @@ def _join_parts(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         part = parts.pop()
         out[at : at + len(part)] = part
         at += len(part)
+        if len(parts) % 16 == 0:
+            release_free_memory()  # the parts are heap blocks: freeing them alone keeps the pages
     return out
 
 

@@ -327,3 +327,25 @@ def test_keep_best_holds_each_rows_best_pairs() -> None:
         want = sorted(offered[u], key=lambda c: (-c[0], c[1]))[:7]
         got = sorted(zip(got_v[rows == u].tolist(), got_ids[rows == u].tolist(), strict=True), key=lambda c: (-c[0], c[1]))
         assert got == want and len(offered[u]) > 7
+
+
+def test_ivf_leaves_the_embeddings_as_it_found_them() -> None:
+    """The join sorts the rows in place while it runs: afterwards they are the caller's again,
+    and a read-only array (copied instead) gives the same lists."""
+    from sim.ivf import _permute_rows
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(50, 3)).astype(np.float32)
+    perm = rng.permutation(50)
+    b = a.copy()
+    _permute_rows(b, perm)
+    assert np.array_equal(b, a[perm])
+    pids = trace_ids(3000, 1800, seed=4)
+    emb = unit_vectors(1800, 16, seed=4)
+    before = emb.copy()
+    nb = build_neighbours(emb, pids, top_m=5, min_similarity=0.5, index="ivf", progress=False, num_threads=2)
+    assert np.array_equal(emb, before)
+    frozen = before.copy()
+    frozen.flags.writeable = False
+    again = build_neighbours(frozen, pids, top_m=5, min_similarity=0.5, index="ivf", progress=False, num_threads=2)
+    assert np.array_equal(nb.ids, again.ids) and np.array_equal(nb.sims, again.sims)

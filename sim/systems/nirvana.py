@@ -168,11 +168,14 @@ class Nirvana(CachedSystem):
         """The lookup's choice over every cached prompt of request i's partition (a truncated list
         ran out), without side effects (see :meth:`_choose`)."""
         masks = self.store.masks
-        hi = base + self._n_prompts
-        slots = np.array(sorted(s for s in masks if base <= s < hi), dtype=np.int64)
+        # Keys and values of a dict iterate in the same order: both read at C speed.
+        slots = np.fromiter(masks.keys(), np.int64, len(masks))
+        held = np.fromiter(masks.values(), np.int64, len(masks))
+        mine = (slots >= base) & (slots < base + self._n_prompts)
+        order = np.argsort(slots[mine])
+        slots, held = slots[mine][order], held[mine][order]
         if not len(slots):
             return _NO_MATCH
-        held = np.array([masks[s] for s in slots.tolist()], dtype=np.int64)
         at, s, u, k_planned, near_s, k_asked = self._decide_among(i, slots - base, held, boost)
         return (int(slots[at]) if at >= 0 else -1, s, u, k_planned, near_s, k_asked)
 
