@@ -232,7 +232,11 @@ def run_slow(
 
 
 _INTERRUPTED_SWEEP = """
+import signal
 import sys
+# A shell that starts jobs in the background (nohup, &) hands them SIGINT ignored, and Python
+# keeps an inherited SIG_IGN: restore Ctrl-C, the behaviour this test is about.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from test_sweep import _exp, prepare_lru_trace, run_slow
 from sim.app.sweep import run_sweep
