@@ -30,13 +30,18 @@ sorted before it is kept, so the lists do not depend on thread timing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
 from sim.base.memory import release_free_memory
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["ivf_lists"]
 
@@ -243,30 +248,20 @@ def ivf_lists(
     if not len(seen):
         return counts, np.zeros(0, np.int32), np.zeros(0, np.float32)
     fl = np.float32(floor)
-    restore: np.ndarray | None = None  # set while emb is permuted in place
-    try:
-        # The join is split over threads itself; BLAS threads on top would only contend.
-        with threadpool_limits(1), ThreadPoolExecutor(max(1, threads)) as pool:
-            q = _Quantiser(emb, seen, seed)
-            cell = np.full(len(emb), q.cells, np.int64)
-            for lo in range(0, len(seen), 65536):
-                part = seen[lo : lo + 65536]
-                cell[part] = _top_cells(q.scores(emb[part]), 1)[:, 0]
-            perm = np.lexsort((first_seen, cell))
-            order = perm[: len(seen)]
-            start = np.searchsorted(cell[order], np.arange(q.cells + 1))
-            # Rows sorted by (cell, first appearance): each cell's members seen before t are one
-            # contiguous slice. The rows are permuted in place when they can be (no second copy of
-            # the embeddings, 1.8 GB at 2M requests) and put back before returning.
-            rank = np.empty_like(perm)  # row of each prompt in the sorted order
-            rank[perm] = np.arange(len(perm))
-            if emb.flags.writeable and emb.flags.c_contiguous and emb.dtype == np.float32:
-                _permute_rows(emb, perm)
-                restore = rank
-                sorted_emb = emb
-            else:
-                sorted_emb = emb[perm]
-
+    # The join is split over threads itself; BLAS threads on top would only contend.
+    with threadpool_limits(1):
+        q = _Quantiser(emb, seen, seed)
+        cell = np.full(len(emb), q.cells, np.int64)
+        for lo in range(0, len(seen), 65536):
+            part = seen[lo : lo + 65536]
+            cell[part] = _top_cells(q.scores(emb[part]), 1)[:, 0]
+        perm = np.lexsort((first_seen, cell))
+        order = perm[: len(seen)]
+        start = np.searchsorted(cell[order], np.arange(q.cells + 1))
+        rank = np.empty_like(perm)  # row of each prompt in the sorted order
+        rank[perm] = np.arange(len(perm))
+        # The pool stops (every join done) before the rows are put back.
+        with _sorted_rows(emb, perm, rank) as sorted_emb, ThreadPoolExecutor(max(1, threads)) as pool:
             def join(groups: list[tuple[int, np.ndarray, int, int]], vecs: np.ndarray, members: np.ndarray):
                 # Pairs with members first seen before the chunk: only each prompt's best top_m + 1 can
                 # reach a list (a request drops at most its own prompt of them), kept in bounded heaps.
@@ -315,26 +310,7 @@ def ivf_lists(
                     earlier = start[:-1] + held
                     held += np.bincount(cell[uniq[first_seen[uniq] >= s]], minlength=q.cells + 1)[:-1]
                     ends = start[:-1] + held
-                    if held.sum() <= _BUDGET:  # every earlier prompt fits the budget: an exact join
-                        full = np.flatnonzero(held)
-                        pu = np.repeat(np.arange(len(uniq)), len(full))
-                        pc = np.tile(full, len(uniq))
-                    else:
-                        probes = _top_cells(q.scores(vecs), min(_MAX_PROBES, q.cells))
-                        cum = np.cumsum(held[probes], axis=1)
-                        # Probe cells nearest first until they hold the budget (the crossing one included).
-                        take = (np.arange(probes.shape[1]) < _MIN_PROBES) | (cum - held[probes] < _BUDGET)
-                        pu = np.broadcast_to(np.arange(len(uniq))[:, None], probes.shape)[take]
-                        pc = probes[take]
-                        keep = held[pc] > 0
-                        pu, pc = pu[keep], pc[keep]
-                    by_cell = np.argsort(pc, kind="stable")
-                    pu, pc = pu[by_cell], pc[by_cell]
-                    cuts = np.flatnonzero(np.diff(pc)) + 1
-                    groups = [
-                        (int(pc[i]), us, int(earlier[pc[i]]), int(ends[pc[i]]))
-                        for i, us in zip(np.r_[0, cuts], np.split(pu, cuts), strict=True)
-                    ] if len(pc) else []
+                    groups = _chunk_groups(q, vecs, held, earlier, ends)
                     shares = [groups[t :: max(1, threads)] for t in range(max(1, threads))]
                     joins = [pool.submit(join, share, vecs, sorted_emb) for share in shares]
                     # The previous chunk is merged while this one is joined: the merge is serial.
@@ -343,11 +319,52 @@ def ivf_lists(
                     pending = (joins, s, e, inv, own)
                 if pending is not None:
                     finish(*pending)
-            del sorted_emb  # the assembly below is the peak: free a copy of the embeddings first
-    finally:
-        if restore is not None:  # after the pool has stopped: no join reads the rows any more
-            _permute_rows(emb, restore)
+        del sorted_emb  # the assembly below is the peak: free a copy of the embeddings first
     return counts, _join_parts(id_parts, np.int32), _join_parts(sim_parts, np.float32)
+
+
+def _chunk_groups(
+    q: _Quantiser, vecs: np.ndarray, held: np.ndarray, earlier: np.ndarray, ends: np.ndarray
+) -> list[tuple[int, np.ndarray, int, int]]:
+    """The join's work for one chunk: per probed cell, (cell, rows of ``vecs`` that probe it,
+    end of its members seen before the chunk, end of those seen by its end)."""
+    if held.sum() <= _BUDGET:  # every earlier prompt fits the budget: an exact join
+        full = np.flatnonzero(held)
+        pu = np.repeat(np.arange(len(vecs)), len(full))
+        pc = np.tile(full, len(vecs))
+    else:
+        probes = _top_cells(q.scores(vecs), min(_MAX_PROBES, q.cells))
+        cum = np.cumsum(held[probes], axis=1)
+        # Probe cells nearest first until they hold the budget (the crossing one included).
+        take = (np.arange(probes.shape[1]) < _MIN_PROBES) | (cum - held[probes] < _BUDGET)
+        pu = np.broadcast_to(np.arange(len(vecs))[:, None], probes.shape)[take]
+        pc = probes[take]
+        keep = held[pc] > 0
+        pu, pc = pu[keep], pc[keep]
+    if not len(pc):
+        return []
+    by_cell = np.argsort(pc, kind="stable")
+    pu, pc = pu[by_cell], pc[by_cell]
+    cuts = np.flatnonzero(np.diff(pc)) + 1
+    return [
+        (int(pc[i]), us, int(earlier[pc[i]]), int(ends[pc[i]]))
+        for i, us in zip(np.r_[0, cuts], np.split(pu, cuts), strict=True)
+    ]
+
+
+@contextlib.contextmanager
+def _sorted_rows(emb: np.ndarray, perm: np.ndarray, rank: np.ndarray) -> Iterator[np.ndarray]:
+    """``emb``'s rows in the order ``perm`` (``rank`` its inverse), so each cell's members seen
+    before t are one contiguous slice: sorted in place and put back on exit when the array
+    allows it (no second copy of the embeddings, 1.8 GB at 2M requests), else a sorted copy."""
+    if not (emb.flags.writeable and emb.flags.c_contiguous and emb.dtype == np.float32):
+        yield emb[perm]
+        return
+    _permute_rows(emb, perm)
+    try:
+        yield emb
+    finally:
+        _permute_rows(emb, rank)
 
 
 def _join_parts(parts: list[np.ndarray], dtype: type) -> np.ndarray:
