@@ -781,9 +781,13 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     # Two at a time: a compiled replay (numba, no GIL) beside one of the plain loop.
     compiled = [p for p in online if POLICIES[p].rule is not None]
     plain = [p for p in online if p not in compiled]
+    def replay_all(policies: list[str]) -> None:
+        for policy in policies:
+            replay_policy(policy)
+
     with ThreadPoolExecutor(2) as pool:
-        for done in [pool.submit(lambda todo: [replay_policy(p) for p in todo], q) for q in (plain, compiled)]:
-            done.result()
+        for job in [pool.submit(replay_all, plain), pool.submit(replay_all, compiled)]:
+            job.result()
     saved = {p: saved[p] for p in online}
     for p in skipped:
         print(f"e2e: {p} not replayed: offline, and {len(nb.ids):,} listed pairs > {E2E_OFFLINE_MAX:,}", file=sys.stderr)

@@ -114,7 +114,8 @@ def replay(
     ``trajectory``: one of :data:`TRAJECTORIES` (what a hit stores at levels <= its K);
     ``capacity``: entries (> 0); ``more(i, masks, cached)``: the exhaustive decision of request i
     (a :data:`Fallback`) given the current masks and the dense slots that hold something, in no
-    particular order; ``admit``: bool per request, False where the generation stores nothing (``sim.cache.admission``; default: all admitted).
+    particular order; ``admit``: bool per request, False where the generation stores nothing
+    (``sim.cache.admission``; default: all admitted).
     """
     admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit[:n], dtype=np.bool_)
     n_slots = int(own.max()) + 1 if n else 1
