@@ -170,43 +170,16 @@ def test_import_table_with_columns(tmp_path, capsys):
     src = tmp_path / "log.csv"
     src.write_text("when,text,who\n1660420800,a red fox,u1\n1660420830,,u2\n1660420860,a red fox,u2\n")
     out = tmp_path / "t.parquet"
+    table = ["trace", "import", "--source", "table", "--path", str(src), "--out", str(out)]
     with pytest.warns(UserWarning, match="dropped 1 request"):
-        code = run(
-            [
-                "trace",
-                "import",
-                "--source",
-                "table",
-                "--path",
-                str(src),
-                "--columns",
-                "prompt=text,timestamp=when,user=who",
-                "--out",
-                str(out),
-                "--requests",
-                "1",
-            ]
-        )
+        code = run([*table, "--columns", "prompt=text,timestamp=when,user=who", "--requests", "1"])
     assert code == 0
     assert "1 requests (the first 1 of 2 requests: trace.requests)" in capsys.readouterr().out
     assert read_parquet(out).df["user"].tolist() == ["u1"]
     with pytest.raises(
         ConfigError, match="--columns: 'prompt' is not valid; expected TRACE_COLUMN=INPUT_COLUMN"
     ):
-        run(
-            [
-                "trace",
-                "import",
-                "--source",
-                "table",
-                "--path",
-                str(src),
-                "--columns",
-                "prompt",
-                "--out",
-                str(out),
-            ]
-        )
+        run([*table, "--columns", "prompt"])
 
 
 def test_compare_prints_side_by_side_and_draws(tmp_path, capsys):

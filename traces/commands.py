@@ -121,24 +121,26 @@ def _field_type(cls: type, name: str) -> type:
     return type(default)
 
 
+def _subcommand(sub: Any, name: str, func: Any, text: str, epilog: str) -> argparse.ArgumentParser:
+    """``acsim trace NAME``: its one-line help, ``func``'s docstring as description, ``epilog``."""
+    p = sub.add_parser(
+        name, help=text, description=func.__doc__, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.set_defaults(func=func)
+    return p
+
+
 def register(subparsers: Any) -> None:
     """Add ``trace`` with its sub-commands ``synth``, ``import``, ``stats`` and ``compare``."""
-    fmt = argparse.RawDescriptionHelpFormatter
     trace = subparsers.add_parser(
         "trace",
         help="generate, import, describe and compare request traces",
         description=TRACE_HELP,
-        formatter_class=fmt,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = trace.add_subparsers(dest="trace_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser(
-        "synth",
-        help="generate a synthetic DiffusionDB-style trace",
-        description=cmd_synth.__doc__,
-        epilog=SYNTH_EPILOG,
-        formatter_class=fmt,
-    )
+    p = _subcommand(sub, "synth", cmd_synth, "generate a synthetic DiffusionDB-style trace", SYNTH_EPILOG)
     p.add_argument(
         "--requests",
         "-n",
@@ -159,14 +161,9 @@ def register(subparsers: Any) -> None:
         )
     _arrival_args(p, process=SYNTH_PROCESS, rate=SYNTH_RATE)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
-    p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser(
-        "import",
-        help="import DiffusionDB metadata, any CSV/parquet table, a prompt list or an acsim parquet",
-        description=cmd_import.__doc__,
-        epilog=IMPORT_EPILOG,
-        formatter_class=fmt,
+    p = _subcommand(
+        sub, "import", cmd_import, "import DiffusionDB metadata, any CSV/parquet table, a prompt list or an acsim parquet", IMPORT_EPILOG
     )
     p.add_argument(
         "--source",
@@ -183,14 +180,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival process for --source prompts")
     _arrival_args(p, process=None, rate=None)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
-    p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser(
-        "stats",
-        help="describe a trace: repeats, sessions, returns, rates, similarity and reuse",
-        description=cmd_stats.__doc__,
-        epilog=STATS_EPILOG,
-        formatter_class=fmt,
+    p = _subcommand(
+        sub, "stats", cmd_stats, "describe a trace: repeats, sessions, returns, rates, similarity and reuse", STATS_EPILOG
     )
     p.add_argument(
         "path", type=Path, metavar="PATH", help="trace parquet, DiffusionDB parquet/CSV, table or prompt list"
@@ -200,15 +192,8 @@ def register(subparsers: Any) -> None:
     )
     _analysis_args(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of text")
-    p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser(
-        "compare",
-        help="compare traces side by side (table and figure)",
-        description=cmd_compare.__doc__,
-        epilog=COMPARE_EPILOG,
-        formatter_class=fmt,
-    )
+    p = _subcommand(sub, "compare", cmd_compare, "compare traces side by side (table and figure)", COMPARE_EPILOG)
     p.add_argument(
         "paths", type=Path, nargs="+", metavar="PATH", help="traces to compare (as for `trace stats`)"
     )
@@ -226,16 +211,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--json", action="store_true", help="print statistics and figure data as JSON instead of text"
     )
-    p.set_defaults(func=cmd_compare)
 
     from traces.embed_executors import EMBED_EXECUTORS
 
-    p = sub.add_parser(
-        "embed",
-        help="embed an experiment's trace into the cache, here or on Ray (large traces)",
-        description=cmd_embed.__doc__,
-        epilog=EMBED_EPILOG,
-        formatter_class=fmt,
+    p = _subcommand(
+        sub, "embed", cmd_embed, "embed an experiment's trace into the cache, here or on Ray (large traces)", EMBED_EPILOG
     )
     p.add_argument("file", type=Path, help="experiment YAML file (its trace, embedder and embedder_device)")
     p.add_argument(
@@ -250,7 +230,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--address", help="address of an existing Ray cluster, e.g. ray://head:10001 or auto (ray only)")
     p.add_argument("--cpus", type=int, help="CPUs of a local Ray (default: the usable CPUs)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_embed)
 
 
 def _table_args(p: argparse.ArgumentParser) -> None:
