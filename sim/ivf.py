@@ -26,6 +26,9 @@ partitioned once and every similarity is computed by dense matrix products.
 What it misses is a neighbour whose cell is not among the probed ones (the recall is reported
 by ``acsim bench``); what it lists is exact. Cells are split between threads; every result is
 sorted before it is kept, so the lists do not depend on thread timing.
+
+The partition is kept with the lists (:class:`Cells`): a replay whose truncated list runs out
+searches the cached prompts the same way (:func:`probe`), exactly while they fit the budget.
 """
 
 from __future__ import annotations
@@ -33,17 +36,19 @@ from __future__ import annotations
 import contextlib
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
 from sim.base.memory import release_free_memory
+from sim.similarity import dot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["ivf_lists"]
+__all__ = ["Cells", "ivf_lists", "probe"]
 
 _PCA_DIMS = 64  # coarse quantiser dimension (the join itself scores in the full dimension)
 _CELLS_PER_SQRT_N = 2.0  # C = 2 sqrt(prompts): balances the quantiser's cost against the join's
@@ -189,6 +194,58 @@ def _permute_rows(a: np.ndarray, perm: np.ndarray) -> None:
             j = k
 
 
+@dataclass(eq=False)
+class Cells:
+    """The join's partition, kept so that a search over any subset of the prompts (the cached
+    ones, say) can probe it as the join did: ``of_prompt[p]`` is prompt p's cell (``len(centroids)``
+    when the trace never asks for it); a query probes its nearest cells until they hold ``budget``
+    of the searched prompts (:func:`probe`)."""
+
+    proj: np.ndarray  # float32 (d, dims): the quantiser's projection
+    centroids: np.ndarray  # float32 (cells, dims), unit rows
+    of_prompt: np.ndarray  # int32 per prompt
+    budget: int = _BUDGET
+    min_probes: int = _MIN_PROBES
+    max_probes: int = _MAX_PROBES
+
+
+@numba.njit(cache=True, nogil=True)
+def probe(
+    x: np.ndarray,
+    proj: np.ndarray,
+    centroids: np.ndarray,
+    held: np.ndarray,
+    budget: int,
+    min_probes: int,
+    max_probes: int,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """The cells (bool per cell) a query with embedding ``x`` searches when cell c holds
+    ``held[c]`` of the searched prompts: all of them while they hold at most ``budget`` (an exact
+    search); else its most similar cells, nearest first, until they hold ``budget`` (the crossing
+    one included), at least ``min_probes`` and at most ``max_probes``; ties to the lower cell."""
+    n_cells, dims = centroids.shape
+    take = np.ones(n_cells, np.bool_)
+    if held.sum() <= budget:
+        return take
+    take[:] = False
+    low = np.zeros(dims, np.float32)
+    for t in range(len(x)):
+        for j in range(dims):
+            low[j] += x[t] * proj[t, j]
+    norm = np.float32(max(np.sqrt(np.sum(low * low)), 1e-12))
+    low /= norm
+    scores = np.empty((1, n_cells), np.float32)
+    for c in range(n_cells):
+        scores[0, c] = dot(centroids[c], low)
+    cum = 0
+    for r, c in enumerate(_top_cells(scores, max_probes)[0]):
+        if r >= min_probes and cum >= budget:
+            break
+        take[c] = True
+        cum += held[c]
+    return take
+
+
 class _Quantiser:
     """PCA projection + spherical k-means cells, fitted on a seeded sample of the prompts."""
 
@@ -231,8 +288,9 @@ def ivf_lists(
     threads: int = 1,
     seed: int = 1,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(per-request counts, prompt ids, similarities) of the causal top-``top_m`` lists.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Cells | None]:
+    """(per-request counts, prompt ids, similarities) of the causal top-``top_m`` lists, and the
+    partition they were joined on.
 
     ``emb``: unit rows, row = prompt id; ``pids``: prompt id per request in time order;
     ``first_seen``: request index of each prompt's first occurrence (``len(pids)`` if never).
@@ -246,7 +304,7 @@ def ivf_lists(
     seen = np.flatnonzero(first_seen < n)
     counts = np.zeros(n, np.int64)
     if not len(seen):
-        return counts, np.zeros(0, np.int32), np.zeros(0, np.float32)
+        return counts, np.zeros(0, np.int32), np.zeros(0, np.float32), None
     fl = np.float32(floor)
     # The join is split over threads itself; BLAS threads on top would only contend.
     with threadpool_limits(1):
@@ -320,7 +378,8 @@ def ivf_lists(
                 if pending is not None:
                     finish(*pending)
         del sorted_emb  # the assembly below is the peak: free a copy of the embeddings first
-    return counts, _join_parts(id_parts, np.int32), _join_parts(sim_parts, np.float32)
+    cells = Cells(q.proj, q.centroids, cell.astype(np.int32))
+    return counts, _join_parts(id_parts, np.int32), _join_parts(sim_parts, np.float32), cells
 
 
 def _chunk_groups(

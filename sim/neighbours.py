@@ -31,13 +31,14 @@ import numpy as np
 from sim.base.errors import InputError
 from sim.base.io import atomic_path
 from sim.index import VectorIndex, make_index
-from sim.ivf import ivf_lists
+from sim.ivf import Cells, ivf_lists
+from sim.similarity import similarities_to
 
 __all__ = ["INDEX_KINDS", "NeighbourLists", "build_neighbours"]
 
 INDEX_KINDS = ("hnsw", "exact", "ivf")
 
-FORMAT = 2  # bump when the file layout or the build semantics change (cache key)
+FORMAT = 3  # bump when the file layout or the build semantics change (cache key)
 FIRST_K = 32  # depth of the first index query; deeper only for rows that fill it
 # hnswlib graph for the lists. Measured on the 30k-request bench trace (hashing, 384-d)
 # against exact lists: M=16/ef_construction=40/ef=64 finds 93.5% of the exact pairs at
@@ -52,7 +53,9 @@ class NeighbourLists:
 
     ``ids`` are prompt ids (int32) with similarities ``sims`` (float32, descending per request);
     ``complete[i]`` is True when fewer than ``top_m`` earlier prompts reached ``min_similarity``,
-    i.e. the list is exhaustive. A repeat lists its own prompt with similarity 1.0.
+    i.e. the list is exhaustive. A repeat lists its own prompt with similarity 1.0. ``cells``
+    (``ivf`` lists only): the partition the lists were joined on, which a replay's fallback
+    probes when more prompts are cached than the budget (:func:`sim.ivf.probe`).
     """
 
     offsets: np.ndarray  # int64 (n + 1)
@@ -63,6 +66,7 @@ class NeighbourLists:
     min_similarity: float
     index: str = "hnsw"
     prompt_ids: np.ndarray | None = None  # int32 (n): the trace's prompt ids, needed by more()
+    cells: Cells | None = field(default=None, repr=False)
     embeddings: np.ndarray | None = field(default=None, repr=False)  # needed by more(); not saved
     _first_seen: np.ndarray | None = field(default=None, repr=False)
     # Arrays its users derive from the lists, kept for the next user (sim.systems.cached: K per entry).
@@ -112,11 +116,7 @@ class NeighbourLists:
         """
         if self.embeddings is None or self.prompt_ids is None:
             raise RuntimeError("NeighbourLists.similarities needs embeddings: call attach(embeddings)")
-        own = int(self.prompt_ids[i])
-        prompts = np.asarray(prompts, dtype=np.int64)
-        sims = (self.embeddings[prompts] @ self.embeddings[own]).astype(np.float32, copy=False)
-        sims[prompts == own] = 1.0
-        return sims
+        return similarities_to(self.embeddings, np.asarray(prompts, dtype=np.int64), int(self.prompt_ids[i]))
 
     def save(self, path: str | Path) -> Path:
         """Write the lists to ``path`` (npz, atomic). Embeddings are not stored."""
@@ -127,15 +127,14 @@ class NeighbourLists:
             "min_similarity": self.min_similarity,
             "index": self.index,
         }
-        arrays = {
-            "offsets": self.offsets,
-            "ids": self.ids,
-            "sims": self.sims,
-            "complete": self.complete,
-            "meta": np.array(json.dumps(meta)),
-        }
+        arrays = {"offsets": self.offsets, "ids": self.ids, "sims": self.sims, "complete": self.complete}
         if self.prompt_ids is not None:
             arrays["prompt_ids"] = self.prompt_ids
+        if self.cells is not None:
+            c = self.cells
+            meta["cells"] = {"budget": c.budget, "min_probes": c.min_probes, "max_probes": c.max_probes}
+            arrays.update(cells_proj=c.proj, cells_centroids=c.centroids, cells_of=c.of_prompt)
+        arrays["meta"] = np.array(json.dumps(meta))
         with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         return dest
@@ -148,6 +147,9 @@ class NeighbourLists:
                 meta = json.loads(str(z["meta"]))
                 arrays = {name: z[name] for name in ("offsets", "ids", "sims", "complete")}
                 prompt_ids = z["prompt_ids"] if "prompt_ids" in z.files else None
+                cells = None
+                if "cells" in meta:
+                    cells = Cells(z["cells_proj"], z["cells_centroids"], z["cells_of"], **meta["cells"])
             if meta.get("format") != FORMAT:
                 raise InputError(
                     path, f"neighbour-list format {meta.get('format')!r}, this acsim reads {FORMAT}"
@@ -161,6 +163,7 @@ class NeighbourLists:
                 min_similarity=float(meta["min_similarity"]),
                 index=str(meta["index"]),
                 prompt_ids=None if prompt_ids is None else prompt_ids.astype(np.int32, copy=False),
+                cells=cells,
             )
         except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError) as exc:
             raise InputError(path, f"not a neighbour-list file: {exc}") from None
@@ -315,11 +318,11 @@ def _build(
     n = len(pids)
     first_seen = _first_seen(pids, len(emb))
     if kind == "ivf":
-        counts, ids, sims = ivf_lists(emb, pids, first_seen, top_m, min_sim, threads, seed, progress)
+        counts, ids, sims, cells = ivf_lists(emb, pids, first_seen, top_m, min_sim, threads, seed, progress)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         return NeighbourLists(
-            offsets, ids, sims, counts < top_m, top_m, min_sim, index=kind, prompt_ids=pids
+            offsets, ids, sims, counts < top_m, top_m, min_sim, index=kind, prompt_ids=pids, cells=cells
         )
     n_seen = int((first_seen < n).sum())
     options = HNSW_OPTIONS if kind == "hnsw" else {}

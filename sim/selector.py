@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 
 from sim.base.errors import ConfigError
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 class Selector:
     """Maps a similarity to the K level to reuse (0: do not reuse)."""
 
-    __slots__ = ("thresholds", "ks", "floor", "max_k", "min_similarity")
+    __slots__ = ("thresholds", "ks", "floor", "max_k", "min_similarity", "rule")
 
     def __init__(
         self, ladder: list[tuple[float, int]], floor: float | None = None, max_k: int | None = None
@@ -39,6 +40,8 @@ class Selector:
         self.floor = self.thresholds[-1] if floor is None else float(floor)
         # Below this similarity no candidate can ever be reused.
         self.min_similarity = min(self.floor, self.thresholds[-1])
+        # The ladder as :func:`k_of` takes it (no boost): thresholds, their K, the floor.
+        self.rule = (np.array(self.thresholds, np.float64), np.array(self.ks, np.int64), float(self.min_similarity))
 
     @classmethod
     def from_config(cls, exp: Experiment, profile: Profile) -> Selector:
@@ -91,8 +94,23 @@ class Selector:
     def k_array(self, similarities: np.ndarray) -> np.ndarray:
         """:meth:`k_for` (no boost) of every similarity, and -1 below ``min_similarity``, where no
         boost can make a candidate reusable (int64)."""
-        sims = np.asarray(similarities, dtype=np.float32).astype(np.float64)
-        k = np.where(sims >= self.min_similarity, 0, -1)
-        for t, kk in zip(reversed(self.thresholds), reversed(self.ks), strict=True):
-            k[sims > t] = kk
-        return k
+        return k_of(np.ascontiguousarray(similarities, dtype=np.float32), *self.rule)
+
+
+@numba.njit(cache=True, nogil=True)
+def k_of(sims: np.ndarray, thresholds: np.ndarray, ks: np.ndarray, min_similarity: float) -> np.ndarray:  # pragma: no cover - compiled
+    """K of each (float32) similarity under a ladder (``Selector.rule``): the K of the first
+    threshold it strictly exceeds, 0 when none but it reaches ``min_similarity``, -1 below that
+    (int64). The one implementation of the rule, shared by the selector and the compiled replay."""
+    out = np.empty(len(sims), np.int64)
+    for i in range(len(sims)):
+        s = np.float64(sims[i])
+        k = -1
+        if s >= min_similarity:
+            k = 0
+            for r in range(len(thresholds)):
+                if s > thresholds[r]:
+                    k = ks[r]
+                    break
+        out[i] = k
+    return out

@@ -19,6 +19,7 @@ from sim.base import strict_yaml
 from sim.base.config import from_dict
 from sim.base.profile import PROFILE_DIR, Profile, parse_profile
 from sim.engine import simulate
+from sim.similarity import similarities_to
 from sim.systems import Decision, System, TraceArrays
 
 _BASE = strict_yaml.read(PROFILE_DIR / "sdxl-a10g.yaml")
@@ -185,7 +186,8 @@ def assert_littles_law(records) -> None:
 
 @dataclass
 class Lists:
-    """Causal neighbour lists in the NeighbourLists layout, exact, with the full matrix for ``more``."""
+    """Causal neighbour lists in the NeighbourLists layout, exact, with the full matrix for ``more``
+    and the embeddings the fallbacks score with (as NeighbourLists has them)."""
 
     offsets: np.ndarray
     ids: np.ndarray
@@ -193,6 +195,8 @@ class Lists:
     complete: np.ndarray
     min_similarity: float
     full: np.ndarray
+    embeddings: np.ndarray | None = None  # None: similarities from ``full``, and no compiled replay
+    prompt_ids: np.ndarray | None = None
 
     def more(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.full[i]
@@ -201,7 +205,9 @@ class Lists:
         return order.astype(np.int32), row[order]
 
     def similarities(self, i: int, prompts: np.ndarray) -> np.ndarray:
-        return self.full[i][np.asarray(prompts, dtype=np.int64)].astype(np.float32)
+        if self.embeddings is None or self.prompt_ids is None:
+            return self.full[i][np.asarray(prompts, dtype=np.int64)].astype(np.float32)
+        return similarities_to(self.embeddings, np.asarray(prompts, dtype=np.int64), int(self.prompt_ids[i]))
 
 
 def causal_lists(emb: np.ndarray, pids: np.ndarray, top_m: int, min_sim: float = 0.65) -> Lists:
@@ -227,6 +233,8 @@ def causal_lists(emb: np.ndarray, pids: np.ndarray, top_m: int, min_sim: float =
         np.array(complete),
         min_sim,
         full,
+        np.ascontiguousarray(emb, dtype=np.float32),
+        np.asarray(pids, dtype=np.int32),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sim.cache.policies import POLICIES, PolicyContext
@@ -147,3 +148,33 @@ def test_in_prompt_units_a_reference_needs_room_for_its_slot() -> None:
     st.insert(2, LEVELS, i=1)
     st.link(3, 2, 25, i=2)  # slot 3 is a third prompt: slot 1's levels go first
     assert sorted(st.masks) == [2, 3] and st.masks[3] == st.masks[2] and st.entries == 5
+
+
+@pytest.mark.parametrize("opts", [{}, {"granularity": "prompt"}, {"unit": "prompts"}])
+@pytest.mark.parametrize("policy", ["fifo", "lru", "lcbfu"])
+def test_groups_index_exactly_the_cached_slots(policy: str, opts: dict) -> None:
+    """With ``index_groups``, every insert, link, eviction and restore keeps each group's slots
+    equal to the cached slots of that group (what a probed fallback reads instead of the cache)."""
+    rng = np.random.default_rng(4)
+    group_of = rng.integers(0, 7, 200)
+    st = make_store(12 if opts.get("unit") else 40, policy, **opts)
+    st.index_groups(group_of, 7)
+
+    def check() -> None:
+        for g in range(7):
+            want = {s for s in st.masks if group_of[s] == g}
+            assert st.group(g) == want and st.group_sizes[g] == len(want), g
+
+    for i in range(600):
+        slot = int(rng.integers(0, 200))
+        if i and rng.random() < 0.4 and st.masks:
+            source = int(rng.choice(list(st.masks)))
+            if source != slot:
+                st.link(slot, source, int(rng.choice(LEVELS)), i)
+        else:
+            st.insert(slot, tuple(sorted(rng.choice(LEVELS, int(rng.integers(1, 4)), replace=False).tolist())), i)
+        check()
+    assert st.evictions > 50 and st.links > 20
+    masks = dict(st.masks)
+    st.load_state(masks, (st.entries, st.insertions, st.evictions, st.links), ([], [], [], 0), dict(st.refs))
+    check()

@@ -177,9 +177,24 @@ def test_save_load_roundtrip(tmp_path) -> None:
         back.more(10, 5)
     back.attach(emb)
     assert np.array_equal(back.more(600, 6)[0], nb.more(600, 6)[0])
+    assert back.cells is None
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="junk.npz"):
         NeighbourLists.load(tmp_path / "junk.npz")
+
+
+def test_ivf_lists_keep_their_partition_through_save_and_load(tmp_path) -> None:
+    """The cells a replay's fallback probes are saved with ivf lists and come back equal."""
+    pids = trace_ids(700, 500, seed=3)
+    emb = unit_vectors(500, 16, seed=3)
+    nb = build_neighbours(emb, pids, top_m=4, min_similarity=0.2, index="ivf", progress=False)
+    cells = nb.cells
+    assert cells is not None and cells.of_prompt.shape == (500,) and cells.proj.shape[0] == 16
+    seen = np.unique(pids)
+    assert (cells.of_prompt[seen] < len(cells.centroids)).all()  # every asked prompt has a cell
+    back = NeighbourLists.load(nb.save(tmp_path / "nb.npz"))
+    for name in ("proj", "centroids", "of_prompt", "budget", "min_probes", "max_probes"):
+        assert np.array_equal(getattr(back.cells, name), getattr(cells, name)), name
 
 
 def test_cache_is_reused_and_keyed(tmp_path, monkeypatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,11 +78,11 @@ def counting(search, asked: list[int]):
     return wrapped
 
 
-def run(system: str, work, nb, **cache: object) -> tuple[pd.DataFrame, dict]:
+def run(system: str, work, nb, compiled: bool = True, **cache: object) -> tuple[pd.DataFrame, dict]:
     arrays, _ = work
     exp = Experiment(cache=CacheConfig(**{"capacity": 150, "policy": "lcbfu", **cache}))
     sys_ = build_system(system, exp, arrays, nb, PROFILE)
-    df = replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    df = replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, compiled=compiled)
     return df, sys_.stats()
 
 
@@ -143,15 +145,46 @@ def test_vanilla_and_n_requests(work) -> None:
 )
 def test_neighbour_lists_equal_live_index(system: str, cache: dict, work) -> None:
     """Truncated lists (with the fallback) and full lists give the replay that queries the
-    live exact index for every request, record for record."""
-    reference, _ = run(system, work, live(work), **cache)
-    for top_m in (2, 32):
-        nb = lists(work, top_m)
-        asked: list[int] = []
-        nb.more = counting(nb.more, asked)
-        nb.similarities = counting(nb.similarities, asked)
-        df, _ = run(system, work, nb, **cache)
-        pd.testing.assert_frame_equal(df, reference)
-        if top_m == 2:
-            assert len(asked) > 10, "the truncated lists must exercise the fallback"
+    live exact index for every request, record for record, in the request loop and in the
+    compiled replay (which decides its fallbacks itself)."""
+    reference, _ = run(system, work, live(work), compiled=False, **cache)
+    fallbacks: dict[int, set[int]] = {}
+    for top_m in (0, 2, 32):
+        for compiled in (False, True):
+            nb = live(work) if top_m == 0 else lists(work, top_m)
+            asked: list[int] = []
+            nb.more = counting(nb.more, asked)
+            nb.similarities = counting(nb.similarities, asked)
+            df, stats = run(system, work, nb, compiled=compiled, **cache)
+            pd.testing.assert_frame_equal(df, reference)
+            if top_m == 2 and not compiled:
+                assert len(asked) > 10, "the truncated lists must exercise the fallback"
+            if system == "nirvana":  # both paths count the lookups a fallback decided
+                fallbacks.setdefault(top_m, set()).add(stats["fallbacks"])
+    if system == "nirvana":
+        assert len(fallbacks[2]) == 1 and len(fallbacks[0]) == 1, fallbacks  # the same in both paths
+        assert fallbacks[0] == {len(reference)} and 10 < min(fallbacks[2]) < len(reference)
     assert reference["outcome"].isin(["hit", "hole", "retrieval"]).mean() > 0.05
+
+
+@pytest.mark.parametrize("policy", ["lru", "lcbfu", "fifo"])
+def test_probed_fallback_is_the_same_in_both_paths(policy: str, work) -> None:
+    """Once the cache holds more prompts than the ivf partition's budget, a fallback searches only
+    the cells nearest the request: the compiled replay (cached slots kept per cell) and the request
+    loop (counting the cache's prompts per cell) probe the same cells and decide alike."""
+    arrays, emb = work
+    exact, _ = run("nirvana", work, live(work), compiled=False, policy=policy)
+    nb = build_neighbours(emb, arrays.prompt_ids, top_m=2, min_similarity=0.65, index="ivf", progress=False)
+    assert nb.cells is not None and len(nb.cells.centroids) > 20
+    # A budget of 12 prompts, 1 to 3 cells per search: most fallbacks see part of the cache.
+    nb.cells = dataclasses.replace(nb.cells, budget=12, min_probes=1, max_probes=3)
+    (slow, a), (fast, b) = (run("nirvana", work, nb, compiled=c, policy=policy) for c in (False, True))
+    pd.testing.assert_frame_equal(fast, slow)
+    pd.testing.assert_frame_equal(a.pop("occupancy"), b.pop("occupancy"))
+    assert a == b
+    cols = ["matched", "similarity", "k_planned", "k_used"]
+    changed = int((slow[cols].fillna(-1) != exact[cols].fillna(-1)).any(axis=1).sum())
+    assert 0 < changed < len(exact) // 4, changed  # some fallbacks missed the best cached prompt
+    # With the default budget (more than the cache ever holds) the search is exact again.
+    nb.cells = dataclasses.replace(nb.cells, budget=4096, min_probes=8, max_probes=64)
+    pd.testing.assert_frame_equal(run("nirvana", work, nb, policy=policy)[0], exact)

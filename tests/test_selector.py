@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sim.base.config import Experiment, SelectorConfig
@@ -69,3 +70,22 @@ def test_ladder_k_must_be_a_cached_level() -> None:
     exp = Experiment(selector=SelectorConfig(ladder=[[0.9, 30]]))
     with pytest.raises(ConfigError, match=r"selector\.ladder\[0\].*cached levels"):
         Selector.from_config(exp, load_profile("sdxl-a10g"))
+
+
+@pytest.mark.parametrize("floor", [None, 0.6])
+def test_k_array_is_k_for_of_every_similarity(floor: float | None) -> None:
+    """The compiled rule (shared with the compiled replay's fallback) against ``k_for``: the
+    published thresholds exactly, their float32 neighbours, and random similarities; -1 only
+    below the floor."""
+    sel = Selector(PUBLISHED, floor=floor, max_k=25 if floor else None)
+    rng = np.random.default_rng(0)
+    edges = np.array([t for t, _ in PUBLISHED] + [0.6, 1.0], np.float32)
+    sims = np.concatenate(
+        [edges, np.nextafter(edges, np.float32(2)), np.nextafter(edges, np.float32(-2)), rng.uniform(0.4, 1, 2000)]
+    ).astype(np.float32)
+    got = sel.k_array(sims)
+    assert got.dtype == np.int64
+    for s, k in zip(sims.tolist(), got.tolist(), strict=True):
+        assert k == (sel.k_for(s) if s >= sel.min_similarity else -1), s
+    assert {-1, 5, 25} <= set(got.tolist())
+    assert (0 in got) == (floor is not None)  # between the floor and the ladder's last rung

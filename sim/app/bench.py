@@ -36,6 +36,7 @@ import os
 import resource
 import sys
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,20 +409,6 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
     ]
 
 
-def _count_fallbacks(nb: Any) -> list[int]:
-    """Count fallback searches (``more`` or ``similarities``): they bound the replay's speed."""
-    calls = [0]
-    for name in ("more", "similarities"):
-        search = getattr(nb, name)
-
-        def counted(i: int, arg: Any, search: Any = search) -> Any:
-            calls[0] += 1
-            return search(i, arg)
-
-        setattr(nb, name, counted)
-    return calls
-
-
 def _warm_kernel(inp: Inputs) -> float:
     """Load (or, on a fresh install, compile) the replay kernel before anything is timed."""
     from sim.base.profile import load_profile
@@ -439,7 +426,7 @@ def _warm_kernel(inp: Inputs) -> float:
 
 
 def _replay_rate(inp: Inputs, policy: str) -> tuple[float, float, int]:
-    """(requests/s wall, requests/s CPU, fallback calls) of one nirvana cache-only replay."""
+    """(requests/s wall, requests/s CPU, fallbacks) of one nirvana cache-only replay."""
     from sim.base.profile import load_profile
     from sim.replay import replay
     from sim.systems import build_system
@@ -448,13 +435,11 @@ def _replay_rate(inp: Inputs, policy: str) -> tuple[float, float, int]:
     system = build_system(
         "nirvana", _experiment(n, policy), inp.arrays, inp.neighbours, load_profile("sdxl-a10g")
     )
-    calls = _count_fallbacks(inp.neighbours)
     a = inp.arrays
     t0, c0 = time.perf_counter(), time.process_time()
     replay(system, a.arrival_s, a.prompt_ids, a.user_codes)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del inp.neighbours.more, inp.neighbours.similarities  # back to the class's methods
-    return n / wall, n / cpu, calls[0]
+    return n / wall, n / cpu, system.stats()["fallbacks"]
 
 
 def stage_replay(src: Path, requests: int) -> list[Figure]:
@@ -753,24 +738,22 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
         emb, pids, E2E_TOP_M, min_similarity(exp, profile), index="ivf", progress=False, num_threads=threads
     )
     log("neighbour lists, ivf", t0, c0)
+    # Seconds per policy, and what the replays decide: the paper's policy x cache-size table at
+    # this scale (not timed).
     replays: dict[str, float] = {}
-    # What the replays decide: the paper's policy x cache-size table at this scale (not timed).
-    saved: dict[str, list[tuple[float, float]]] = {}
+    saved: dict[str, dict[int, tuple[float, float]]] = {}
     t_replays, c0 = time.perf_counter(), _cpu_s()
 
-    def replay_policy(policy: str) -> None:
+    def replay_one(policy: str, capacity: int) -> None:
         t0 = time.perf_counter()
-        cells = []
-        for capacity in E2E_CAPACITIES:
-            run_exp = _experiment(requests, policy, capacity)
-            system = build_system("nirvana", run_exp, arrays, nb, profile)
-            records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
-            row = summarize(records, profile=profile, exp=run_exp, system_stats=system.stats())
-            cells.append((row["hit_rate"], row["compute_saved"]))
-            del records, system
-        saved[policy] = cells
-        replays[policy] = time.perf_counter() - t0
-        print(f"e2e: replays of {policy}: {replays[policy]:.1f} s", file=sys.stderr, flush=True)
+        run_exp = _experiment(requests, policy, capacity)
+        system = build_system("nirvana", run_exp, arrays, nb, profile)
+        records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+        row = summarize(records, profile=profile, exp=run_exp, system_stats=system.stats())
+        saved.setdefault(policy, {})[capacity] = (row["hit_rate"], row["compute_saved"])
+        secs = time.perf_counter() - t0
+        replays[policy] = replays.get(policy, 0.0) + secs
+        print(f"e2e: replay {policy} at {capacity:,}: {secs:.1f} s", file=sys.stderr, flush=True)
 
     # An offline policy's table of future uses holds one row per listed pair (hundreds of
     # millions at 2M requests, several GB): it is replayed only where that fits (E2E_OFFLINE_MAX).
@@ -778,21 +761,30 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     skipped = [p for p in POLICIES if p not in online]
     # The K of every listed candidate, computed once here and shared by every replay below.
     build_system("nirvana", _experiment(requests), arrays, nb, profile)
-    # Two at a time: a compiled replay (numba, no GIL) beside one of the plain loop.
-    compiled = [p for p in online if POLICIES[p].rule is not None]
-    plain = [p for p in online if p not in compiled]
-    def replay_all(policies: list[str]) -> None:
-        for policy in policies:
-            replay_policy(policy)
+    # Two workers. The request loop holds the GIL, so its policies run one at a time, on the
+    # first worker; the compiled replays (numba, no GIL) go to whichever worker is free.
+    compiled = deque((p, c) for p in online if POLICIES[p].rule is not None for c in E2E_CAPACITIES)
+    plain = [(p, c) for p in online if POLICIES[p].rule is None for c in E2E_CAPACITIES]
+
+    def worker(first: list[tuple[str, int]]) -> None:
+        for job in first:
+            replay_one(*job)
+        while True:
+            try:
+                job = compiled.popleft()
+            except IndexError:
+                return
+            replay_one(*job)
 
     with ThreadPoolExecutor(2) as pool:
-        for job in [pool.submit(replay_all, plain), pool.submit(replay_all, compiled)]:
-            job.result()
-    saved = {p: saved[p] for p in online}
+        for done in [pool.submit(worker, plain), pool.submit(worker, [])]:
+            done.result()
+    table = {p: [saved[p][c] for c in E2E_CAPACITIES] for p in online}
+    replays = {p: replays[p] for p in online}
     for p in skipped:
         print(f"e2e: {p} not replayed: offline, and {len(nb.ids):,} listed pairs > {E2E_OFFLINE_MAX:,}", file=sys.stderr)
     log(f"cache-only replays ({len(online)} policies x {len(E2E_CAPACITIES)} sizes)", t_replays, c0)
-    print(_saved_table(saved), file=sys.stderr, flush=True)
+    print(_saved_table(table), file=sys.stderr, flush=True)
     total, total_cpu = time.perf_counter() - t_all, _cpu_s() - c_all
     peak = _peak_rss_mb()
 
@@ -853,7 +845,7 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
         )
     for policy, secs in replays.items():
         figures.append(Figure(f"  e2e replay {policy} x {len(E2E_CAPACITIES)} sizes", secs, "s", "nirvana, cache-only"))
-    for policy, cells in saved.items():
+    for policy, cells in table.items():
         figures.append(
             Figure(
                 f"  {policy}: saved at {E2E_CAPACITIES[-1]:,} latents",

@@ -17,11 +17,15 @@ level it holds at or below the K its similarity allows; the request takes the on
 skips most steps (ties: the more similar), and the walk stops as soon as a candidate's K
 cannot beat that (the ladder only falls with similarity). The loop gives exactly the
 decisions, cache contents and counters of ``Nirvana.lookup`` + ``Nirvana.complete`` (tests
-hold it to that for every supported policy and trajectory option). It stops at a request
-whose truncated list ran out before settling, so that Python can decide it over every
-cached prompt exactly (``Nirvana._decide_among``), and resumes with the answer. Slots are
-renumbered densely (``Candidates.dense_of``) so that per-slot state fits in arrays; an entry
-is a (dense slot, level index) pair ``slot * n_levels + index``.
+hold it to that for every supported policy and trajectory option). A request whose truncated
+list ran out before settling is decided here too, over every cached prompt of its partition
+with exact similarities (:class:`Exhaustive`, :func:`decide`: the request loop's fallback
+calls the same functions, so both round and decide alike). With ``ivf`` lists and more cached
+prompts than the partition's budget, the search probes the cells nearest the request
+(:func:`sim.ivf.probe`) instead of every cached prompt; the cached slots are kept per cell so
+that a fallback costs the probed cells, not the whole cache. Slots are renumbered densely
+(``Candidates.dense_of``) so that per-slot state fits in arrays; an entry is a (dense slot,
+level index) pair ``slot * n_levels + index``.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from sim.ivf import probe
+from sim.selector import k_of
+from sim.similarity import similarities_to
 
+if TYPE_CHECKING:
     from sim.cache.policies.base import PriorityRule
+    from sim.ivf import Cells
 
 HIT_RULES = ("keep", "requeue", "add-one", "add-level", "add-asked")
 _KEEP, _REQUEUE, _ADD_ONE, _ADD_LEVEL, _ADD_ASKED = range(len(HIT_RULES))
@@ -43,12 +50,11 @@ TRAJECTORIES = ("computed", "reference", "copy")  # cache.trajectory, in kernel 
 _COMPUTED, _REFERENCE, _COPY = range(len(TRAJECTORIES))
 
 # Slots of the state vector shared by Python and the kernel between calls.
-_HEAP, _SEQ, _ENTRIES, _INSERTIONS, _EVICTIONS, _PROMPTS, _INFLATION, _LINKS = range(8)
+_HEAP, _SEQ, _ENTRIES, _INSERTIONS, _EVICTIONS, _PROMPTS, _INFLATION, _LINKS, _FALLBACKS = range(9)
 
 MISS, HIT, HOLE = 0, 1, 2  # outcome codes in the kernel's output (mapped by the caller)
-_NONE = -2  # no fallback answer to resume with
 
-# A fallback answer: (dense slot served or -1, its similarity, level used, K planned,
+# An exhaustive decision: (position served from or -1, its similarity, level used, K planned,
 # similarity of the nearest cached candidate, K asked of the served candidate).
 Fallback = tuple[int, float, int, int, float, int]
 
@@ -69,6 +75,27 @@ class Candidates:
     sims: np.ndarray  # float32
     complete: np.ndarray  # bool (n): the row lists every candidate above the floor
     dense_of: np.ndarray  # int32: id -> dense slot, -1 when no request ever stores it
+
+
+@dataclass
+class Exhaustive:
+    """What the loop needs to decide a request over every cached prompt of its partition.
+
+    A dense slot ``g`` holds prompt ``slot_prompt[g]`` of partition ``slot_part[g]`` (a user
+    under per-user isolation, else 0); request i asks for prompt ``req_prompt[i]`` in partition
+    ``req_part[i]``. Similarities are rows of ``embeddings`` (:mod:`sim.similarity`), K comes
+    from the selector's ``rule`` (:func:`sim.selector.k_of`). ``cells`` (shared slots and ``ivf``
+    lists only; else None): the partition a search probes once the cache holds more prompts than
+    its budget.
+    """
+
+    embeddings: np.ndarray  # float32 (n_prompts, d), unit rows
+    slot_prompt: np.ndarray  # int64 per dense slot
+    slot_part: np.ndarray  # int64 per dense slot
+    req_prompt: np.ndarray  # int64 per request
+    req_part: np.ndarray  # int64 per request
+    rule: tuple[np.ndarray, np.ndarray, float]  # Selector.rule: thresholds, K, min_similarity
+    cells: Cells | None = None
 
 
 @dataclass
@@ -93,6 +120,7 @@ class KernelResult:
     insertions: int
     evictions: int
     links: int
+    fallbacks: int  # requests decided over the cached prompts (a truncated list ran out)
 
 
 def replay(
@@ -105,16 +133,15 @@ def replay(
     trajectory: str,
     capacity: int,
     rule: PriorityRule,
-    more: Callable[[int, np.ndarray, np.ndarray], Fallback],
+    exhaustive: Exhaustive,
     admit: np.ndarray | None = None,
 ) -> KernelResult:
     """Replay requests 0..n-1 (see the module docstring).
 
     ``own``: dense slot of each request's own prompt; ``ladder``: the K levels, ascending;
     ``trajectory``: one of :data:`TRAJECTORIES` (what a hit stores at levels <= its K);
-    ``capacity``: entries (> 0); ``more(i, masks, cached)``: the exhaustive decision of request i
-    (a :data:`Fallback`) given the current masks and the dense slots that hold something, in no
-    particular order; ``admit``: bool per request, False where the generation stores nothing
+    ``capacity``: entries (> 0); ``exhaustive``: what deciding over every cached prompt needs;
+    ``admit``: bool per request, False where the generation stores nothing
     (``sim.cache.admission``; default: all admitted).
     """
     admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit[:n], dtype=np.bool_)
@@ -140,8 +167,20 @@ def replay(
     head = np.full(n_entries if sharing else 1, -1, np.int32)
     node_slot = np.zeros(n * n_levels if sharing else 1, np.int32)
     node_next = np.zeros(n * n_levels if sharing else 1, np.int32)
-    state = np.zeros(8, np.int64)
-    # The cached slots, for the exhaustive search: live[:state[_PROMPTS]], pos[slot] its place there.
+    state = np.zeros(9, np.int64)
+    # The cached slots, for the exhaustive search, by cell (one cell when there are none to probe):
+    # cell c's are live[cell_start[c] : cell_start[c] + fill[c]], and slot g is at live[cell_start[c] + pos[g]].
+    cells = exhaustive.cells
+    if cells is None:
+        slot_cell = np.zeros(n_slots, np.int64)
+        n_cells, proj, centroids, probing = 1, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), (0, 0, 0)
+    else:
+        slot_cell = cells.of_prompt[exhaustive.slot_prompt].astype(np.int64)
+        n_cells, proj, centroids = len(cells.centroids), cells.proj, cells.centroids
+        probing = (cells.budget, cells.min_probes, cells.max_probes)
+    cell_start = np.zeros(n_cells + 1, np.int64)
+    np.cumsum(np.bincount(slot_cell, minlength=n_cells), out=cell_start[1:])
+    fill = np.zeros(n_cells, np.int64)
     live = np.zeros(n_slots, np.int64)
     pos = np.zeros(n_slots, np.int64)
     n_samples = -(-n // stride)
@@ -164,8 +203,11 @@ def replay(
         insertions=0,
         evictions=0,
         links=0,
+        fallbacks=0,
     )
-    args = (
+    thresholds, ks, min_similarity = exhaustive.rule
+    _run(
+        n,
         cand.offsets,
         cand.ids,
         cand.ks,
@@ -198,6 +240,9 @@ def replay(
         state,
         live,
         pos,
+        fill,
+        cell_start,
+        slot_cell,
         out.code,
         out.matched,
         out.similarity,
@@ -205,12 +250,19 @@ def replay(
         out.k_used,
         out.occ_entries,
         out.occ_prompts,
+        exhaustive.embeddings,
+        exhaustive.slot_prompt,
+        exhaustive.slot_part,
+        exhaustive.req_prompt,
+        exhaustive.req_part,
+        thresholds,
+        ks,
+        min_similarity,
+        cells is not None,
+        proj,
+        centroids,
+        *probing,
     )
-    i, forced = 0, (_NONE, np.nan, 0, 0, np.nan, 0)
-    while i < n:
-        i = _run(i, n, *forced, *args)
-        if i < n:
-            forced = more(i, masks, live[: state[_PROMPTS]])
     live = np.flatnonzero(seq >= 0)
     order = np.lexsort((seq[live], prio[live]))
     out.live_keys, out.live_prio = live[order], prio[live][order]
@@ -222,6 +274,7 @@ def replay(
         out.shared, out.shared_latent = by_ref, ref[by_ref].astype(np.int64)
     out.entries, out.insertions, out.evictions = (int(x) for x in state[_ENTRIES : _EVICTIONS + 1])
     out.links = int(state[_LINKS])
+    out.fallbacks = int(state[_FALLBACKS])
     return out
 
 
@@ -271,26 +324,31 @@ def _pop_live(hp, hs, he, prio, seq, state):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _live_add(live, pos, state, g):  # pragma: no cover - compiled
-    """Slot g now holds something: add it to the cached slots (``live[:state[_PROMPTS]]``)."""
-    c = state[_PROMPTS]
-    live[c] = g
-    pos[g] = c
-    state[_PROMPTS] = c + 1
+def _live_add(live, pos, fill, cell_start, slot_cell, state, g):  # pragma: no cover - compiled
+    """Slot g now holds something: add it to its cell's cached slots."""
+    c = slot_cell[g]
+    live[cell_start[c] + fill[c]] = g
+    pos[g] = fill[c]
+    fill[c] += 1
+    state[_PROMPTS] += 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _live_remove(live, pos, state, g):  # pragma: no cover - compiled
-    """Slot g holds nothing any more: the last cached slot takes its place."""
-    c = state[_PROMPTS] - 1
-    last = live[c]
-    live[pos[g]] = last
+def _live_remove(live, pos, fill, cell_start, slot_cell, state, g):  # pragma: no cover - compiled
+    """Slot g holds nothing any more: its cell's last cached slot takes its place."""
+    c = slot_cell[g]
+    fill[c] -= 1
+    last = live[cell_start[c] + fill[c]]
+    live[cell_start[c] + pos[g]] = last
     pos[last] = pos[g]
-    state[_PROMPTS] = c
+    state[_PROMPTS] -= 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state, live, pos):  # pragma: no cover - compiled
+def _evict(
+    hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state, live, pos, fill, cell_start,
+    slot_cell,
+):  # pragma: no cover - compiled
     """Evict the live entry of lowest (priority, sequence), from its slot and every slot sharing it."""
     n_levels = len(levels)
     e = _pop_live(hp, hs, he, prio, seq, state)
@@ -302,7 +360,7 @@ def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels
     g = e // n_levels
     masks[g] &= ~bit
     if masks[g] == 0:
-        _live_remove(live, pos, state, g)
+        _live_remove(live, pos, fill, cell_start, slot_cell, state, g)
     if sharing:
         ref[e] = -1
         nd = head[e]
@@ -313,21 +371,83 @@ def _evict(hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels
                 ref[p] = -1
                 masks[s] &= ~bit
                 if masks[s] == 0:
-                    _live_remove(live, pos, state, s)
+                    _live_remove(live, pos, fill, cell_start, slot_cell, state, s)
             nd = node_next[nd]
         head[e] = -1
 
 
 @numba.njit(cache=True, nogil=True)
+def decide(prompts, held, sims, ks, levels):  # pragma: no cover - compiled
+    """The lookup rule over cached prompts with exact similarities (a :data:`Fallback`).
+
+    ``prompts``: their ids (any order), ``held``: their level masks, ``sims``: their
+    similarities, ``ks``: the K each similarity allows (<= 0: not reusable); ``levels``: the
+    cached levels, ascending. The nearest reusable prompt plans K; the request is served the
+    largest level any of them holds at or below its own K, ties to the more similar prompt,
+    then to the lower id. K planned 0: none is similar enough.
+    """
+    near = -1
+    best = -1
+    best_u = 0
+    for j in range(len(prompts)):
+        k = ks[j]
+        if k <= 0:
+            continue
+        s, p = sims[j], prompts[j]
+        if near < 0 or s > sims[near] or (s == sims[near] and p < prompts[near]):
+            near = j
+        u = 0
+        for x in range(len(levels)):
+            if levels[x] <= k and (held[j] >> levels[x]) & 1:
+                u = levels[x]
+        if u > 0 and (
+            u > best_u or (u == best_u and (s > sims[best] or (s == sims[best] and p < prompts[best])))
+        ):
+            best, best_u = j, u
+    if near < 0:
+        return -1, np.nan, 0, 0, np.nan, 0
+    if best < 0:
+        return -1, np.nan, 0, ks[near], np.float64(sims[near]), 0
+    return best, np.float64(sims[best]), best_u, ks[near], np.float64(sims[near]), ks[best]
+
+
+@numba.njit(cache=True, nogil=True)
+def _exhaustive(
+    q, part, live, fill, cell_start, masks, slot_prompt, slot_part, emb, levels, thresholds, kvals, min_similarity,
+    probing, proj, centroids, budget, min_probes, max_probes,
+):  # pragma: no cover - compiled
+    """:func:`decide` over the cached slots of partition ``part`` for prompt ``q`` (of the probed
+    cells when ``probing``); the position it returns is a dense slot."""
+    if probing:
+        take = probe(emb[q], proj, centroids, fill, budget, min_probes, max_probes)
+    else:
+        take = np.ones(len(fill), np.bool_)
+    size = 0
+    for c in range(len(fill)):
+        if take[c]:
+            size += fill[c]
+    dense = np.empty(size, np.int64)
+    prompts = np.empty(size, np.int64)
+    held = np.empty(size, np.int64)
+    m = 0
+    for c in range(len(fill)):
+        if not take[c]:
+            continue
+        for r in range(cell_start[c], cell_start[c] + fill[c]):
+            g = live[r]
+            if slot_part[g] == part:
+                dense[m], prompts[m], held[m] = g, slot_prompt[g], masks[g]
+                m += 1
+    sims = similarities_to(emb, prompts[:m], q)
+    at, s, u, planned, near_s, asked = decide(
+        prompts[:m], held[:m], sims, k_of(sims, thresholds, kvals, min_similarity), levels
+    )
+    return (dense[at] if at >= 0 else -1), s, u, planned, near_s, asked
+
+
+@numba.njit(cache=True, nogil=True)
 def _run(  # pragma: no cover - compiled
-    lo,
     n,
-    forced_slot,
-    forced_sim,
-    forced_u,
-    forced_planned,
-    forced_near,
-    forced_asked,
     offsets,
     cids,
     cks,
@@ -360,6 +480,9 @@ def _run(  # pragma: no cover - compiled
     state,
     live,
     pos,
+    fill,
+    cell_start,
+    slot_cell,
     code,
     matched,
     similarity,
@@ -367,46 +490,60 @@ def _run(  # pragma: no cover - compiled
     k_used,
     occ_entries,
     occ_prompts,
+    emb,
+    slot_prompt,
+    slot_part,
+    req_prompt,
+    req_part,
+    thresholds,
+    kvals,
+    min_similarity,
+    probing,
+    proj,
+    centroids,
+    budget,
+    min_probes,
+    max_probes,
 ):
-    """Requests lo..n-1; returns the first request that needs the exhaustive search (or n)."""
+    """Requests 0..n-1 (see :func:`replay`)."""
     n_levels = len(levels)
     sharing = store_on_hit and trajectory == _REFERENCE
     new = np.empty(n_levels, np.int64)
-    for i in range(lo, n):
+    for i in range(n):
         best_d = -1  # dense slot served from
         best_u = 0  # level it offers
         best_s = np.nan
         best_k = 0  # K its similarity allows
         near_k = 0  # K of the nearest cached candidate (0: none)
         near_s = np.nan
-        if i == lo and forced_slot != _NONE:
-            # Resuming after a fallback: the exhaustive search decided this request.
-            best_d, best_s, best_u, best_k = forced_slot, forced_sim, forced_u, forced_asked
-            near_k, near_s = forced_planned, forced_near
-        else:
-            settled = False
-            for j in range(offsets[i], offsets[i + 1]):
-                k = cks[j]
-                if k <= best_u:  # below the floor, or no later candidate can beat the best
-                    settled = True
-                    break
-                d = dense_of[cids[j]]
-                if d < 0:
-                    continue
-                m = masks[d]
-                if m == 0:
-                    continue
-                if near_k == 0:
-                    near_k, near_s = k, csims[j]
-                m &= (np.int64(2) << k) - 1
-                if m != 0:
-                    u = k
-                    while not (m >> u) & 1:
-                        u -= 1
-                    if u > best_u:
-                        best_d, best_u, best_s, best_k = d, u, csims[j], k
-            if not settled and not complete[i]:
-                return i
+        settled = False
+        for j in range(offsets[i], offsets[i + 1]):
+            k = cks[j]
+            if k <= best_u:  # below the floor, or no later candidate can beat the best
+                settled = True
+                break
+            d = dense_of[cids[j]]
+            if d < 0:
+                continue
+            m = masks[d]
+            if m == 0:
+                continue
+            if near_k == 0:
+                near_k, near_s = k, csims[j]
+            m &= (np.int64(2) << k) - 1
+            if m != 0:
+                u = k
+                while not (m >> u) & 1:
+                    u -= 1
+                if u > best_u:
+                    best_d, best_u, best_s, best_k = d, u, csims[j], k
+        if not settled and not complete[i]:
+            # The truncated list ran out: decide over the cached prompts.
+            state[_FALLBACKS] += 1
+            best_d, best_s, best_u, near_k, near_s, best_k = _exhaustive(
+                req_prompt[i], req_part[i], live, fill, cell_start, masks, slot_prompt, slot_part, emb,
+                levels, thresholds, kvals, min_similarity, probing, proj, centroids, budget, min_probes, max_probes,
+            )
         first_new = 0  # level index from which the generation's own levels are stored
         if near_k > 0:
             k_planned[i] = near_k
@@ -466,7 +603,7 @@ def _run(  # pragma: no cover - compiled
                     for _ in range(victims):
                         _evict(
                             hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state,
-                            live, pos,
+                            live, pos, fill, cell_start, slot_cell,
                         )
                     state[_ENTRIES] -= victims
                     state[_EVICTIONS] += victims
@@ -487,7 +624,7 @@ def _run(  # pragma: no cover - compiled
                     ref[e] = e
                 _push(hp, hs, he, state, sc, seq[e], e)
             if was_empty:
-                _live_add(live, pos, state, o)
+                _live_add(live, pos, fill, cell_start, slot_cell, state, o)
             masks[o] = m
             state[_ENTRIES] += nl - start
             state[_INSERTIONS] += nl - start
@@ -496,7 +633,7 @@ def _run(  # pragma: no cover - compiled
             want = masks[best_d] & ((np.int64(2) << best_u) - 1) & ~m
             if want != 0:
                 if m == 0:
-                    _live_add(live, pos, state, o)
+                    _live_add(live, pos, fill, cell_start, slot_cell, state, o)
                 masks[o] = m | want
                 for x in range(first_new):
                     if (want >> levels[x]) & 1:
@@ -510,4 +647,3 @@ def _run(  # pragma: no cover - compiled
         if (i + 1) % stride == 0 or i == n - 1:
             occ_entries[i // stride] = state[_ENTRIES]
             occ_prompts[i // stride] = state[_PROMPTS]
-    return n

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from sim.cache.policies.base import Policy
 
@@ -57,6 +59,9 @@ class LatentStore:
         "links",
         "refs",
         "holders",
+        "group_sizes",
+        "_group_of",
+        "_groups",
     )
 
     def __init__(
@@ -87,6 +92,33 @@ class LatentStore:
         self.refs: dict[int, int] = {}  # entry key held by reference -> key of the latent it shares
         # latent key -> slots that reference it (may list stale ones); None: to be derived from refs
         self.holders: dict[int, list[int]] | None = {}
+        # The cached slots by group, when indexed (index_groups): sizes per group, and the slots.
+        self.group_sizes: np.ndarray | None = None
+        self._group_of: np.ndarray | None = None
+        self._groups: list[set[int]] = []
+
+    def index_groups(self, group_of: np.ndarray, n_groups: int) -> None:
+        """Keep the cached slots by group (``group_of[slot]``, below ``n_groups``), so that a search
+        can visit some groups (:meth:`group`, ``group_sizes``) without reading the whole cache."""
+        self._group_of = np.asarray(group_of)
+        self._groups = [set() for _ in range(n_groups)]
+        self.group_sizes = np.zeros(n_groups, np.int64)
+        for slot in self.masks:
+            self._grouped(slot)
+
+    def group(self, g: int) -> set[int]:
+        """The cached slots of group ``g`` (see :meth:`index_groups`); do not modify."""
+        return self._groups[g]
+
+    def _grouped(self, slot: int) -> None:
+        g = int(self._group_of[slot])
+        self._groups[g].add(slot)
+        self.group_sizes[g] += 1
+
+    def _ungrouped(self, slot: int) -> None:
+        g = int(self._group_of[slot])
+        self._groups[g].discard(slot)
+        self.group_sizes[g] -= 1
 
     def __contains__(self, key: int) -> bool:
         m = self.masks.get(key >> self.shift)
@@ -109,6 +141,8 @@ class LatentStore:
         self.refs = refs
         self.holders = None  # derived when first needed: most replays end here
         self.policy.restore(*order)
+        if self.group_sizes is not None:
+            self.index_groups(self._group_of, len(self._groups))
 
     def _holders(self) -> dict[int, list[int]]:
         """Latent key -> slots that reference it, derived from ``refs`` after :meth:`load_state`."""
@@ -161,6 +195,8 @@ class LatentStore:
         for k in new:
             m |= 1 << k
         self.policy.on_insert_levels(slot << self.shift, new, i)
+        if self.group_sizes is not None and slot not in masks:
+            self._grouped(slot)
         masks[slot] = m
         self.entries += n
         self.insertions += n
@@ -187,6 +223,8 @@ class LatentStore:
         refs = self.refs
         holders = self.holders if self.holders is not None else self._holders()
         src, dst = source << self.shift, slot << self.shift
+        if self.group_sizes is not None and not m:
+            self._grouped(slot)
         masks[slot] = m | want
         n = 0
         while want:
@@ -250,6 +288,8 @@ class LatentStore:
                 masks[slot] = m
             else:
                 del masks[slot]
+                if self.group_sizes is not None:
+                    self._ungrouped(slot)
         self.entries -= removed
         self.evictions += removed
 
@@ -267,3 +307,5 @@ class LatentStore:
                     masks[slot] = m
                 else:
                     del masks[slot]
+                    if self.group_sizes is not None:
+                        self._ungrouped(slot)

@@ -31,12 +31,14 @@ decisions (tests/test_policies.py holds them to it).
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sim.base.records import OUTCOME_CODE
 from sim.cache import kernel
+from sim.ivf import probe
 from sim.quality import QualityModel
 from sim.selector import Selector
 from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
@@ -64,6 +66,10 @@ class Nirvana(CachedSystem):
         self.selector = Selector.from_config(exp, profile)
         require_neighbours(self.name, neighbours, self.selector.min_similarity)
         self.levels = tuple(sorted(profile.k_levels))
+        self._levels = np.array(self.levels, np.int64)
+        # The lists' partition, which a fallback probes once the cache outgrows its budget (shared
+        # slots only: per user, a cell's count would mix users).
+        self._cells = getattr(neighbours, "cells", None) if exp.cache.isolation != "per-user" else None
         super().__init__(exp, arrays, neighbours, profile)
         n = profile.steps
         qv = profile.quality_vanilla
@@ -82,6 +88,9 @@ class Nirvana(CachedSystem):
             k: tuple(x for x in self.levels if x > k) if self._store_on_hit else () for k in self.levels
         }
         self._miss = Decision("miss", -1, NAN, 0, 0, n, qv, self._store_all)
+        self.fallbacks = 0  # lookups decided over the cached prompts (a truncated list ran out)
+        if self._cells is not None:
+            self.store.index_groups(self._cells.of_prompt, len(self._cells.centroids))
 
     @classmethod
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
@@ -102,10 +111,10 @@ class Nirvana(CachedSystem):
         sel = self.selector
         return (tuple(sel.thresholds), tuple(sel.ks), sel.min_similarity)
 
-    def _choose(self, i: int, base: int, boost: int) -> kernel.Fallback:
+    def _choose(self, i: int, base: int, boost: int) -> kernel.Fallback | None:
         """The lookup's choice for request i, without side effects: (slot served from or -1, its
         similarity, level used, K planned, similarity of the nearest cached candidate, K asked of
-        the one served)."""
+        the one served); None when a truncated list ran out first (:meth:`_choose_exhaustive`)."""
         masks, ids, kmap, sims = self.store.masks, self._ids, self._kmap, self._sims
         best = -1  # CSR index of the candidate served from
         best_u = best_k = near_k = 0
@@ -130,14 +139,19 @@ class Nirvana(CachedSystem):
             j += 1
         else:
             if not self._complete[i]:
-                return self._choose_exhaustive(i, base, boost)
+                return None
         if best >= 0:
             return (base + ids[best], sims[best], best_u, near_k, near_s, best_k)
         return (-1, NAN, 0, near_k, near_s, 0)
 
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
         self.lookups += 1
-        slot, s, u, k_planned, near_s, k_asked = self._choose(i, self._bases[i], boost)
+        base = self._bases[i]
+        choice = self._choose(i, base, boost)
+        if choice is None:
+            self.fallbacks += 1
+            choice = self._choose_exhaustive(i, base, boost)
+        slot, s, u, k_planned, near_s, k_asked = choice
         if slot >= 0:
             return self._serve(i, slot, s, u, k_asked, k_planned)
         if k_planned:
@@ -145,8 +159,14 @@ class Nirvana(CachedSystem):
         return self._miss
 
     def probe(self, i: int, now: float = 0.0, boost: int = 0) -> int:
-        slot, _, u, *_ = self._choose(i, self._bases[i], boost)
+        base = self._bases[i]
+        slot, _, u, *_ = self._choose(i, base, boost) or self._choose_exhaustive(i, base, boost)
         return u if slot >= 0 else 0
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out["fallbacks"] = self.fallbacks
+        return out
 
     def _serve(self, i: int, slot: int, s: float, u: int, k_asked: int, k_planned: int) -> Decision:
         """Request i is served level ``u`` of ``slot`` (similarity ``s``, whose K is ``k_asked``)."""
@@ -167,20 +187,30 @@ class Nirvana(CachedSystem):
     def _choose_exhaustive(self, i: int, base: int, boost: int) -> kernel.Fallback:
         """The lookup's choice over every cached prompt of request i's partition (a truncated list
         ran out), without side effects (see :meth:`_choose`)."""
-        masks = self.store.masks
-        # Keys and values of a dict iterate in the same order: both read at C speed.
-        slots = np.fromiter(masks.keys(), np.int64, len(masks))
-        held = np.fromiter(masks.values(), np.int64, len(masks))
-        mine = (slots >= base) & (slots < base + self._n_prompts)
-        order = np.argsort(slots[mine])
-        slots, held = slots[mine][order], held[mine][order]
+        store, cells = self.store, self._cells
+        masks = store.masks
+        take = None
+        if cells is not None and store.group_sizes is not None:
+            own = self._nb.embeddings[self._pids[i]]
+            take = probe(own, cells.proj, cells.centroids, store.group_sizes, cells.budget, cells.min_probes, cells.max_probes)
+        if take is not None and not take.all():
+            # More cached than the budget: the cells nearest the request only (sim.ivf.probe).
+            slots = np.fromiter(chain.from_iterable(map(store.group, np.flatnonzero(take).tolist())), np.int64)
+            held = np.fromiter(map(masks.__getitem__, slots.tolist()), np.int64, len(slots))
+        else:
+            # Keys and values of a dict iterate in the same order: both read at C speed.
+            slots = np.fromiter(masks.keys(), np.int64, len(masks))
+            held = np.fromiter(masks.values(), np.int64, len(masks))
+            if self._per_user:
+                mine = (slots >= base) & (slots < base + self._n_prompts)
+                slots, held = slots[mine], held[mine]
         if not len(slots):
             return _NO_MATCH
         at, s, u, k_planned, near_s, k_asked = self._decide_among(i, slots - base, held, boost)
         return (int(slots[at]) if at >= 0 else -1, s, u, k_planned, near_s, k_asked)
 
     def _decide_among(self, i: int, prompts: np.ndarray, held: np.ndarray, boost: int) -> kernel.Fallback:
-        """The lookup rule over the cached ``prompts`` (ascending ids; ``held``: their level masks),
+        """The lookup rule over the cached ``prompts`` (any order; ``held``: their level masks),
         with exact similarities: (position served from or -1, its similarity, level used, K
         planned, similarity of the nearest, K asked of the one served); K planned 0: none of
         them is similar enough to plan a K."""
@@ -188,19 +218,9 @@ class Nirvana(CachedSystem):
         ks = self._entry_k(sims)
         if boost:
             ks = np.array([self.selector.k_for(float(s), boost) if k >= 0 else -1 for s, k in zip(sims, ks, strict=True)])
-        usable = np.flatnonzero(ks > 0)
-        if not len(usable):
-            return _NO_MATCH
-        order = usable[np.lexsort((prompts[usable], -sims[usable]))]
-        ks, held = ks[order], held[order]
-        u = np.zeros(len(order), np.int64)
-        for level in self.levels:
-            u = np.where(((held >> level) & 1).astype(bool) & (level <= ks), level, u)
-        b = int(np.argmax(u))  # the first of the best: ties go to the more similar
-        planned, near_s = int(ks[0]), float(sims[order[0]])
-        if not u[b]:
-            return (-1, NAN, 0, planned, near_s, 0)
-        return (int(order[b]), float(sims[order[b]]), int(u[b]), planned, near_s, int(ks[b]))
+        return kernel.decide(
+            np.asarray(prompts, np.int64), np.asarray(held, np.int64), sims, np.asarray(ks, np.int64), self._levels
+        )
 
     def complete(self, i: int, decision: Decision, now: float) -> None:
         own = self._bases[i] + self._pids[i]
@@ -229,7 +249,9 @@ class Nirvana(CachedSystem):
         """
         store = self.store
         simple = not store.by_prompts and not store.whole_prompt and store.batch == 1 and store.capacity > 0
-        if not (simple and store.policy.rule is not None and not store.masks):
+        # Its fallback scores the cached prompts from the embeddings (lists loaded without them: the loop).
+        scored = getattr(self._nb, "embeddings", None) is not None
+        if not (simple and scored and store.policy.rule is not None and not store.masks):
             return None
         admitted = np.ones(n, dtype=bool) if admit is None else np.asarray(admit[:n], dtype=bool)
         return self._columns(*self._compiled_replay(n, arrivals, stride, admitted), admitted)
@@ -297,16 +319,16 @@ class Nirvana(CachedSystem):
             dense_of=dense_of,
         )
 
-        def more(i: int, masks: np.ndarray, cached: np.ndarray) -> kernel.Fallback:
-            # The list ran out before the walk settled: decide over what is cached now, exactly.
-            cached = np.sort(cached)
-            prompts = uniq[cached] - bases[i]
-            if self._per_user:
-                mine = (prompts >= 0) & (prompts < self._n_prompts)  # this user's partition
-                cached, prompts = cached[mine], prompts[mine]
-            at, s, u, planned, near_s, asked = self._decide_among(i, prompts, masks[cached], 0)
-            return (int(cached[at]) if at >= 0 else -1, s, u, planned, near_s, asked)
-
+        # Slot = partition * n_prompts + prompt (partition 0: shared; user + 1: per-user).
+        exhaustive = kernel.Exhaustive(
+            embeddings=self._nb.embeddings,
+            slot_prompt=uniq % self._n_prompts,
+            slot_part=uniq // self._n_prompts,
+            req_prompt=np.asarray(self._pids[:n], dtype=np.int64),
+            req_part=bases[:n] // self._n_prompts,
+            rule=self.selector.rule,
+            cells=self._cells,
+        )
         store = self.store
         res = kernel.replay(
             n,
@@ -318,7 +340,7 @@ class Nirvana(CachedSystem):
             self.trajectory,
             store.capacity,
             store.policy.rule,
-            more,
+            exhaustive,
             admit,
         )
         # Hand the final state back to the store and the policy, in original slot numbers.
@@ -336,6 +358,7 @@ class Nirvana(CachedSystem):
             order=(key_of(res.live_keys), res.live_prio.tolist(), res.live_score.tolist(), res.inflation),
             refs=dict(zip(key_of(res.shared), key_of(res.shared_latent), strict=True)),
         )
+        self.fallbacks += res.fallbacks
         samples = [min(lo + stride, n) - 1 for lo in range(0, n, stride)]
         for c, last in enumerate(samples):
             self._occupancy.append((arrivals[last], int(res.occ_entries[c]), int(res.occ_prompts[c])))
