@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 TOP_M = NeighbourConfig().top_m  # the config default, so the bench measures what users get
 # The e2e lists' cap. At 2M requests most rows reach any cap (the static embedder lists 188 of
 # 256 on average, 407 of 1,024 over the first 200k requests), so the lists cost top_m x 8 bytes
-# per request: 16 GB at the default 1,024. Results do not depend on it (a row that runs out
-# falls back to an exact search of the cached prompts); only the replays' time does.
+# per request: 16 GB at the default 1,024. A row that runs out falls back on the cached prompts
+# (exactly while at most 4,096 are cached, then the cells nearest the request), so the cap
+# changes the replays' time and, past that budget, which cached prompt a fallback finds.
 E2E_TOP_M = 256
 E2E_OFFLINE_MAX = 50_000_000  # listed pairs up to which the e2e replays the offline policy (Belady)
 
@@ -86,7 +87,8 @@ class Figure:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process or of the largest of its finished children (MB)."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024.0
 
 
 def _pin_one_core() -> None:
@@ -676,10 +678,33 @@ def _cpu_s() -> float:
     return time.process_time() + child.ru_utime + child.ru_stime
 
 
-def _build_static_table() -> None:
+def _e2e_inputs(requests: int, out: str) -> tuple[list[tuple[str, float, float]], int]:
+    """The e2e's first stages, in a child process: trace, static table (torch's memory), embeddings,
+    written to ``out``; the heap they leave (about 1 GB at 2M prompts, which glibc and pymalloc keep)
+    never reaches the process that builds the lists and replays. Returns (stage, seconds, CPU
+    seconds) per stage and the number of prompts."""
     from traces.embeddings import MiniLMStaticEmbedder
+    from traces.load import load_trace
 
+    exp = _experiment(requests, embedder="minilm-static")
+    done: list[tuple[str, float, float]] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def timed(name: str) -> None:
+        nonlocal t0, c0
+        done.append((name, time.perf_counter() - t0, time.process_time() - c0))
+        t0, c0 = time.perf_counter(), time.process_time()
+
+    trace = load_trace(exp.trace, exp.seed)
+    timed("trace generation")
     MiniLMStaticEmbedder(device="cpu").artefact()
+    timed("static model build (distil MiniLM)")
+    emb = MiniLMStaticEmbedder(device="cpu").encode(trace.prompts)
+    for name, a in (("emb", emb), ("pids", trace.prompt_ids), ("users", trace.user_codes), ("arrival", trace.arrival_s)):
+        np.save(Path(out) / f"{name}.npy", a)
+    (Path(out) / "sample.json").write_text(json.dumps(trace.prompts[:400]), encoding="utf-8")
+    timed("embedding, minilm-static")
+    return done, len(trace.prompts)
 
 
 def stage_e2e(src: Path, requests: int) -> list[Figure]:
@@ -694,8 +719,7 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     from sim.neighbours import build_neighbours
     from sim.replay import replay
     from sim.systems import TraceArrays, build_system
-    from traces.embeddings import MiniLMEmbedder, MiniLMStaticEmbedder
-    from traces.load import load_trace
+    from traces.embeddings import MiniLMEmbedder
 
     del src  # nothing is reused: the point is the cold pipeline
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -716,23 +740,17 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     cache_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".e2e-models-", dir=cache_dir()) as models:
         os.environ["ACSIM_MODELS"] = models  # an empty model cache: the static table is built here
-        t0, c0 = time.perf_counter(), _cpu_s()
-        trace = load_trace(exp.trace, exp.seed)
-        log("trace generation", t0, c0)
-        t0, c0 = time.perf_counter(), _cpu_s()
-        # In a child process: torch's memory would otherwise stay with this one for the rest.
         with mp.get_context("spawn").Pool(1) as pool:
-            pool.apply(_build_static_table)
-        log("static model build (distil MiniLM)", t0, c0)
-        t0, c0 = time.perf_counter(), _cpu_s()
-        emb = MiniLMStaticEmbedder(device="cpu").encode(trace.prompts)  # its tokenizer memory goes with it
-        log("embedding, minilm-static", t0, c0)
-    pids = trace.prompt_ids
-    arrays = TraceArrays(pids, trace.user_codes, trace.arrival_s)
-    n_prompts = len(trace.prompts)
-    sample = list(trace.prompts[:400])  # for the PyTorch MiniLM reference, measured after the pipeline
-    del trace
-    release_free_memory()  # the 2M prompt strings and the tokenizer's memo: gone for good
+            done, n_prompts = pool.apply(_e2e_inputs, (requests, models))
+        t0 = time.perf_counter()
+        emb, pids, users, arrival = (np.load(Path(models) / f"{name}.npy") for name in ("emb", "pids", "users", "arrival"))
+        sample = json.loads((Path(models) / "sample.json").read_text(encoding="utf-8"))  # for the reference
+        handed = time.perf_counter() - t0
+    for name, secs, cpu_s in done:
+        stages[name], cpu[name] = secs, cpu_s
+        print(f"e2e: {name}: {secs:.1f} s (CPU {cpu_s:.1f} s), in a child process", file=sys.stderr, flush=True)
+    stages["embedding, minilm-static"] += handed  # reading the child's arrays back
+    arrays = TraceArrays(pids, users, arrival)
     t0, c0 = time.perf_counter(), _cpu_s()
     nb = build_neighbours(
         emb, pids, E2E_TOP_M, min_similarity(exp, profile), index="ivf", progress=False, num_threads=threads
@@ -751,9 +769,12 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
         records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
         row = summarize(records, profile=profile, exp=run_exp, system_stats=system.stats())
         saved.setdefault(policy, {})[capacity] = (row["hit_rate"], row["compute_saved"])
+        fallbacks = system.stats()["fallbacks"]
+        del records, system
+        release_free_memory()  # what the records and the request loop's objects leave in the heap
         secs = time.perf_counter() - t0
         replays[policy] = replays.get(policy, 0.0) + secs
-        print(f"e2e: replay {policy} at {capacity:,}: {secs:.1f} s", file=sys.stderr, flush=True)
+        print(f"e2e: replay {policy} at {capacity:,}: {secs:.1f} s, {fallbacks:,} fallbacks", file=sys.stderr, flush=True)
 
     # An offline policy's table of future uses holds one row per listed pair (hundreds of
     # millions at 2M requests, several GB): it is replayed only where that fits (E2E_OFFLINE_MAX).
@@ -761,6 +782,7 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     skipped = [p for p in POLICIES if p not in online]
     # The K of every listed candidate, computed once here and shared by every replay below.
     build_system("nirvana", _experiment(requests), arrays, nb, profile)
+    release_free_memory()
     # Two workers. The request loop holds the GIL, so its policies run one at a time, on the
     # first worker; the compiled replays (numba, no GIL) go to whichever worker is free.
     compiled = deque((p, c) for p in online if POLICIES[p].rule is not None for c in E2E_CAPACITIES)
