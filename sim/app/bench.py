@@ -1057,9 +1057,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         metavar="REQUESTS",
         help="add the cold end-to-end figure on a trace of REQUESTS (default 2,000,000): trace, "
         "static embedder build and embeddings, ivf neighbour lists, cache-only replays of every "
-        "policy at 4 cache sizes (at 2M on 2 cores: about 6 minutes to the lists; the replays, "
-        "mostly exhaustive fallbacks of truncated lists, an hour or more by the one measured: "
-        "README, Performance)",
+        "policy at 4 cache sizes (at 2M on 2 cores: about 25 minutes and 10 GB in all, 6 of them to "
+        "the lists: README, Performance)",
     )
     p.add_argument(
         "--only",

@@ -173,11 +173,11 @@ def replay(
     cells = exhaustive.cells
     if cells is None:
         slot_cell = np.zeros(n_slots, np.int64)
-        n_cells, proj, centroids, probing = 1, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), (0, 0, 0)
+        n_cells, proj, centroids, limits = 1, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), (0, 0, 0)
     else:
         slot_cell = cells.of_prompt[exhaustive.slot_prompt].astype(np.int64)
         n_cells, proj, centroids = len(cells.centroids), cells.proj, cells.centroids
-        probing = (cells.budget, cells.min_probes, cells.max_probes)
+        limits = (cells.budget, cells.min_probes, cells.max_probes)
     cell_start = np.zeros(n_cells + 1, np.int64)
     np.cumsum(np.bincount(slot_cell, minlength=n_cells), out=cell_start[1:])
     fill = np.zeros(n_cells, np.int64)
@@ -261,7 +261,7 @@ def replay(
         cells is not None,
         proj,
         centroids,
-        *probing,
+        *limits,
     )
     live = np.flatnonzero(seq >= 0)
     order = np.lexsort((seq[live], prio[live]))
