@@ -237,12 +237,26 @@ def probe(
     scores = np.empty((1, n_cells), np.float32)
     for c in range(n_cells):
         scores[0, c] = dot(centroids[c], low)
-    cum = 0
-    for r, c in enumerate(_top_cells(scores, max_probes)[0]):
-        if r >= min_probes and cum >= budget:
-            break
-        take[c] = True
-        cum += held[c]
+    order = _top_cells(scores, max_probes)
+    order = order[0][_probed(order, held, budget, min_probes)[0]]
+    take[order] = True
+    return take
+
+
+@numba.njit(cache=True, nogil=True)
+def _probed(order: np.ndarray, held: np.ndarray, budget: int, min_probes: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Which of each row's cells (``order``: nearest first) a query probes: the first
+    ``min_probes``, and more while those taken hold fewer than ``budget`` (``held[c]`` per cell);
+    the crossing cell is taken. The one rule for the join (:func:`_chunk_groups`) and for
+    :func:`probe`."""
+    take = np.zeros(order.shape, np.bool_)
+    for i in range(order.shape[0]):
+        cum = 0
+        for r in range(order.shape[1]):
+            if r >= min_probes and cum >= budget:
+                break
+            take[i, r] = True
+            cum += held[order[i, r]]
     return take
 
 
@@ -393,9 +407,7 @@ def _chunk_groups(
         pc = np.tile(full, len(vecs))
     else:
         probes = _top_cells(q.scores(vecs), min(_MAX_PROBES, q.cells))
-        cum = np.cumsum(held[probes], axis=1)
-        # Probe cells nearest first until they hold the budget (the crossing one included).
-        take = (np.arange(probes.shape[1]) < _MIN_PROBES) | (cum - held[probes] < _BUDGET)
+        take = _probed(probes, held, _BUDGET, _MIN_PROBES)
         pu = np.broadcast_to(np.arange(len(vecs))[:, None], probes.shape)[take]
         pc = probes[take]
         keep = held[pc] > 0

@@ -422,10 +422,7 @@ def _exhaustive(
         take = probe(emb[q], proj, centroids, fill, budget, min_probes, max_probes)
     else:
         take = np.ones(len(fill), np.bool_)
-    size = 0
-    for c in range(len(fill)):
-        if take[c]:
-            size += fill[c]
+    size = fill[take].sum()
     dense = np.empty(size, np.int64)
     prompts = np.empty(size, np.int64)
     held = np.empty(size, np.int64)
