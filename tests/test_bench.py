@@ -94,6 +94,7 @@ def test_recall_figures_against_exact_lists() -> None:
     rows = np.arange(1000, 2000, 7)
     assert recall(exact, exact, 800) == 1.0
     assert sampled_recall(exact, emb, pids, rows) == 1.0  # the brute force agrees with the exact lists
+    assert sampled_recall(exact, emb, pids, rows, block=97) == 1.0  # best kept across blocks
     # Lists that lose every other entry have a recall near one half on both measures.
     keep = np.arange(len(exact.ids)) % 2 == 0
     counts = np.add.reduceat(keep, exact.offsets[:-1]) * (np.diff(exact.offsets) > 0)
@@ -101,3 +102,4 @@ def test_recall_figures_against_exact_lists() -> None:
     half = type(exact)(offsets, exact.ids[keep], exact.sims[keep], exact.complete, 8, 0.5, prompt_ids=pids)
     assert 0.4 < recall(half, exact, 800) < 0.6
     assert 0.4 < sampled_recall(half, emb, pids, rows) < 0.6
+    assert sampled_recall(half, emb, pids, rows, block=97) == sampled_recall(half, emb, pids, rows)

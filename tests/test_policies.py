@@ -25,6 +25,7 @@ from sim.base import config
 from sim.base.config import CacheConfig, Experiment
 from sim.base.profile import load_profile
 from sim.cache.policies import POLICIES, FutureUses, PolicyContext
+from sim.cache.store import LatentStore
 from sim.replay import replay
 from sim.systems import TraceArrays, build_system
 
@@ -160,6 +161,27 @@ def test_after_a_fast_replay_of_a_prefix_lookups_continue_exactly(policy: str, w
         rest.append(decisions)
     assert rest[0] == rest[1] and any(d.outcome == "hit" for d in rest[0])
     assert fast.stats()["evictions"] == slow.stats()["evictions"] > 0
+
+
+@pytest.mark.parametrize("policy", [p for p in ALL if POLICIES[p].rule is not None])
+def test_a_compiled_replay_hands_its_state_over_when_the_store_is_first_used(
+    policy: str, work, monkeypatch
+) -> None:
+    """The compiled replay's final contents become the store's dicts (about 1 GB at DiffusionDB
+    scale) only when something asks for the store: its records, counters and stats do not."""
+    loads: list[LatentStore] = []
+    real = LatentStore.load_state
+    monkeypatch.setattr(LatentStore, "load_state", lambda st, *a, **k: (loads.append(st), real(st, *a, **k))[1])
+    arrays, _ = work
+    fast, slow = make("nirvana", policy, work), make("nirvana", policy, work)
+    args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    pd.testing.assert_frame_equal(replay(fast, *args), replay(slow, *args, compiled=False))
+    a, b = fast.stats(), slow.stats()
+    assert a["prompts"] == b["prompts"] == len(slow.store.masks) > 0 and a["entries"] == b["entries"] > 0
+    assert fast.cached_prompts() == b["prompts"] and fast.cached_entries() == b["entries"]
+    assert loads == []
+    assert fast.store.masks == slow.store.masks and fast.store.refs == slow.store.refs
+    assert loads == [fast.store] and fast.stats()["prompts"] == b["prompts"]
 
 
 @pytest.mark.parametrize("policy", ALL)

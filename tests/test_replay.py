@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sim.base import strict_yaml
 from sim.base.config import CacheConfig, Experiment
-from sim.base.profile import load_profile
-from sim.base.records import COLUMNS
+from sim.base.profile import PROFILE_DIR, load_profile, parse_profile
+from sim.base.records import COLUMNS, OUTCOME_CODE, RecordBuffer
 from sim.neighbours import NeighbourLists, build_neighbours
 from sim.replay import cache_summary, replay
 from sim.systems import TraceArrays, build_system
@@ -188,3 +189,37 @@ def test_probed_fallback_is_the_same_in_both_paths(policy: str, work) -> None:
     # With the default budget (more than the cache ever holds) the search is exact again.
     nb.cells = dataclasses.replace(nb.cells, budget=4096, min_probes=8, max_probes=64)
     pd.testing.assert_frame_equal(run("nirvana", work, nb, policy=policy)[0], exact)
+
+
+def test_records_frame_takes_the_buffer_as_it_is() -> None:
+    """The frame holds the buffer's own arrays: at millions of records a copy doubles their memory."""
+    buf = RecordBuffer("nirvana", 5)
+    buf.f["similarity"][:] = [0.9, np.nan, 0.7, 0.8, 0.95]
+    buf.i["k_used"][:] = [10, 0, 5, 0, 25]
+    buf.outcome[:] = [OUTCOME_CODE[o] for o in ("hit", "miss", "hole", "miss", "hit")]
+    df = buf.to_frame()
+    assert tuple(df.columns) == COLUMNS and list(df["system"]) == ["nirvana"] * 5
+    assert list(df["outcome"]) == ["hit", "miss", "hole", "miss", "hit"]
+    assert df["k_used"].tolist() == [10, 0, 5, 0, 25] and df["similarity"].isna().tolist() == [False, True, False, False, False]
+    assert np.shares_memory(df["similarity"].to_numpy(), buf.f["similarity"])
+    assert np.shares_memory(df["k_used"].to_numpy(), buf.i["k_used"])
+
+
+@pytest.mark.parametrize(("steps", "dtype"), [(50, np.int8), (200, np.int16)])
+def test_k_per_listed_candidate_takes_one_byte_when_every_k_fits(steps: int, dtype, work) -> None:
+    """The K map (one K per listed candidate, hundreds of millions at DiffusionDB scale) is int8
+    when the profile's N fits it, int16 beyond; both replay paths decide alike on either."""
+    arrays, _ = work
+    data = strict_yaml.read(PROFILE_DIR / "sdxl-a10g.yaml")
+    data["model"]["steps"] = steps
+    profile = parse_profile(data, "<test profile>")
+    nb = lists(work, 8)
+    exp = Experiment(cache=CacheConfig(capacity=150, policy="lcbfu"))
+    fast, slow = (build_system("nirvana", exp, arrays, nb, profile) for _ in range(2))
+    (kmap,) = nb.derived.values()
+    assert kmap.dtype == dtype and len(kmap) == len(nb.ids)
+    np.testing.assert_array_equal(kmap, fast.selector.k_array(nb.sims))
+    args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    records = replay(fast, *args)
+    pd.testing.assert_frame_equal(records, replay(slow, *args, compiled=False))
+    assert records["k_used"].max() == max(profile.k_levels)

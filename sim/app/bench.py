@@ -351,20 +351,18 @@ def stage_minilm(src: Path, n_prompts: int) -> list[Figure]:
     return figures
 
 
-def _pairs(nb: Any, n: int, rows: np.ndarray | None = None) -> set[tuple[int, int]]:
-    """(request, prompt id) pairs of the first ``n`` requests' lists (or of ``rows``)."""
-    rows = np.arange(n) if rows is None else rows
-    counts = nb.offsets[rows + 1] - nb.offsets[rows]
-    starts = np.repeat(nb.offsets[rows] - (np.cumsum(counts) - counts), counts)
-    ids = nb.ids[np.arange(int(counts.sum())) + starts]
-    return set(zip(np.repeat(rows, counts).tolist(), ids.tolist(), strict=True))
+def _pairs(nb: Any, n: int) -> np.ndarray:
+    """The first ``n`` requests' (request, prompt id) pairs, each as one int64, without repeats."""
+    counts = np.diff(nb.offsets[: n + 1])
+    ids = nb.ids[nb.offsets[0] : nb.offsets[n]].astype(np.int64)
+    return np.unique(np.repeat(np.arange(n, dtype=np.int64), counts) << 32 | ids)
 
 
 def recall(approx: Any, exact: Any, n: int) -> float:
     """Share of the exact lists' (request, prompt) pairs among the first ``n`` requests that
     ``approx`` lists too (both are causal, so the first n rows of any trace's lists compare)."""
     want = _pairs(exact, n)
-    return len(_pairs(approx, n) & want) / max(len(want), 1)
+    return len(np.intersect1d(_pairs(approx, n), want, assume_unique=True)) / max(len(want), 1)
 
 
 def stage_neighbours(src: Path, requests: int) -> list[Figure]:
@@ -644,32 +642,45 @@ def _hnsw_reference(emb: np.ndarray, pids: np.ndarray, n_index: int, threads: in
     return len(queries) / (time.perf_counter() - t0)
 
 
-def sampled_recall(nb: Any, emb: np.ndarray, pids: np.ndarray, rows: np.ndarray) -> float:
+def sampled_recall(nb: Any, emb: np.ndarray, pids: np.ndarray, rows: np.ndarray, block: int = 65536) -> float:
     """Share of the exact top-``top_m`` causal pairs of ``rows`` (request indices) that ``nb`` lists.
 
-    The exact lists of those requests come from one brute-force product per block of prompts.
+    The exact lists of those requests come from one brute-force product per ``block`` prompts;
+    each row keeps its best ``top_m`` so far (most similar first, ties: lower prompt id; its own
+    prompt first), so memory stays at one block's product however many pairs pass the floor.
     """
     from sim.neighbours import _first_seen
 
     first = _first_seen(pids, len(emb))
     q = emb[pids[rows]]
     floor = np.float32(nb.min_similarity)
-    found = total = 0
-    cand: list[list[tuple[float, int]]] = [[] for _ in rows]
-    for lo in range(0, len(emb), 65536):
-        sims = q @ emb[lo : lo + 65536].T
+    own = pids[rows].astype(np.int64)
+    # Per row: (-similarity, prompt) of its best pairs so far.
+    best = [(np.zeros(0, np.float32), np.zeros(0, np.int64)) for _ in rows]
+    for lo in range(0, len(emb), block):
+        sims = q @ emb[lo : lo + block].T
         ids = np.arange(lo, lo + sims.shape[1])
-        r, c = np.nonzero((sims >= floor) & (first[ids][None, :] < rows[:, None]))
-        for i, j, v in zip(r.tolist(), c.tolist(), sims[r, c].tolist(), strict=True):
-            cand[i].append((-v, lo + j))
+        ok = (sims >= floor) & (first[ids][None, :] < rows[:, None])
+        for i in np.flatnonzero(ok.any(axis=1)).tolist():
+            p = ids[ok[i]]
+            v = np.where(p == own[i], np.float32(-1.0), -sims[i, ok[i]])
+            v, p = np.concatenate([best[i][0], v]), np.concatenate([best[i][1], p])
+            keep = np.lexsort((p, v))[: nb.top_m]
+            best[i] = (v[keep], p[keep])
+    found = total = 0
     for i, row in enumerate(rows.tolist()):
-        own = int(pids[row])
-        best = sorted((-1.0, p) if p == own else (v, p) for v, p in cand[i])[: nb.top_m]
-        want = {p for _, p in best}
+        want = set(best[i][1].tolist())
         got = set(nb.neighbours(row)[0].tolist())
         found += len(want & got)
         total += len(want)
     return found / max(total, 1)
+
+
+def _minilm_rate(prompts: list[str]) -> tuple[float, float]:
+    """PyTorch MiniLM's rate on ``prompts``: prompts per second and per CPU second (see _rate)."""
+    from traces.embeddings import MiniLMEmbedder
+
+    return _rate(MiniLMEmbedder(device="cpu"), prompts)
 
 
 def _cpu_s() -> float:
@@ -719,7 +730,6 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     from sim.neighbours import build_neighbours
     from sim.replay import replay
     from sim.systems import TraceArrays, build_system
-    from traces.embeddings import MiniLMEmbedder
 
     del src  # nothing is reused: the point is the cold pipeline
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -784,9 +794,15 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     build_system("nirvana", _experiment(requests), arrays, nb, profile)
     release_free_memory()
     # Two workers. The request loop holds the GIL, so its policies run one at a time, on the
-    # first worker; the compiled replays (numba, no GIL) go to whichever worker is free.
-    compiled = deque((p, c) for p in online if POLICIES[p].rule is not None for c in E2E_CAPACITIES)
-    plain = [(p, c) for p in online if POLICIES[p].rule is None for c in E2E_CAPACITIES]
+    # first worker; the compiled replays (numba, no GIL) go to whichever worker is free. Memory
+    # grows with the cache size, and a request loop's store (Python objects) is the heaviest: the
+    # request loop goes from the smallest cache up and the compiled replays from the largest down,
+    # so the largest caches of the two never run side by side (the request loop's largest come
+    # last, alone).
+    compiled = deque(
+        (p, c) for c in reversed(E2E_CAPACITIES) for p in online if POLICIES[p].rule is not None
+    )
+    plain = [(p, c) for c in E2E_CAPACITIES for p in online if POLICIES[p].rule is None]
 
     def worker(first: list[tuple[str, int]]) -> None:
         for job in first:
@@ -815,7 +831,8 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     exact = build_neighbours(emb, pids[:n], E2E_TOP_M, nb.min_similarity, index="exact", progress=False)
     later = np.arange(n, requests)
     rows = np.sort(np.random.default_rng(1).choice(later, min(500, len(later)), replace=False))
-    ref_embed = _rate(MiniLMEmbedder(device="cpu"), sample)
+    with mp.get_context("spawn").Pool(1) as pool:  # torch and its model stay out of this process
+        ref_embed = pool.apply(_minilm_rate, (sample,))
     raw = _hnsw_reference(emb, pids, min(n_prompts, 50_000), threads)
     figures = [
         Figure(

@@ -37,9 +37,13 @@ class RecordBuffer:
         self.outcome = np.zeros(n, dtype=np.int8)
 
     def to_frame(self) -> pd.DataFrame:
-        """The records as a DataFrame with the columns in :data:`COLUMNS`."""
-        data: dict[str, object] = {"system": pd.Categorical([self.system] * self.n)}
-        data.update(self.i)
-        data.update(self.f)
-        data["outcome"] = pd.Categorical.from_codes(self.outcome, categories=list(OUTCOMES))
-        return pd.DataFrame(data)[list(COLUMNS)]
+        """The records as a DataFrame with the columns in :data:`COLUMNS`. The frame takes the
+        buffer's arrays as they are (a copy would double the records' memory at millions of
+        rows), so the buffer is not to be used afterwards."""
+        data: dict[str, object] = {
+            "system": pd.Categorical.from_codes(np.zeros(self.n, np.int8), categories=[self.system]),
+            "outcome": pd.Categorical.from_codes(self.outcome, categories=list(OUTCOMES)),
+            **self.i,
+            **self.f,
+        }
+        return pd.DataFrame({c: data[c] for c in COLUMNS}, copy=False)

@@ -71,7 +71,7 @@ class Candidates:
 
     offsets: np.ndarray  # int64 (n + 1)
     ids: np.ndarray  # int32, looked up in dense_of
-    ks: np.ndarray  # int16, the selector's K (0: no reuse; < 0: below the floor)
+    ks: np.ndarray  # int8 or int16, the selector's K (0: no reuse; < 0: below the floor)
     sims: np.ndarray  # float32
     complete: np.ndarray  # bool (n): the row lists every candidate above the floor
     dense_of: np.ndarray  # int32: id -> dense slot, -1 when no request ever stores it

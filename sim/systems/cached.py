@@ -33,7 +33,7 @@ from sim.systems.base import NAN, Decision, System, TraceArrays
 _K_BLOCK = 1 << 22  # listed candidates mapped to K per step (bounds the temporaries)
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
 
     from sim.base.config import Experiment
     from sim.base.profile import Profile
@@ -63,9 +63,12 @@ class CachedSystem(System):
             else [0] * len(self._pids)
         )
         self.shift = profile.steps.bit_length()
-        self.store = self._make_store(exp, arrays, neighbours, profile)
-        self.stores = self.store.capacity > 0  # whether generations have anywhere to store
-        self._on_hit = self.store.policy.on_hit
+        self._store = self._make_store(exp, arrays, neighbours, profile)
+        # A compiled replay's final contents, handed to the store when first needed (see store).
+        self._handback: Callable[[], None] | None = None
+        self._handback_prompts = 0
+        self.stores = self._store.capacity > 0  # whether generations have anywhere to store
+        self._on_hit = self._store.policy.on_hit
         self.holes = 0
         self._hits_by_k = [0] * (profile.steps + 1)
         self._nb = neighbours
@@ -76,6 +79,21 @@ class CachedSystem(System):
             self._sims = memoryview(sims)
             self._kmap = memoryview(self._k_map(neighbours, sims))
             self._complete = np.asarray(neighbours.complete, dtype=bool).tolist()
+
+    @property
+    def store(self) -> LatentStore:
+        """The cache contents. A compiled replay leaves its final state as arrays; they become the
+        store's dicts (millions of keys at DiffusionDB scale, about 1 GB) only when something
+        asks for the store, and most replays end with nothing but their counters read."""
+        if self._handback is not None:
+            handback, self._handback = self._handback, None
+            handback()
+        return self._store
+
+    def _defer_handback(self, handback: Callable[[], None], prompts: int) -> None:
+        """Run ``handback`` (which loads the store's contents, ``prompts`` slots) when the store is
+        next asked for; the store's counters must already be set."""
+        self._handback, self._handback_prompts = handback, prompts
 
     # -- construction -------------------------------------------------------------------
     def _future_pairs(self, arrays: TraceArrays, neighbours: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -132,15 +150,16 @@ class CachedSystem(System):
         return None
 
     def _k_map(self, neighbours: Any, sims: np.ndarray) -> np.ndarray:
-        """:meth:`_entry_k` of every listed candidate as int16, computed a block at a time (the
-        lists can hold hundreds of millions of entries) and kept with the lists for the next
-        system that maps them the same way (a sweep builds one system per policy and size)."""
+        """:meth:`_entry_k` of every listed candidate, computed a block at a time (the lists can
+        hold hundreds of millions of entries) and kept with the lists for the next system that
+        maps them the same way (a sweep builds one system per policy and size). One byte per
+        entry when every K fits (N < 128 steps), else two: at 2M requests that is 0.38 GB."""
         key = self._entry_k_key()
         memo: dict[Hashable, np.ndarray] = {}
         if key is not None and isinstance(getattr(neighbours, "derived", None), dict):
             memo = neighbours.derived
         if (type(self), key) not in memo:
-            out = np.empty(len(sims), np.int16)
+            out = np.empty(len(sims), np.int8 if self.n_steps <= np.iinfo(np.int8).max else np.int16)
             for lo in range(0, len(sims), _K_BLOCK):
                 out[lo : lo + _K_BLOCK] = self._entry_k(sims[lo : lo + _K_BLOCK])
             memo[type(self), key] = out
@@ -208,14 +227,14 @@ class CachedSystem(System):
             self.store.insert(self._bases[i] + self._pids[i], levels, i)
 
     def cached_prompts(self) -> int:
-        return len(self.store.masks)
+        return self._handback_prompts if self._handback is not None else len(self._store.masks)
 
     def cached_entries(self) -> int:
-        return self.store.entries
+        return self._store.entries
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
-        st = self.store
+        st = self._store  # counters only: a pending handback stays pending
         out.update(
             policy=self.policy_name,
             policy_offline=st.policy.offline,
@@ -224,7 +243,7 @@ class CachedSystem(System):
             evictions=st.evictions,
             holes=self.holes,
             entries=st.entries,
-            prompts=len(st.masks),
+            prompts=self.cached_prompts(),
             bytes=st.entries * self.entry_bytes(),
             hits_by_k={k: n for k, n in enumerate(self._hits_by_k) if n},
         )

@@ -268,7 +268,7 @@ class Nirvana(CachedSystem):
         """Record columns from the replay's outcome codes, and the counters they imply."""
         miss = code == OUTCOME_CODE["miss"]
         self.lookups += len(code)
-        self.store.hits += int((~miss).sum())
+        self._store.hits += int((~miss).sum())
         self.holes += int((code == OUTCOME_CODE["hole"]).sum())
         for k, c in enumerate(np.bincount(k_used[~miss], minlength=len(self._hits_by_k)).tolist()):
             self._hits_by_k[k] += c
@@ -313,7 +313,7 @@ class Nirvana(CachedSystem):
         cand = kernel.Candidates(
             offsets=offsets,
             ids=ids,
-            ks=np.frombuffer(self._kmap, dtype=np.int16),
+            ks=np.asarray(self._kmap),
             sims=np.frombuffer(self._sims, dtype=np.float32),
             complete=np.asarray(self._complete, dtype=bool),
             dense_of=dense_of,
@@ -329,7 +329,7 @@ class Nirvana(CachedSystem):
             rule=self.selector.rule,
             cells=self._cells,
         )
-        store = self.store
+        store = self._store
         res = kernel.replay(
             n,
             stride,
@@ -343,21 +343,31 @@ class Nirvana(CachedSystem):
             exhaustive,
             admit,
         )
-        # Hand the final state back to the store and the policy, in original slot numbers.
+        # Hand the final state back to the store and the policy, in original slot numbers, when
+        # the store is next used (the counters now).
         shift = self.shift
         live = np.flatnonzero(res.masks)
         n_levels = len(self.levels)
         levels = np.asarray(self.levels, dtype=np.int64)
+        counters = (res.entries, res.insertions, res.evictions, res.links)
+        store.entries, store.insertions, store.evictions, store.links = counters
+        # What the handback needs, and not the per-request columns.
+        held, order, shared = res.masks[live], (res.live_keys, res.live_prio, res.live_score), (res.shared, res.shared_latent)
+        inflation = res.inflation
 
         def key_of(entries: np.ndarray) -> list[int]:
             return (uniq[entries // n_levels] << shift | levels[entries % n_levels]).tolist()
 
-        store.load_state(
-            dict(zip(uniq[live].tolist(), res.masks[live].tolist(), strict=True)),
-            counters=(res.entries, res.insertions, res.evictions, res.links),
-            order=(key_of(res.live_keys), res.live_prio.tolist(), res.live_score.tolist(), res.inflation),
-            refs=dict(zip(key_of(res.shared), key_of(res.shared_latent), strict=True)),
-        )
+        def handback() -> None:
+            keys, prio, score = order
+            store.load_state(
+                dict(zip(uniq[live].tolist(), held.tolist(), strict=True)),
+                counters=counters,
+                order=(key_of(keys), prio.tolist(), score.tolist(), inflation),
+                refs=dict(zip(key_of(shared[0]), key_of(shared[1]), strict=True)),
+            )
+
+        self._defer_handback(handback, len(live))
         self.fallbacks += res.fallbacks
         samples = [min(lo + stride, n) - 1 for lo in range(0, n, stride)]
         for c, last in enumerate(samples):
