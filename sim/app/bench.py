@@ -12,12 +12,13 @@ The embedding figures put ``minilm-onnx`` and
 neighbour figures put the ``ivf`` lists (both cores) and today's ``hnsw`` lists (one core)
 beside hnswlib's raw batched query, with each one's recall against the exact lists.
 
-``--e2e N`` adds one end-to-end figure, cold, in one process on every core: a synthetic trace
-of N requests (default 2M), the static embedder built from MiniLM in an empty model cache, its
-embeddings, the ``ivf`` neighbour lists (capped at ``E2E_TOP_M``), then a cache-only nirvana
-replay of every policy at four cache sizes (two at a time: the compiled replays release the
-GIL); each stage's time, share and the peak memory, plus the lists' recall on the first 30k
-requests (against exact lists) and on a sample of requests across the trace.
+``--e2e N`` adds one end-to-end figure, cold, on every core: a synthetic trace of N requests
+(default 2M), the static embedder built from MiniLM in an empty model cache, its embeddings
+(these three in a child process, whose heap never reaches the rest), the ``ivf`` neighbour lists
+(capped at ``E2E_TOP_M``), then a cache-only nirvana replay of every policy at four cache sizes
+(two at a time: the compiled replays release the GIL); each stage's time, share and the peak
+memory, plus the lists' recall on the first 30k requests (against exact lists) and on a sample
+of requests across the trace.
 
 One trace of the largest size asked for is generated, embedded (hashing) and given its
 causal neighbour lists once (ivf on every core: this is set-up, not a figure), and cached under
@@ -1074,8 +1075,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         metavar="REQUESTS",
         help="add the cold end-to-end figure on a trace of REQUESTS (default 2,000,000): trace, "
         "static embedder build and embeddings, ivf neighbour lists, cache-only replays of every "
-        "policy at 4 cache sizes (at 2M on 2 cores: about 25 minutes and 10 GB in all, 6 of them to "
-        "the lists: README, Performance)",
+        "policy at 4 cache sizes (at 2M on 2 cores: about 23 minutes, 7.5 GB at the peak, 6 GB while "
+        "the lists are built: README, Performance)",
     )
     p.add_argument(
         "--only",
