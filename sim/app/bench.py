@@ -798,8 +798,8 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     # first worker; the compiled replays (numba, no GIL) go to whichever worker is free. Memory
     # grows with the cache size, and a request loop's store (Python objects) is the heaviest: the
     # request loop goes from the smallest cache up and the compiled replays from the largest down,
-    # so the largest caches of the two never run side by side (the request loop's largest come
-    # last, alone).
+    # so the largest caches of the two do not meet (at 2M the compiled replays are all done before
+    # the request loop reaches its largest cache, which then runs alone).
     compiled = deque(
         (p, c) for c in reversed(E2E_CAPACITIES) for p in online if POLICIES[p].rule is not None
     )
