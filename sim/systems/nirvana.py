@@ -190,7 +190,7 @@ class Nirvana(CachedSystem):
         store, cells = self.store, self._cells
         masks = store.masks
         take = None
-        if cells is not None and store.group_sizes is not None:
+        if cells is not None:  # the store keeps its slots by cell (index_groups, in __init__)
             own = self._nb.embeddings[self._pids[i]]
             take = probe(own, cells.proj, cells.centroids, store.group_sizes, cells.budget, cells.min_probes, cells.max_probes)
         if take is not None and not take.all():
