@@ -7,11 +7,12 @@ Heavy libraries (torch, diffusers) are imported inside the command functions so 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from sim.base.errors import ConfigError
+from sim.base.errors import ConfigError, InputError
 
 _DESCRIPTION = """\
 Measure a diffusion model on this machine and write a calibration profile (schema
@@ -51,7 +52,7 @@ examples:
 _EPILOG_QUALITY = """\
 examples:
   acsim calibrate quality --model /models/stable-diffusion-xl-base-1.0 --device cuda --dtype fp16 \\
-      --pairs ../shared/data/accuscale_cache_prompts_100.csv --scorer clip:/models/clip-vit-large-patch14 \\
+      --pairs prompts.csv --scorer clip:/models/clip-vit-large-patch14 \\
       --k 5,10,15,20,25 --max-loss 0.05 --base results/sdxl-mygpu.yaml --out results/quality-sdxl
   acsim calibrate quality --model tiny-sdxl --pairs pairs.csv --scorer tiny --k 2,4,6 --steps 10 \\
       --limit 4 --out results/quality-tiny
@@ -61,7 +62,8 @@ examples:
       --fid /data/diffusiondb-images --out results/quality-sdxl
 
 pairs CSV: columns cached_prompt,new_prompt[,similarity], or the AccuScale log format
-(Prompt = new prompt, Noise = cached prompt, score = similarity). Without a similarity
+(Prompt = new prompt, Noise = cached prompt, score = similarity), as in the prototype's
+pipeline/cache_logs/prompts.csv (github.com/skejriwal44/Argus_T2I). Without a similarity
 column the scorer's text encoder computes it.
 
 FID (--fid DIR) is computed per method (vanilla, each K, retrieved) over all the run's images
@@ -71,8 +73,12 @@ methods, not on the scale of published (Inception-v3) FIDs, and biased upwards f
 
 _EPILOG_THRESHOLDS = """\
 examples:
-  acsim calibrate thresholds --pairs ../shared/data/accuscale_match_log_20k.csv --from clip \\
+  acsim calibrate thresholds --pairs log_prompts_sample.csv --from clip \\
       --to minilm --base sdxl-a10g --out results/sdxl-a10g-minilm.yaml
+
+The shipped ladders were carried on the approximate-cache prototype's match log (20,000 logged
+query / cached prompt / CLIP-text score triples): pipeline/cache_logs/log_prompts_sample.csv of
+github.com/skejriwal44/Argus_T2I. acsim does not ship it (its licence is not stated).
 
 The ladder's thresholds are CLIP-text cosines. Each threshold t is mapped to the target embedder's
 similarity at the same quantile of the logged (query, cached prompt) pairs, so the share of
@@ -87,14 +93,42 @@ def _int_list(text: str, flag: str) -> list[int]:
         raise ConfigError(flag, text, "a comma-separated list of integers, e.g. 1,2,4,8") from None
     if not values:
         raise ConfigError(flag, text, "at least one integer")
+    if min(values) < 1:
+        raise ConfigError(flag, text, "positive integers")
     return values
 
 
 def _float_list(text: str, flag: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(flag, text, "a comma-separated list of numbers") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConfigError(flag, text, "a comma-separated list of finite numbers")
+    return values
+
+
+# Options a measurement cannot run with: (attribute, flag, test, what is allowed). Checked before
+# a model is built, so a bad value is one line, not a traceback or a silent default.
+_LIMITS = (
+    ("steps", "--steps", lambda v: 1 <= v <= 1000, "a whole number of denoising steps in 1..1000"),
+    ("threads", "--threads", lambda v: v >= 1, "a number of CPU threads of at least 1"),
+    ("seed", "--seed", lambda v: 0 <= v < 2**63, "an integer in 0..2^63-1"),
+    ("resolution", "--resolution", lambda v: 8 <= v <= 8192 and v % 8 == 0, "a multiple of 8 in 8..8192 pixels"),
+    ("guidance", "--guidance", lambda v: math.isfinite(v) and v >= 0, "a finite guidance scale >= 0"),
+    ("repeats", "--repeats", lambda v: v >= 1, "at least 1 timed run"),
+    ("warmup", "--warmup", lambda v: v >= 0, "0 or more warm-up runs"),
+    ("max_loss", "--max-loss", lambda v: math.isfinite(v) and 0 < v <= 1, "a relative loss in (0, 1]"),
+    ("limit", "--limit", lambda v: v >= 1, "at least 1"),
+)
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    """Raise ConfigError for the first option of ``args`` outside what can be measured (:data:`_LIMITS`)."""
+    for attr, flag, ok, allowed in _LIMITS:
+        value = getattr(args, attr, None)
+        if value is not None and not ok(value):
+            raise ConfigError(flag, value, allowed)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,6 +165,8 @@ def _default_dtype(args: argparse.Namespace) -> str:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     """Time denoising steps by batch size, the text encoders, VAE decode and latent I/O; write a profile."""
+    _check_limits(args)
+    _int_list(args.batch, "--batch")
     _check_model_dir(args.model)
     from calibrate import latency, writer
     from calibrate.pipelines import load_model
@@ -180,11 +216,15 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """Generate pairs with and without a reused latent at each K, score them, derive the ladder."""
-    from sim.base.io import check_writable
+    from sim.app import outputs
 
-    check_writable(args.out, "--out", directory=True)
+    _check_limits(args)
+    _float_list(args.bins, "--bins")
+    _int_list(args.k, "--k")
+    out = Path(args.out)
+    outputs.check_target(out, "quality", "--out")  # before minutes of generation
     _check_model_dir(args.model)
-    from calibrate import fid, quality, writer
+    from calibrate import fid, writer
     from calibrate.pairs import read_pairs
     from calibrate.pipelines import load_model
     from calibrate.scorers import get_scorer
@@ -201,14 +241,30 @@ def cmd_quality(args: argparse.Namespace) -> int:
     pickscorer = get_scorer(args.pickscore, args.device) if args.pickscore else None
     if pickscorer is not None and not pickscorer.pickscore:
         raise ConfigError("--pickscore", args.pickscore, "pickscore:PATH or tiny-pickscore")
-    out = Path(args.out)
+    # Written into a scratch directory that replaces --out whole when everything is there.
+    with outputs.staging_dir(out, "quality", "--out") as tmp:
+        result, profile = _quality_into(tmp, out, args, model, pairs, scorer, ks, steps, base, reference, pickscorer)
+    print(result.table.to_string(index=False))
+    print(f"ladder (similarity >= threshold -> K): {list(profile.ladder)}")
+    shown = [out / Path(p).relative_to(tmp) for p in (result.table_path, result.scores_path, result.sheet_path)]
+    print(f"wrote {out / 'profile.yaml'}, {shown[0]}, {shown[1]}, contact sheet {shown[2]}")
+    return 0
+
+
+def _quality_into(
+    tmp: Path, out: Path, args: argparse.Namespace, model: Any, pairs: Any, scorer: Any, ks: list[int],
+    steps: int, base: dict[str, Any], reference: Any, pickscorer: Any,
+) -> tuple[Any, Any]:
+    """The body of ``calibrate quality`` writing into ``tmp`` (named ``out`` in the profile)."""
+    from calibrate import quality, writer
+
     result = quality.run(
         model,
         pairs,
         scorer,
         ks,
         steps,
-        out,
+        tmp,
         bins=_float_list(args.bins, "--bins"),
         max_loss=args.max_loss,
         resolution=args.resolution,
@@ -222,25 +278,19 @@ def cmd_quality(args: argparse.Namespace) -> int:
     )
     env = writer.environment(model.device)
     data = quality.to_profile(base, result, model, env)
-    profile_path = out / "profile.yaml"
     data = writer.finish(
         data,
         args.name or out.name,
         f"quality and ladder measured for {model.name} with scorer {scorer.name}; other blocks from {args.base}",
         {"command": "quality", "options": _options(args), **env},
     )
-    profile = writer.write_profile(profile_path, data)
-    print(result.table.to_string(index=False))
-    print(f"ladder (similarity >= threshold -> K): {list(profile.ladder)}")
-    print(
-        f"wrote {profile_path}, {result.table_path}, {result.scores_path}, contact sheet {result.sheet_path}"
-    )
-    return 0
+    return result, writer.write_profile(tmp / "profile.yaml", data)
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    """The ``acsim calibrate thresholds`` command that reproduces this run (for provenance)."""
-    parts = ["acsim calibrate thresholds", f"--pairs {args.pairs}", f"--from {args.from_}", f"--to {args.to}"]
+    """The ``acsim calibrate thresholds`` command that reproduces this run (for provenance; the
+    match log by its file name, which the ladder's ``log_sha256`` pins down)."""
+    parts = ["acsim calibrate thresholds", f"--pairs {Path(args.pairs).name}", f"--from {args.from_}", f"--to {args.to}"]
     options = (("base", args.base), ("ladder", args.ladder), ("limit", args.limit), ("ladder-out", args.ladder_out))
     parts += [f"--{k} {v}" for k, v in options if v]
     return " ".join(parts)
@@ -250,6 +300,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     """Carry a similarity->K ladder to another embedder by matching quantiles of logged pairs."""
     from calibrate import thresholds, writer
 
+    _check_limits(args)
     if not args.out and not args.ladder_out:
         raise ConfigError("--out", None, "give --out (a profile), --ladder-out (the ladder alone), or both")
     base = writer.load_base(args.base)
@@ -262,7 +313,7 @@ def cmd_thresholds(args: argparse.Namespace) -> int:
     if args.out:
         writer.check_out(args.out)
     if args.ladder_out:
-        writer.check_out(args.ladder_out, "--ladder-out")
+        writer.check_out(args.ladder_out, "--ladder-out", "ladder")
     log = thresholds.read_match_log(args.pairs, limit=args.limit)
     _say(f"{len(log.queries)} logged pairs with a cached prompt; embedding with {args.to} ...")
     transfer = thresholds.transfer(ladder, log, args.from_, args.to)
@@ -317,8 +368,12 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 _EPILOG_FIDELITY = """\
 examples:
-  acsim calibrate fidelity --embedder minilm-onnx \\
-      --prompts ../shared/data/diffusiondb_2m_first5k_prompts.txt --trace ../shared/data/diffusiondb_2m_first1k.csv
+  acsim calibrate fidelity --embedder minilm-onnx
+  acsim calibrate fidelity --embedder minilm-static --prompts my_prompts.txt --trace metadata.parquet
+
+By default the pairwise correlation is measured on the 5,000 DiffusionDB prompts and the K
+agreement on the 1,000-request DiffusionDB sample, both shipped with acsim
+(sample:diffusiondb_2m_first5k_prompts.txt, sample:diffusiondb_2m_first1k.csv).
 
 K agreement maps each embedder's similarities with its own carried ladder (calibrate/ladders/).
 """
@@ -330,13 +385,19 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from sim.ladders import carried_ladder
     from traces.diffusiondb import load_diffusiondb
     from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
+    from traces.prompts import read_prompts
+    from traces.samples import resolve
 
     for flag, name in (("--embedder", args.embedder), ("--reference", args.reference)):
         problem = check_embedder_name(name)
         if problem:
             raise ConfigError(flag, name, problem)
-    prompts = Path(args.prompts).read_text(encoding="utf-8").splitlines()[: args.limit]
-    trace = load_diffusiondb(args.trace)
+    if args.limit is not None and args.limit < 2:
+        raise ConfigError("--limit", args.limit, "must be >= 2 (a correlation needs at least one pair of prompts)")
+    prompts = read_prompts(resolve(args.prompts, "--prompts"))[: args.limit]
+    if len(prompts) < 2:
+        raise InputError(args.prompts, f"{len(prompts)} prompt(s); a pairwise correlation needs at least 2")
+    trace = load_diffusiondb(resolve(args.trace, "--trace"))
     ladders = {name: list(carried_ladder(name)[0]) for name in (args.embedder, args.reference)}
     out = {}
     for name in (args.reference, args.embedder):
@@ -482,8 +543,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--embedder", required=True, help="embedder to assess, e.g. minilm-onnx or minilm-static")
     p.add_argument("--reference", default="minilm", help="reference embedder (default: minilm, fp32 PyTorch)")
-    p.add_argument("--prompts", required=True, help="text file, one prompt per line (pairwise correlation)")
-    p.add_argument("--trace", required=True, help="DiffusionDB metadata (.csv or .parquet) for K agreement")
+    p.add_argument(
+        "--prompts",
+        default="sample:diffusiondb_2m_first5k_prompts.txt",
+        help="text file, one prompt per line (pairwise correlation; default: the shipped 5,000 DiffusionDB prompts)",
+    )
+    p.add_argument(
+        "--trace",
+        default="sample:diffusiondb_2m_first1k.csv",
+        help="DiffusionDB metadata (.csv or .parquet) for K agreement (default: the shipped 1,000-row sample)",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts of --prompts")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="embedder device")
     p.set_defaults(func=cmd_fidelity)

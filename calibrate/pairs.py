@@ -1,7 +1,7 @@
 """Prompt pairs for ``calibrate quality``: (cached prompt, new prompt, optional similarity).
 
 Two CSV layouts are read: ``cached_prompt,new_prompt[,similarity]``, and the AccuScale log
-layout (``shared/data/accuscale_cache_prompts_100.csv``) where ``Noise`` is the cached prompt,
+layout (the prototype's ``pipeline/cache_logs/prompts.csv``, github.com/skejriwal44/Argus_T2I) where ``Noise`` is the cached prompt,
 ``Prompt`` the new one and ``score`` their CLIP-text similarity.
 """
 

@@ -252,9 +252,10 @@ class QualityResult:
 
 
 def _save_png(img: Image.Image, path: Path) -> str:
+    """Write ``img``; returns its path relative to the output directory (which may be moved whole)."""
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-    return str(path)
+    return f"{path.parent.name}/{path.name}"
 
 
 def run(

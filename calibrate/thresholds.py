@@ -2,7 +2,8 @@
 
 A ladder's thresholds only mean something for the embedder they were set with (the published
 one: CLIP text cosine). Given logged (query, cached prompt) pairs with their CLIP similarity
-(``shared/data/accuscale_match_log_20k.csv``: Scores, Queries, Caches), the same pairs are embedded
+(the approximate-cache prototype's ``pipeline/cache_logs/log_prompts_sample.csv``,
+github.com/skejriwal44/Argus_T2I: Scores, Queries, Caches), the same pairs are embedded
 with the target embedder, and each threshold ``t`` becomes the target similarity at the same
 quantile: ``t' = Q_target(F_source(t))`` where ``F_source(t)`` is the share of logged pairs scoring
 below ``t``. The share of pairs that clears every rung is unchanged, and the map is monotone by
@@ -233,7 +234,9 @@ def to_profile(base: dict[str, Any], tr: Transfer) -> dict[str, Any]:
             "share_at_or_above": [float(x) for x in 1.0 - tr.quantiles],
             "pairs": len(tr.log.queries),
             "skipped_without_cached_prompt": tr.log.skipped_empty,
-            "log": str(tr.log.path),
+            # By name and content: the path is the machine's that ran it, and means nothing elsewhere.
+            "log": tr.log.path.name,
+            "log_sha256": file_sha256(tr.log.path),
             "from_min_similarity": lowest,
             "rungs_at_log_floor": [[t, k] for t, k in tr.at_floor()],
             "from_ladder_source": old.get("source"),
@@ -246,6 +249,13 @@ def to_profile(base: dict[str, Any], tr: Transfer) -> dict[str, Any]:
         ),
     }
     return data
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (names a match log whatever it is called or where it lies)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def extrapolate_floor_rungs(block: dict[str, Any]) -> dict[str, Any]:
@@ -291,13 +301,11 @@ def write_ladder(path: str | Path, block: dict[str, Any], command: str) -> Path:
 
     import yaml
 
+    from calibrate.writer import LADDER_HEADER
     from sim.base.io import atomic_write_text
     from sim.ladders import SCHEMA
 
     data = {"schema": SCHEMA, **extrapolate_floor_rungs(block), "command": command}
     data["created"] = datetime.date.today().isoformat()
-    text = (
-        "# A similarity->K ladder carried to another embedder (selector.carried: true uses it).\n"
-        f"# Made by: {command}\n" + yaml.safe_dump(data, sort_keys=False)
-    )
+    text = LADDER_HEADER + f"# Made by: {command}\n" + yaml.safe_dump(data, sort_keys=False)
     return atomic_write_text(path, text)

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from sim.base.errors import InputError
-from sim.base.io import atomic_write_text, check_writable
+from sim.base.io import atomic_write_text, check_own_file
 from sim.base.profile import Profile, load_profile, parse_profile
 
 MEASURED = "measured"
@@ -119,11 +119,26 @@ def finish(data: dict[str, Any], name: str, description: str, calibration: dict[
     return to_plain(data)
 
 
-def check_out(path: str | Path, flag: str = "--out") -> None:
-    """Raise unless ``path`` can take a profile (or a ladder): a writable ``.yaml`` file path,
-    checked before measuring; ``flag`` is the option named in the error."""
+PROFILE_HEADER = "# acsim calibration profile written by `acsim calibrate`; schema acsim-profile/1.\n"
+LADDER_HEADER = "# A similarity->K ladder carried to another embedder (selector.carried: true uses it).\n"
+_HEADERS = {"profile": PROFILE_HEADER, "ladder": LADDER_HEADER}
+
+
+def written_by_acsim(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a ``kind`` file (profile or ladder) that ``acsim calibrate`` wrote."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline() == _HEADERS[kind]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_out(path: str | Path, flag: str = "--out", kind: str = "profile") -> None:
+    """Raise unless ``path`` can take a ``kind`` file (profile or ladder): a writable ``.yaml`` path
+    that is free or holds a file of that kind acsim wrote, checked before measuring; ``flag`` is
+    the option named in the error."""
     dest = Path(path)
-    check_writable(dest, flag)
+    check_own_file(dest, flag, f"calibration {kind}", lambda p: written_by_acsim(p, kind))
     if dest.suffix not in (".yaml", ".yml"):
         raise InputError(dest, f"written as YAML: give {flag} a .yaml path")
 
@@ -133,8 +148,7 @@ def write_profile(path: str | Path, data: dict[str, Any]) -> Profile:
     dest = Path(path)
     check_out(dest)
     profile = parse_profile(data, dest)
-    header = "# acsim calibration profile written by `acsim calibrate`; schema acsim-profile/1.\n"
-    atomic_write_text(dest, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
+    atomic_write_text(dest, PROFILE_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
     return profile
 
 

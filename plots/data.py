@@ -7,7 +7,9 @@ and ``runs/<name>/`` run directories (see :mod:`sim.app.sweep`).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +80,34 @@ class Results:
 
 
 def _read_csv(path: Path, numeric: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table acsim wrote, checked whole first: pandas would read a cut or padded file quietly."""
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not a readable CSV table: not UTF-8 text ({exc.reason})") from None
+    _check_whole(text, path)
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(path, f"not a readable CSV table: {exc}") from None
     return _numbers(df, path, numeric)
+
+
+def _check_whole(text: str, path: Path) -> None:
+    """InputError unless ``text`` is a complete table: no NUL bytes, every row as wide as the header,
+    and a final newline (acsim writes one; a file cut short by a full disk or a copy has none)."""
+    rows = list(csv.reader(io.StringIO(text.replace("\0", "\ufffd"))))
+    for i, line in enumerate(text.splitlines()):
+        if "\0" in line:
+            raise InputError(path, "holds NUL bytes: the file is damaged", row=i if i else None, line=None if i else 1)
+    if not rows:
+        return
+    width = len(rows[0])
+    for i, row in enumerate(rows[1:], start=1):
+        if row and len(row) != width:
+            raise InputError(path, f"has {len(row)} fields where the header has {width}: the file is damaged", row=i)
+    if not text.endswith("\n"):
+        raise InputError(path, "ends in the middle of a row: the file was cut short", row=len(rows) - 1)
 
 
 def _numbers(df: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:

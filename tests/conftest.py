@@ -1,25 +1,50 @@
 """Fixtures shared by the test modules (plain helpers live in support.py).
 
-``shared_data``: the real data beside the repository (``../shared/data``: the DiffusionDB 1k
-metadata sample, 5k prompts, the 20k match log, the 100 cached prompts). A test that needs it
-takes this fixture; when the directory is absent the test is skipped, the one rule for all.
+``samples``: the real DiffusionDB samples that ship inside acsim (``traces/data``: the 1k metadata
+sample and the 5k prompt list); every clone has them.
+
+``external_data``: real data acsim may not ship (the approximate-cache prototype's 20k match log
+and its 100 cached prompts; the GenTD26 production trace), read from the directory named by
+``ACSIM_TEST_DATA``, by default ``../shared/data`` beside the checkout. A test that takes it must
+carry ``@pytest.mark.external_data`` (collection fails otherwise), and is skipped when the
+directory is absent: ``pytest -m external_data`` runs just those, ``-m "not external_data"`` the rest.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from traces.samples import sample_dir
+
+EXTERNAL_DATA = Path(os.environ.get("ACSIM_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+MARK = "external_data"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "external_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker(MARK) is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests take external_data without @pytest.mark.{MARK}: {', '.join(unmarked)}")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data``; skips the test when it is not there."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"the shared data directory is not at {SHARED_DATA}")
-    return SHARED_DATA
+def samples() -> Path:
+    """The directory of the samples shipped in ``traces/data``."""
+    return sample_dir()
+
+
+@pytest.fixture(scope="session")
+def external_data() -> Path:
+    """``$ACSIM_TEST_DATA`` (default ``../shared/data``); skips the test when it is not there."""
+    if not EXTERNAL_DATA.is_dir():
+        pytest.skip(f"external data not found (set ACSIM_TEST_DATA; looked in {EXTERNAL_DATA})")
+    return EXTERNAL_DATA
 
 
 @pytest.fixture(scope="module")

@@ -306,3 +306,26 @@ def calibrate_cli(argv: list[str]) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
+
+
+def write_match_log(path, n: int = 400, seed: int = 0):
+    """A match log in the prototype's layout (Scores, Queries, Caches) from the shipped DiffusionDB
+    prompts: each query paired with another prompt, a score in [0.65, 1] that falls with the
+    number of words the two do not share, and every fifth row without a cached prompt (as in the
+    real log). For the commands' behaviour, on any clone; the real log's figures need it itself."""
+    import pandas as pd
+
+    from traces.prompts import read_prompts
+    from traces.samples import resolve
+
+    prompts = read_prompts(resolve("sample:diffusiondb_2m_first5k_prompts.txt"))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = prompts[(7 * i) % len(prompts)]
+        c = prompts[int(rng.integers(len(prompts)))] if i % 3 else q + ", detailed"
+        a, b = set(q.split()), set(c.split())
+        overlap = len(a & b) / max(len(a | b), 1)
+        rows.append({"Scores": round(0.65 + 0.35 * overlap, 6), "Queries": q, "Caches": "" if i % 5 == 4 else c})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

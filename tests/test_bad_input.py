@@ -721,3 +721,265 @@ def test_prompt_list_encoding_error_names_the_line(tmp_path, capsys) -> None:
         "p.txt, line 3",
         "UTF-8",
     )
+
+
+# ---------------------------------------------------------------------------
+# Issue 24, family 1: every file and directory a command writes follows "never replace what acsim
+# did not create", and one kind of result never replaces another
+
+
+def test_trace_compare_never_replaces_a_run(tmp_path, capsys, finished_run) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (tmp_path / "p.txt").write_text("a cat\na dog\na cat on a mat\n")
+    refused(tmp_path, capsys, ["trace", "compare", tmp_path / "p.txt", "--embedder", "hashing", "--out", run],
+            "is an acsim run directory", "acsim trace compare", "--out")
+    # The reverse: a run never replaces a comparison.
+    with contextlib.chdir(tmp_path):
+        code, _, err = cli(["trace", "compare", tmp_path / "p.txt", "--embedder", "hashing", "--out", "cmp"], capsys)
+    assert code == 0, err
+    refused(tmp_path, capsys, ["run", experiment(tmp_path), "-o", tmp_path / "cmp", "-q"], "is an acsim compare directory")
+    # acsim replaces its own comparison, but not one a user added a file to.
+    (tmp_path / "cmp" / "notes.txt").write_text("mine\n")
+    refused(tmp_path, capsys, ["trace", "compare", tmp_path / "p.txt", "--embedder", "hashing", "--out", tmp_path / "cmp"],
+            "notes.txt")
+
+
+@pytest.mark.parametrize("command", ["synth", "import"])
+def test_trace_writers_overwrite_only_their_own_traces(tmp_path, capsys, command) -> None:
+    (tmp_path / "p.txt").write_text("a cat\na dog\n")
+    base = (["trace", "synth", "-n", "50"] if command == "synth"
+            else ["trace", "import", "--source", "prompts", "--path", tmp_path / "p.txt"])
+    (tmp_path / "README.md").write_text("a user's file\n")
+    (tmp_path / "source.csv").write_text("prompt,timestamp\na,1\n")
+    (tmp_path / "t.parquet").write_bytes(b"PAR1 a parquet file acsim did not write")
+    for name in ("README.md", "source.csv", "t.parquet"):
+        refused(tmp_path, capsys, [*base, "--out", tmp_path / name], name, "not a trace acsim wrote")
+    # Its own output it replaces (a re-run with other options).
+    with contextlib.chdir(tmp_path):
+        assert cli([*base, "--out", tmp_path / "mine.parquet"], capsys)[0] == 0
+        assert cli([*base, "--out", tmp_path / "mine.parquet"], capsys)[0] == 0
+
+
+def test_empty_arguments_are_refused(tmp_path, capsys) -> None:
+    exp = experiment(tmp_path)
+    refused(tmp_path, capsys, ["run", exp, "-o", "", "-q"], "-o", "''", "empty")
+    refused(tmp_path, capsys, ["run", exp, "--output=", "-q"], "--output", "empty")
+    refused(tmp_path, capsys, ["sweep", exp, "-o", " ", "-q"], "-o")
+    refused(tmp_path, capsys, ["trace", "synth", "-n", "50", "--out", ""], "--out")
+    refused(tmp_path, capsys, ["validate", ""], "argument 2")
+
+
+def test_run_never_replaces_a_run_of_a_sweep(tmp_path, capsys) -> None:
+    exp = experiment(tmp_path, "sweep: {cache.capacity: [10, 20]}\n")
+    with contextlib.chdir(tmp_path):
+        assert cli(["sweep", exp, "-o", "sw", "-q", "--no-plots"], capsys)[0] == 0
+    one = sorted((tmp_path / "sw" / "runs").iterdir())[0]
+    refused(tmp_path, capsys, ["run", exp, "-o", one, "-q"], "inside the acsim sweep directory", "acsim sweep")
+    refused(tmp_path, capsys, ["run", exp, "-o", tmp_path / "sw" / "extra", "-q"], "inside the acsim sweep directory")
+
+
+def test_calibrate_writers_overwrite_only_their_own_kind(tmp_path, capsys) -> None:
+    from support import write_match_log
+
+    log = write_match_log(tmp_path / "log.csv")
+    (tmp_path / "mine.yaml").write_text("my: own notes\n")
+    argv = ["calibrate", "thresholds", "--pairs", log, "--to", "hashing"]
+    refused(tmp_path, capsys, [*argv, "--out", tmp_path / "mine.yaml"], "mine.yaml", "not a calibration profile")
+    refused(tmp_path, capsys, [*argv, "--ladder-out", tmp_path / "mine.yaml"], "not a calibration ladder")
+    with contextlib.chdir(tmp_path):
+        assert cli([*argv, "--out", "p.yaml", "--ladder-out", "l.yaml"], capsys)[0] == 0
+        assert cli([*argv, "--out", "p.yaml", "--ladder-out", "l.yaml"], capsys)[0] == 0  # its own: replaced
+    # A profile never replaces a ladder, nor the reverse.
+    refused(tmp_path, capsys, [*argv, "--out", tmp_path / "l.yaml"], "not a calibration profile")
+    refused(tmp_path, capsys, [*argv, "--ladder-out", tmp_path / "p.yaml"], "not a calibration ladder")
+    (tmp_path / "figures.json").write_text("[1, 2]\n")
+    refused(tmp_path, capsys, ["bench", "--json", tmp_path / "figures.json"], "--json", "not a bench figures file")
+    # calibrate quality claims its directory like a run does.
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "ch1.tex").write_text("years of work\n")
+    refused(tmp_path, capsys, ["calibrate", "quality", "--model", "tiny", "--pairs", log, "--scorer", "tiny",
+                               "--out", tmp_path / "thesis"], "thesis", "not an acsim quality directory")
+
+
+# ---------------------------------------------------------------------------
+# Family 2: acsim bench checks its sizes before any stage starts (an error in a stage's child
+# process used to leave the parent waiting forever)
+
+BENCH_CASES = [
+    (["--requests", "-5"], ["--requests", "at least 100"]),
+    (["--requests", "0"], ["--requests", "--e2e"]),
+    (["--full", "-1"], ["--full"]),
+    (["--scale", "1e11"], ["--scale", "GiB of memory"]),
+    (["--scale", "0"], ["--scale"]),
+    (["--scale", "abc"], ["--scale", "200k"]),
+    (["--scale", "50k,50k"], ["--scale", "differ"]),
+    (["--precompute", "0"], ["--precompute"]),
+    (["--plan", "0"], ["--plan"]),
+    (["--e2e", "1.5"], ["--e2e"]),
+]
+
+
+@pytest.mark.parametrize(("options", "fragments"), BENCH_CASES, ids=[" ".join(c[0]) for c in BENCH_CASES])
+def test_bench_sizes(tmp_path, capsys, options, fragments) -> None:
+    refused(tmp_path, capsys, ["bench", *options], *fragments)
+
+
+def test_bench_sizes_take_the_notation_of_the_help() -> None:
+    from sim.app.bench import parse_count
+
+    assert [parse_count(t, "--scale") for t in ("1k", "50k", "1.5M", "2e6", "200,000", "200000")] == [
+        1_000, 50_000, 1_500_000, 2_000_000, 200_000, 200_000
+    ]
+    assert parse_count("0", "--requests", allow_zero=True) == 0
+
+
+def test_errors_survive_a_worker_process() -> None:
+    """An error raised in a stage's (spawned) process reaches the parent whole: the bench hang."""
+    import pickle
+
+    from sim.base.errors import ConfigError, InputError, OutputBusy
+
+    for err in (ConfigError("--full", -1, "at least 1"), ConfigError.missing("f", "x"),
+                InputError("t.csv", "bad", row=3, column="c"), OutputBusy("out", "busy")):
+        back = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own objects
+        assert type(back) is type(err) and str(back) == str(err) and back.__dict__ == err.__dict__
+
+
+# ---------------------------------------------------------------------------
+# Family 3: edge values in imported tables
+
+
+def _json_bomb() -> str:
+    return "[" * 100_000 + "]" * 100_000
+
+
+TABLE_CASES = [
+    ("ms-read-as-seconds", "prompt,ts\na cat,1700000000000\n", ["row 1", "column 'ts'", "--time-unit ms"]),
+    ("far-past", "prompt,ts\na cat,1\na dog,-1e10\n", ["row 2", "column 'ts'", "1679..2261"]),
+    ("huge", "prompt,ts\na cat,1e300\n", ["row 1", "column 'ts'"]),
+    ("seed-1e30", "prompt,ts,seed\na cat,1,5\na dog,2,1e30\n", ["row 2", "column 'seed'", "must be in"]),
+    ("seed-2-pow-63", "prompt,ts,seed\na cat,1,9223372036854775808\n", ["row 1", "column 'seed'"]),
+    ("negative-steps", "prompt,ts,steps\na cat,1,50\na dog,2,-5\n", ["row 2", "column 'steps'", "1..10,000"]),
+    ("zero-width", "prompt,ts,width\na cat,1,0\n", ["row 1", "column 'width'"]),
+    ("zero-height", "prompt,ts,height\na cat,1,512\na dog,2,0\n", ["row 2", "column 'height'"]),
+    ("json-nested-100k", f'prompt,ts,meta\na cat,1,"{_json_bomb()}"\n', ["row 1", "column 'meta'", "nested"]),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), [c[1:] for c in TABLE_CASES], ids=[c[0] for c in TABLE_CASES])
+def test_table_edge_values(tmp_path, capsys, text, fragments) -> None:
+    (tmp_path / "log.csv").write_text(text)
+    columns = "prompt=prompt,timestamp=ts" if "meta" not in text else "prompt=prompt,timestamp=meta.t"
+    refused(tmp_path, capsys, ["trace", "import", "--source", "table", "--path", tmp_path / "log.csv",
+                               "--columns", columns, "--out", tmp_path / "t.parquet"], "log.csv", *fragments)
+    refused(tmp_path, capsys, ["trace", "stats", tmp_path / "log.csv", "--columns", columns], "log.csv", *fragments)
+
+
+def test_parquet_datetimes_beyond_the_clock(tmp_path, capsys) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"prompt": ["a", "b"], "timestamp": pd.to_datetime(["2020-01-01", "2400-01-01"]).astype("datetime64[s]")})
+    df.to_parquet(tmp_path / "far.parquet")
+    refused(tmp_path, capsys, ["trace", "import", "--source", "table", "--path", tmp_path / "far.parquet",
+                               "--out", tmp_path / "t.parquet"], "far.parquet", "row 2", "1678..2261")
+
+
+def test_a_column_mapped_twice(tmp_path, capsys) -> None:
+    (tmp_path / "log.csv").write_text("text,uid,ts\na,u,1\n")
+    refused(tmp_path, capsys, ["trace", "import", "--source", "table", "--path", tmp_path / "log.csv",
+                               "--columns", "prompt=text,prompt=uid", "--out", tmp_path / "t.parquet"],
+            "--columns", "'prompt' is mapped twice")
+
+
+# ---------------------------------------------------------------------------
+# Family 4: acsim calibrate refuses what it cannot measure, before building a model
+
+CALIBRATE_CASES = [
+    (["latency", "--steps", "0"], ["--steps", "1..1000"]),
+    (["latency", "--guidance", "nan"], ["--guidance", "finite"]),
+    (["latency", "--guidance", "-1"], ["--guidance"]),
+    (["latency", "--threads", "0"], ["--threads", "at least 1"]),
+    (["latency", "--batch", "0,2"], ["--batch", "positive"]),
+    (["latency", "--resolution", "30"], ["--resolution", "multiple of 8"]),
+    (["latency", "--repeats", "0"], ["--repeats"]),
+    (["latency", "--seed", "-1"], ["--seed"]),
+    (["quality", "--limit", "0"], ["--limit", "at least 1"]),
+    (["quality", "--max-loss", "inf"], ["--max-loss"]),
+    (["quality", "--bins", "0,nan,1"], ["--bins", "finite"]),
+    (["quality", "--k", "0,5"], ["--k", "positive"]),
+    (["thresholds", "--limit", "-3"], ["--limit", "at least 1"]),
+    (["fidelity", "--limit", "0"], ["--limit"]),
+    (["fidelity", "--limit", "-3"], ["--limit"]),
+]
+
+
+@pytest.mark.parametrize(("options", "fragments"), CALIBRATE_CASES, ids=[" ".join(c[0]) for c in CALIBRATE_CASES])
+def test_calibrate_options(tmp_path, capsys, options, fragments) -> None:
+    command, *rest = options
+    need = {
+        "latency": ["--model", "tiny", "--out", tmp_path / "p.yaml"],
+        "quality": ["--model", "tiny", "--pairs", tmp_path / "x.csv", "--scorer", "tiny", "--out", tmp_path / "q"],
+        "thresholds": ["--pairs", tmp_path / "x.csv", "--to", "hashing", "--out", tmp_path / "p.yaml"],
+        "fidelity": ["--embedder", "hashing", "--reference", "hashing"],
+    }[command]
+    refused(tmp_path, capsys, ["calibrate", command, *need, *rest], *fragments)
+
+
+def test_fidelity_on_an_empty_or_non_utf8_prompt_file(tmp_path, capsys) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes(b"a cat\ncaf\xe9\n")
+    argv = ["calibrate", "fidelity", "--embedder", "hashing", "--reference", "hashing", "--prompts"]
+    refused(tmp_path, capsys, [*argv, tmp_path / "empty.txt"], "empty.txt")
+    refused(tmp_path, capsys, [*argv, tmp_path / "latin1.txt"], "latin1.txt, line 2", "UTF-8")
+
+
+# ---------------------------------------------------------------------------
+# Family 5: sizes that cannot fit are refused before the run, naming the field
+
+
+def test_a_million_replicas_with_caches_of_their_own(tmp_path, capsys) -> None:
+    extra = ("cache: {placement: per-replica, capacity: 100}\n"
+             "cluster: {replicas: [{gpus: 1, copies: 3}, {gpus: 1, copies: 1000000}]}\nmode: full\n")
+    exp = experiment(tmp_path, extra)
+    refused(tmp_path, capsys, ["validate", exp], "cluster.replicas[1].copies", "GiB of memory", "per replica")
+    refused(tmp_path, capsys, ["run", exp, "-o", tmp_path / "out", "-q"], "cluster.replicas[1].copies")
+
+
+def test_many_shared_replicas_still_validate(tmp_path, capsys) -> None:
+    """The estimate refuses what cannot fit, not what is merely large."""
+    exp = experiment(tmp_path, "cluster: {replicas: [{gpus: 1, copies: 1000}]}\nmode: full\n")
+    with contextlib.chdir(tmp_path):
+        code, _, err = cli(["validate", exp], capsys)
+    assert code == 0, err
+
+
+# ---------------------------------------------------------------------------
+# Family 6: damaged tables are not drawn as if whole
+
+
+def _cut_mid_row(run: Path) -> str:
+    text = (run / "summary.csv").read_text()
+    (run / "summary.csv").write_text(text[: text.rindex("\n", 0, len(text) - 1) + 20])
+    return "fields where the header has"  # the last row, cut inside its fields
+
+
+def _nul_row(run: Path) -> str:
+    with open(run / "summary.csv", "ab") as fh:
+        fh.write(b"\0\0\0\0\n")
+    return "NUL bytes"
+
+
+def _short_row(run: Path) -> str:
+    lines = (run / "summary.csv").read_text().splitlines()
+    lines[1] = ",".join(lines[1].split(",")[:5])
+    (run / "summary.csv").write_text("\n".join(lines) + "\n")
+    return "row 1"
+
+
+@pytest.mark.parametrize("damage", [_cut_mid_row, _nul_row, _short_row], ids=["cut-mid-row", "nul-row", "short-row"])
+def test_plot_on_a_cut_or_padded_summary(tmp_path, capsys, finished_run, damage) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    fragment = damage(run)
+    refused(tmp_path, capsys, ["plot", run], "summary.csv", fragment)

@@ -19,10 +19,19 @@ from sim.base.profile import load_profile
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def test_reads_both_pair_layouts(shared_data, tmp_path):
-    shared = read_pairs(str(shared_data / "accuscale_cache_prompts_100.csv"))
+@pytest.mark.external_data
+def test_reads_the_prototypes_pair_log(external_data):
+    shared = read_pairs(str(external_data / "accuscale_cache_prompts_100.csv"))
     assert len(shared) == 100
     assert shared[0].new.startswith("succulent plant") and shared[0].cached.startswith("succulents in pots")
+    assert shared[0].similarity == pytest.approx(0.7267)
+
+
+def test_reads_both_pair_layouts(tmp_path):
+    log = tmp_path / "prompts.csv"  # the prototype's layout: Prompt (new), Noise (cached), score
+    log.write_text('Prompt,Noise,score,which_folder\n"succulent plant","succulents in pots",0.7267,10\n')
+    shared = read_pairs(log)
+    assert len(shared) == 1 and shared[0].new == "succulent plant" and shared[0].cached == "succulents in pots"
     assert shared[0].similarity == pytest.approx(0.7267)
     own = tmp_path / "pairs.csv"
     own.write_text('cached_prompt,new_prompt\n"a cat, oil","a dog, oil"\nx,y\n')
@@ -123,7 +132,11 @@ def test_quality_cli_on_tiny_sdxl(tmp_path, capsys):
     assert len(scores) == 2 * 4  # retrieved, vanilla, K=3, K=6 per pair
     steps = scores.set_index(["pair", "method"])["steps_run"]
     assert steps[(0, "vanilla")] == 10 and steps[(0, "k3")] == 7 and steps[(1, "k6")] == 4
-    assert all((out / "images").joinpath(p.split("/")[-1]).is_file() for p in scores["image"])
+    # Image paths are relative to the output directory (written in a scratch one, moved whole).
+    assert all(p.startswith("images/") and (out / p).is_file() for p in scores["image"])
+    assert sorted(x.name for x in out.iterdir()) == [
+        ".acsim-result", "contact_sheet.png", "images", "profile.yaml", "quality_by_bin_k.csv", "scores.csv"
+    ]
     table = pd.read_csv(out / "quality_by_bin_k.csv")
     assert set(table["k"]) == {3, 6} and set(table["bin_lo"]) == {0.65, 0.9}
     sheet = Image.open(out / "contact_sheet.png")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from support import calibrate_cli
+from support import calibrate_cli, write_match_log
 
 from sim.base.profile import load_profile
 
@@ -17,8 +17,7 @@ def private_embedding_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
 
 
-def test_calibrated_profile_runs_a_simulation(shared_data, tmp_path):
-    pytest.importorskip("sim.neighbours", reason="the simulation engine is not in the tree yet")
+def test_calibrated_profile_runs_a_simulation(tmp_path):
     from sim.app.run import run_experiment
     from sim.base import config
 
@@ -54,7 +53,7 @@ def test_calibrated_profile_runs_a_simulation(shared_data, tmp_path):
                 "calibrate",
                 "thresholds",
                 "--pairs",
-                str(shared_data / "accuscale_match_log_20k.csv"),
+                str(write_match_log(tmp_path / "log.csv", n=1300)),
                 "--to",
                 "hashing",
                 "--limit",

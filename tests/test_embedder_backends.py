@@ -38,8 +38,8 @@ def models(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prompts(shared_data) -> list[str]:
-    return (shared_data / "diffusiondb_2m_first5k_prompts.txt").read_text(encoding="utf-8").splitlines()
+def prompts(samples) -> list[str]:
+    return (samples / "diffusiondb_2m_first5k_prompts.txt").read_text(encoding="utf-8").splitlines()
 
 
 def pairwise_pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -50,8 +50,8 @@ def test_hashing_is_deterministic_unit_and_similarity_shaped() -> None:
     assert np.array_equal(em.HashingEmbedder().encode([CAT_4K], batch_size=1)[0], x[1])
 
 
-def test_hashing_similarity_structure_on_real_prompts(shared_data) -> None:
-    prompts = (shared_data / "diffusiondb_2m_first5k_prompts.txt").read_text(encoding="utf-8").splitlines()[:1500]
+def test_hashing_similarity_structure_on_real_prompts(samples) -> None:
+    prompts = (samples / "diffusiondb_2m_first5k_prompts.txt").read_text(encoding="utf-8").splitlines()[:1500]
     x = get_embedder("hashing").encode(prompts)
     s = x @ x.T
     iu = np.triu_indices(len(x), 1)

@@ -131,8 +131,8 @@ def test_prompt_list_errors(tmp_path):
         read_prompts(write(tmp_path, b"\n  \n"))
 
 
-def test_real_prompt_list(shared_data):
+def test_real_prompt_list(samples):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its line 3972 is an empty prompt (real DiffusionDB data)
-        prompts = read_prompts(shared_data / "diffusiondb_2m_first5k_prompts.txt")
+        prompts = read_prompts(samples / "diffusiondb_2m_first5k_prompts.txt")
     assert len(prompts) == 4999 and len(set(prompts)) == 4344

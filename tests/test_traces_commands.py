@@ -88,11 +88,11 @@ def test_synth_then_stats(tmp_path, capsys):
     assert "trace synthetic-800-s3: 800 requests" in capsys.readouterr().out
 
 
-def test_bad_knobs_are_config_errors(shared_data, tmp_path):
+def test_bad_knobs_are_config_errors(samples, tmp_path):
     with pytest.raises(ConfigError, match="trace.arrival.diurnal_amplitude: 1.5 is not valid"):
         run(["trace", "synth", "--diurnal-amplitude", "1.5", "--out", str(tmp_path / "x.parquet")])
     with pytest.raises(ConfigError, match="--embedder: 'nope' is not valid"):
-        run(["trace", "stats", str(shared_data / "diffusiondb_2m_first1k.csv"), "--embedder", "nope"])
+        run(["trace", "stats", str(samples / "diffusiondb_2m_first1k.csv"), "--embedder", "nope"])
     with pytest.raises(InputError, match="file not found"):
         run(["trace", "stats", str(tmp_path / "none.parquet")])
     with pytest.raises(SystemExit):
@@ -119,7 +119,7 @@ def test_import_prompts_with_arrivals(tmp_path):
     assert bursty.std() / bursty.mean() > 1.3 and 0.85 < poisson.std() / poisson.mean() < 1.15
 
 
-def test_import_diffusiondb_window(shared_data, tmp_path, capsys):
+def test_import_diffusiondb_window(samples, tmp_path, capsys):
     out = tmp_path / "d.parquet"
     assert (
         run(
@@ -129,7 +129,7 @@ def test_import_diffusiondb_window(shared_data, tmp_path, capsys):
                 "--source",
                 "diffusiondb",
                 "--path",
-                str(shared_data / "diffusiondb_2m_first1k.csv"),
+                str(samples / "diffusiondb_2m_first1k.csv"),
                 "--out",
                 str(out),
                 "--start",
@@ -145,7 +145,7 @@ def test_import_diffusiondb_window(shared_data, tmp_path, capsys):
     assert t.df["timestamp"].min().hour == 22 and t.df["timestamp"].max().hour == 23
     assert "sessions (gap < 30 min)" in capsys.readouterr().out
     # stats reads DiffusionDB files directly too
-    assert run(["trace", "stats", str(shared_data / "diffusiondb_2m_first1k.csv")]) == 0
+    assert run(["trace", "stats", str(samples / "diffusiondb_2m_first1k.csv")]) == 0
     assert "1,000 requests, 917 unique prompts (repeat rate 8.3%), 173 users" in capsys.readouterr().out
 
 

@@ -50,8 +50,8 @@ def metadata_parquet(csv: Path, out: Path, row_group_size: int = 128) -> Path:
     return out
 
 
-def test_real_csv_export(shared_data):
-    t = load_diffusiondb(shared_data / "diffusiondb_2m_first1k.csv")
+def test_real_csv_export(samples):
+    t = load_diffusiondb(samples / "diffusiondb_2m_first1k.csv")
     df = t.df
     assert len(t) == 1000 and t.n_prompts == 917 and df["user"].nunique() == 173
     assert df["timestamp"].is_monotonic_increasing
@@ -64,15 +64,15 @@ def test_real_csv_export(shared_data):
     assert t.prompts[t.prompt_ids[0]] == df["prompt"].iloc[0]
 
 
-def test_parquet_in_diffusiondb_schema_matches_csv(shared_data, tmp_path):
-    path = metadata_parquet(shared_data / "diffusiondb_2m_first1k.csv", tmp_path / "metadata.parquet")
-    from_csv, from_parquet = load_diffusiondb(shared_data / "diffusiondb_2m_first1k.csv"), load_diffusiondb(path)
+def test_parquet_in_diffusiondb_schema_matches_csv(samples, tmp_path):
+    path = metadata_parquet(samples / "diffusiondb_2m_first1k.csv", tmp_path / "metadata.parquet")
+    from_csv, from_parquet = load_diffusiondb(samples / "diffusiondb_2m_first1k.csv"), load_diffusiondb(path)
     pd.testing.assert_frame_equal(from_csv.df, from_parquet.df)
 
 
-def test_requests_limit_takes_the_earliest_and_stops_reading_early(shared_data, tmp_path, monkeypatch):
+def test_requests_limit_takes_the_earliest_and_stops_reading_early(samples, tmp_path, monkeypatch):
     path = tmp_path / "metadata.parquet"
-    raw = pd.read_csv(shared_data / "diffusiondb_2m_first1k.csv")
+    raw = pd.read_csv(samples / "diffusiondb_2m_first1k.csv")
     # Put the file in time order (as DiffusionDB parts nearly are) so the earliest rows come first.
     raw.sort_values("timestamp", kind="stable").to_csv(tmp_path / "sorted.csv", index=False)
     metadata_parquet(tmp_path / "sorted.csv", path)
@@ -90,16 +90,16 @@ def test_requests_limit_takes_the_earliest_and_stops_reading_early(shared_data, 
     t = load_diffusiondb(path, requests=100)
     assert len(t) == 100
     assert sum(seen) <= 150, "reading stops after the batch holding the last wanted row"
-    full = load_diffusiondb(shared_data / "diffusiondb_2m_first1k.csv")
+    full = load_diffusiondb(samples / "diffusiondb_2m_first1k.csv")
     last_minute = full.df["timestamp"].dt.floor("min").iloc[99]
     assert (t.df["timestamp"].dt.floor("min") <= last_minute).all()
     assert t.df["timestamp"].iloc[:90].equals(full.df["timestamp"].iloc[:90])
 
 
-def test_window_on_original_minutes(shared_data, tmp_path):
+def test_window_on_original_minutes(samples, tmp_path):
     start, end = pd.Timestamp("2022-08-13T21:00Z"), pd.Timestamp("2022-08-13T22:00Z")
-    t = load_diffusiondb(metadata_parquet(shared_data / "diffusiondb_2m_first1k.csv", tmp_path / "m.parquet"), start=start, end=end)
-    raw = pd.to_datetime(pd.read_csv(shared_data / "diffusiondb_2m_first1k.csv")["timestamp"], utc=True)
+    t = load_diffusiondb(metadata_parquet(samples / "diffusiondb_2m_first1k.csv", tmp_path / "m.parquet"), start=start, end=end)
+    raw = pd.to_datetime(pd.read_csv(samples / "diffusiondb_2m_first1k.csv")["timestamp"], utc=True)
     assert len(t) == int(((raw >= start) & (raw < end)).sum()) > 0
     assert t.df["timestamp"].min() >= start and t.df["timestamp"].max() < end
     with pytest.raises(InputError, match="no request in the window"):

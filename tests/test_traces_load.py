@@ -85,10 +85,10 @@ def test_synthetic_and_prompts_sources(tmp_path):
     assert t.df["prompt"].tolist() == ["one", "two"] and np.all(np.diff(t.arrival_s) > 0)
 
 
-def test_diffusiondb_csv_source(shared_data):
+def test_diffusiondb_csv_source(samples):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the 1k sample has no empty prompt
-        t = load_trace(TraceConfig(source="diffusiondb", path=str(shared_data / "diffusiondb_2m_first1k.csv"), requests=300, time_scale=2.0), seed=1)
+        t = load_trace(TraceConfig(source="diffusiondb", path=str(samples / "diffusiondb_2m_first1k.csv"), requests=300, time_scale=2.0), seed=1)
     assert len(t) == 300 and t.time_scale == 2.0
-    full = load_trace(TraceConfig(source="diffusiondb", path=str(shared_data / "diffusiondb_2m_first1k.csv"), requests=None), seed=1)
+    full = load_trace(TraceConfig(source="diffusiondb", path=str(samples / "diffusiondb_2m_first1k.csv"), requests=None), seed=1)
     assert np.allclose(t.arrival_s, full.arrival_s[:300] / 2)

@@ -99,10 +99,10 @@ def within(check: str, tol: float, real: float, synth: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def measured(shared_data, tmp_path_factory):
+def measured(samples, tmp_path_factory):
     embedder = get_embedder("minilm")
     cache = tmp_path_factory.mktemp("minilm-cache")
-    real = load_diffusiondb(shared_data / "diffusiondb_2m_first1k.csv")
+    real = load_diffusiondb(samples / "diffusiondb_2m_first1k.csv")
     real_stats = flat(trace_stats(real, embed_prompts(embedder, real.prompts, cache, progress=False)))
     rate = (len(real) - 1) / real.arrival_s[-1]
     synth = []
@@ -131,10 +131,10 @@ def test_synthetic_matches_real_1k_sample(measured):
     assert not failed, f"outside tolerance: {failed}\n{table(real, synth)}"
 
 
-def test_prompt_lengths_match_the_5k_prompt_list(shared_data):
+def test_prompt_lengths_match_the_5k_prompt_list(samples):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the list's one empty prompt
-        real = read_prompts(shared_data / "diffusiondb_2m_first5k_prompts.txt")
+        real = read_prompts(samples / "diffusiondb_2m_first5k_prompts.txt")
     # 20k synthetic requests: many sessions and ideas, so a steadier sample than one 1k window.
     synth = generate(20000, SyntheticConfig(), ArrivalConfig(process="poisson", rate=0.04), 1).df["prompt"].tolist()
     for unit, fn in (("words", lambda p: len(p.split())), ("chars", len)):

@@ -53,7 +53,7 @@ way); any other bad value stops the import with the file, row and column named.
 
 examples:
   acsim trace import --source diffusiondb --path metadata.parquet --requests 200000 --out results/ddb-200k.parquet
-  acsim trace import --source diffusiondb --path diffusiondb_2m_first1k.csv --out results/ddb-1k.parquet
+  acsim trace import --source diffusiondb --path sample:diffusiondb_2m_first1k.csv --out results/ddb-1k.parquet
   acsim trace import --source table --path log.csv --columns prompt=text,timestamp=ts,user=uid --out results/log.parquet
   acsim trace import --source table --path log.parquet --columns timestamp=meta.created --time-unit ms --out t.parquet
   acsim trace import --source prompts --path prompts.txt --process diurnal --rate 0.2 --out results/p.parquet
@@ -171,7 +171,7 @@ def register(subparsers: Any) -> None:
         required=True,
         help="input kind",
     )
-    p.add_argument("--path", type=Path, required=True, help="input file")
+    p.add_argument("--path", type=Path, required=True, help="input file (sample:NAME: a sample shipped with acsim)")
     p.add_argument("--out", "-o", type=Path, required=True, help="output trace parquet")
     p.add_argument("--requests", "-n", type=int, help="keep the first N requests (default: all)")
     p.add_argument("--start", help="keep requests at or after this ISO time, e.g. 2022-08-13T21:00Z")
@@ -185,7 +185,8 @@ def register(subparsers: Any) -> None:
         sub, "stats", cmd_stats, "describe a trace: repeats, sessions, returns, rates, similarity and reuse", STATS_EPILOG
     )
     p.add_argument(
-        "path", type=Path, metavar="PATH", help="trace parquet, DiffusionDB parquet/CSV, table or prompt list"
+        "path", type=Path, metavar="PATH", help="trace parquet, DiffusionDB parquet/CSV, table or prompt list "
+        "(sample:NAME: a sample shipped with acsim)"
     )
     p.add_argument(
         "--embedder", help="embedder name (e.g. minilm, hashing) for the similarity and reuse statistics"
@@ -331,10 +332,11 @@ def _write(trace: Any, out: Path, started: float, show_stats: bool) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Generate a synthetic DiffusionDB-style trace and write it as parquet."""
-    from sim.base.io import check_writable
+    from sim.base.io import check_own_file
     from traces.load import load_trace
+    from traces.schema import is_acsim_trace
 
-    check_writable(args.out, "--out")
+    check_own_file(args.out, "--out", "trace", is_acsim_trace)
     started = time.perf_counter()
     cfg = _trace_config(
         args, {"source": "synthetic", "requests": args.requests, "synthetic": _given(args, list(SYNTH_KNOBS))}
@@ -345,10 +347,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a real trace (DiffusionDB metadata, any table, a prompt list, parquet) into acsim's trace parquet."""
-    from sim.base.io import check_writable
+    from sim.base.io import check_own_file
     from traces.load import load_trace
+    from traces.schema import is_acsim_trace
 
-    check_writable(args.out, "--out")
+    check_own_file(args.out, "--out", "trace", is_acsim_trace)
     started = time.perf_counter()
     trace = {
         "source": args.source,
@@ -373,9 +376,11 @@ def _open_any(path: Path, columns: dict[str, str] | None = None, time_unit: str 
     from sim.base.errors import InputError
     from traces.diffusiondb import load_diffusiondb
     from traces.prompts import prompts_trace
+    from traces.samples import resolve
     from traces.schema import META_KEY, read_parquet
     from traces.table import load_table
 
+    path = resolve(str(path), "PATH")
     if not path.is_file():
         raise InputError(path, "file not found")
     if columns is not None or time_unit is not None:
@@ -485,6 +490,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from traces.stats import trace_stats
 
     _check_analysis_args(args)
+    outputs.check_target(args.out, "compare", "--out")  # before minutes of embedding
     all_stats, data = [], []
     for path in args.paths:
         trace = _open_any(path, _columns(args), args.time_unit)
@@ -497,8 +503,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         fig = figure_data(trace, emb, max_requests=args.max_requests, matches=matches)
         fig["name"] = stats["name"]
         data.append(fig)
-    # The directory is claimed like a run's: acsim replaces it only if it wrote it, and whole.
-    with outputs.staging_dir(args.out) as tmp:
+    # acsim replaces the directory only if it is a comparison it wrote, and whole.
+    with outputs.staging_dir(args.out, "compare", "--out") as tmp:
         atomic_write_csv(tmp / "summary.csv", pd.DataFrame(comparison_rows(all_stats)))
         (tmp / "plots").mkdir()
         figures = [args.out / "plots" / f.name for f in draw_trace_comparison(data, tmp / "plots")]

@@ -120,20 +120,40 @@ def _timestamps(col: pd.Series, path: object) -> pd.Series:
             column="timestamp",
         )
     ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    ts = ts.astype("datetime64[ns, UTC]")
+    try:
+        ts = ts.astype("datetime64[ns, UTC]")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        # Datetimes of a coarser unit (a parquet file's) beyond what nanoseconds hold.
+        years = ts.dt.year.to_numpy()
+        _fail(path, "timestamp outside the years 1678..2261 that acsim's clock covers",
+              (years < 1678) | (years > 2261), "timestamp")
+        raise
+
     _fail(path, "missing timestamp (NaN/NaT)", ts.isna().to_numpy(), "timestamp")
     return ts
 
 
+# What a request's seed, step count and image size may be (a seed is any 64-bit integer).
+INT_RANGES = {"seed": (-(2**63), 2**63 - 1), "steps": (1, 10_000), "width": (1, 65_536), "height": (1, 65_536)}
+
+
 def _int_column(col: pd.Series, name: str, path: object) -> pd.Series:
-    """Nullable Int64; reject text, fractions and infinities."""
+    """Nullable Int64 in :data:`INT_RANGES`; reject text, fractions, infinities and what is out of range."""
     num = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_numeric_dtype(col.dtype) else col
     bad = num.isna().to_numpy() & col.notna().to_numpy()
     _fail(path, f"{name} must be an integer", bad, name)
     arr = num.to_numpy(dtype=np.float64, na_value=np.nan)
     frac = np.isfinite(arr) & (arr != np.round(arr))
     _fail(path, f"{name} must be an integer", frac | np.isinf(arr), name)
-    return num.astype("Int64")
+    lo, hi = INT_RANGES[name]
+    allowed = f"{name} must be in {lo:,}..{hi:,}"
+    _fail(path, allowed, (arr < float(lo)) | (arr > float(hi)), name)
+    try:
+        return num.astype("Int64")
+    except (OverflowError, TypeError, ValueError):
+        # Within float rounding of a 64-bit end, yet beyond it: compared exactly.
+        _fail(path, allowed, np.array([v == v and v is not None and not lo <= int(v) <= hi for v in num.tolist()]), name)
+        raise
 
 
 def normalise(
@@ -308,6 +328,15 @@ def _checked_utf8(table: pa.Table, path: Path) -> pa.Table:
                     table.set_column(table.column_names.index(name), name, col.cast(pa.binary())), path
                 )
     return table
+
+
+def is_acsim_trace(path: str | Path) -> bool:
+    """Whether ``path`` is a trace file :func:`write_parquet` wrote (it carries acsim's metadata)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return False
+    return META_KEY in meta
 
 
 def write_parquet(trace: Trace, path: str | Path) -> Path:

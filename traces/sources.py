@@ -8,16 +8,17 @@ Loaders import their module when called, so reading the registry (``--help``) st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.base.config import MAX_TRACE_YEARS, YEAR_S, did_you_mean
 from sim.base.errors import ConfigError
 from traces.arrivals import get_arrival
+from traces.samples import resolve
 from traces.table import check_columns
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     import pandas as pd
 
@@ -44,7 +45,7 @@ class TraceSource:
 def _path(cfg: TraceConfig) -> Path:
     if cfg.path is None:
         raise ConfigError("trace.path", None, f"trace.source={cfg.source!r} needs a path to read")
-    return Path(str(cfg.path))
+    return resolve(str(cfg.path))
 
 
 def _synthetic(

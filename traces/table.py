@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 TIME_UNITS = ("s", "ms", "us", "ns")
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+# pandas' nanosecond datetimes span 1677-09-21..2262-04-11; a year inside each end keeps rounding clear.
+_MAX_ABS_SECONDS = 9.19e9
 # Trace columns an input column can be mapped to (trace.columns, for source: table).
 MAPPABLE_COLUMNS = ("timestamp", "prompt", "user", "seed", "steps", "width", "height")
 
@@ -56,6 +59,8 @@ def parse_columns(text: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise ValueError(f"expected TRACE_COLUMN=INPUT_COLUMN, got {item.strip()!r}")
+        if key.strip() in out:
+            raise ValueError(f"{key.strip()!r} is mapped twice ({out[key.strip()]!r} and {value.strip()!r})")
         out[key.strip()] = value.strip()
     return out
 
@@ -97,6 +102,8 @@ def _json_field(raw: pd.DataFrame, spec: str, path: Path) -> pd.Series | None:
             value = json.loads(cell) if isinstance(cell, str | bytes) else cell
         except json.JSONDecodeError as exc:
             raise InputError(path, f"not a JSON object ({exc.msg})", row=i, column=column) from None
+        except RecursionError:
+            raise InputError(path, "JSON nested too deeply to read", row=i, column=column) from None
         for field in fields:
             if not isinstance(value, dict) or field not in value:
                 raise InputError(path, f"no JSON field {spec[len(column) + 1 :]!r}", row=i, column=column)
@@ -116,6 +123,17 @@ def _timestamps(col: pd.Series, unit: str, path: Path, name: str) -> pd.Series:
         if len(bad):
             raise InputError(
                 path, f"timestamp {col.iloc[bad[0]]!r} is not finite", row=int(bad[0]) + 1, column=name
+            )
+        seconds = num.to_numpy(dtype=np.float64, na_value=np.nan) / _PER_SECOND[unit]
+        far = np.flatnonzero(present & (np.abs(seconds) > _MAX_ABS_SECONDS))
+        if len(far):
+            hint = " (if they count milliseconds, say so: --time-unit ms, trace.time_unit: ms)" if unit == "s" else ""
+            raise InputError(
+                path,
+                f"timestamp {col.iloc[far[0]]!r} read as {unit} since 1970 falls outside the years "
+                f"1679..2261 that acsim's clock covers{hint}",
+                row=int(far[0]) + 1,
+                column=name,
             )
         return pd.to_datetime(num, unit=unit, utc=True)
     # Text (normalise parses ISO 8601 and names the first row that is not).

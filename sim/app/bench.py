@@ -32,6 +32,7 @@ neighbour precompute on a prefix of ``--precompute`` requests).
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.base.config import NeighbourConfig
-from sim.base.io import atomic_path, atomic_write_text
+from sim.base.io import atomic_path, atomic_write_text, check_own_file
 
 if TYPE_CHECKING:
     import argparse
@@ -1030,8 +1031,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``acsim bench``."""
     p.add_argument(
         "--requests",
-        type=int,
-        default=200_000,
+        default="200000",
         help="synthetic trace size for the rate figures (default 200,000; 0 with --e2e: only the e2e figure)",
     )
     p.add_argument(
@@ -1042,14 +1042,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precompute",
-        type=int,
-        default=20_000,
+        default="20000",
         help="requests (a prefix) for the neighbour-precompute figure (default 20,000)",
     )
     p.add_argument(
         "--full",
-        type=int,
-        default=20_000,
+        default="20000",
         help="requests (a prefix) for the full SimPy replay figure (default 20,000)",
     )
     p.add_argument(
@@ -1059,18 +1057,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--plan",
-        type=int,
         nargs="?",
-        const=20_000,
+        const="20000",
         default=None,
         metavar="REQUESTS",
         help="also time `acsim plan` over 4 systems x 2 GPU types on a trace of REQUESTS (default 20,000)",
     )
     p.add_argument(
         "--e2e",
-        type=int,
         nargs="?",
-        const=2_000_000,
+        const="2000000",
         default=None,
         metavar="REQUESTS",
         help="add the cold end-to-end figure on a trace of REQUESTS (default 2,000,000): trace, "
@@ -1084,11 +1080,94 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help=f"run only these stages, comma-separated ({', '.join(STAGES)})",
     )
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.epilog = (
+        "Sizes are whole numbers of requests, written 200000, 200,000, 200k, 1.5M or 2e6. The rate "
+        f"figures need at least {MIN_REQUESTS:,} requests; acsim refuses sizes whose inputs would not "
+        f"fit in this machine's memory (about {BYTES_PER_REQUEST:,} bytes per request at the peak)."
+    )
+
+
+# Smallest trace a figure means anything on, and the peak memory of a stage per request of its
+# inputs (measured: the 2M end-to-end run peaks at 7.5 GB, README "Performance").
+MIN_REQUESTS = 100
+BYTES_PER_REQUEST = 4_000
+_SUFFIX = {"k": 1_000, "m": 1_000_000}
+
+
+def parse_count(text: str, flag: str, *, allow_zero: bool = False) -> int:
+    """A number of requests written 200000, 200,000, 200k, 1.5M or 2e6; ConfigError naming ``flag``."""
+    from sim.base.errors import ConfigError
+
+    raw = str(text).strip().replace(",", "").replace("_", "")
+    scale = _SUFFIX.get(raw[-1:].lower(), 1) if raw else 1
+    body = raw[:-1] if scale != 1 else raw
+    allowed = f"a whole number of requests of at least {MIN_REQUESTS:,} (200000, 200k, 1.5M or 2e6)"
+    if allow_zero:
+        allowed += ", or 0"
+    try:
+        value = float(body) * scale
+    except ValueError:
+        raise ConfigError(flag, text, allowed) from None
+    if not math.isfinite(value) or value != int(value) or (value < MIN_REQUESTS and not (allow_zero and value == 0)):
+        raise ConfigError(flag, text, allowed)
+    n = int(value)
+    memory = _memory_bytes()
+    if n * BYTES_PER_REQUEST > memory:
+        raise ConfigError(
+            flag,
+            text,
+            f"{n:,} requests need about {n * BYTES_PER_REQUEST / 2**30:,.0f} GiB of memory at the peak; this "
+            f"machine has {memory / 2**30:,.0f} GiB (at most {memory // BYTES_PER_REQUEST:,} requests)",
+        )
+    return n
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (MemTotal), or a large figure where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 50
+
+
+def _is_bench_json(path: Path) -> bool:
+    """Whether ``path`` holds figures ``acsim bench --json`` wrote (a list of figure records)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    keys = set(Figure.__dataclass_fields__)
+    return isinstance(data, list) and all(isinstance(d, dict) and set(d) == keys for d in data)
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    """Parse and check every size option of ``acsim bench`` in place, before any stage starts."""
+    from sim.base.errors import ConfigError
+
+    if args.json is not None:
+        check_own_file(args.json, "--json", "bench figures file", _is_bench_json)
+
+    args.e2e = None if args.e2e is None else parse_count(args.e2e, "--e2e")
+    if args.e2e is None and str(args.requests).strip() == "0":
+        raise ConfigError("--requests", args.requests, "0 means the end-to-end figure alone: give --e2e too")
+    args.requests = parse_count(args.requests, "--requests", allow_zero=args.e2e is not None)
+    args.scale = [parse_count(s, "--scale") for s in str(args.scale).split(",") if s.strip()]
+    if not args.scale:
+        raise ConfigError("--scale", args.scale, "one or more sizes, comma-separated (50k,100k,200k)")
+    if len(set(args.scale)) != len(args.scale):
+        raise ConfigError("--scale", ",".join(map(str, args.scale)), "sizes that differ from one another")
+    args.precompute = parse_count(args.precompute, "--precompute")
+    args.full = parse_count(args.full, "--full")
+    args.plan = None if args.plan is None else parse_count(args.plan, "--plan")
 
 
 def bench_command(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table."""
-    sizes = [int(s) for s in str(args.scale).split(",") if s.strip()]
+    check_bench_args(args)
+    sizes = args.scale
     only = None
     if args.only:
         only = {x.strip() for x in args.only.split(",") if x.strip()}

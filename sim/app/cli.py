@@ -70,8 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sim.base import config
 
     exp = preflight(config.load(args.file, args.overrides))
-    out = Path(args.output or exp.output)
+    out = Path(args.output if args.output is not None else exp.output)
     outputs.check_target(out, "run")  # a refused output is one line, before anything else is said
+    outputs.check_alone(out)
     if exp.sweep and not args.ignore_sweep:
         print(f"note: {args.file} has a sweep block; `acsim run` runs its base configuration only "
               f"(use `acsim sweep {args.file}` for the grid, written to {sweep_output(exp)})", file=sys.stderr)
@@ -243,6 +244,17 @@ def _os_error(exc: OSError) -> str:
     return str(exc) or what
 
 
+def _empty_argument(argv: list[str]) -> str | None:
+    """The option (or ``argument N``) given an empty or blank value, if any."""
+    for i, token in enumerate(argv):
+        if token.startswith("--") and "=" in token and not token.split("=", 1)[1].strip():
+            return token.split("=", 1)[0]
+        if not token.strip():
+            before = argv[i - 1] if i else ""
+            return before if before.startswith("-") and before != "--" else f"argument {i + 1}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``acsim`` console script.
 
@@ -250,10 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     nothing to draw; 2 bad input, a refused output or an operating-system error (one line on
     stderr, nothing written or deleted); 130 interrupted (finished results are kept).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    empty = _empty_argument(argv)
+    if empty:
+        # argparse would take '' as a value (`-o ''` as "no -o", `--out ''` as the current directory).
+        print(f"acsim: error: {empty}: '' is not valid; give a value (an empty argument is never one)", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     # The exact command, for messages that tell the user what to run again.
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     warnings.showwarning = _show_note
     try:
         return int(args.func(args) or 0)

@@ -2,13 +2,15 @@
 
 The guarantees (README "What acsim writes, and what it never touches"):
 
-- Every run and sweep directory acsim writes carries a marker file, :data:`MARKER`, naming its
-  kind (``run`` or ``sweep``). acsim replaces a directory only when it carries the marker of a
-  run and holds nothing but the files a run writes (:func:`foreign_files`); it adds to a
-  directory only when it carries the marker of a sweep. A missing or empty directory is taken.
-  Anything else (a file, a foreign or non-empty directory, the current directory or one that
-  contains it, a symbolic link, a directory inside a run, a run where a sweep is asked for and
-  the reverse) is refused with :class:`sim.base.errors.OutputError` before anything is written.
+- Every result directory acsim writes carries a marker file, :data:`MARKER`, naming its kind
+  (:data:`KINDS`: ``run``, ``compare``, ``quality``, ``sweep``, ``plan``). acsim replaces a
+  directory only when it carries the marker of the kind being written and holds nothing but the
+  files that kind writes (:func:`foreign_files`); it adds to a sweep or plan directory only when
+  it carries that marker. A missing or empty directory is taken. Anything else (a file, a
+  foreign or non-empty directory, the current directory or one that contains it, a symbolic
+  link, a directory inside any result, one kind where another is asked for) is refused with
+  :class:`sim.base.errors.OutputError` before anything is written. Single files (traces,
+  profiles) follow the same rule through :func:`sim.base.io.check_own_file`.
 - An output is locked while it is written (:func:`locked`): an exclusive ``flock`` on
   ``.<name>.lock`` beside it. The kernel drops the lock when its process dies, so a killed run
   never blocks the next one; a second writer gets :class:`sim.base.errors.OutputBusy`.
@@ -40,19 +42,30 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 MARKER = ".acsim-result"
-KINDS = ("run", "sweep", "plan")
 FORMAT = 1
-# What a run directory may hold (relative paths; see sim.app.run and sim.app.sweep). A file
-# outside this list was put there by someone else, and the directory is not replaced.
-RUN_FILES = (
-    re.compile(r"(config\.yaml|profile\.yaml|summary\.csv|done|error\.txt)"),
-    re.compile(r"records/[^/]+\.parquet"),
-    re.compile(r"timeseries/[^/]+\.csv"),
-    re.compile(r"plots/[^/]+\.(png|pdf)"),
-    re.compile(r"\.plots\.partial-[^/]+/[^/]+\.(png|pdf)"),  # figures of an interrupted `acsim plot`
-    # A temporary file of an interrupted atomic write (sim.base.io).
-    re.compile(r"([^/]+/)?\.[^/]+\.tmp"),
-)
+_TMP = re.compile(r"([^/]+/)?\.[^/]+\.tmp")  # a temporary file of an interrupted atomic write (sim.base.io)
+_FIGURES = re.compile(r"plots/[^/]+\.(png|pdf)")
+# What each kind of result directory may hold (relative paths). A directory of a kind listed
+# here is replaced whole by its next writer, so a file outside its list was put there by someone
+# else and the directory is refused. Sweeps and plans are only added to, never replaced.
+OWN_FILES: dict[str, tuple[re.Pattern[str], ...]] = {
+    "run": (  # sim.app.run and sim.app.sweep
+        re.compile(r"(config\.yaml|profile\.yaml|summary\.csv|done|error\.txt)"),
+        re.compile(r"records/[^/]+\.parquet"),
+        re.compile(r"timeseries/[^/]+\.csv"),
+        _FIGURES,
+        re.compile(r"\.plots\.partial-[^/]+/[^/]+\.(png|pdf)"),  # figures of an interrupted `acsim plot`
+        _TMP,
+    ),
+    "compare": (re.compile(r"summary\.csv"), _FIGURES, _TMP),  # acsim trace compare
+    "quality": (  # acsim calibrate quality
+        re.compile(r"profile\.yaml|[^/]+\.csv|contact_sheet\.png"),
+        re.compile(r"images/[^/]+\.png"),
+        _TMP,
+    ),
+}
+KINDS = (*OWN_FILES, "sweep", "plan")
+_COMMANDS = {"compare": "acsim trace compare", "quality": "acsim calibrate quality"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth
@@ -79,27 +92,33 @@ def write_marker(directory: Path, kind: str) -> None:
     (directory / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
 
 
-def foreign_files(directory: Path) -> list[str]:
-    """Files and links in a run directory that a run does not write (relative paths, sorted)."""
+def foreign_files(directory: Path, kind: str = "run") -> list[str]:
+    """Files and links in a ``kind`` result directory that acsim does not write there (relative, sorted)."""
+    own = OWN_FILES[kind]
     out = []
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
         if path.is_dir() and not path.is_symlink():
             continue
-        if rel != MARKER and not any(p.fullmatch(rel) for p in RUN_FILES):
+        if rel != MARKER and not any(p.fullmatch(rel) for p in own):
             out.append(rel)
     return out
 
 
 def _command(kind: str) -> str:
-    return f"acsim {kind}"
+    return _COMMANDS.get(kind, f"acsim {kind}")
 
 
-def check_target(out: Path, kind: str) -> None:
-    """Raise OutputError unless acsim may write a ``kind`` result at ``out`` (see the module docstring)."""
+def check_target(out: Path, kind: str, flag: str = "--output") -> None:
+    """Raise OutputError unless acsim may write a ``kind`` result at ``out`` (see the module docstring).
+
+    ``flag`` is the option the error tells the user to change.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown result kind {kind!r}")
-    where = "choose another --output"
+    where = f"choose another {flag}"
+    if not str(out).strip():
+        raise OutputError(out, f"is empty; give {flag} a result directory")
     if out.is_symlink():
         raise OutputError(out, f"is a symbolic link; acsim writes results only to a real directory ({where})")
     full = out.resolve()
@@ -109,10 +128,17 @@ def check_target(out: Path, kind: str) -> None:
     if full.parent == full:
         raise OutputError(out, f"is the root of the file system ({where})")
     for parent in full.parents:
-        if read_marker(parent) == "run":
+        inside = read_marker(parent)
+        if inside in OWN_FILES:
             raise OutputError(
                 out,
-                f"is inside the acsim run directory {parent}, which a later run replaces whole ({where})",
+                f"is inside the acsim {inside} directory {parent}, which its next writer replaces whole ({where})",
+            )
+        if inside is not None and kind != "run":  # a sweep's runs are written by the sweep: check_alone
+            raise OutputError(
+                out,
+                f"is inside the acsim {inside} directory {parent}, whose runs and tables only "
+                f"`{_command(inside)}` writes ({where})",
             )
     if out.exists() and not out.is_dir():
         raise OutputError(out, f"is a file, not a result directory; acsim never replaces a file it did not create ({where})")
@@ -133,14 +159,27 @@ def check_target(out: Path, kind: str) -> None:
         raise OutputError(
             out, f"is an acsim {found} directory; `{_command(kind)}` writes {kind} directories only ({where})"
         )
-    if kind == "run":
-        extra = foreign_files(out)
+    if kind in OWN_FILES:
+        extra = foreign_files(out, kind)
         if extra:
             shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
             raise OutputError(
                 out,
-                f"holds files a run does not write ({shown}); acsim replaces a run directory only when "
-                f"everything in it is its own: move them away ({where})",
+                f"holds files {_command(kind)} does not write ({shown}); acsim replaces a {kind} directory "
+                f"only when everything in it is its own: move them away ({where})",
+            )
+
+
+def check_alone(out: Path, flag: str = "--output") -> None:
+    """Raise OutputError if ``out`` lies inside a sweep or plan directory: a run the user asks for
+    must not replace one of a sweep's runs (its summary would no longer match them)."""
+    for parent in Path(out).resolve().parents:
+        inside = read_marker(parent)
+        if inside in ("sweep", "plan"):
+            raise OutputError(
+                out,
+                f"is inside the acsim {inside} directory {parent}, whose runs and tables only "
+                f"`{_command(inside)}` writes (choose another {flag})",
             )
 
 
@@ -268,26 +307,29 @@ def _swap_by_renames(new: Path, dest: Path, aside: Path) -> None:
 
 
 @contextlib.contextmanager
-def staging_dir(out: Path) -> Iterator[Path]:
+def staging_dir(out: Path, kind: str = "run", flag: str = "--output") -> Iterator[Path]:
     """A scratch directory beside ``out`` that replaces it, whole, if the block succeeds.
+
+    ``kind`` is the result kind written (one of :data:`OWN_FILES`); ``flag`` the option named in
+    a refusal.
 
     Holds ``out``'s lock throughout; checks that ``out`` may be replaced before anything is
     written and again just before the swap; removes leftovers of killed writers first. On an
     exception the scratch directory is removed and ``out`` is untouched.
     """
     out = Path(out)
-    check_target(out, "run")  # before the lock file is made: a refused output is not touched at all
+    check_target(out, kind, flag)  # before the lock file is made: a refused output is not touched at all
     with locked(out):
-        check_target(out, "run")
+        check_target(out, kind, flag)
         for path in clean_stale(out):
             print(f"acsim: note: removed {path}, left behind by an interrupted run", file=sys.stderr)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         try:
             # mkdtemp makes the directory private (0700); a result is shared like its files.
             os.chmod(tmp, 0o777 & ~_UMASK)
-            write_marker(tmp, "run")
+            write_marker(tmp, kind)
             yield tmp
-            check_target(out, "run")
+            check_target(out, kind, flag)
             if out.is_dir():
                 if not _exchange(tmp, out):
                     _swap_by_renames(tmp, out, out.parent / f".{out.name}.old-{os.getpid()}")

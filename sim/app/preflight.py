@@ -30,6 +30,7 @@ from sim.tiers import TierPath
 from traces.arrivals import get_arrival
 from traces.embeddings import check_embedder_name
 from traces.load import parse_time
+from traces.samples import resolve
 from traces.sources import check_trace_config, expected_span_s, get_source, requests_to_make
 
 
@@ -40,9 +41,10 @@ def _one_of(field: str, value: str, registry: dict) -> None:
 
 
 def _first_existing(field: str, candidates: list[str]) -> str:
-    """The first candidate path that exists (what the resolved config records)."""
+    """The first candidate path that exists (what the resolved config records; a shipped
+    ``sample:`` name stays a name)."""
     for candidate in candidates:
-        if exists(candidate):
+        if exists(resolve(candidate, field)):
             return candidate
     raise ConfigError(field, candidates, "none of these files exists")
 
@@ -52,9 +54,11 @@ def _check_trace(exp: Experiment) -> None:
     if isinstance(trace.path, list):
         trace.path = _first_existing("trace.path", trace.path)
     check_trace_config(trace)
-    if trace.path is not None and not exists(trace.path, "file"):
-        problem = "is a directory, not a trace file" if exists(trace.path, "dir") else "no such file"
-        raise ConfigError("trace.path", trace.path, problem)
+    if trace.path is not None:
+        path = resolve(trace.path)
+        if not exists(path, "file"):
+            problem = "is a directory, not a trace file" if exists(path, "dir") else "no such file"
+            raise ConfigError("trace.path", trace.path, problem)
     if exp.reference is not None and not exists(exp.reference, "file"):
         raise ConfigError("reference", exp.reference, "no such file (a CSV of published numbers)")
     rate_path = trace.arrival.rate_path
@@ -87,6 +91,12 @@ def _check_against_profile(exp: Experiment, profile: Profile) -> None:
 TRACE_BYTES_PER_REQUEST = 100
 RECORD_BYTES_PER_REQUEST = 160
 USER_BYTES = 40  # synthetic generator: activity weight, permutation, name per user
+# Measured (2026-12-07, 2,000 and 20,000 requests, 200 and 800 copies): a replica's queue, GPUs and
+# counters take ~20 KB; a cache of its own ~30 KB plus ~57 bytes per request of the trace (its
+# entry arrays are sized by the trace). Rounded down: these refuse only what cannot fit.
+REPLICA_BYTES = 16_000
+CACHE_BYTES = 24_000
+CACHE_BYTES_PER_REQUEST = 48
 TOPIC_BYTES = 200  # synthetic generator: popularity and vocabulary state per topic
 
 
@@ -129,6 +139,36 @@ def check_size(exp: Experiment, requests: int | None, span_s: float | None = Non
             )
     if span_s is not None:
         check_simulated_span(exp, span_s)
+
+
+def check_replica_memory(exp: Experiment, requests: int | None) -> None:
+    """Refuse, upfront, a cluster of replicas (and caches of their own) that cannot fit in memory.
+
+    ``requests`` is the trace's size when known (a cache of a replica's own grows with it).
+    Raises ConfigError naming the ``copies`` of the largest replica entry.
+    """
+    replicas = exp.cluster.replicas or []
+    if not replicas:
+        return
+    j = max(range(len(replicas)), key=lambda i: replicas[i].copies)
+    count = sum(r.copies for r in replicas)
+    nbytes = count * REPLICA_BYTES
+    per = f"{REPLICA_BYTES:,} bytes per replica"
+    cached = sum(1 for name in exp.systems if SYSTEMS[name].caches)
+    if exp.cache.placement == "per-replica" and cached:
+        nbytes += count * cached * (CACHE_BYTES + CACHE_BYTES_PER_REQUEST * (requests or 0))
+        per += (
+            f", and each of {cached} cached system(s) keeps a cache per replica: {CACHE_BYTES:,} bytes"
+            + (f" + {CACHE_BYTES_PER_REQUEST} per request" if requests else "")
+        )
+    have = memory_bytes()
+    if nbytes > have:
+        raise ConfigError(
+            f"cluster.replicas[{j}].copies",
+            replicas[j].copies,
+            f"needs at least {nbytes / 2**30:,.1f} GiB of memory ({per}; {count:,} replicas in all) and "
+            f"this machine has {have / 2**30:,.1f} GiB",
+        )
 
 
 def _check_cluster(exp: Experiment, profile: Profile) -> None:
@@ -197,4 +237,5 @@ def preflight(exp: Experiment) -> Experiment:
     _check_cluster(exp, profile)
     source = get_source(exp.trace.source)
     check_size(exp, requests_to_make(exp.trace) if source.uses_arrival else None, expected_span_s(exp.trace))
+    check_replica_memory(exp, requests_to_make(exp.trace) if source.uses_arrival else None)
     return exp

@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from sim.app import outputs
-from sim.app.preflight import check_size
+from sim.app.preflight import check_replica_memory, check_size
 from sim.base import config as cfg
 from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
@@ -34,6 +34,7 @@ from sim.replay import replay
 from sim.systems import SYSTEMS, build_system, combined_stats
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import kept_note, load_trace
+from traces.samples import resolve
 from traces.schema import Trace, read_parquet, write_parquet
 from traces.sources import get_source, source_version
 
@@ -70,7 +71,7 @@ def trace_key(exp: cfg.Experiment) -> str:
     if version is not None:  # a newer generator never reuses an older one's cached trace
         key["generator"] = version
     if exp.trace.path:
-        p = Path(exp.trace.path)
+        p = resolve(exp.trace.path)
         if p.exists():
             st = p.stat()
             key["file"] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
@@ -199,6 +200,7 @@ def run_experiment(
         trace = inputs.trace
         if len(trace):  # the full engine's clock must hold the (scaled) span of a file's trace
             cfg.check_simulated_span(exp, float(trace.arrival_s[-1]) * exp.trace.time_scale)
+        check_replica_memory(exp, len(trace))  # a cache per replica grows with a file's trace
         for name in exp.systems:
             records, series, stats = run_system(name, exp, inputs)
             rows.append(summarize(records, profile=inputs.profile, exp=exp, system_stats=stats))

@@ -13,6 +13,18 @@ class AcsimError(Exception):
 
     exit_code = 2
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its message and fields, not by calling __init__ again (whose arguments
+        # differ per class): an error raised in a worker process reaches the parent intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[AcsimError], args: tuple[object, ...], state: dict[str, object]) -> AcsimError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class ConfigError(AcsimError):
     """An experiment file or --set override is invalid.

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_parquet",
     "atomic_write_text",
+    "check_own_file",
     "check_writable",
     "exists",
 ]
@@ -134,3 +135,25 @@ def check_writable(path: str | Path, flag: str, *, directory: bool = False) -> N
         raise ConfigError(flag, str(p), f"{parent} is a file, not a directory")
     if not _can(parent, os.W_OK | os.X_OK):
         raise ConfigError(flag, str(p), f"cannot write in {parent} (permission denied)")
+
+
+def check_own_file(path: str | Path, flag: str, what: str, is_own: Callable[[Path], bool]) -> None:
+    """Raise ConfigError naming ``flag`` unless ``path`` is free or holds a ``what`` acsim wrote.
+
+    acsim overwrites a file only when ``is_own(path)`` recognises it as its own output of the
+    same kind (a trace it wrote, a profile it wrote, ...): never a user's file, and never
+    another kind of result. Also checks that the path can be written (:func:`check_writable`).
+    """
+    if not str(path).strip():
+        raise ConfigError(flag, str(path), "is empty; give a file path")
+    check_writable(path, flag)
+    p = Path(path)
+    if p.is_symlink():
+        raise ConfigError(flag, str(p), "is a symbolic link; acsim writes results only to a real file")
+    if p.exists() and not is_own(p):
+        raise ConfigError(
+            flag,
+            str(p),
+            f"exists and is not a {what} acsim wrote; acsim never overwrites a file it did not create "
+            "(choose another path, or move the file away)",
+        )
