@@ -767,7 +767,8 @@ def topology_data(results: Results) -> TopologyBars | None:
         s.groupby(["system", "router", "layout"], sort=False)[["hit_rate", "p95_latency_s"]].mean().reset_index()
     )
     caching = s["caches"].astype(bool) if "caches" in s else s["hit_rate"] > 0
-    base = s["is_baseline"].astype(bool) if "is_baseline" in s else s["system"] == "vanilla"
+    # The baseline is what the system says it is (summary column is_baseline), never a name.
+    base = s["is_baseline"].to_numpy(dtype=bool) if "is_baseline" in s else np.zeros(len(s), dtype=bool)
     baseline = s[base].groupby("router")["p95_latency_s"].mean().to_dict()
     return TopologyBars(
         table=table,

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sim.base.config import MAX_TRACE_YEARS, YEAR_S, did_you_mean
-from sim.base.errors import ConfigError, InputError
+from sim.base.config import MAX_TRACE_YEARS, YEAR_S
+from sim.base.errors import ConfigError, InputError, unknown_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -95,9 +95,7 @@ def get_arrival(cfg: ArrivalConfig) -> ArrivalProcess:
     try:
         return ARRIVALS[cfg.process]
     except KeyError:
-        raise ConfigError(
-            "trace.arrival.process", cfg.process, "allowed: " + ", ".join(ARRIVALS), did_you_mean(cfg.process, list(ARRIVALS))
-        ) from None
+        raise unknown_name("trace.arrival.process", cfg.process, ARRIVALS) from None
 
 
 def arrival_times(

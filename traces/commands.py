@@ -439,8 +439,8 @@ each block is written as one cache shard when it arrives: an interrupted job kee
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Embed an experiment's trace with its embedder into the cache, here or on Ray."""
-    from sim.app.run import cache_dir
     from sim.base import config
+    from sim.base.cache_root import cache_root
     from traces.embed_executors import EMBED_EXECUTORS
     from traces.embeddings import embed_prompts, get_embedder
     from traces.load import load_trace
@@ -450,10 +450,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     trace = load_trace(exp.trace, exp.seed)
     executor = EMBED_EXECUTORS[args.executor](exp.embedder, exp.embedder_device, args.address, args.cpus)
     embedder = get_embedder(exp.embedder, exp.embedder_device)
-    vecs = embed_prompts(embedder, trace.prompts, cache_dir() / "embeddings", progress=not args.quiet, executor=executor)
+    vecs = embed_prompts(embedder, trace.prompts, cache_root() / "embeddings", progress=not args.quiet, executor=executor)
     print(
         f"{len(trace.prompts):,} prompts of {args.file} embedded with {exp.embedder} ({vecs.shape[1]}-d, "
-        f"{args.executor} executor) into {cache_dir() / 'embeddings'} in {time.perf_counter() - started:.1f} s; "
+        f"{args.executor} executor) into {cache_root() / 'embeddings'} in {time.perf_counter() - started:.1f} s; "
         f"`acsim run` / `acsim sweep` on this file now reuse them"
     )
     return 0

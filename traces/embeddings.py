@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from sim.base.cache_root import cache_root
 from sim.base.io import atomic_path, exists
 from traces.embedder_base import DEVICES, check_texts, cpu_threads, resolve_device, unit_rows
 from traces.model_dirs import check_model_dir
@@ -371,8 +372,7 @@ _MAX_SHARDS = 32
 
 def default_cache_dir() -> Path:
     """``$ACSIM_CACHE/embeddings`` or ``~/.cache/acsim/embeddings``."""
-    root = os.environ.get("ACSIM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "acsim") / "embeddings"
+    return cache_root() / "embeddings"
 
 
 def _embedder_dir(cache_dir: Path, name: str) -> Path:

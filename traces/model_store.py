@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sim.base.cache_root import cache_root
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
@@ -37,8 +39,7 @@ def models_dir() -> Path:
     """
     if os.environ.get("ACSIM_MODELS"):
         return Path(os.environ["ACSIM_MODELS"])
-    root = os.environ.get("ACSIM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "acsim") / "models"
+    return cache_root() / "models"
 
 
 def file_digest(paths: Iterable[Path]) -> str:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from sim.base.config import did_you_mean
-from sim.base.errors import ConfigError
+from sim.base.errors import ConfigError, did_you_mean
 
 PREFIX = "sample:"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sim.base.config import MAX_TRACE_YEARS, YEAR_S, did_you_mean
-from sim.base.errors import ConfigError
+from sim.base.config import MAX_TRACE_YEARS, YEAR_S
+from sim.base.errors import ConfigError, unknown_name
 from traces.arrivals import get_arrival
 from traces.samples import resolve
 from traces.table import check_columns
@@ -182,7 +182,7 @@ def get_source(name: str) -> TraceSource:
     try:
         return SOURCES[name]
     except KeyError:
-        raise ConfigError("trace.source", name, "allowed: " + ", ".join(SOURCES), did_you_mean(name, list(SOURCES))) from None
+        raise unknown_name("trace.source", name, SOURCES) from None
 
 
 def source_version(name: str) -> int | None:

@@ -142,10 +142,10 @@ def inputs_dir(requests: int) -> Path:
     A cached trace at least that long is reused (its prefix serves), so measuring a large
     size once makes every later smaller run warm.
     """
-    from sim.app.run import cache_dir
+    from sim.base.cache_root import cache_root
     from sim.neighbours import FORMAT
 
-    root = cache_dir() / "bench"
+    root = cache_root() / "bench"
     suffix = f"-seed1-hashing-top{TOP_M}-nb{FORMAT}-ivf"
     built = sorted(
         (int(p.name.split("-")[1]), p)
@@ -724,7 +724,8 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
     """The whole pipeline on a ``requests``-request trace, cold, on every core (see the module doc)."""
     import tempfile
 
-    from sim.app.run import cache_dir, min_similarity
+    from sim.app.run import min_similarity
+    from sim.base.cache_root import cache_root
     from sim.base.memory import release_free_memory
     from sim.base.profile import load_profile
     from sim.cache.policies import POLICIES
@@ -749,8 +750,8 @@ def stage_e2e(src: Path, requests: int) -> list[Figure]:
             flush=True,
         )
 
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".e2e-models-", dir=cache_dir()) as models:
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".e2e-models-", dir=cache_root()) as models:
         os.environ["ACSIM_MODELS"] = models  # an empty model cache: the static table is built here
         with mp.get_context("spawn").Pool(1) as pool:
             done, n_prompts = pool.apply(_e2e_inputs, (requests, models))

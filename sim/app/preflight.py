@@ -15,8 +15,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from sim.base.config import Experiment, check_simulated_span, did_you_mean
-from sim.base.errors import ConfigError
+from sim.base.config import Experiment, check_simulated_span
+from sim.base.errors import ConfigError, unknown_name
 from sim.base.io import exists
 from sim.base.profile import Profile, load_profile
 from sim.cache.admission import build_admission
@@ -36,8 +36,7 @@ from traces.sources import check_trace_config, expected_span_s, get_source, requ
 
 def _one_of(field: str, value: str, registry: dict) -> None:
     if value not in registry:
-        names = sorted(registry)
-        raise ConfigError(field, value, "allowed: " + ", ".join(names), did_you_mean(value, names))
+        raise unknown_name(field, value, sorted(registry))
 
 
 def _first_existing(field: str, candidates: list[str]) -> str:

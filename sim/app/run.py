@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ import yaml
 from sim.app import outputs
 from sim.app.preflight import check_replica_memory, check_size
 from sim.base import config as cfg
-from sim.base.errors import ConfigError, InputError
+from sim.base.cache_root import cache_root
+from sim.base.errors import InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
 from sim.base.profile import Profile, load_profile
 from sim.cache.admission import build_admission
@@ -40,14 +40,6 @@ from traces.sources import get_source, source_version
 
 if TYPE_CHECKING:
     import numpy as np
-
-
-def cache_dir() -> Path:
-    """Where embeddings, neighbour lists and generated traces are cached (``$ACSIM_CACHE``)."""
-    path = Path(os.environ.get("ACSIM_CACHE") or Path.home() / ".cache" / "acsim")
-    if path.exists() and not path.is_dir():
-        raise ConfigError("ACSIM_CACHE", str(path), "is a file; the cache must be a directory")
-    return path
 
 
 @dataclass
@@ -118,7 +110,7 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
     floor = min_similarity(exp, profile)
     if floor is not None or PREDICTORS[exp.predictor.kind].needs_embeddings:
         embedder = get_embedder(exp.embedder, exp.embedder_device)
-        embeddings = embed_prompts(embedder, trace.prompts, cache_dir() / "embeddings", progress=progress)
+        embeddings = embed_prompts(embedder, trace.prompts, cache_root() / "embeddings", progress=progress)
         if floor is not None:
             neighbours = build_neighbours(
                 embeddings,
@@ -126,7 +118,7 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
                 top_m=exp.neighbours.top_m,
                 min_similarity=floor,
                 index=exp.neighbours.index,
-                cache_dir=cache_dir() / "neighbours",
+                cache_dir=cache_root() / "neighbours",
                 cache_key=f"{trace_key(exp)}-{_digest(embedder.name)}",
                 progress=progress,
             )
@@ -137,7 +129,7 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
     """Synthetic traces are cached as parquet: big ones take a while to generate."""
     if not get_source(exp.trace.source).generated:
         return load_trace(exp.trace, exp.seed)
-    path = cache_dir() / "traces" / f"{trace_key(exp)}.parquet"
+    path = cache_root() / "traces" / f"{trace_key(exp)}.parquet"
     if path.exists():
         try:
             return read_parquet(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -30,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from sim.base import strict_yaml
-from sim.base.errors import ConfigError, DeprecatedField, InputError
+from sim.base.errors import ConfigError, DeprecatedField, InputError, did_you_mean, unknown_name
 from sim.base.slo import parse_duration, parse_slo
 
 # Generated arrivals must stay on pandas' nanosecond clock (which ends in 2262) counted from 2022.
@@ -506,7 +505,7 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(path, value, "allowed: " + ", ".join(map(str, allowed)), did_you_mean(value, allowed))
+            raise unknown_name(path, value, allowed)
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -564,12 +563,6 @@ def _check_plain(path: str, value: Any) -> None:
             stack += [(f"{where}.{k}", v) for k, v in item.items()]
         elif isinstance(item, list):
             stack += [(f"{where}[{i}]", v) for i, v in enumerate(item)]
-
-
-def did_you_mean(value: Any, allowed: Any) -> str:
-    """A hint naming the allowed value closest to ``value`` (empty when none is close)."""
-    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-    return f"did you mean {close[0]!r}?" if close else ""
 
 
 def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:

@@ -7,6 +7,12 @@ plus one), ``line N`` is the N-th line of a text file (YAML files, prompt lists)
 
 from __future__ import annotations
 
+import difflib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 class AcsimError(Exception):
     """Base class of every error that is the user's input, not a bug in acsim."""
@@ -96,3 +102,17 @@ class DeprecatedField(UserWarning):
     def __init__(self, old: str, new: str) -> None:
         self.old, self.new = old, new
         super().__init__(f"`{old}:` is deprecated and was read as `{new}:`; write it there")
+
+
+def did_you_mean(value: object, allowed: Iterable[object]) -> str:
+    """A hint naming the allowed value closest to ``value`` (empty when none is close)."""
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_name(field: str, value: object, allowed: Iterable[object], name: object = None) -> ConfigError:
+    """The error for a name that is not in a registry: the field, the value, every allowed name
+    (in the registry's order) and the one closest to ``name`` (default: the value). Every
+    registry lookup raises this one."""
+    names = [str(a) for a in allowed]
+    return ConfigError(field, value, "allowed: " + ", ".join(names), did_you_mean(value if name is None else name, names))

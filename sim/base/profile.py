@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sim.base import strict_yaml
-from sim.base.config import build, check_ladder, did_you_mean, positive
-from sim.base.errors import ConfigError, InputError
+from sim.base.config import build, check_ladder, positive
+from sim.base.errors import ConfigError, InputError, did_you_mean
 from sim.base.io import exists
 
 SCHEMA = "acsim-profile/1"

@@ -20,8 +20,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from sim.base.config import did_you_mean, split_spec
-from sim.base.errors import ConfigError
+from sim.base.config import split_spec
+from sim.base.errors import ConfigError, unknown_name
 
 FIELD = "cache.admission"
 
@@ -107,5 +107,5 @@ def build_admission(spec: str, n: int, seed: int) -> Admission:
     name, arg = split_spec(FIELD, spec)
     cls = ADMISSIONS.get(name)
     if cls is None:
-        raise ConfigError(FIELD, spec, "allowed: " + ", ".join(ADMISSIONS), did_you_mean(name, ADMISSIONS))
+        raise unknown_name(FIELD, spec, ADMISSIONS, name)
     return cls(arg, n, seed)

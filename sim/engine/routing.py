@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
-from sim.base.config import did_you_mean
-from sim.base.errors import ConfigError
+from sim.base.errors import unknown_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -185,5 +184,5 @@ def router_class(name: str, field: str = "cluster.router.kind") -> type[Router]:
     """The registered router ``name``; ConfigError naming ``field`` when there is none."""
     cls = ROUTERS.get(name)
     if cls is None:
-        raise ConfigError(field, name, "allowed: " + ", ".join(ROUTERS), did_you_mean(name, ROUTERS))
+        raise unknown_name(field, name, ROUTERS)
     return cls

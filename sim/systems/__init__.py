@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sim.base.config import did_you_mean
-from sim.base.errors import ConfigError
+from sim.base.errors import unknown_name
 from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays, combined_stats
 from sim.systems.ceiling import Ceiling
 from sim.systems.crs import Crs
@@ -46,7 +45,7 @@ def system_class(name: str, field: str = "systems") -> type[System]:
     """The registered class of system ``name``; ConfigError naming ``field`` when there is none."""
     cls = SYSTEMS.get(name)
     if cls is None:
-        raise ConfigError(field, name, "allowed: " + ", ".join(sorted(SYSTEMS)), did_you_mean(name, SYSTEMS))
+        raise unknown_name(field, name, sorted(SYSTEMS))
     return cls
 
 
