@@ -14,6 +14,9 @@ from typing import Any
 
 from sim.base.errors import ConfigError, InputError
 
+# The paper's quality table, shipped with the experiments that compare against it.
+_REFERENCE = Path(__file__).resolve().parent.parent / "experiments" / "paper_quality_reference.csv"
+
 _DESCRIPTION = """\
 Measure a diffusion model on this machine and write a calibration profile (schema
 acsim-profile/1) that `acsim run` reads with `profile: path/to/profile.yaml`.
@@ -415,6 +418,99 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+_EPILOG_FIT_QUALITY = """\
+examples:
+  acsim calibrate fit-quality --out results/sdxl-a10g-fitted.yaml
+  acsim calibrate fit-quality --trace metadata.parquet --embedder minilm-onnx --base sdxl-a100 --out fitted.yaml
+
+The retrieval line (expected CLIP score of another prompt's image returned at CLIP-text
+similarity s: vanilla - slope * (1 - s)) has one free number, its slope. The paper reports
+GPT-CACHE's CLIP score as an average over all requests, hits and fresh misses alike; this
+command simulates GPT-CACHE on the trace (cache-only, the run's gate and embedder) and solves
+for the slope whose system average is the paper's row, writes it into a profile (kind: fitted,
+with the trace, the row and the residuals), then runs every paper system on the same trace with
+that profile and prints each metric beside the paper's: the rows the fit saw and the held-out
+ones, and the same comparison relative to each column's vanilla.
+"""
+
+
+def cmd_fit_quality(args: argparse.Namespace) -> int:
+    """Fit the retrieval line to the paper's GPT-CACHE system average on a trace; report every paper row."""
+    import pandas as pd
+
+    from calibrate import fit_quality, writer
+    from sim.app.preflight import preflight
+    from sim.app.run import prepare_inputs, run_system
+    from sim.base import config
+    from sim.metrics import summarize
+    from sim.similarity_space import run_space
+    from sim.systems import SYSTEMS
+
+    writer.check_out(args.out)
+    reference = fit_quality.reference_rows(args.reference, args.paper_trace)
+    row = reference[(reference["system"] == "gptcache") & (reference["predictor"] == "none")]
+    if row.empty:
+        raise InputError(args.reference, "no GPT-CACHE row (system gptcache, predictor none) to fit to", column="system")
+    target = float(row.iloc[0]["clip"])
+    systems = [name for name in dict.fromkeys(reference["system"]) if name in SYSTEMS]
+    data = {
+        "name": "fit-quality",
+        "seed": args.seed,
+        "trace": {"source": args.source, "path": args.trace},
+        "embedder": args.embedder,
+        "profile": args.base,
+        "systems": systems,
+        "mode": "cache-only",
+        "cache": {"capacity": args.capacity, "unit": "latents", "policy": "lcbfu"},
+    }
+    exp = preflight(config.from_dict(data))
+    inputs = prepare_inputs(exp, progress=not args.quiet)
+    records, _, _ = run_system("gptcache", exp, inputs)
+    s_clip = run_space(exp).to_clip(records["similarity"].to_numpy(dtype=float))
+    fit = fit_quality.fit_retrieval_slope(
+        (records["outcome"] == "retrieval").to_numpy(), s_clip, inputs.profile.quality_vanilla, target
+    )
+    gate = SYSTEMS["gptcache"].min_similarity(exp, inputs.profile)
+    _say(
+        f"GPT-CACHE retrieved {fit.hits:,} of {fit.requests:,} requests (gate {gate:.4f} in {exp.embedder} cosines); "
+        f"mean 1 - s (CLIP-text) {fit.mean_gap:.4f}: slope {fit.slope:.4f} gives its average {target}"
+    )
+    base = writer.load_base(args.base)
+    trace_name = Path(str(args.trace)).name
+    where = f"{args.paper_trace} GPT-CACHE CLIP {target} as a system average, on {trace_name} with {exp.embedder}"
+    quality = base["quality"]
+    quality["retrieval_at_1"] = float(inputs.profile.quality_vanilla)
+    quality["retrieval_slope_per_unit_s"] = round(fit.slope, 4)
+    quality.setdefault("fields", {})["retrieval_slope_per_unit_s"] = {
+        "kind": "fitted",
+        "source": f"acsim calibrate fit-quality: {where}; {fit.hits} of {fit.requests} requests retrieved, "
+        f"mean 1 - s_clip {fit.mean_gap:.4f}",
+    }
+    calibration = {"command": "fit-quality", "options": _options(args), "fitted_to": where, **writer.environment("cpu")}
+    out = Path(args.out)
+    name = args.name or writer.profile_name(out)
+    description = f"retrieval line fitted to the paper's GPT-CACHE row on {trace_name}; other blocks from {args.base}"
+    writer.write_profile(out, writer.finish(base, name, description, calibration))
+    # Every paper system on the same trace with the fitted profile: the fitted row and the held-out ones.
+    exp = preflight(config.from_dict({**data, "profile": str(out)}))
+    inputs = prepare_inputs(exp, progress=False)
+    rows = []
+    for system in systems:
+        recs, _, stats = run_system(system, exp, inputs)
+        rows.append(summarize(recs, profile=inputs.profile, exp=exp, system_stats=stats))
+    table = fit_quality.held_out(pd.DataFrame(rows), reference, fitted=("gptcache",))
+    relative = fit_quality.relative_to_vanilla(table)
+    residual = {r["paper row"]: {m: round(float(r[f"{m} error"]), 4) for m in fit_quality.METRICS} for _, r in table.iterrows()}
+    calibration["residuals"] = residual
+    writer.write_profile(out, writer.finish(base, name, description, calibration))
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.round(3).to_string(index=False))
+        print("\nrelative to each column's vanilla (acsim, paper, error):")
+        print(relative.round(4).to_string(index=False))
+    print(f"wrote {out}: retrieval_slope_per_unit_s {quality['retrieval_slope_per_unit_s']} (kind: fitted)")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``calibrate`` with its ``latency``, ``quality``, ``thresholds`` and ``fidelity`` sub-commands."""
     cal = subparsers.add_parser(
@@ -556,3 +652,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts of --prompts")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="embedder device")
     p.set_defaults(func=cmd_fidelity)
+
+    p = sub.add_parser(
+        "fit-quality",
+        help="fit the retrieval quality line to the paper's GPT-CACHE system average; report every paper row",
+        description=cmd_fit_quality.__doc__,
+        epilog=_EPILOG_FIT_QUALITY,
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "--trace", default="sample:diffusiondb_2m_first1k.csv",
+        help="trace to simulate on (default: the shipped 1,000-row DiffusionDB sample)",
+    )
+    p.add_argument("--source", default="diffusiondb", help="the trace's source (default: diffusiondb)")
+    p.add_argument("--embedder", default="minilm", help="embedder of the run (default: minilm)")
+    p.add_argument("--base", default="sdxl-a10g", help="profile to fit (shipped name or path; default: sdxl-a10g)")
+    p.add_argument(
+        "--reference", default=str(_REFERENCE),
+        help="CSV of the paper's rows (default: the shipped experiments/paper_quality_reference.csv)",
+    )
+    p.add_argument("--paper-trace", default="DiffusionDB", help="which of the paper's columns to fit (default: DiffusionDB)")
+    p.add_argument("--capacity", type=float, default=15000, help="cache capacity in latents (default: 15,000)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the run (default: 1)")
+    p.add_argument("--name", help="profile name (default: from the output path)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="profile YAML to write")
+    p.set_defaults(func=cmd_fit_quality)

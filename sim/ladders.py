@@ -67,6 +67,15 @@ def ladder_for(exp: Experiment, profile: Profile) -> list[tuple[float, int]]:
     """The ladder a run uses: the config's, else the carried one if asked for, else the profile's."""
     if exp.selector.ladder is not None:
         return [(float(s), int(k)) for s, k in exp.selector.ladder]
-    if exp.selector.carried:
+    if exp.selector.carried and embedder_space(exp.embedder) != "clip":
         return list(carried_ladder(exp.embedder)[0])
     return list(profile.ladder)
+
+
+def embedder_space(embedder: str) -> str:
+    """``clip`` when ``embedder`` measures in the published CLIP-text space itself (its class says
+    ``similarity_space = "clip"``), else ``embedder``: its cosines need a carried map."""
+    from traces.embeddings import EMBEDDERS
+
+    kind = embedder.partition(":")[0]
+    return "clip" if getattr(EMBEDDERS.get(kind), "similarity_space", None) == "clip" else "embedder"

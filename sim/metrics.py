@@ -31,6 +31,7 @@ from sim.base.records import REUSE_OUTCOMES
 from sim.cost import GpuGroup, run_cost
 from sim.quality import QualityModel
 from sim.selector import Selector
+from sim.similarity_space import run_space
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
@@ -80,7 +81,7 @@ def quality_traded(records: pd.DataFrame, profile: Profile, exp: Experiment) -> 
     if "boost" not in records or not (records["boost"] > 0).any():
         return 0.0
     sel = Selector.from_config(exp, profile)
-    hit = QualityModel(profile).hit
+    hit = QualityModel(profile, run_space(exp)).hit
     b = records[records["boost"] > 0]
     plain_q = [
         hit(sel.k_for(float(s)), float(s)) if s == s else profile.quality_vanilla

@@ -42,6 +42,7 @@ from sim.base.records import OUTCOMES
 
 if TYPE_CHECKING:
     from sim.base.profile import GpuModel, MetricValues, Profile
+    from sim.similarity_space import SimilarityMap
 
 # Where a retrieval outcome's image comes from: another request's generation kept in the system's
 # cache, or an external corpus of images (``System.retrieval_source``).
@@ -51,10 +52,16 @@ _CODE = {name: i for i, name in enumerate(OUTCOMES)}
 
 
 class QualityModel:
-    """Expected quality of each kind of delivered image, from one profile."""
+    """Expected quality of each kind of delivered image, from one profile.
 
-    def __init__(self, profile: Profile) -> None:
+    The profile's similarity-dependent numbers (the retrieval line, the calibrated bins) are
+    stated in CLIP-text similarity; ``space`` (the run's :class:`sim.similarity_space.SimilarityMap`)
+    reads the run embedder's similarities there first. None: they are taken as they are.
+    """
+
+    def __init__(self, profile: Profile, space: SimilarityMap | None = None) -> None:
         self.profile = profile
+        self.space = None if space is None or space.identity else space
         self.vanilla = profile.quality_vanilla
         self._rel = dict(profile.quality_relative_by_k)
         self._by_k = {k: self.vanilla * r for k, r in self._rel.items()}
@@ -63,6 +70,10 @@ class QualityModel:
         self._at1 = profile.retrieval_at_1
         self._slope = profile.retrieval_slope_per_unit_s
         self.metrics: dict[str, MetricValues] = dict(profile.quality_metrics)
+
+    def _published(self, similarity: Any) -> Any:
+        """A run similarity (or array of them) in the space the profile's numbers are stated in."""
+        return similarity if self.space is None else self.space.to_clip(similarity)
 
     # -- CLIP score of one image -----------------------------------------------------------
     @property
@@ -85,7 +96,7 @@ class QualityModel:
         """Expected CLIP score of an image whose first ``k`` steps came from a latent of a prompt at
         ``similarity``: the bin's measured loss at K when there is one, else the per-K table."""
         if self._bins and k:
-            b = self._bin(similarity)
+            b = self._bin(self._published(similarity))
             if b is not None:
                 loss = b.relative_loss_by_k.get(k)
                 if loss is not None:
@@ -109,25 +120,34 @@ class QualityModel:
         Similarities are float32 cosines, so an identical prompt may score a hair above 1: it
         counts as 1 (a retrieved image is never better than the prompt's own).
         """
+        return self._retrieved_published(float(self._published(similarity)))
+
+    def _retrieved_published(self, s: float) -> float:
         if self._bins:
-            b = self._bin(similarity)
+            b = self._bin(s)
             if b is not None and b.retrieved_relative_loss is not None:
                 return self.vanilla * (1.0 - b.retrieved_relative_loss)
-        return self._at1 - self._slope * (1.0 - min(similarity, 1.0))
+        return self._at1 - self._slope * (1.0 - min(s, 1.0))
 
     def retrieved_array(self, similarity: np.ndarray) -> np.ndarray:
         """:meth:`retrieved` of every element."""
-        s = np.asarray(similarity, dtype=np.float64)
+        return self._retrieved_published_array(np.asarray(self._published(np.asarray(similarity, dtype=np.float64))))
+
+    def _retrieved_published_array(self, s: np.ndarray) -> np.ndarray:
         if not self._bins:
             return self._at1 - self._slope * (1.0 - np.minimum(s, 1.0))
-        return np.array([self.retrieved(float(x)) for x in s.ravel()]).reshape(s.shape)
+        return np.array([self._retrieved_published(float(x)) for x in s.ravel()]).reshape(s.shape)
 
     def retrieval_floor(self, min_clip: float, resolution: float = 1e-4) -> float:
-        """The lowest similarity (in [0, 1], on a grid of ``resolution``) whose retrieved image is
-        expected to score at least ``min_clip``; 1.0 when none does."""
+        """The lowest run similarity whose retrieved image is expected to score at least
+        ``min_clip``: found on a grid of ``resolution`` over [0, 1] in the published space, then
+        carried to the run's; 1.0 when none does."""
         grid = np.linspace(0.0, 1.0, round(1.0 / resolution) + 1)
-        ok = np.flatnonzero(self.retrieved_array(grid) >= min_clip - 1e-12)
-        return float(grid[ok[0]]) if len(ok) else 1.0
+        ok = np.flatnonzero(self._retrieved_published_array(grid) >= min_clip - 1e-12)
+        if not len(ok):
+            return 1.0
+        floor = float(grid[ok[0]])
+        return floor if self.space is None else float(self.space.to_run(floor))
 
     # -- the three metrics of a trace ----------------------------------------------------------
     def per_request(

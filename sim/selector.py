@@ -16,6 +16,7 @@ import numpy as np
 
 from sim.base.errors import ConfigError
 from sim.ladders import ladder_for
+from sim.similarity_space import threshold_in_run
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
@@ -72,7 +73,7 @@ class Selector:
                     f"caps the ladder's K at {cfg.max_k}, which the profile does not cache; "
                     f"use one of its cached levels {sorted(levels)}",
                 )
-            return cls(ladder, floor=cfg.floor, max_k=cfg.max_k)
+            return cls(ladder, floor=threshold_in_run(exp, cfg.floor, "clip"), max_k=cfg.max_k)
         return cls(ladder)
 
     def k_for(self, similarity: float, boost: int = 0) -> int:

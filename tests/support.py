@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sim.base import strict_yaml
-from sim.base.config import from_dict
+from sim.base.config import SelectorConfig, from_dict
 from sim.base.profile import PROFILE_DIR, Profile, parse_profile
 from sim.engine import simulate
 from sim.similarity import similarities_to
@@ -143,8 +143,14 @@ A10G = make_profile()
 EFS_FETCH = 0.003 + 131072 / 1.0e8  # the default tier's latency + one latent over its bandwidth
 
 
+# Tests that hand-make their similarities state them in the published (CLIP-text) space: the
+# profile's thresholds are read as they stand, not carried to an embedder (selector.carried: false).
+OWN_SPACE = SelectorConfig(carried=False)
+
+
 def experiment(**fields):
-    data = {"systems": ["nirvana"], "cluster": {"gpus": 1}}
+    """An experiment for hand-made traces and lists (``a__b=v`` sets field a.b; see OWN_SPACE)."""
+    data = {"systems": ["nirvana"], "cluster": {"gpus": 1}, "selector": {"carried": False}}
     for dotted, value in fields.items():
         node = data
         *head, last = dotted.split("__")

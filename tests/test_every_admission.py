@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import ExactPrompt, experiment, run, service_only_profile, workload
+from support import OWN_SPACE, ExactPrompt, experiment, run, service_only_profile, workload
 
 from sim.base.config import CacheConfig, Experiment, from_dict
 from sim.base.errors import ConfigError
@@ -73,7 +73,7 @@ def test_full_engine_obeys_the_rule(name: str) -> None:
 def test_both_modes_agree_at_light_load(name: str) -> None:
     arrays, lists = workload()
     slow = TraceArrays(arrays.prompt_ids, arrays.user_codes, arrays.arrival_s * 40.0)  # nothing queues
-    exp = Experiment(
+    exp = Experiment(selector=OWN_SPACE,
         systems=["nirvana"], cache=CacheConfig(capacity=60, policy="lru", admission=ADMISSIONS[name].example)
     )
     exp.cluster.gpus = 16

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from support import workload
+from support import OWN_SPACE, workload
 
 from sim.base.config import CacheConfig, Experiment
 from sim.base.errors import ConfigError
@@ -40,7 +40,13 @@ def work():
 
 def make(name: str, work, **cache: object):
     arrays, lists = work
-    exp = Experiment(systems=[name], cache=CacheConfig(**{"capacity": 60, "policy": "lru", **cache}))
+    # The hand-made workload was laid out for GPTCache's library gate (0.8 on its own cosines).
+    exp = Experiment(
+        selector=OWN_SPACE,
+        systems=[name],
+        cache=CacheConfig(**{"capacity": 60, "policy": "lru", **cache}),
+        params={"gptcache": {"threshold": 0.8, "space": "embedder"}},
+    )
     return exp, build_system(name, exp, arrays, lists, PROFILE)
 
 
@@ -67,17 +73,17 @@ def test_declarations_are_well_formed(name: str) -> None:
     # The model it generates with is a block of the shipped profile, with a price and a quality.
     gpu = PROFILE.gpu_model(cls.serves_with)
     assert gpu.steps >= 1 and gpu.gpu_price_per_hour_usd > 0 and math.isfinite(gpu.quality["clip"])
-    cls.check_profile(Experiment(), PROFILE)
+    cls.check_profile(Experiment(selector=OWN_SPACE), PROFILE)
     # A ceiling is a bound on another registered system, and neither a design nor the baseline.
     assert (cls.bounds is not None) == cls.is_ceiling
     if cls.is_ceiling:
         assert cls.bounds in SYSTEMS and cls.bounds != name and SYSTEMS[cls.bounds].caches
         assert not cls.caches and not cls.is_baseline
     if cls.params_type is not None:
-        defaults = cls.params_of(Experiment())
+        defaults = cls.params_of(Experiment(selector=OWN_SPACE))
         assert dataclasses.is_dataclass(defaults)
         with pytest.raises(ConfigError, match=rf"params\.{name}\.nonsense"):
-            cls.params_of(Experiment(params={name: {"nonsense": 1}}))
+            cls.params_of(Experiment(selector=OWN_SPACE, params={name: {"nonsense": 1}}))
     assert sum(c.is_baseline for c in SYSTEMS.values()) == 1
 
 

@@ -32,7 +32,7 @@ def test_shipped_ladders_carry_provenance(embedder: str) -> None:
     assert data["transfer"]["extrapolated"]["rungs"] == [[0.65, 5]]
 
 
-def test_selector_uses_the_carried_ladder_only_when_asked() -> None:
+def test_selector_uses_the_carried_ladder_unless_told_not_to() -> None:
     profile = load_profile("sdxl-a10g")
     carried = list(ladders.carried_ladder("minilm-static")[0])
     exp = exp_for("minilm-static", carried=True)
@@ -40,11 +40,12 @@ def test_selector_uses_the_carried_ladder_only_when_asked() -> None:
     sel = Selector.from_config(exp, profile)
     assert sel.thresholds == [t for t, _ in carried]
     assert min_similarity(exp, profile) == pytest.approx(carried[-1][0])
-    assert ladders.ladder_for(exp_for("minilm-static"), profile) == list(profile.ladder)
+    assert ladders.ladder_for(exp_for("minilm-static"), profile) == carried  # the default
+    assert ladders.ladder_for(exp_for("minilm-static", carried=False), profile) == list(profile.ladder)
     explicit = exp_for("minilm-static", carried=True, ladder=[[0.9, 20]])
     assert ladders.ladder_for(explicit, profile) == [(0.9, 20)]
     with pytest.raises(ConfigError, match="shipped for: .*minilm-onnx"):
-        ladders.ladder_for(exp_for("hashing", carried=True), profile)
+        ladders.ladder_for(exp_for("sentence-transformers:/nowhere", carried=True), profile)
 
 
 def test_write_ladder_extrapolates_rungs_the_log_cannot_place(tmp_path, monkeypatch) -> None:

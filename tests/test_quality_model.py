@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-from support import causal_lists
+from support import OWN_SPACE, causal_lists
 
 from sim.base.config import CacheConfig, Experiment, SelectorConfig
 from sim.base.errors import InputError
@@ -135,7 +135,7 @@ def _nirvana_quality(profile, ladder=None):
     exp = Experiment(
         systems=["nirvana"],
         cache=CacheConfig(capacity=2000, policy="lru"),
-        selector=SelectorConfig(ladder=ladder),
+        selector=SelectorConfig(ladder=ladder, carried=False),
     )
     rec = replay(build_system("nirvana", exp, arrays, lists, profile), arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
     hits = rec["outcome"].isin(["hit", "hole"])
@@ -163,7 +163,7 @@ def test_similarity_bins_change_what_nirvana_delivers():
 def test_both_replay_paths_use_the_bins():
     """The compiled replay's columns and the request loop agree on a binned profile."""
     arrays, lists = spread_workload(n=800)
-    exp = Experiment(systems=["nirvana"], cache=CacheConfig(capacity=400, policy="lcbfu"))
+    exp = Experiment(selector=OWN_SPACE, systems=["nirvana"], cache=CacheConfig(capacity=400, policy="lcbfu"))
     args = (arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
     fast = replay(build_system("nirvana", exp, arrays, lists, with_bins()), *args)
     slow = replay(build_system("nirvana", exp, arrays, lists, with_bins()), *args, compiled=False)
@@ -173,11 +173,11 @@ def test_both_replay_paths_use_the_bins():
 
 def test_pinecone_threshold_comes_from_the_alignment_model():
     q = QualityModel(PROFILE)
-    floor = SYSTEMS["pinecone"].min_similarity(Experiment(), PROFILE)
+    floor = SYSTEMS["pinecone"].min_similarity(Experiment(selector=OWN_SPACE), PROFILE)
     # The lowest similarity whose retrieved image reaches CLIP 25 (alignment 0.25), on a 1e-4 grid.
     assert floor == pytest.approx(1 - (30.28 - 25.0) / 29.6, abs=1e-4)
     assert q.retrieved(floor) >= 25.0 > q.retrieved(floor - 1e-3)
-    strict = Experiment(params={"pinecone": {"min_alignment": 0.29}})
+    strict = Experiment(selector=OWN_SPACE, params={"pinecone": {"min_alignment": 0.29}})
     assert SYSTEMS["pinecone"].min_similarity(strict, PROFILE) > floor
     assert q.retrieval_floor(40.0) == 1.0  # nothing reaches it: only exact repeats qualify
     assert (PROFILE_DIR / "sdxl-a10g.yaml").is_file()

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from support import OWN_SPACE
 
 from sim.base import strict_yaml
 from sim.base.config import CacheConfig, Experiment
@@ -81,7 +82,7 @@ def counting(search, asked: list[int]):
 
 def run(system: str, work, nb, compiled: bool = True, **cache: object) -> tuple[pd.DataFrame, dict]:
     arrays, _ = work
-    exp = Experiment(cache=CacheConfig(**{"capacity": 150, "policy": "lcbfu", **cache}))
+    exp = Experiment(selector=OWN_SPACE, cache=CacheConfig(**{"capacity": 150, "policy": "lcbfu", **cache}))
     sys_ = build_system(system, exp, arrays, nb, PROFILE)
     df = replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, compiled=compiled)
     return df, sys_.stats()
@@ -118,7 +119,7 @@ def test_summary_figures(work) -> None:
 def test_occupancy_series(work) -> None:
     arrays, _ = work
     nb = lists(work, 8)
-    sys_ = build_system("nirvana", Experiment(cache=CacheConfig(capacity=150)), arrays, nb, PROFILE)
+    sys_ = build_system("nirvana", Experiment(selector=OWN_SPACE, cache=CacheConfig(capacity=150)), arrays, nb, PROFILE)
     replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, occupancy_samples=50)
     occ = sys_.stats()["occupancy"]
     assert 50 <= len(occ) <= 51 and occ["time_s"].is_monotonic_increasing
@@ -128,7 +129,7 @@ def test_occupancy_series(work) -> None:
 
 def test_vanilla_and_n_requests(work) -> None:
     arrays, _ = work
-    sys_ = build_system("vanilla", Experiment(), arrays, None, PROFILE)
+    sys_ = build_system("vanilla", Experiment(selector=OWN_SPACE), arrays, None, PROFILE)
     df = replay(sys_, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, n_requests=100)
     assert len(df) == 100 and cache_summary(df, N, sys_.stats())["compute_saved"] == 0.0
     with pytest.raises(ValueError, match="exceeds"):
@@ -214,7 +215,7 @@ def test_k_per_listed_candidate_takes_one_byte_when_every_k_fits(steps: int, dty
     data["model"]["steps"] = steps
     profile = parse_profile(data, "<test profile>")
     nb = lists(work, 8)
-    exp = Experiment(cache=CacheConfig(capacity=150, policy="lcbfu"))
+    exp = Experiment(selector=OWN_SPACE, cache=CacheConfig(capacity=150, policy="lcbfu"))
     fast, slow = (build_system("nirvana", exp, arrays, nb, profile) for _ in range(2))
     (kmap,) = nb.derived.values()
     assert kmap.dtype == dtype and len(kmap) == len(nb.ids)

@@ -64,7 +64,7 @@ def test_old_gptcache_block_is_read_as_params_with_a_note(tmp_path) -> None:
         )
     assert [type(w.message) for w in caught] == [DeprecatedField]
     resolved = preflight(exp)
-    assert resolved.params["gptcache"] == {"threshold": 0.9, "evict_fraction": 0.5}
+    assert resolved.params["gptcache"] == {"threshold": 0.9, "space": "clip", "evict_fraction": 0.5}
     path = tmp_path / "old.yaml"
     path.write_text("gptcache: {threshold: 0.85}\nsystems: [gptcache]\n")
     res = subprocess.run(
@@ -89,7 +89,7 @@ def test_per_system_params_are_typed_by_their_system() -> None:
         preflight(config.from_dict({"params": {"gptcache": {"treshold": 0.9}}}))
     # Defaults are written out for the systems in use, so the saved config says what ran.
     assert preflight(config.from_dict({"systems": ["gptcache"]})).params == {
-        "gptcache": {"threshold": 0.8, "evict_fraction": 0.2}
+        "gptcache": {"threshold": 0.65, "space": "clip", "evict_fraction": 0.2}
     }
 
 

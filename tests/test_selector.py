@@ -49,9 +49,15 @@ def test_boost_moves_up_rungs_and_caps() -> None:
     assert sel.min_similarity == 0.6
 
 
-def test_from_config_uses_profile_ladder_by_default() -> None:
+def test_from_config_carries_the_profile_ladder_by_default() -> None:
+    """The published ladder is in CLIP-text similarity: by default it is carried to the run's
+    embedder (minilm: its shipped ladder); read as it stands only with carried: false."""
+    from sim.ladders import carried_ladder
+
     profile = load_profile("sdxl-a10g")
     sel = Selector.from_config(Experiment(), profile)
+    assert list(zip(sel.thresholds, sel.ks, strict=True)) == list(carried_ladder("minilm")[0])
+    sel = Selector.from_config(Experiment(selector=SelectorConfig(carried=False)), profile)
     assert list(zip(sel.thresholds, sel.ks, strict=True)) == PUBLISHED
     assert sel.min_similarity == 0.65
 
@@ -61,9 +67,14 @@ def test_from_config_custom_ladder_and_load_aware() -> None:
     exp = Experiment(selector=SelectorConfig(ladder=[[0.9, 20], [0.8, 15], [0.7, 10]]))
     sel = Selector.from_config(exp, profile)
     assert [sel.k_for(s) for s in (0.95, 0.85, 0.75, 0.7)] == [20, 15, 10, 0]
-    exp = Experiment(selector=SelectorConfig(load_aware=True, floor=0.5, max_k=15))
+    exp = Experiment(selector=SelectorConfig(load_aware=True, floor=0.5, max_k=15, carried=False))
     sel = Selector.from_config(exp, profile)
     assert sel.k_for(0.99) == 15 and sel.k_for(0.6, boost=1) == 5
+    # Carried, the floor (published, CLIP-text) moves with the ladder to the embedder's cosines.
+    from sim.similarity_space import similarity_map
+
+    exp = Experiment(selector=SelectorConfig(load_aware=True, floor=0.5, max_k=15))
+    assert Selector.from_config(exp, profile).floor == pytest.approx(similarity_map("minilm").to_run(0.5))
 
 
 def test_ladder_k_must_be_a_cached_level() -> None:

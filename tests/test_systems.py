@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from support import OWN_SPACE
 
 from sim.base.config import CacheConfig, Experiment
 from sim.base.errors import ConfigError
@@ -53,7 +54,7 @@ def arrays(pids: list[int], users: list[int] | None = None) -> TraceArrays:
 
 
 def exp_with(**cache: object) -> Experiment:
-    return Experiment(cache=CacheConfig(**{"capacity": 100, "policy": "lru", **cache}))
+    return Experiment(selector=OWN_SPACE, cache=CacheConfig(**{"capacity": 100, "policy": "lru", **cache}))
 
 
 def run(sys_, n: int) -> list[Decision]:
@@ -68,11 +69,11 @@ def run(sys_, n: int) -> list[Decision]:
 def test_registry_and_unknown_name() -> None:
     assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana", "ceiling", "pinecone", "crs", "smallmodel"}
     with pytest.raises(ConfigError, match="allowed: ceiling, crs, exact, gptcache, nirvana, pinecone, smallmodel, vanilla"):
-        build_system("nirvanna", Experiment(), arrays([0]), None, PROFILE)
+        build_system("nirvanna", Experiment(selector=OWN_SPACE), arrays([0]), None, PROFILE)
 
 
 def test_vanilla_runs_every_step() -> None:
-    sys_ = build_system("vanilla", Experiment(), arrays([0, 0, 1]), None, PROFILE)
+    sys_ = build_system("vanilla", Experiment(selector=OWN_SPACE), arrays([0, 0, 1]), None, PROFILE)
     ds = run(sys_, 3)
     assert all(d.outcome == "bypass" and d.steps == N and d.quality == PROFILE.quality_vanilla for d in ds)
     assert sys_.cached_prompts() == 0 and sys_.stats()["lookups"] == 3
@@ -89,7 +90,7 @@ def test_exact_hits_identical_prompts_only() -> None:
 
 def test_gptcache_threshold_is_inclusive_and_returns_image() -> None:
     lists = Lists([[], [(0, 0.80)], [(0, 0.79)], [(1, 0.95), (0, 0.9)]])
-    exp = Experiment(params={"gptcache": {"threshold": 0.8}}, cache=CacheConfig(capacity=10, policy="lru"))
+    exp = Experiment(selector=OWN_SPACE, params={"gptcache": {"threshold": 0.8}}, cache=CacheConfig(capacity=10, policy="lru"))
     ds = run(build_system("gptcache", exp, arrays([0, 1, 2, 3]), lists, PROFILE), 4)
     assert [d.outcome for d in ds] == ["miss", "retrieval", "miss", "retrieval"]
     assert ds[1].steps == 0 and ds[1].quality == pytest.approx(PROFILE.quality_retrieval(0.80))
@@ -99,7 +100,7 @@ def test_gptcache_threshold_is_inclusive_and_returns_image() -> None:
 
 
 def test_gptcache_batch_evicts_a_fraction() -> None:
-    exp = Experiment(
+    exp = Experiment(selector=OWN_SPACE,
         params={"gptcache": {"evict_fraction": 0.2}}, cache=CacheConfig(capacity=10, policy="fifo")
     )
     lists = Lists([[] for _ in range(11)])

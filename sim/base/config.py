@@ -132,10 +132,12 @@ class TraceConfig:
 class SelectorConfig:
     """Similarity -> K mapping and the load-aware (Argus-like) variant."""
 
-    ladder: list[list[float]] | None = None  # [[threshold, K], ...]; None: the profile's
-    # With no ladder given: the profile's ladder carried to the run's embedder, as shipped in
-    # calibrate/ladders/<embedder>.yaml (sim/ladders.py), instead of the profile's own.
-    carried: bool = False
+    ladder: list[list[float]] | None = None  # [[threshold, K], ...] in the embedder's own cosines; None: the profile's
+    # Published similarities (the profile's ladder, `floor`, the retrieval gates, the retrieval
+    # quality line, calibrated quality bins) are CLIP-text cosines. true: each is carried to the
+    # run's embedder by its map (calibrate/ladders/<embedder>.yaml, sim/similarity_space.py);
+    # false: each is read as the embedder's own cosine, as it stands (for an embedder without a map).
+    carried: bool = True
     load_aware: bool = False
     slo_s: float = 60.0  # latency SLO the load-aware selector defends
     floor: float = 0.65  # minimum similarity to reuse at all under load

@@ -34,8 +34,8 @@ from sim.base.io import exists
 
 SCHEMA = "acsim-profile/1"
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "calibrate" / "profiles"
-KINDS = ("measured", "published", "assumed")
-Kind = Literal["measured", "published", "assumed"]
+KINDS = ("measured", "published", "assumed", "fitted")  # fitted: solved by `acsim calibrate fit-quality`
+Kind = Literal["measured", "published", "assumed", "fitted"]
 # Denoising steps a profile may describe (a K level lies in 1..steps-1).
 MAX_STEPS = 10_000
 

@@ -28,6 +28,7 @@ import numpy as np
 from sim.base.records import OUTCOME_CODE
 from sim.quality import QualityModel
 from sim.selector import Selector
+from sim.similarity_space import run_space
 from sim.systems.base import NAN, Decision, System, TraceArrays, require_neighbours
 from sim.systems.nirvana import Nirvana
 
@@ -65,7 +66,7 @@ class Ceiling(System):
         )
         self._done: set[int] = set()  # slots whose generation completed: they hold every level
         self._hits_by_k = [0] * (n + 1)
-        self._quality = QualityModel(profile)
+        self._quality = QualityModel(profile, run_space(exp))
         above = {k: tuple(x for x in self.levels if x > k) for k in self.levels}
         self._hit = {k: ("hit", k, k, n - k, above[k]) for k in self.levels}
         self._q_vanilla = profile.quality_vanilla

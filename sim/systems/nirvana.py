@@ -41,6 +41,7 @@ from sim.cache import kernel
 from sim.ivf import probe
 from sim.quality import QualityModel
 from sim.selector import Selector
+from sim.similarity_space import run_space
 from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
@@ -75,7 +76,7 @@ class Nirvana(CachedSystem):
         qv = profile.quality_vanilla
         self._q_vanilla = qv
         # Expected quality of a hit at level K from a prompt at similarity s (sim.quality).
-        self._quality_model = QualityModel(profile)
+        self._quality_model = QualityModel(profile, run_space(exp))
         self._hit_quality = self._quality_model.hit
         self._store_on_hit = exp.cache.store_on_hit and self.stores
         self.trajectory = exp.cache.trajectory

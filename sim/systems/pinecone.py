@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from sim.base.errors import ConfigError
 from sim.quality import QualityModel
+from sim.similarity_space import run_space
 from sim.systems.gptcache import GptCache
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class Pinecone(GptCache):
     @classmethod
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
         """The prompt similarity at which a cached image's expected alignment reaches ``min_alignment``."""
-        return QualityModel(profile).retrieval_floor(100.0 * cls.params_of(exp).min_alignment)
+        return QualityModel(profile, run_space(exp)).retrieval_floor(100.0 * cls.params_of(exp).min_alignment)
 
     def _batch(self, exp: Experiment, capacity: int) -> int:
         return 1

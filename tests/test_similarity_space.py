@@ -1,0 +1,73 @@
+"""One similarity space (issue 26): every published threshold is a CLIP-text cosine, carried to the
+run's embedder by the map its ladder was carried with, and never compared with another
+embedder's cosine as it stands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.base.config import Experiment, SelectorConfig
+from sim.base.errors import ConfigError
+from sim.base.profile import load_profile
+from sim.ladders import carried_ladder, shipped_ladders
+from sim.selector import Selector
+from sim.similarity_space import similarity_map
+from sim.systems import SYSTEMS
+
+PROFILE = load_profile("sdxl-a10g")
+
+
+@pytest.mark.parametrize("embedder", shipped_ladders())
+def test_the_map_passes_through_every_carried_rung(embedder: str) -> None:
+    rungs, data = carried_ladder(embedder)
+    m = similarity_map(embedder)
+    published = sorted(t for t, _ in data["transfer"]["from_thresholds"])
+    carried = sorted(t for t, _ in rungs)
+    assert m.to_run(np.array(published)) == pytest.approx(carried, abs=1e-12)
+    assert m.to_run(1.0) == pytest.approx(1.0)
+    grid = np.linspace(-0.5, 1.0, 301)
+    there = m.to_run(grid)
+    assert (np.diff(there) > 0).all(), "the map must be increasing"
+    assert m.to_clip(there) == pytest.approx(grid, abs=1e-9)
+
+
+@pytest.mark.parametrize("embedder", shipped_ladders())
+def test_every_threshold_of_a_run_is_carried(embedder: str) -> None:
+    """Each shipped embedder: the ladder, the load-aware floor, GPT-CACHE's gate and PINECONE's
+    derived gate, against the carried map (computed here from the definitions)."""
+    m = similarity_map(embedder)
+    exp = Experiment(embedder=embedder, selector=SelectorConfig(load_aware=True, floor=0.6))
+    sel = Selector.from_config(exp, PROFILE)
+    assert sel.thresholds == [t for t, _ in carried_ladder(embedder)[0]]
+    assert sel.floor == pytest.approx(m.to_run(0.6))
+    assert SYSTEMS["gptcache"].min_similarity(exp, PROFILE) == pytest.approx(m.to_run(0.65))
+    # PINECONE returns an image whose expected CLIP score is >= 100 * min_alignment: on the line
+    # at_1 - slope * (1 - s) in CLIP-text space that is s >= 1 - (at_1 - 25) / slope.
+    s_clip = 1 - (PROFILE.retrieval_at_1 - 25.0) / PROFILE.retrieval_slope_per_unit_s
+    assert SYSTEMS["pinecone"].min_similarity(exp, PROFILE) == pytest.approx(m.to_run(s_clip), abs=2e-4)
+    # The library's own gate, stated in the embedder's space, is taken as it stands.
+    own = Experiment(embedder=embedder, params={"gptcache": {"threshold": 0.8, "space": "embedder"}})
+    assert SYSTEMS["gptcache"].min_similarity(own, PROFILE) == 0.8
+
+
+def test_retrieval_quality_is_read_in_clip_space() -> None:
+    """A retrieved image's score at a MiniLM similarity is the line's at the carried CLIP similarity."""
+    from sim.quality import QualityModel
+
+    m = similarity_map("minilm")
+    q = QualityModel(PROFILE, m)
+    for s_run in (0.34, 0.58, 0.9):
+        s_clip = m.to_clip(s_run)
+        assert q.retrieved(s_run) == pytest.approx(PROFILE.retrieval_at_1 - PROFILE.retrieval_slope_per_unit_s * (1 - s_clip))
+    assert QualityModel(PROFILE).retrieved(0.58) < q.retrieved(0.58)  # MiniLM runs lower than CLIP
+
+
+def test_clip_text_embedders_are_the_published_space_and_others_need_a_map() -> None:
+    m = similarity_map("clip:/models/clip")
+    assert m.identity and m.to_run(0.65) == 0.65
+    with pytest.raises(ConfigError, match="no map carries them.*acsim calibrate thresholds --to"):
+        similarity_map("sentence-transformers:/models/x")
+    # Without carrying, published numbers are read as the embedder's own cosines (the old rule).
+    exp = Experiment(embedder="sentence-transformers:/models/x", selector=SelectorConfig(carried=False))
+    assert SYSTEMS["gptcache"].min_similarity(exp, PROFILE) == pytest.approx(0.65)
