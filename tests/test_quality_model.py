@@ -46,8 +46,9 @@ def test_without_bins_a_hit_depends_on_k_only():
     assert not q.by_similarity
     for k in PROFILE.k_levels:
         assert q.hit(k, 0.70) == q.hit(k, 0.99) == pytest.approx(V * PROFILE.quality_relative_by_k[k])
-    # The retrieval line: s = 1 gives vanilla, 29.6 CLIP points per unit of similarity below.
-    assert q.retrieved(1.0) == pytest.approx(30.28) and q.retrieved(0.85) == pytest.approx(30.28 - 0.15 * 29.6)
+    # The retrieval line: s = 1 gives vanilla, `slope` CLIP points per unit of similarity below.
+    slope = PROFILE.retrieval_slope_per_unit_s
+    assert q.retrieved(1.0) == pytest.approx(30.28) and q.retrieved(0.85) == pytest.approx(30.28 - 0.15 * slope)
     assert q.retrieved(1.0000001) == q.retrieved(1.0)
 
 
@@ -65,7 +66,7 @@ def test_with_bins_a_hit_depends_on_its_similarity_bin():
     assert q.hit(0, 0.9) == V
     # Retrieval: the bin's measured loss where there is one, the line elsewhere.
     assert q.retrieved(0.70) == pytest.approx(V * 0.70)
-    assert q.retrieved(0.90) == pytest.approx(30.28 - 0.10 * 29.6)
+    assert q.retrieved(0.90) == pytest.approx(30.28 - 0.10 * PROFILE.retrieval_slope_per_unit_s)
 
 
 def test_bad_bins_name_the_field():
@@ -175,7 +176,7 @@ def test_pinecone_threshold_comes_from_the_alignment_model():
     q = QualityModel(PROFILE)
     floor = SYSTEMS["pinecone"].min_similarity(Experiment(selector=OWN_SPACE), PROFILE)
     # The lowest similarity whose retrieved image reaches CLIP 25 (alignment 0.25), on a 1e-4 grid.
-    assert floor == pytest.approx(1 - (30.28 - 25.0) / 29.6, abs=1e-4)
+    assert floor == pytest.approx(1 - (30.28 - 25.0) / PROFILE.retrieval_slope_per_unit_s, abs=1e-4)
     assert q.retrieved(floor) >= 25.0 > q.retrieved(floor - 1e-3)
     strict = Experiment(selector=OWN_SPACE, params={"pinecone": {"min_alignment": 0.29}})
     assert SYSTEMS["pinecone"].min_similarity(strict, PROFILE) > floor
