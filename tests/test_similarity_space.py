@@ -71,3 +71,12 @@ def test_clip_text_embedders_are_the_published_space_and_others_need_a_map() -> 
     # Without carrying, published numbers are read as the embedder's own cosines (the old rule).
     exp = Experiment(embedder="sentence-transformers:/models/x", selector=SelectorConfig(carried=False))
     assert SYSTEMS["gptcache"].min_similarity(exp, PROFILE) == pytest.approx(0.65)
+
+
+def test_the_run_header_names_each_carried_threshold() -> None:
+    from sim.app.run import carried_thresholds
+
+    exp = Experiment(embedder="minilm", systems=["vanilla", "gptcache", "nirvana"])
+    m = similarity_map("minilm")
+    assert carried_thresholds(exp, PROFILE) == f"gptcache 0.650 -> {m.to_run(0.65):.3f}; nirvana 0.650 -> {m.to_run(0.65):.3f}"
+    assert carried_thresholds(Experiment(embedder="minilm", selector=SelectorConfig(carried=False)), PROFILE) == ""

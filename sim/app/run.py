@@ -31,6 +31,7 @@ from sim.engine.replicas import cache_count
 from sim.metrics import summarize
 from sim.neighbours import NeighbourLists, build_neighbours
 from sim.replay import replay
+from sim.similarity_space import run_space
 from sim.systems import SYSTEMS, build_system, combined_stats
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import kept_note, load_trace
@@ -227,3 +228,20 @@ def describe_inputs(exp: cfg.Experiment, inputs: Inputs, stream=None) -> None:
             f"similarity {nb.min_similarity:.2f}, {len(nb.ids):,} entries",
             file=stream,
         )
+        carried = carried_thresholds(exp, inputs.profile)
+        if carried:
+            print(f"published (CLIP-text) -> {exp.embedder} similarity: {carried}", file=stream)
+
+
+def carried_thresholds(exp: cfg.Experiment, profile: Profile) -> str:
+    """Each system's lowest threshold, as published and as the run compares it (empty when the
+    run reads published numbers as they stand)."""
+    space = run_space(exp)
+    if space.identity:
+        return ""
+    parts = []
+    for name in exp.systems:
+        low = SYSTEMS[name].min_similarity(exp, profile)
+        if low is not None:
+            parts.append(f"{name} {float(space.to_clip(low)):.3f} -> {low:.3f}")
+    return "; ".join(parts)
