@@ -15,6 +15,7 @@ published space itself: its map is the identity.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,20 +58,29 @@ class SimilarityMap:
 
 def _interp(x: float | np.ndarray, xs: tuple[float, ...], ys: tuple[float, ...]) -> float | np.ndarray:
     """Straight lines through the knots, continued past both ends along the end segments."""
-    xa, ya = np.asarray(xs), np.asarray(ys)
+    lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+    hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+    if np.ndim(x) == 0:  # one similarity per lookup: no arrays on that path
+        v = float(x)
+        if v < xs[0]:
+            return ys[0] + (v - xs[0]) * lo_slope
+        if v > xs[-1]:
+            return ys[-1] + (v - xs[-1]) * hi_slope
+        return float(np.interp(v, xs, ys))
     v = np.asarray(x, dtype=np.float64)
-    out = np.interp(v, xa, ya)
-    lo, hi = v < xa[0], v > xa[-1]
-    out = np.where(lo, ya[0] + (v - xa[0]) * (ya[1] - ya[0]) / (xa[1] - xa[0]), out)
-    out = np.where(hi, ya[-1] + (v - xa[-1]) * (ya[-1] - ya[-2]) / (xa[-1] - xa[-2]), out)
-    return float(out) if np.ndim(x) == 0 else out
+    out = np.interp(v, xs, ys)
+    out = np.where(v < xs[0], ys[0] + (v - xs[0]) * lo_slope, out)
+    return np.where(v > xs[-1], ys[-1] + (v - xs[-1]) * hi_slope, out)
 
 
 _IDENTITY_KNOTS = (-1.0, 1.0)
 
 
+@functools.lru_cache(maxsize=64)
 def similarity_map(embedder: str) -> SimilarityMap:
-    """The map of ``embedder`` (a registry name, or ``KIND:PATH``); ConfigError when none is shipped."""
+    """The map of ``embedder`` (a registry name, or ``KIND:PATH``); ConfigError when none is shipped.
+
+    Read once per process (the shipped ladder files do not change while acsim runs)."""
     if embedder_space(embedder) == PUBLISHED:
         return SimilarityMap(embedder, _IDENTITY_KNOTS, _IDENTITY_KNOTS, "CLIP text tower: the published space")
     if not ladder_path(embedder).is_file():
