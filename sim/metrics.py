@@ -214,6 +214,11 @@ def summarize(
         "is_ceiling": bool(stats["is_ceiling"]),
         "bounds": stats["bounds"],
         "policy_offline": bool(stats["policy_offline"]),
+        # The lowest similarity the system acts on, as it compared it and as published.
+        "min_similarity": _NAN if stats.get("min_similarity") is None else float(stats["min_similarity"]),
+        "min_similarity_published": (
+            _NAN if stats.get("min_similarity_published") is None else float(stats["min_similarity_published"])
+        ),
         # What the warm-up left out of every figure above (metrics.warmup).
         "warmup_excluded": excluded,
         "measured_from_s": t_from,

@@ -180,6 +180,9 @@ def test_the_summary_row_carries_the_declarations(name: str, work) -> None:
     )
     assert (row["policy"] == "lru") == cls.caches
     assert row["policy_offline"] is False
+    # What the system compared similarities with, from the system itself (NaN: it matches nothing).
+    low = cls.min_similarity(exp, PROFILE)
+    assert row["min_similarity"] == pytest.approx(low) if low is not None else row["min_similarity"] != row["min_similarity"]
     assert row["serves_with"] == cls.serves_with
     if cls.is_baseline:
         assert row["compute_saved"] == 0.0

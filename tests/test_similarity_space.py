@@ -80,3 +80,25 @@ def test_the_run_header_names_each_carried_threshold() -> None:
     m = similarity_map("minilm")
     assert carried_thresholds(exp, PROFILE) == f"gptcache 0.650 -> {m.to_run(0.65):.3f}; nirvana 0.650 -> {m.to_run(0.65):.3f}"
     assert carried_thresholds(Experiment(embedder="minilm", selector=SelectorConfig(carried=False)), PROFILE) == ""
+
+
+def test_the_summary_reports_each_threshold_in_both_spaces() -> None:
+    """A run on MiniLM: GPT-CACHE's row says it compared at MiniLM 0.340, published as CLIP 0.65."""
+    from support import causal_lists
+
+    from sim.metrics import summarize
+    from sim.replay import replay
+    from sim.systems import build_system
+    from sim.systems.base import TraceArrays
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, 24))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    pids = np.arange(200, dtype=np.int32)
+    arrays = TraceArrays(pids, np.zeros(200, np.int32), np.arange(200.0))
+    exp = Experiment(embedder="minilm", systems=["gptcache"])
+    system = build_system("gptcache", exp, arrays, causal_lists(emb, pids, top_m=4, min_sim=0.0), PROFILE)
+    records = replay(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes)
+    row = summarize(records, profile=PROFILE, exp=exp, system_stats=system.stats())
+    assert row["min_similarity"] == pytest.approx(similarity_map("minilm").to_run(0.65))
+    assert row["min_similarity_published"] == pytest.approx(0.65)

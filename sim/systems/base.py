@@ -24,6 +24,7 @@ import pandas as pd
 
 from sim.base import config
 from sim.base.errors import ConfigError, InputError
+from sim.similarity_space import run_space
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
@@ -98,6 +99,11 @@ class System:
         self.n_steps = profile.steps
         self.n_requests = len(arrays.prompt_ids)
         self.lookups = 0
+        # The lowest similarity it acts on, in the run embedder's cosines and in the published
+        # (CLIP-text) space: what it decided, reported in the summary rather than re-derived there.
+        low = type(self).min_similarity(exp, profile)
+        self.acts_from = low
+        self.acts_from_published = None if low is None else float(run_space(exp).to_clip(low))
         self._occupancy: list[tuple[float, int, int]] = []
 
     # -- what the class declares ----------------------------------------------------------
@@ -209,7 +215,9 @@ class System:
         ``capacity_entries`` or ``capacity_prompts`` for caching systems); ``hits_by_k``:
         {K used: hits}; ``occupancy``: DataFrame ``time_s, entries, prompts, bytes`` of the
         samples taken with :meth:`record_occupancy`; ``lookup_kind, serves_with,
-        retrieval_source, caches, is_baseline, is_ceiling, bounds, policy, policy_offline``.
+        retrieval_source, caches, is_baseline, is_ceiling, bounds, policy, policy_offline``;
+        ``min_similarity`` (run cosines) and ``min_similarity_published`` (CLIP-text): the lowest
+        similarity it acts on, None when it matches nothing.
         """
         occ = pd.DataFrame(self._occupancy, columns=["time_s", "entries", "prompts"])
         occ["bytes"] = occ["entries"] * self.entry_bytes()
@@ -224,6 +232,8 @@ class System:
             "bounds": self.bounds,
             "policy": None,
             "policy_offline": False,
+            "min_similarity": self.acts_from,
+            "min_similarity_published": self.acts_from_published,
             "lookups": self.lookups,
             "insertions": 0,
             "evictions": 0,
