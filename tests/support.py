@@ -56,6 +56,7 @@ class _Small(System):
         self.n_steps = self.profile.steps
         self.lookups = 0
         self._occupancy = []
+        self.acts_from = self.acts_from_published = None  # matches on no similarity threshold
 
 
 class Vanilla(_Small):
