@@ -307,7 +307,7 @@ def calibrate_cli(argv: list[str]) -> int:
     """Run ``acsim calibrate ...`` in this process, letting its errors raise (unlike ``sim.app.cli.main``)."""
     import argparse
 
-    from calibrate.commands import register
+    from sim.app.calibrate_commands import register
 
     parser = argparse.ArgumentParser(prog="acsim")
     register(parser.add_subparsers(dest="command", required=True))

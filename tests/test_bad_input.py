@@ -518,7 +518,7 @@ def readonly(tmp_path):
     import plots.figures  # noqa: F401 - imported before dropping privileges (lazy imports read files)
     import sim.app.run  # noqa: F401
     import sim.app.sweep  # noqa: F401
-    import traces.commands  # noqa: F401
+    import sim.app.trace_commands  # noqa: F401
     import traces.load  # noqa: F401
 
     base = Path(tempfile.mkdtemp(prefix="acsim-ro-"))

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sim.app.trace_commands import register
 from sim.base.errors import ConfigError, InputError, OutputError
-from traces.commands import register
 from traces.schema import read_parquet
 
 

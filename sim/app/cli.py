@@ -207,11 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="profile name or path to print")
     p.set_defaults(func=cmd_profiles)
 
-    from traces.commands import register as register_trace
+    from sim.app.trace_commands import register as register_trace
 
     register_trace(sub)
 
-    from calibrate.commands import register as register_calibrate
+    from sim.app.calibrate_commands import register as register_calibrate
 
     register_calibrate(sub)
 

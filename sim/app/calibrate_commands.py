@@ -15,7 +15,7 @@ from typing import Any
 from sim.base.errors import ConfigError, InputError
 
 # The paper's quality table, shipped with the experiments that compare against it.
-_REFERENCE = Path(__file__).resolve().parent.parent / "experiments" / "paper_quality_reference.csv"
+_REFERENCE = Path(__file__).resolve().parents[2] / "experiments" / "paper_quality_reference.csv"
 
 _DESCRIPTION = """\
 Measure a diffusion model on this machine and write a calibration profile (schema
