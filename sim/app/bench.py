@@ -51,6 +51,7 @@ from sim.base.io import atomic_path, atomic_write_text, check_own_file
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
 TOP_M = NeighbourConfig().top_m  # the config default, so the bench measures what users get
 # The e2e lists' cap. At 2M requests most rows reach any cap (the static embedder lists 188 of
@@ -915,11 +916,33 @@ def _saved_table(saved: dict[str, list[tuple[float, float]]]) -> str:
     return "\n".join([head, *rows])
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the bench: what it runs, and how it must be run."""
+
+    run: Callable[[Path, int], list[Figure]]
+    every_core: bool = False  # else pinned to one core, so its figure is a one-core rate
+    own_processes: bool = False  # starts processes of its own, which a (daemonic) stage process cannot
+
+
+STAGE_REGISTRY: dict[str, Stage] = {
+    "inputs": Stage(stage_inputs, every_core=True),  # set-up, not a figure
+    "trace": Stage(stage_trace),
+    "minilm": Stage(stage_minilm),
+    "neighbours": Stage(stage_neighbours),
+    "replay": Stage(stage_replay),
+    "full": Stage(stage_full),
+    "scaling": Stage(stage_scaling),
+    "plan": Stage(stage_plan, every_core=True, own_processes=True),
+    "e2e": Stage(stage_e2e, every_core=True, own_processes=True),
+}
+
+
 def _run_stage(name: str, src: Path, requests: int) -> list[dict[str, Any]]:
-    if name not in ("inputs", "plan", "e2e"):  # set-up, the plan and the end-to-end figure use every core
+    stage = STAGE_REGISTRY[name]
+    if not stage.every_core:
         _pin_one_core()
-    figures = globals()[f"stage_{name}"](src, requests)
-    return [f.__dict__ for f in figures]
+    return [f.__dict__ for f in stage.run(src, requests)]
 
 
 def _in_fresh_process(name: str, src: Path, requests: int) -> list[Figure]:
@@ -980,7 +1003,7 @@ def run_bench(
     if e2e:
         stages.append(("e2e", e2e))
     for name, n in tqdm(stages, desc="bench stages", unit="stage", file=sys.stderr):
-        if name in ("plan", "e2e"):  # they start processes of their own, which a (daemonic) stage process cannot
+        if STAGE_REGISTRY[name].own_processes:
             figures += [Figure(**r) for r in _run_stage(name, src, n)]
         else:
             figures += _in_fresh_process(name, src, n)
