@@ -19,7 +19,7 @@ from sim.base import strict_yaml
 from sim.base.config import SelectorConfig, from_dict
 from sim.base.profile import PROFILE_DIR, Profile, parse_profile
 from sim.engine import simulate
-from sim.similarity import similarities_to
+from sim.neighbours.similarity import similarities_to
 from sim.systems import Decision, System, TraceArrays
 
 _BASE = strict_yaml.read(PROFILE_DIR / "sdxl-a10g.yaml")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sim.cache.kernel import decide
-from sim.ivf import probe
-from sim.similarity import similarities_to
+from sim.neighbours.ivf import probe
+from sim.neighbours.similarity import similarities_to
 
 LEVELS = np.array([5, 10, 15, 20, 25], np.int64)
 

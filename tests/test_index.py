@@ -1,11 +1,11 @@
-"""sim.index: hnswlib and exact indexes answer the same questions the same way."""
+"""sim.neighbours.index: hnswlib and exact indexes answer the same questions the same way."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sim.index import ExactIndex, HnswIndex, make_index, topk_rows
+from sim.neighbours.index import ExactIndex, HnswIndex, make_index, topk_rows
 
 
 def clustered(n: int, d: int = 64, topics: int = 30, families: int = 10, seed: int = 0) -> np.ndarray:
@@ -131,7 +131,7 @@ def test_bad_arguments() -> None:
 
 
 def test_exact_query_in_chunks_gives_the_same_answer(monkeypatch) -> None:
-    import sim.index as index_module
+    import sim.neighbours.index as index_module
 
     x = clustered(600, d=16, seed=8)
     q = edits(x, 50, seed=9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import sim.neighbours as nbmod
+import sim.neighbours.lists as nbmod
 from sim.base.errors import InputError
 from sim.neighbours import NeighbourLists, build_neighbours
 
@@ -244,7 +244,7 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path) -> None:
 
 
 def test_ivf_with_pruned_probes_lists_exact_pairs_whatever_the_threads(monkeypatch) -> None:
-    import sim.ivf as ivf
+    import sim.neighbours.ivf as ivf
 
     # A small budget and chunk make the join prune cells and cross chunk boundaries.
     monkeypatch.setattr(ivf, "_BUDGET", 400)
@@ -278,7 +278,7 @@ def test_ivf_merge_equals_the_definition(seed: int) -> None:
     """A chunk's pairs -> per-request lists, against the definition: a request lists the pairs of
     its prompt first seen before it (not itself), and itself at 1.0 if it is a repeat, by
     similarity then id, at most top_m. Ties, exact 1.0 and rounding above 1.0 included."""
-    from sim.ivf import _merge
+    from sim.neighbours.ivf import _merge
 
     rng = np.random.default_rng(seed)
     n_prompts, n_req, s, top_m = 60, 40, 30, int(rng.integers(1, 12))
@@ -312,7 +312,7 @@ def test_ivf_merge_equals_the_definition(seed: int) -> None:
 def test_ivf_across_chunks_equals_naive_scan(monkeypatch, top_m: int, threads: int) -> None:
     """With every cell probed the ivf join is exact: across many chunks, where pairs with earlier
     members go through the bounded best-pair heaps, the lists equal the naive scan (ties included)."""
-    import sim.ivf as ivf
+    import sim.neighbours.ivf as ivf
 
     monkeypatch.setattr(ivf, "_CHUNK", 250)
     pids = trace_ids(2500, 1400, seed=top_m)
@@ -323,7 +323,7 @@ def test_ivf_across_chunks_equals_naive_scan(monkeypatch, top_m: int, threads: i
 
 
 def test_keep_best_holds_each_rows_best_pairs() -> None:
-    from sim.ivf import _drain, _keep_best
+    from sim.neighbours.ivf import _drain, _keep_best
 
     rng = np.random.default_rng(3)
     levels = np.array([0.1, 0.5, 0.5, 0.7, 0.9], np.float32)
@@ -347,7 +347,7 @@ def test_keep_best_holds_each_rows_best_pairs() -> None:
 def test_ivf_leaves_the_embeddings_as_it_found_them() -> None:
     """The join sorts the rows in place while it runs: afterwards they are the caller's again,
     and a read-only array (copied instead) gives the same lists."""
-    from sim.ivf import _permute_rows
+    from sim.neighbours.ivf import _permute_rows
 
     rng = np.random.default_rng(5)
     a = rng.normal(size=(50, 3)).astype(np.float32)

@@ -147,7 +147,7 @@ def inputs_dir(requests: int) -> Path:
     size once makes every later smaller run warm.
     """
     from sim.base.cache_root import cache_root
-    from sim.neighbours import FORMAT
+    from sim.neighbours.lists import FORMAT
 
     root = cache_root() / "bench"
     suffix = f"-seed1-hashing-top{TOP_M}-nb{FORMAT}-ivf"
@@ -376,7 +376,7 @@ def stage_neighbours(src: Path, requests: int) -> list[Figure]:
     batched query, each with its recall against exact lists of the same prefix."""
     import hnswlib
 
-    from sim.neighbours import FIRST_K, HNSW_OPTIONS, build_neighbours
+    from sim.neighbours.lists import FIRST_K, HNSW_OPTIONS, build_neighbours
 
     inp = load_prefix(src, requests)
     emb, pids = inp.embeddings, inp.arrays.prompt_ids
@@ -638,7 +638,7 @@ def _hnsw_reference(emb: np.ndarray, pids: np.ndarray, n_index: int, threads: in
     """hnswlib's raw knn_query rate (queries/s) on an index of the first ``n_index`` prompts."""
     import hnswlib
 
-    from sim.neighbours import FIRST_K, HNSW_OPTIONS
+    from sim.neighbours.lists import FIRST_K, HNSW_OPTIONS
 
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
     index.init_index(max_elements=n_index, ef_construction=HNSW_OPTIONS["ef_construction"], M=HNSW_OPTIONS["M"], random_seed=1)
@@ -657,7 +657,7 @@ def sampled_recall(nb: Any, emb: np.ndarray, pids: np.ndarray, rows: np.ndarray,
     each row keeps its best ``top_m`` so far (most similar first, ties: lower prompt id; its own
     prompt first), so memory stays at one block's product however many pairs pass the floor.
     """
-    from sim.neighbours import _first_seen
+    from sim.neighbours.lists import _first_seen
 
     first = _first_seen(pids, len(emb))
     q = emb[pids[rows]]

@@ -188,7 +188,7 @@ class NeighbourConfig:
     # the exhaustive search is rare.
     top_m: int = 1024
     min_similarity: float | None = None  # None: the lowest threshold in use
-    index: Literal["hnsw", "exact", "ivf"] = "hnsw"  # ivf: fastest on large traces (sim/ivf.py)
+    index: Literal["hnsw", "exact", "ivf"] = "hnsw"  # ivf: fastest on large traces (sim/neighbours/ivf.py)
 
     def check(self) -> None:
         positive("top_m", self.top_m)

@@ -22,7 +22,7 @@ list ran out before settling is decided here too, over every cached prompt of it
 with exact similarities (:class:`Exhaustive`, :func:`decide`: the request loop's fallback
 calls the same functions, so both round and decide alike). With ``ivf`` lists and more cached
 prompts than the partition's budget, the search probes the cells nearest the request
-(:func:`sim.ivf.probe`) instead of every cached prompt; the cached slots are kept per cell so
+(:func:`sim.neighbours.ivf.probe`) instead of every cached prompt; the cached slots are kept per cell so
 that a fallback costs the probed cells, not the whole cache. Slots are renumbered densely
 (``Candidates.dense_of``) so that per-slot state fits in arrays; an entry is a (dense slot,
 level index) pair ``slot * n_levels + index``.
@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from sim.ivf import probe
+from sim.neighbours.ivf import probe
+from sim.neighbours.similarity import similarities_to
 from sim.selector import k_of
-from sim.similarity import similarities_to
 
 if TYPE_CHECKING:
     from sim.cache.policies.base import PriorityRule
-    from sim.ivf import Cells
+    from sim.neighbours.ivf import Cells
 
 HIT_RULES = ("keep", "requeue", "add-one", "add-level", "add-asked")
 _KEEP, _REQUEUE, _ADD_ONE, _ADD_LEVEL, _ADD_ASKED = range(len(HIT_RULES))
@@ -83,7 +83,7 @@ class Exhaustive:
 
     A dense slot ``g`` holds prompt ``slot_prompt[g]`` of partition ``slot_part[g]`` (a user
     under per-user isolation, else 0); request i asks for prompt ``req_prompt[i]`` in partition
-    ``req_part[i]``. Similarities are rows of ``embeddings`` (:mod:`sim.similarity`), K comes
+    ``req_part[i]``. Similarities are rows of ``embeddings`` (:mod:`sim.neighbours.similarity`), K comes
     from the selector's ``rule`` (:func:`sim.selector.k_of`). ``cells`` (shared slots and ``ivf``
     lists only; else None): the partition a search probes once the cache holds more prompts than
     its budget.

@@ -38,7 +38,7 @@ import numpy as np
 
 from sim.base.records import OUTCOME_CODE
 from sim.cache import kernel
-from sim.ivf import probe
+from sim.neighbours.ivf import probe
 from sim.quality import QualityModel
 from sim.selector import Selector
 from sim.similarity_space import run_space
@@ -195,7 +195,7 @@ class Nirvana(CachedSystem):
             own = self._nb.embeddings[self._pids[i]]
             take = probe(own, cells.proj, cells.centroids, store.group_sizes, cells.budget, cells.min_probes, cells.max_probes)
         if take is not None and not take.all():
-            # More cached than the budget: the cells nearest the request only (sim.ivf.probe).
+            # More cached than the budget: the cells nearest the request only (sim.neighbours.ivf.probe).
             slots = np.fromiter(chain.from_iterable(map(store.group, np.flatnonzero(take).tolist())), np.int64)
             held = np.fromiter(map(masks.__getitem__, slots.tolist()), np.int64, len(slots))
         else:

@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from sim.base.memory import release_free_memory
-from sim.similarity import dot
+from sim.neighbours.similarity import dot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -15,7 +15,7 @@ every prompt first seen before the block, brute-forces the causal pairs inside t
 with a masked matrix product, merges both by (similarity descending, prompt id ascending),
 and then adds the block's new prompts to the index. With ``index="exact"`` the result equals
 a naive O(n^2) scan bit for bit. ``index="ivf"`` builds the same lists by a cluster-pruned
-exact join instead (:mod:`sim.ivf`): several times faster on large traces, on every core,
+exact join instead (:mod:`sim.neighbours.ivf`): several times faster on large traces, on every core,
 and deterministic.
 """
 
@@ -30,9 +30,9 @@ import numpy as np
 
 from sim.base.errors import InputError
 from sim.base.io import atomic_path
-from sim.index import VectorIndex, make_index
-from sim.ivf import Cells, ivf_lists
-from sim.similarity import similarities_to
+from sim.neighbours.index import VectorIndex, make_index
+from sim.neighbours.ivf import Cells, ivf_lists
+from sim.neighbours.similarity import similarities_to
 
 __all__ = ["INDEX_KINDS", "NeighbourLists", "build_neighbours"]
 
@@ -55,7 +55,7 @@ class NeighbourLists:
     ``complete[i]`` is True when fewer than ``top_m`` earlier prompts reached ``min_similarity``,
     i.e. the list is exhaustive. A repeat lists its own prompt with similarity 1.0. ``cells``
     (``ivf`` lists only): the partition the lists were joined on, which a replay's fallback
-    probes when more prompts are cached than the budget (:func:`sim.ivf.probe`).
+    probes when more prompts are cached than the budget (:func:`sim.neighbours.ivf.probe`).
     """
 
     offsets: np.ndarray  # int64 (n + 1)
