@@ -1140,7 +1140,9 @@ def parse_count(text: str, flag: str, *, allow_zero: bool = False) -> int:
     if not math.isfinite(value) or value != int(value) or (value < MIN_REQUESTS and not (allow_zero and value == 0)):
         raise ConfigError(flag, text, allowed)
     n = int(value)
-    memory = _memory_bytes()
+    from sim.app.preflight import memory_bytes
+
+    memory = memory_bytes()
     if n * BYTES_PER_REQUEST > memory:
         raise ConfigError(
             flag,
@@ -1149,17 +1151,6 @@ def parse_count(text: str, flag: str, *, allow_zero: bool = False) -> int:
             f"machine has {memory / 2**30:,.0f} GiB (at most {memory // BYTES_PER_REQUEST:,} requests)",
         )
     return n
-
-
-def _memory_bytes() -> int:
-    """Physical memory of this machine (MemTotal), or a large figure where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 1 << 50
 
 
 def _is_bench_json(path: Path) -> bool:
