@@ -26,6 +26,9 @@ acsim-profile/1) that `acsim run` reads with `profile: path/to/profile.yaml`.
   quality     image quality when K of N steps come from another prompt's cached latent;
               derives the similarity -> K ladder from the loss you accept
   thresholds  carries a ladder to another embedder by matching quantiles of logged pairs
+  fidelity    a fast embedder against a reference: similarity correlation and K agreement
+  fit-quality fits the retrieval quality line to the paper's GPT-CACHE system average and
+              reports every paper row beside acsim's
 
 Every number a run measures is marked `kind: measured`; everything else is carried over
 from --base (default: the shipped sdxl-a10g profile) and keeps its kind and source. Chain
@@ -522,7 +525,7 @@ def cmd_fit_quality(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``calibrate`` with its ``latency``, ``quality``, ``thresholds`` and ``fidelity`` sub-commands."""
+    """Add ``calibrate`` with its ``latency``, ``quality``, ``thresholds``, ``fidelity`` and ``fit-quality`` sub-commands."""
     cal = subparsers.add_parser(
         "calibrate",
         help="measure a diffusion model (latency, quality vs K, embedder thresholds) and write a profile",
