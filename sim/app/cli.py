@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from sim.app.config_args import add_config_args
 from sim.base.errors import AcsimError, DeprecatedField
 
 DESCRIPTION = """\
@@ -32,18 +33,6 @@ examples:
   acsim trace synth --requests 100000 --out results/synth.parquet
   acsim calibrate latency --model tiny --device cpu --out results/tiny-profile.yaml
 """
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path, help="experiment YAML file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD.PATH=VALUE",
-        help="override any config field by its dotted path (repeatable), e.g. --set cache.capacity=1500",
-    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -164,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one experiment file and print the comparison table",
                        description=cmd_run.__doc__)
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--output", "-o", help="result directory (default: the file's `output:`)")
     p.add_argument("--no-plots", action="store_true", help="skip drawing figures")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -173,13 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check an experiment file (exit 2 names the bad field)",
                        description=cmd_validate.__doc__)
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--show", action="store_true", help="print the resolved config with every default")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("sweep", help="run an experiment's sweep grid on a local pool or Ray (resumable)",
                        description=cmd_sweep.__doc__)
-    _add_config_args(p)
+    add_config_args(p)
     from sim.app.sweep import add_sweep_arguments
 
     add_sweep_arguments(p)
@@ -192,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: acsim plan experiments/quickstart.yaml --slo 'p95<=30' --slo 'attainment>=0.99' "
         "--gpus a10g,a100",
     )
-    _add_config_args(p)
+    add_config_args(p)
     from sim.app.plan import add_plan_arguments
 
     add_plan_arguments(p)

@@ -213,20 +213,13 @@ def register(subparsers: Any) -> None:
         "--json", action="store_true", help="print statistics and figure data as JSON instead of text"
     )
 
+    from sim.app.config_args import add_config_args
     from traces.embed_executors import EMBED_EXECUTORS
 
     p = _subcommand(
         sub, "embed", cmd_embed, "embed an experiment's trace into the cache, here or on Ray (large traces)", EMBED_EPILOG
     )
-    p.add_argument("file", type=Path, help="experiment YAML file (its trace, embedder and embedder_device)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD.PATH=VALUE",
-        help="override a config field, e.g. --set embedder=minilm-onnx",
-    )
+    add_config_args(p, "experiment YAML file (its trace, embedder and embedder_device)")
     p.add_argument("--executor", choices=sorted(EMBED_EXECUTORS), default="local", help="local (default) or ray")
     p.add_argument("--address", help="address of an existing Ray cluster, e.g. ray://head:10001 or auto (ray only)")
     p.add_argument("--cpus", type=int, help="CPUs of a local Ray (default: the usable CPUs)")
