@@ -19,13 +19,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from sim.base.errors import InputError
 
-__all__ = ["RetrievalFit", "fit_retrieval_slope", "held_out", "reference_rows", "relative_to_vanilla"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "GateFit",
+    "RetrievalFit",
+    "fit_gate",
+    "fit_retrieval_slope",
+    "held_out",
+    "reference_rows",
+    "relative_to_vanilla",
+    "row_ratio",
+]
 
 METRICS = ("clip", "pickscore", "fid")
 
@@ -58,6 +71,53 @@ def fit_retrieval_slope(retrieved: np.ndarray, s_clip: np.ndarray, vanilla: floa
         raise ValueError(f"target {target} is not below vanilla {vanilla}")
     slope = n * (vanilla - target) / float(gap.sum())
     return RetrievalFit(slope, vanilla, target, n, h, float(gap.mean()))
+
+
+@dataclass(frozen=True)
+class GateFit:
+    """The solved gate, the system average it gives and how many evaluations found it."""
+
+    gate: float
+    average: float
+    target: float
+    evaluations: int
+
+
+def fit_gate(average: Callable[[float], float], target: float, lo: float, hi: float, tol: float = 1e-5) -> GateFit:
+    """The gate in [lo, hi] whose ``average(gate)`` is nearest ``target``, by bisection.
+
+    ``average`` must not fall as the gate rises (a stricter gate returns fewer, better images).
+    It is a step function on a finite trace, so the answer is the better of the two gates that
+    bracket the target once they are ``tol`` apart. Raises ValueError when the target lies
+    outside [average(lo), average(hi)].
+    """
+    if not lo < hi:
+        raise ValueError(f"empty gate range [{lo}, {hi}]")
+    a_lo, a_hi = average(lo), average(hi)
+    calls = 2
+    if not a_lo <= target <= a_hi:
+        raise ValueError(
+            f"target {target} is outside what the gate can reach: {a_lo:.4f} at {lo:.4f} to {a_hi:.4f} at {hi:.4f}"
+        )
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        a_mid = average(mid)
+        calls += 1
+        if a_mid < target:
+            lo, a_lo = mid, a_mid
+        else:
+            hi, a_hi = mid, a_mid
+    best = (lo, a_lo) if abs(a_lo - target) <= abs(a_hi - target) else (hi, a_hi)
+    return GateFit(best[0], best[1], target, calls)
+
+
+def row_ratio(vanilla: dict[str, float], row: dict[str, float], metric: str) -> float:
+    """A metric's per-image ratio to the CLIP loss, from one system's row under the mixture rule:
+    (1 - row/vanilla) of the metric over (1 - row/vanilla) of CLIP."""
+    clip_loss = 1.0 - row["clip"] / vanilla["clip"]
+    if clip_loss == 0:
+        raise ValueError("the row loses no CLIP score, so no ratio follows from it")
+    return (1.0 - row[metric] / vanilla[metric]) / clip_loss
 
 
 def reference_rows(path: str, paper_trace: str) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from plots.data import (
     read_records,
     timeseries,
 )
-from plots.reference import METRICS, comparison_data, comparison_markdown
+from plots.reference import METRICS, comparison_data, comparison_markdown, paper_points
 from plots.style import (
     DOUBLE_COLUMN_IN,
     LINESTYLES,
@@ -411,7 +411,9 @@ def _frontier(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def quality_pareto(results: Results, out_dir: Path) -> list[Path]:
-    """Expected image quality (CLIP score) against compute saved, with the Pareto frontier."""
+    """Expected image quality (CLIP score) against compute saved, with the Pareto frontier; with
+    ``reference:``, the paper's CLIP score of each published system beside acsim's (open markers
+    at acsim's compute saved for it, joined to acsim's mean by a dotted line)."""
     import matplotlib.pyplot as plt
 
     s = results.summary
@@ -463,6 +465,16 @@ def quality_pareto(results: Results, out_dir: Path) -> list[Path]:
         on_front = np.zeros(len(s), bool)
         on_front[front] = True
         ax.scatter(x[on_front], y[on_front], s=46, facecolor="none", edgecolor="0.2", linewidth=0.7, zorder=2)
+        paper = paper_points(results)
+        if paper is not None:
+            trace, pts = paper
+            for _, p in pts.iterrows():
+                ax.plot([p["compute_saved"]] * 2, [p["clip_acsim"], p["clip_paper"]], color="0.45", linestyle=":", linewidth=0.8, zorder=1)
+            ax.scatter(
+                pts["compute_saved"], pts["clip_paper"], s=30, marker="D", facecolor="none",
+                edgecolor=[color_for(n) for n in pts["system"]], linewidth=1.0, zorder=4,
+                label=f"paper ({trace}), at acsim's saving",
+            )
         handles, labels = ax.get_legend_handles_labels()
         handles.append(
             Line2D(

@@ -116,6 +116,40 @@ def comparison_data(results: Results) -> Comparison | None:
     return Comparison(table=table, labels=labels, sources=list(dict.fromkeys(table["source"])), systems=systems)
 
 
+def paper_points(results: Results) -> tuple[str, pd.DataFrame] | None:
+    """The paper's CLIP score of each published system beside acsim's compute saved for it.
+
+    The paper's quality table gives no per-system compute saved, so each published point sits at
+    the mean compute saved of the acsim rows it is compared with (the same system and predictor
+    kind), beside acsim's mean CLIP there. Returns the paper trace drawn (the reference's first)
+    and a frame of label, system, compute_saved, clip_paper, clip_acsim; None without a
+    ``reference:`` or a match.
+    """
+    path = results.config.get("reference")
+    s = results.summary
+    if not path or not {"quality_clip", "compute_saved"} <= set(s.columns):
+        return None
+    ref = read_reference(path)
+    trace = str(ref["paper_trace"].iloc[0])
+    kind = s["predictor.kind"] if "predictor.kind" in s else (results.config.get("predictor") or {}).get("kind", "none")
+    s = s.assign(_predictor=kind)
+    rows = []
+    for _, r in ref[ref["paper_trace"] == trace].iterrows():
+        sim = s[(s["system"] == r["system"]) & (s["_predictor"] == r["predictor"])]
+        if sim.empty:
+            continue
+        rows.append(
+            {
+                "label": r["label"],
+                "system": r["system"],
+                "compute_saved": float(sim["compute_saved"].astype(float).mean()),
+                "clip_paper": float(r["clip"]),
+                "clip_acsim": float(sim["quality_clip"].astype(float).mean()),
+            }
+        )
+    return (trace, pd.DataFrame(rows)) if rows else None
+
+
 def _setting_labels(s: pd.DataFrame, keys: list[str]) -> pd.Series:
     """A label per row from the fewest varied keys that tell the settings apart."""
     chosen = distinguishing_keys(s, keys)

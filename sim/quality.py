@@ -12,7 +12,8 @@ says what each kind scores:
   quality``) and the bin measured that K; otherwise ``vanilla * relative_by_k[K]`` (no similarity
   dependence);
 * another prompt's finished image (retrieval) at similarity s: CLIP from the bin's
-  ``retrieved_relative_loss`` when present, else the profile's retrieval line;
+  ``retrieved_relative_loss`` when present, else the profile's retrieval line (the same for an
+  image matched by its alignment with the prompt, ``aligned``);
 * an image from an external corpus: the profile's ``quality.corpus_retrieval``.
 
 PickScore and FID of a reused or retrieved image: their measured values (``by_k``, ``retrieved``)
@@ -44,9 +45,11 @@ if TYPE_CHECKING:
     from sim.base.profile import GpuModel, MetricValues, Profile
     from sim.similarity_space import SimilarityMap
 
-# Where a retrieval outcome's image comes from: another request's generation kept in the system's
-# cache, or an external corpus of images (``System.retrieval_source``).
-RETRIEVAL_SOURCES = ("cache", "corpus")
+# Where a retrieval outcome's image comes from (``System.retrieval_source``): another request's
+# generation kept in the system's cache and matched by the two prompts' similarity (``cache``), the
+# same matched by the cached image's alignment with the new prompt (``aligned``: its PickScore and
+# FID follow their own ratios, ``per_clip_loss.aligned``), or an external corpus (``corpus``).
+RETRIEVAL_SOURCES = ("cache", "aligned", "corpus")
 
 _CODE = {name: i for i, name in enumerate(OUTCOMES)}
 
@@ -187,7 +190,8 @@ class QualityModel:
             elif m.retrieved is not None:
                 v[retrieval] = m.retrieved
             else:
-                v[retrieval] = m.vanilla * (1.0 - m.per_clip_loss_retrieval * loss[retrieval])
+                ratio = m.per_clip_loss_aligned if retrieval_source == "aligned" else m.per_clip_loss_retrieval
+                v[retrieval] = m.vanilla * (1.0 - ratio * loss[retrieval])
             out[name] = v
         return out
 

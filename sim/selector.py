@@ -76,6 +76,13 @@ class Selector:
             return cls(ladder, floor=threshold_in_run(exp, cfg.floor, "clip"), max_k=cfg.max_k)
         return cls(ladder)
 
+    def named_thresholds(self) -> dict[str, float]:
+        """Each rung as ``ladder[i] K=<k>`` and, when it differs from the last rung, the ``floor``."""
+        out = {f"ladder[{i}] K={k}": t for i, (t, k) in enumerate(zip(self.thresholds, self.ks, strict=True))}
+        if self.floor != self.thresholds[-1]:
+            out["floor"] = self.floor
+        return out
+
     def k_for(self, similarity: float, boost: int = 0) -> int:
         """K for a neighbour at ``similarity``; ``boost`` rungs more under load; 0 = miss."""
         thresholds = self.thresholds

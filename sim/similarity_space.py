@@ -57,20 +57,21 @@ class SimilarityMap:
 
 
 def _interp(x: float | np.ndarray, xs: tuple[float, ...], ys: tuple[float, ...]) -> float | np.ndarray:
-    """Straight lines through the knots, continued past both ends along the end segments."""
+    """Straight lines through the knots, continued past both ends along the end segments, and
+    held to [-1, 1]: a continued segment can run past what a cosine can be."""
     lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
     hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
     if np.ndim(x) == 0:  # one similarity per lookup: no arrays on that path
         v = float(x)
         if v < xs[0]:
-            return ys[0] + (v - xs[0]) * lo_slope
+            return max(-1.0, ys[0] + (v - xs[0]) * lo_slope)
         if v > xs[-1]:
-            return ys[-1] + (v - xs[-1]) * hi_slope
+            return min(1.0, ys[-1] + (v - xs[-1]) * hi_slope)
         return float(np.interp(v, xs, ys))
     v = np.asarray(x, dtype=np.float64)
     out = np.interp(v, xs, ys)
     out = np.where(v < xs[0], ys[0] + (v - xs[0]) * lo_slope, out)
-    return np.where(v > xs[-1], ys[-1] + (v - xs[-1]) * hi_slope, out)
+    return np.clip(np.where(v > xs[-1], ys[-1] + (v - xs[-1]) * hi_slope, out), -1.0, 1.0)
 
 
 _IDENTITY_KNOTS = (-1.0, 1.0)

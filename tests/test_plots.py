@@ -269,18 +269,29 @@ def test_quality_metrics_and_the_paper_comparison(tmp_path):
             for system, (fid, clip, pick) in quality.items():
                 bump = 0.1 * seed + (0.2 if kind == "ocsvm" and system == "nirvana" else 0.0)
                 rows.append({"system": system, "quality_fid": fid - bump, "quality_clip": clip + bump,
-                             "quality_pickscore": pick + bump})
+                             "quality_pickscore": pick + bump,
+                             "compute_saved": 0.0 if system == "vanilla" else 0.2 + 0.01 * seed})
             s = pd.DataFrame(rows)
             atomic_write_csv(tmp_path / "runs" / name / "summary.csv", s)
             frames.append(s.assign(run=name, **{"predictor.kind": kind, "seed": seed}))
             index.append({"run": name, "predictor.kind": kind, "seed": seed, "status": "done"})
-    summary = pd.concat(frames, ignore_index=True)[["run", "predictor.kind", "seed", *frames[0].columns[:4]]]
+    summary = pd.concat(frames, ignore_index=True)[["run", "predictor.kind", "seed", *frames[0].columns[:5]]]
     atomic_write_csv(tmp_path / "summary.csv", summary)
     atomic_write_csv(tmp_path / "runs.csv", pd.DataFrame(index))
     atomic_write_text(tmp_path / "sweep.yaml", yaml.safe_dump({"reference": str(ref)}))
     paths = plot_results(tmp_path)
     _check_files(paths)
-    assert {"quality_metrics", "paper_comparison"} <= _stems(paths)
+    assert {"quality_metrics", "paper_comparison", "quality_pareto"} <= _stems(paths)
+    # The trade-off figure's published points: the paper's CLIP at acsim's mean compute saved for
+    # the same (system, predictor), beside acsim's mean CLIP there.
+    from plots.data import load_results
+    from plots.reference import paper_points
+
+    trace, pts = paper_points(load_results(tmp_path))
+    pts = pts.set_index("label")
+    assert trace == "DiffusionDB" and list(pts.index) == ["VANILLA", "NIRVANA", "NIRVANA w/o MP"]
+    assert pts.loc["NIRVANA", ["compute_saved", "clip_paper", "clip_acsim"]].tolist() == pytest.approx([0.215, 28.81, 29.35])
+    assert pts.loc["VANILLA", ["compute_saved", "clip_paper"]].tolist() == pytest.approx([0.0, 30.28])
     table = pd.read_csv(tmp_path / "plots" / "paper_comparison.csv").set_index(["label", "metric", "source"])
     # NIRVANA is nirvana under the one-class SVM, NIRVANA w/o MP the same system without a predictor:
     # seeds 1 and 2 give bumps 0.3 and 0.4 (with the predictor), 0.1 and 0.2 (without).

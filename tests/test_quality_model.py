@@ -175,10 +175,14 @@ def test_both_replay_paths_use_the_bins():
 def test_pinecone_threshold_comes_from_the_alignment_model():
     q = QualityModel(PROFILE)
     floor = SYSTEMS["pinecone"].min_similarity(Experiment(selector=OWN_SPACE), PROFILE)
-    # The lowest similarity whose retrieved image reaches CLIP 25 (alignment 0.25), on a 1e-4 grid.
-    assert floor == pytest.approx(1 - (30.28 - 25.0) / PROFILE.retrieval_slope_per_unit_s, abs=1e-4)
-    assert q.retrieved(floor) >= 25.0 > q.retrieved(floor - 1e-3)
+    # The lowest similarity whose retrieved image reaches 100 * the profile's fitted gate, on a 1e-4 grid.
+    gate = 100 * PROFILE.aligned_gate
+    assert floor == pytest.approx(1 - (30.28 - gate) / PROFILE.retrieval_slope_per_unit_s, abs=1e-4)
+    assert q.retrieved(floor) >= gate > q.retrieved(floor - 1e-3)
+    # MoDM's rung, set in the params, is stricter than the fitted gate; so is any higher one.
+    modm = Experiment(selector=OWN_SPACE, params={"pinecone": {"min_alignment": 0.25}})
+    assert SYSTEMS["pinecone"].min_similarity(modm, PROFILE) == pytest.approx(1 - 5.28 / PROFILE.retrieval_slope_per_unit_s, abs=1e-4)
     strict = Experiment(selector=OWN_SPACE, params={"pinecone": {"min_alignment": 0.29}})
-    assert SYSTEMS["pinecone"].min_similarity(strict, PROFILE) > floor
+    assert SYSTEMS["pinecone"].min_similarity(strict, PROFILE) > SYSTEMS["pinecone"].min_similarity(modm, PROFILE) > floor
     assert q.retrieval_floor(40.0) == 1.0  # nothing reaches it: only exact repeats qualify
     assert (PROFILE_DIR / "sdxl-a10g.yaml").is_file()

@@ -27,8 +27,8 @@ acsim-profile/1) that `acsim run` reads with `profile: path/to/profile.yaml`.
               derives the similarity -> K ladder from the loss you accept
   thresholds  carries a ladder to another embedder by matching quantiles of logged pairs
   fidelity    a fast embedder against a reference: similarity correlation and K agreement
-  fit-quality fits the retrieval quality line to the paper's GPT-CACHE system average and
-              reports every paper row beside acsim's
+  fit-quality fits the retrieval quality line and PINECONE's gate to the paper's system
+              averages and reports every paper row beside acsim's
 
 Every number a run measures is marked `kind: measured`; everything else is carried over
 from --base (default: the shipped sdxl-a10g profile) and keeps its kind and source. Chain
@@ -426,61 +426,51 @@ examples:
   acsim calibrate fit-quality --out results/sdxl-a10g-fitted.yaml
   acsim calibrate fit-quality --trace metadata.parquet --embedder minilm-onnx --base sdxl-a100 --out fitted.yaml
 
-The retrieval line (expected CLIP score of another prompt's image returned at CLIP-text
-similarity s: vanilla - slope * (1 - s)) has one free number, its slope. The paper reports
-GPT-CACHE's CLIP score as an average over all requests, hits and fresh misses alike; this
-command simulates GPT-CACHE on the trace (cache-only, the run's gate and embedder) and solves
-for the slope whose system average is the paper's row, writes it into a profile (kind: fitted,
-with the trace, the row and the residuals), then runs every paper system on the same trace with
-that profile and prints each metric beside the paper's: the rows the fit saw and the held-out
-ones, and the same comparison relative to each column's vanilla.
+The quality model has two numbers nobody measured, and the paper reports both systems they
+shape as averages over all requests (hits and fresh misses alike):
+  1. the retrieval line's slope (another prompt's image returned at CLIP-text similarity s
+     scores vanilla - slope * (1 - s)), solved in closed form so that GPT-CACHE, simulated on the
+     trace (cache-only, its artifact's gate, the run's embedder), averages the paper's row;
+  2. PINECONE's gate (the CLIP text-image alignment a cached image must reach), solved by
+     bisection on the fitted line so that PINECONE averages its row; the PickScore and FID of
+     its images follow ratios derived from the same row.
+Both go into a profile (kind: fitted, with the trace, the rows and the residuals). Then every
+paper system runs on the same trace with that profile, and each metric is printed beside the
+paper's: the rows the fit saw and the held-out ones, and the same relative to each column's vanilla.
 """
 
 
-def cmd_fit_quality(args: argparse.Namespace) -> int:
-    """Fit the retrieval line to the paper's GPT-CACHE system average on a trace; report every paper row."""
-    import pandas as pd
+def _paper_row(reference: Any, system: str, label: str, path: str) -> dict[str, float]:
+    """The metrics of ``system``'s row (predictor none) in the reference; InputError when absent."""
+    from calibrate.fit_quality import METRICS
 
-    from calibrate import fit_quality, writer
+    row = reference[(reference["system"] == system) & (reference["predictor"] == "none")]
+    if row.empty:
+        raise InputError(path, f"no {label} row (system {system}, predictor none) to fit to", column="system")
+    return {m: float(row.iloc[0][m]) for m in METRICS}
+
+
+def _fit_slope(args: argparse.Namespace, data: dict[str, Any], target: float, base: dict[str, Any]) -> str:
+    """Step 1: the retrieval slope from a GPT-CACHE run, written into ``base``; returns what it was fitted to."""
+    from calibrate import fit_quality
     from sim.app.preflight import preflight
     from sim.app.run import prepare_inputs, run_system
     from sim.base import config
-    from sim.metrics import summarize
     from sim.similarity_space import run_space
     from sim.systems import SYSTEMS
 
-    writer.check_out(args.out)
-    reference = fit_quality.reference_rows(args.reference, args.paper_trace)
-    row = reference[(reference["system"] == "gptcache") & (reference["predictor"] == "none")]
-    if row.empty:
-        raise InputError(args.reference, "no GPT-CACHE row (system gptcache, predictor none) to fit to", column="system")
-    target = float(row.iloc[0]["clip"])
-    systems = [name for name in dict.fromkeys(reference["system"]) if name in SYSTEMS]
-    data = {
-        "name": "fit-quality",
-        "seed": args.seed,
-        "trace": {"source": args.source, "path": args.trace},
-        "embedder": args.embedder,
-        "profile": args.base,
-        "systems": systems,
-        "mode": "cache-only",
-        "cache": {"capacity": args.capacity, "unit": "latents", "policy": "lcbfu"},
-    }
     exp = preflight(config.from_dict(data))
     inputs = prepare_inputs(exp, progress=not args.quiet)
     records, _, _ = run_system("gptcache", exp, inputs)
     s_clip = run_space(exp).to_clip(records["similarity"].to_numpy(dtype=float))
-    fit = fit_quality.fit_retrieval_slope(
-        (records["outcome"] == "retrieval").to_numpy(), s_clip, inputs.profile.quality_vanilla, target
-    )
+    retrieved = (records["outcome"] == "retrieval").to_numpy()
+    fit = fit_quality.fit_retrieval_slope(retrieved, s_clip, inputs.profile.quality_vanilla, target)
     gate = SYSTEMS["gptcache"].min_similarity(exp, inputs.profile)
     _say(
         f"GPT-CACHE retrieved {fit.hits:,} of {fit.requests:,} requests (gate {gate:.4f} in {exp.embedder} cosines); "
         f"mean 1 - s (CLIP-text) {fit.mean_gap:.4f}: slope {fit.slope:.4f} gives its average {target}"
     )
-    base = writer.load_base(args.base)
-    trace_name = Path(str(args.trace)).name
-    where = f"{args.paper_trace} GPT-CACHE CLIP {target} as a system average, on {trace_name} with {exp.embedder}"
+    where = f"{args.paper_trace} GPT-CACHE CLIP {target} as a system average, on {Path(str(args.trace)).name} with {exp.embedder}"
     quality = base["quality"]
     quality["retrieval_at_1"] = float(inputs.profile.quality_vanilla)
     quality["retrieval_slope_per_unit_s"] = round(fit.slope, 4)
@@ -489,38 +479,130 @@ def cmd_fit_quality(args: argparse.Namespace) -> int:
         "source": f"acsim calibrate fit-quality: {where}; {fit.hits} of {fit.requests} requests retrieved, "
         f"mean 1 - s_clip {fit.mean_gap:.4f}",
     }
-    calibration = {"command": "fit-quality", "options": _options(args), "fitted_to": where, **writer.environment("cpu")}
-    out = Path(args.out)
-    name = args.name or writer.profile_name(out)
-    description = f"retrieval line fitted to the paper's GPT-CACHE row on {trace_name}; other blocks from {args.base}"
-    writer.write_profile(out, writer.finish(base, name, description, calibration))
-    # Every paper system on the same trace with the fitted profile: the fitted row and the held-out ones.
-    exp = preflight(config.from_dict({**data, "profile": str(out)}))
+    return where
+
+
+def _fit_aligned_gate(
+    args: argparse.Namespace, data: dict[str, Any], rows: dict[str, dict[str, float]], base: dict[str, Any]
+) -> str:
+    """Step 2: PINECONE's gate on the fitted line (``data`` names that profile) and its images'
+    PickScore / FID ratios, written into ``base``; returns what they were fitted to."""
+    from calibrate import fit_quality
+    from sim.app.preflight import preflight
+    from sim.app.run import prepare_inputs, run_system
+    from sim.base import config
+
+    quality = base["quality"]
+    at_1, slope = quality["retrieval_at_1"], quality["retrieval_slope_per_unit_s"]
+    # The gate's range on the line: what an image at CLIP-text 0 scores, to what only s = 1 reaches.
+    lo, hi = max(0.0, (at_1 - max(slope, 0.0)) / 100.0), at_1 / 100.0
+
+    def with_gate(gate: float) -> dict[str, Any]:
+        return {**data, "systems": ["pinecone"], "params": {"pinecone": {"min_alignment": gate}}}
+
+    inputs = prepare_inputs(preflight(config.from_dict(with_gate(lo))), progress=False)
+
+    def average(gate: float) -> float:
+        records, _, _ = run_system("pinecone", preflight(config.from_dict(with_gate(gate))), inputs)
+        return float(records["quality"].mean())
+
+    target = rows["pinecone"]["clip"]
+    fit = fit_quality.fit_gate(average, target, lo, hi)
+    _say(f"PINECONE: gate {fit.gate:.5f} (CLIP text-image) gives its average {fit.average:.4f} for {target} ({fit.evaluations} runs)")
+    where = f"{args.paper_trace} PINECONE CLIP {target} as a system average, on {Path(str(args.trace)).name} with {args.embedder}"
+    quality["aligned_gate"] = round(fit.gate, 5)
+    fields = quality.setdefault("fields", {})
+    fields["aligned_gate"] = {
+        "kind": "fitted",
+        "source": f"acsim calibrate fit-quality: {where}, by bisection on the fitted retrieval line (average {fit.average:.4f})",
+    }
+    for metric in ("pickscore", "fid"):
+        if quality.get(metric):
+            ratio = fit_quality.row_ratio(rows["vanilla"], rows["pinecone"], metric)
+            quality[metric].setdefault("per_clip_loss", {})["aligned"] = round(ratio, 4)
+    fields["per_clip_loss_aligned"] = {
+        "kind": "fitted",
+        "source": f"derived from the paper's {args.paper_trace} VANILLA and PINECONE rows under the linear-mixture rule",
+    }
+    return where
+
+
+def _report(args: argparse.Namespace, data: dict[str, Any], reference: Any, fitted: tuple[str, ...]) -> Any:
+    """Every paper system on the trace with the fitted profile, beside the paper; prints the tables
+    and returns the one the residuals come from."""
+    import pandas as pd
+
+    from calibrate import fit_quality
+    from sim.app.preflight import preflight
+    from sim.app.run import prepare_inputs, run_system
+    from sim.base import config
+    from sim.metrics import summarize
+
+    exp = preflight(config.from_dict(data))
     inputs = prepare_inputs(exp, progress=False)
     rows = []
-    for system in systems:
+    for system in exp.systems:
         recs, _, stats = run_system(system, exp, inputs)
         rows.append(summarize(recs, profile=inputs.profile, exp=exp, system_stats=stats))
     summary = pd.DataFrame(rows)
-    table = fit_quality.held_out(summary, reference, fitted=("gptcache",))
-    relative = fit_quality.relative_to_vanilla(table)
-    # The paper's other column (a trace acsim does not have) compares only relative to its vanilla.
-    other = None
-    if args.compare_trace not in ("none", args.paper_trace):
-        other = fit_quality.relative_to_vanilla(
-            fit_quality.held_out(summary, fit_quality.reference_rows(args.reference, args.compare_trace), fitted=())
-        )
-    residual = {r["paper row"]: {m: round(float(r[f"{m} error"]), 4) for m in fit_quality.METRICS} for _, r in table.iterrows()}
-    calibration["residuals"] = residual
-    writer.write_profile(out, writer.finish(base, name, description, calibration))
+    table = fit_quality.held_out(summary, reference, fitted=fitted)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(3).to_string(index=False))
         print("\nrelative to each column's vanilla (acsim, paper, error):")
-        print(relative.round(4).to_string(index=False))
-        if other is not None:
+        print(fit_quality.relative_to_vanilla(table).round(4).to_string(index=False))
+        # The paper's other column (a trace acsim does not have) compares only relative to its vanilla.
+        if args.compare_trace not in ("none", args.paper_trace):
+            other = fit_quality.held_out(summary, fit_quality.reference_rows(args.reference, args.compare_trace), fitted=())
             print(f"\nheld out: the paper's {args.compare_trace} column, relative to its vanilla (acsim on this trace):")
-            print(other.round(4).to_string(index=False))
-    print(f"wrote {out}: retrieval_slope_per_unit_s {quality['retrieval_slope_per_unit_s']} (kind: fitted)")
+            print(fit_quality.relative_to_vanilla(other).round(4).to_string(index=False))
+    return table
+
+
+def cmd_fit_quality(args: argparse.Namespace) -> int:
+    """Fit the retrieval line and PINECONE's gate to the paper's system averages on a trace; report every paper row."""
+    from calibrate import fit_quality, writer
+    from sim.systems import SYSTEMS
+
+    writer.check_out(args.out)
+    reference = fit_quality.reference_rows(args.reference, args.paper_trace)
+    rows = {
+        name: _paper_row(reference, name, label, args.reference)
+        for name, label in (("vanilla", "VANILLA"), ("gptcache", "GPT-CACHE"), ("pinecone", "PINECONE"))
+    }
+    data = {
+        "name": "fit-quality",
+        "seed": args.seed,
+        "trace": {"source": args.source, "path": args.trace},
+        "embedder": args.embedder,
+        "profile": args.base,
+        "systems": [name for name in dict.fromkeys(reference["system"]) if name in SYSTEMS],
+        "mode": "cache-only",
+        "cache": {"capacity": args.capacity, "unit": "latents", "policy": "lcbfu"},
+        # Exact lists: an approximate index finds a few more neighbours when its lists are built
+        # deeper, so the slope would move with PINECONE's gate, which sets how deep they go.
+        "neighbours": {"index": "exact"},
+    }
+    base = writer.load_base(args.base)
+    fitted_to = [_fit_slope(args, data, rows["gptcache"]["clip"], base)]
+    out = Path(args.out)
+    name = args.name or writer.profile_name(out)
+    trace_name = Path(str(args.trace)).name
+    description = f"retrieval line and PINECONE's gate fitted to the paper's rows on {trace_name}; other blocks from {args.base}"
+    calibration = {"command": "fit-quality", "options": _options(args), **writer.environment("cpu")}
+    writer.write_profile(out, writer.finish(base, name, description, {**calibration, "fitted_to": fitted_to}))
+    fitted_to.append(_fit_aligned_gate(args, {**data, "profile": str(out)}, rows, base))
+    calibration["fitted_to"] = fitted_to
+    writer.write_profile(out, writer.finish(base, name, description, calibration))
+    table = _report(args, {**data, "profile": str(out)}, reference, fitted=("gptcache", "pinecone"))
+    calibration["residuals"] = {
+        r["paper row"]: {m: round(float(r[f"{m} error"]), 4) for m in fit_quality.METRICS} for _, r in table.iterrows()
+    }
+    writer.write_profile(out, writer.finish(base, name, description, calibration))
+    quality = base["quality"]
+    print(
+        f"wrote {out}: retrieval_slope_per_unit_s {quality['retrieval_slope_per_unit_s']}, "
+        f"aligned_gate {quality['aligned_gate']} (kind: fitted)"
+    )
     return 0
 
 
@@ -668,7 +750,7 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser(
         "fit-quality",
-        help="fit the retrieval quality line to the paper's GPT-CACHE system average; report every paper row",
+        help="fit the retrieval line and PINECONE's gate to the paper's system averages; report every paper row",
         description=cmd_fit_quality.__doc__,
         epilog=_EPILOG_FIT_QUALITY,
         formatter_class=fmt,

@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -201,7 +201,7 @@ def run_experiment(
             if series is not None:
                 atomic_write_csv(tmp / "timeseries" / f"{name}.csv", series)
         summary = pd.DataFrame(rows)
-        atomic_write_text(tmp / "config.yaml", cfg.dump(exp))
+        atomic_write_text(tmp / "config.yaml", cfg.dump(exp, derived_block(exp, inputs.profile)))
         atomic_write_text(tmp / "profile.yaml", yaml.safe_dump(inputs.profile.raw, sort_keys=False))
         atomic_write_csv(tmp / "summary.csv", summary)
         if plots:
@@ -231,6 +231,21 @@ def describe_inputs(exp: cfg.Experiment, inputs: Inputs, stream=None) -> None:
         carried = carried_thresholds(exp, inputs.profile)
         if carried:
             print(f"published (CLIP-text) -> {exp.embedder} similarity: {carried}", file=stream)
+
+
+def derived_block(exp: cfg.Experiment, profile: Profile) -> dict[str, Any]:
+    """What the saved config reports beside the settings: every similarity threshold each system
+    compares, as published (CLIP-text) and as the run compares it (the run embedder's cosines)."""
+    space = run_space(exp)
+    thresholds = {}
+    for name in exp.systems:
+        named = SYSTEMS[name].thresholds(exp, profile)
+        if named:
+            thresholds[name] = {
+                what: {"published": float(space.to_clip(v)), "run": float(v)} for what, v in named.items()
+            }
+    mapping = "identity (published numbers read as the embedder's cosines)" if space.identity else "carried"
+    return {"similarity_space": {"embedder": exp.embedder, "map": mapping, "thresholds": thresholds}}
 
 
 def carried_thresholds(exp: cfg.Experiment, profile: Profile) -> str:

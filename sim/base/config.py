@@ -678,9 +678,14 @@ def _apply_aliases(data: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+# A saved config's block of what acsim derived from it (the carried thresholds): output only,
+# recomputed by every run, so it is dropped when a saved config is read back.
+DERIVED = "derived"
+
+
 def from_dict(data: Mapping[str, Any]) -> Experiment:
     """Validate a plain mapping into an :class:`Experiment` (field types and value checks)."""
-    return build(Experiment, _apply_aliases(data))
+    return build(Experiment, _apply_aliases({k: v for k, v in data.items() if k != DERIVED}))
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Experiment:
@@ -696,9 +701,13 @@ def to_dict(exp: Experiment) -> dict[str, Any]:
     return dataclasses.asdict(exp)
 
 
-def dump(exp: Experiment) -> str:
-    """The resolved config as YAML text."""
-    return yaml.safe_dump(to_dict(exp), sort_keys=False)
+def dump(exp: Experiment, derived: Mapping[str, Any] | None = None) -> str:
+    """The resolved config as YAML text, with ``derived`` (what the run derived from it) as its
+    :data:`DERIVED` block when given."""
+    data = to_dict(exp)
+    if derived is not None:
+        data[DERIVED] = dict(derived)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def replace_path(exp: Experiment, dotted: str, value: Any) -> Experiment:

@@ -157,6 +157,7 @@ class LadderBlock:
 class PerClipLoss:
     reuse: float = 1.0
     retrieval: float = 1.0
+    aligned: float | None = None  # a cached image matched by its alignment with the prompt (None: as retrieval)
 
 
 @dataclass(kw_only=True)
@@ -191,6 +192,7 @@ class QualityBlock:
     scorer: str | None = None
     retrieval_at_1: float | None = None
     retrieval_slope_per_unit_s: float = 0.0
+    aligned_gate: float | None = None  # CLIP text-image cosine at which an aligned retrieval returns an image
     exact: float | None = None
     small_model: float | None = None  # older profiles: the small model's CLIP score (now small_model.quality)
     by_similarity_bin: list[Any] | None = None
@@ -205,6 +207,8 @@ class QualityBlock:
             if not 0 <= k <= MAX_STEPS:
                 raise ConfigError(f"relative_by_k.{k}", rel, "keys are K levels >= 0")
             positive(f"relative_by_k.{k}", rel, allow_zero=True)
+        if self.aligned_gate is not None and not -1 <= self.aligned_gate <= 1:
+            raise ConfigError("aligned_gate", self.aligned_gate, "must be a cosine in [-1, 1]")
         # retrieval_slope_per_unit_s may be negative: it is a fit to measured scores, kept as measured.
 
 
@@ -421,6 +425,7 @@ class MetricValues:
     vanilla: float
     per_clip_loss_reuse: float
     per_clip_loss_retrieval: float
+    per_clip_loss_aligned: float
     by_k: dict[int, float]
     retrieved: float | None
 
@@ -448,6 +453,8 @@ class Profile:
     retrieval_at_1: float
     retrieval_slope_per_unit_s: float
     quality_exact: float
+    # ``quality.aligned_gate``: the gate of a retrieval matched by image-prompt alignment (None: not set).
+    aligned_gate: float | None
     tiers: dict[str, Tier]
     default_tier: str
     index_per_hour_usd: float
@@ -600,6 +607,7 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         retrieval_at_1=q.vanilla if q.retrieval_at_1 is None else q.retrieval_at_1,
         retrieval_slope_per_unit_s=q.retrieval_slope_per_unit_s,
         quality_exact=q.vanilla if q.exact is None else q.exact,
+        aligned_gate=q.aligned_gate,
         tiers={
             name: Tier(name, t.latency_s, t.bandwidth_Bps, t.capacity_bytes, t.price_per_gb_month_usd)
             for name, t in f.storage.tiers.items()
@@ -629,6 +637,7 @@ def _metric(name: str, block: MetricBlock) -> MetricValues:
         vanilla=block.vanilla,
         per_clip_loss_reuse=ratio.reuse,
         per_clip_loss_retrieval=ratio.retrieval,
+        per_clip_loss_aligned=ratio.retrieval if ratio.aligned is None else ratio.aligned,
         by_k=dict(block.by_k or {}),
         retrieved=block.retrieved,
     )

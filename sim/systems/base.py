@@ -90,8 +90,9 @@ class System:
     bounds: ClassVar[str | None] = None  # the system a ceiling bounds
     params_type: ClassVar[type | None] = None  # dataclass of its ``params.<name>`` block, if any
     serves_with: ClassVar[str] = "model"  # profile block of the model that generates its images
-    # Where its ``retrieval`` outcomes' images come from: "cache" (earlier generations it kept) or
-    # "corpus" (an external image collection); see sim.quality.
+    # Where its ``retrieval`` outcomes' images come from: "cache" (earlier generations it kept,
+    # matched by prompt similarity), "aligned" (the same, matched by the image's alignment with the
+    # new prompt) or "corpus" (an external image collection); see sim.quality.RETRIEVAL_SOURCES.
     retrieval_source: ClassVar[str] = "cache"
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
@@ -118,6 +119,13 @@ class System:
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
         """The lowest similarity this system acts on (neighbour lists must reach it); None: none."""
         return None
+
+    @classmethod
+    def thresholds(cls, exp: Experiment, profile: Profile) -> dict[str, float]:
+        """Every similarity threshold it compares, by name, in the run embedder's cosines (what the
+        resolved config reports beside the published values); by default its lowest one as ``gate``."""
+        low = cls.min_similarity(exp, profile)
+        return {} if low is None else {"gate": low}
 
     @classmethod
     def check_profile(cls, exp: Experiment, profile: Profile) -> None:

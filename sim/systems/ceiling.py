@@ -82,6 +82,10 @@ class Ceiling(System):
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
         return Selector.from_config(exp, profile).min_similarity
 
+    @classmethod
+    def thresholds(cls, exp: Experiment, profile: Profile) -> dict[str, float]:
+        return Selector.from_config(exp, profile).named_thresholds()
+
     def _best(self, i: int) -> tuple[int, float, int]:
         """(prompt, similarity, K) of request i's most similar completed earlier prompt; prompt -1: none."""
         base = self._bases[i]

@@ -97,6 +97,10 @@ class Nirvana(CachedSystem):
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
         return Selector.from_config(exp, profile).min_similarity
 
+    @classmethod
+    def thresholds(cls, exp: Experiment, profile: Profile) -> dict[str, float]:
+        return Selector.from_config(exp, profile).named_thresholds()
+
     def _future_pairs(self, arrays: TraceArrays, neighbours: Any) -> tuple[np.ndarray, np.ndarray]:
         offsets = np.asarray(neighbours.offsets)
         reqs = request_of_entry(offsets)
