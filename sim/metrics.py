@@ -30,30 +30,23 @@ from sim.base.errors import ConfigError
 from sim.base.records import REUSE_OUTCOMES
 from sim.cost import GpuGroup, run_cost
 from sim.quality import QualityModel
-from sim.selector import Selector
-from sim.similarity_space import run_space
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
     from sim.base.profile import GpuModel, Profile
+    from sim.selector import Selector
 
 _NAN = float("nan")
 
 
-def _mean_cached_bytes(stats: dict[str, Any], exp: Experiment, profile: Profile, since_s: float = -math.inf) -> float:
-    """Bytes the cache held on average (from ``since_s`` on): the system's occupancy samples, else its
-    final size, else its configured capacity."""
+def _mean_cached_bytes(stats: dict[str, Any], since_s: float = -math.inf) -> float:
+    """Bytes the cache held on average (from ``since_s`` on): the system's occupancy samples, else
+    its final size."""
     occ = stats.get("occupancy")
     if isinstance(occ, pd.DataFrame) and len(occ) and "bytes" in occ:
         later = occ[occ["time_s"] >= since_s] if "time_s" in occ else occ
         return float((later if len(later) else occ)["bytes"].mean())
-    if stats.get("bytes") is not None:
-        return float(stats["bytes"])
-    c = exp.cache
-    if c.unit == "bytes":
-        return float(c.capacity)
-    per_prompt = len(profile.k_levels) if c.unit == "prompts" else 1
-    return float(c.capacity) * per_prompt * profile.latent_bytes
+    return float(stats.get("bytes") or 0)
 
 
 def estimated_gpu_s(records: pd.DataFrame, gpu: GpuModel | Profile) -> np.ndarray:
@@ -70,21 +63,21 @@ def estimated_gpu_s(records: pd.DataFrame, gpu: GpuModel | Profile) -> np.ndarra
     return np.where(steps > 0, work, 0.0)
 
 
-def quality_traded(records: pd.DataFrame, profile: Profile, exp: Experiment) -> float:
+def quality_traded(records: pd.DataFrame, selector: Selector | None, quality: QualityModel | None) -> float:
     """Mean CLIP score per request given up to load-aware boosts (0 when nothing was boosted).
 
-    For each boosted request: the quality at the K the plain selector gives its similarity
-    minus the quality it was served at; summed and divided by all requests, so that
-    ``quality_clip + quality_traded`` is the quality the run would have had without boosts
-    (for the same matches).
+    For each boosted request: the quality at the K the plain ``selector`` gives its similarity
+    (scored by ``quality``, the system's own) minus the quality it was served at; summed and
+    divided by all requests, so that ``quality_clip + quality_traded`` is the quality the run
+    would have had without boosts (for the same matches).
     """
     if "boost" not in records or not (records["boost"] > 0).any():
         return 0.0
-    sel = Selector.from_config(exp, profile)
-    hit = QualityModel(profile, run_space(exp)).hit
+    if selector is None or quality is None:
+        raise ValueError("boosted requests, but the system reports no selector to read their plain K from")
     b = records[records["boost"] > 0]
     plain_q = [
-        hit(sel.k_for(float(s)), float(s)) if s == s else profile.quality_vanilla
+        quality.hit(selector.k_for(float(s)), float(s)) if s == s else quality.vanilla
         for s in b["similarity"].to_numpy(dtype=float)
     ]
     return float(np.sum(np.asarray(plain_q) - b["quality"].to_numpy(dtype=float)) / len(records))
@@ -151,7 +144,7 @@ def summarize(
         gpus=gpus,
         duration_s=duration,
         gpu_busy_s=gpu_busy,
-        mean_cached_bytes=_mean_cached_bytes(stats, exp, profile, t_from if excluded else -math.inf)
+        mean_cached_bytes=_mean_cached_bytes(stats, t_from if excluded else -math.inf)
         if caches or stats["is_ceiling"]
         else 0.0,
         tier=exp.cache.tier,
@@ -171,8 +164,9 @@ def summarize(
     predicts = full and kind != "none" and looked is not None
     row: dict[str, Any] = {
         "system": name,
-        "policy": exp.cache.policy if caches else None,
-        "cache_capacity": exp.cache.capacity if caches else _NAN,
+        # What the system decided with, as it reports it (not re-read from the config).
+        "policy": stats["policy"] if caches else None,
+        "cache_capacity": stats["cache_capacity"] if caches and stats.get("cache_capacity") is not None else _NAN,
         "requests": n,
         "hit_rate": float(np.isin(outcome, REUSE_OUTCOMES).mean()) if n else _NAN,
         "compute_saved": 1.0 - step_weight * float(steps.sum()) / (n * profile.steps) if n else _NAN,
@@ -198,7 +192,7 @@ def summarize(
         "gpu_hours_provisioned": cost.gpu_hours_provisioned,
         "storage_usd": cost.storage_usd,
         "index_usd": cost.index_usd,
-        "quality_traded": quality_traded(r, profile, exp),
+        "quality_traded": quality_traded(r, stats.get("selector"), stats.get("quality_model")),
         "boosted_share": float((r["boost"] > 0).mean()) if "boost" in r and n else 0.0,
         "lost_hits": lost,
         "predictor_skipped": engine.get("predictor_skipped", 0),

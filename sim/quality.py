@@ -74,6 +74,14 @@ class QualityModel:
         self._slope = profile.retrieval_slope_per_unit_s
         self.metrics: dict[str, MetricValues] = dict(profile.quality_metrics)
 
+    def __eq__(self, other: object) -> bool:
+        # A value: built from the same profile and map, two models score every image alike.
+        if not isinstance(other, QualityModel):
+            return NotImplemented
+        return (self.profile, self.space) == (other.profile, other.space)
+
+    __hash__ = None  # type: ignore[assignment]
+
     def _published(self, similarity: Any) -> Any:
         """A run similarity (or array of them) in the space the profile's numbers are stated in."""
         return similarity if self.space is None else self.space.to_clip(similarity)

@@ -44,6 +44,14 @@ class Selector:
         # The ladder as :func:`k_of` takes it (no boost): thresholds, their K, the floor.
         self.rule = (np.array(self.thresholds, np.float64), np.array(self.ks, np.int64), float(self.min_similarity))
 
+    def __eq__(self, other: object) -> bool:
+        # A value: two selectors built from the same ladder decide alike (replicas, replays).
+        if not isinstance(other, Selector):
+            return NotImplemented
+        return (self.thresholds, self.ks, self.floor, self.max_k) == (other.thresholds, other.ks, other.floor, other.max_k)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside: not a dict key
+
     @classmethod
     def from_config(cls, exp: Experiment, profile: Profile) -> Selector:
         """The experiment's ladder (or the carried one, or the profile's), validated against the cached K levels."""

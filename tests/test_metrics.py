@@ -12,7 +12,10 @@ from support import Vanilla, assert_littles_law, experiment, service_only_profil
 from sim.base.profile import load_profile
 from sim.engine import simulate
 from sim.metrics import quality_traded, summarize, timeseries
+from sim.quality import QualityModel
 from sim.replay import replay
+from sim.selector import Selector
+from sim.similarity_space import run_space
 from sim.systems import TraceArrays, build_system
 
 SUMMARY_COLUMNS = [
@@ -148,8 +151,12 @@ def test_quality_traded_by_load_aware_boosts():
             "boost": [2, 0, 0, 0],
         }
     )
-    assert quality_traded(rec, profile, exp) == pytest.approx((q(15) - q(25)) / 4)
-    assert quality_traded(rec.assign(boost=0), profile, exp) == 0.0
+    selector, quality = Selector.from_config(exp, profile), QualityModel(profile, run_space(exp))
+    assert quality_traded(rec, selector, quality) == pytest.approx((q(15) - q(25)) / 4)
+    assert quality_traded(rec.assign(boost=0), selector, quality) == 0.0
+    # Boosted requests from a system that reports no selector cannot be valued.
+    with pytest.raises(ValueError, match="no selector"):
+        quality_traded(rec, None, None)
 
 
 @pytest.mark.parametrize("warmup", [1, "20s"])

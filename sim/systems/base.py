@@ -224,8 +224,11 @@ class System:
         {K used: hits}; ``occupancy``: DataFrame ``time_s, entries, prompts, bytes`` of the
         samples taken with :meth:`record_occupancy`; ``lookup_kind, serves_with,
         retrieval_source, caches, is_baseline, is_ceiling, bounds, policy, policy_offline``;
+        ``cache_capacity``: the capacity in the experiment's unit (None without a cache);
         ``min_similarity`` (run cosines) and ``min_similarity_published`` (CLIP-text): the lowest
-        similarity it acts on, None when it matches nothing.
+        similarity it acts on, None when it matches nothing; ``selector`` and ``quality_model``:
+        the :class:`sim.selector.Selector` and :class:`sim.quality.QualityModel` its K choices
+        were made and scored with (None when it chooses no K).
         """
         occ = pd.DataFrame(self._occupancy, columns=["time_s", "entries", "prompts"])
         occ["bytes"] = occ["entries"] * self.entry_bytes()
@@ -240,6 +243,9 @@ class System:
             "bounds": self.bounds,
             "policy": None,
             "policy_offline": False,
+            "cache_capacity": None,
+            "selector": None,
+            "quality_model": None,
             "min_similarity": self.acts_from,
             "min_similarity_published": self.acts_from_published,
             "lookups": self.lookups,

@@ -53,6 +53,7 @@ class CachedSystem(System):
         super().__init__(exp, arrays, neighbours, profile)
         cache = exp.cache
         self.policy_name = cache.policy
+        self.configured_capacity = cache.capacity  # in its unit, as the experiment states it
         self._pids: list[int] = arrays.prompt_ids.tolist()
         self._n_prompts = int(arrays.prompt_ids.max()) + 1 if len(arrays.prompt_ids) else 1
         self._per_user = cache.isolation == "per-user"
@@ -246,6 +247,7 @@ class CachedSystem(System):
             prompts=self.cached_prompts(),
             bytes=st.entries * self.entry_bytes(),
             hits_by_k={k: n for k, n in enumerate(self._hits_by_k) if n},
+            cache_capacity=self.configured_capacity,
         )
         out["capacity_prompts" if st.by_prompts else "capacity_entries"] = st.capacity
         return out

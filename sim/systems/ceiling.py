@@ -195,5 +195,7 @@ class Ceiling(System):
             prompts=len(self._done),
             bytes=self.cached_entries() * self.profile.latent_bytes,
             hits_by_k={k: c for k, c in enumerate(self._hits_by_k) if c},
+            selector=self.selector,
+            quality_model=self._quality,
         )
         return out

@@ -170,7 +170,7 @@ class Nirvana(CachedSystem):
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
-        out["fallbacks"] = self.fallbacks
+        out.update(fallbacks=self.fallbacks, selector=self.selector, quality_model=self._quality_model)
         return out
 
     def _serve(self, i: int, slot: int, s: float, u: int, k_asked: int, k_planned: int) -> Decision:
