@@ -28,7 +28,7 @@ import pandas as pd
 from sim.base.config import warmup_spec
 from sim.base.errors import ConfigError
 from sim.base.records import REUSE_OUTCOMES
-from sim.cost import GpuGroup, run_cost
+from sim.cost import Cost, GpuGroup, run_cost
 from sim.quality import QualityModel
 
 if TYPE_CHECKING:
@@ -126,31 +126,11 @@ def summarize(
     kind = stats["lookup_kind"]
     caches = bool(stats["caches"])
     gpu = profile.gpu_model(stats.get("serves_with", "model"))
-    gpu_s = r["gpu_s"].to_numpy(dtype=float)
-    if not full or np.isnan(gpu_s).any():
-        gpu_s = estimated_gpu_s(r, gpu)
+    gpu_s, span, duration = _work_and_time(r, gpu, full)
     gpu_busy = float(gpu_s.sum())
-    span = float(arrival.max() - arrival.min()) if n else 0.0
-    if full:
-        t0 = float(arrival.min())
-        duration = float(np.nanmax(r["finish_s"].to_numpy(dtype=float))) - t0
-    else:
-        duration = span
     gpus = int(engine.get("gpus", exp.cluster.gpus))
     t_from = float(arrival.min()) if n else 0.0
-    cost = run_cost(
-        profile,
-        gpu_price_per_hour_usd=gpu.gpu_price_per_hour_usd,
-        gpus=gpus,
-        duration_s=duration,
-        gpu_busy_s=gpu_busy,
-        mean_cached_bytes=_mean_cached_bytes(stats, t_from if excluded else -math.inf)
-        if caches or stats["is_ceiling"]
-        else 0.0,
-        tier=exp.cache.tier,
-        uses_index=kind == "vector",
-        groups=_gpu_groups(r, engine, gpu_s),
-    )
+    cost = _bill(r, stats, engine, exp, profile, gpu_s, duration, t_from if excluded else -math.inf)
     # Steps of the system's model, in steps of the main model (their step times' ratio).
     step_weight = gpu.step_s(1) / profile.step_s(1)
     steps = r["steps"].to_numpy()
@@ -159,16 +139,13 @@ def summarize(
         r, model=gpu, retrieval_source=stats.get("retrieval_source", "cache")
     )
     hits = int(np.isin(outcome, REUSE_OUTCOMES).sum())
-    lost = int(engine.get("lost_hits", 0))
-    looked = engine.get("looked_up")
-    predicts = full and kind != "none" and looked is not None
     row: dict[str, Any] = {
         "system": name,
         # What the system decided with, as it reports it (not re-read from the config).
         "policy": stats["policy"] if caches else None,
         "cache_capacity": stats["cache_capacity"] if caches and stats.get("cache_capacity") is not None else _NAN,
         "requests": n,
-        "hit_rate": float(np.isin(outcome, REUSE_OUTCOMES).mean()) if n else _NAN,
+        "hit_rate": hits / n if n else _NAN,
         "compute_saved": 1.0 - step_weight * float(steps.sum()) / (n * profile.steps) if n else _NAN,
         "mean_latency_s": float(latency.mean()) if full else _NAN,
         "p50_latency_s": float(pct[0]),
@@ -194,25 +171,8 @@ def summarize(
         "index_usd": cost.index_usd,
         "quality_traded": quality_traded(r, stats.get("selector"), stats.get("quality_model")),
         "boosted_share": float((r["boost"] > 0).mean()) if "boost" in r and n else 0.0,
-        "lost_hits": lost,
-        "predictor_skipped": engine.get("predictor_skipped", 0),
-        # The match predictor as a classifier of "this lookup would reuse something" (full mode):
-        # precision = reuses / lookups made; recall = reuses / (reuses + hits lost to skipped lookups).
-        "predictor_precision": hits / looked if predicts and looked else _NAN,
-        "predictor_recall": hits / (hits + lost) if predicts and hits + lost else _NAN,
-        # What the system and its policy declare (figures and reports read these, not names).
-        "lookup_kind": kind,
-        "serves_with": gpu.block,
-        "caches": caches,
-        "is_baseline": bool(stats["is_baseline"]),
-        "is_ceiling": bool(stats["is_ceiling"]),
-        "bounds": stats["bounds"],
-        "policy_offline": bool(stats["policy_offline"]),
-        # The lowest similarity the system acts on, as it compared it and as published.
-        "min_similarity": _NAN if stats.get("min_similarity") is None else float(stats["min_similarity"]),
-        "min_similarity_published": (
-            _NAN if stats.get("min_similarity_published") is None else float(stats["min_similarity_published"])
-        ),
+        **_predictor_columns(engine, hits, predicts=full and kind != "none"),
+        **_declared_columns(stats, gpu),
         # What the warm-up left out of every figure above (metrics.warmup).
         "warmup_excluded": excluded,
         "measured_from_s": t_from,
@@ -220,6 +180,81 @@ def summarize(
         "not_admitted": engine.get("not_admitted", 0),
     }
     return row
+
+
+def _bill(
+    r: pd.DataFrame,
+    stats: dict[str, Any],
+    engine: dict[str, Any],
+    exp: Experiment,
+    profile: Profile,
+    gpu_s: np.ndarray,
+    duration: float,
+    since_s: float,
+) -> Cost:
+    """The run's cost (:func:`sim.cost.run_cost`): its GPUs over ``duration``, its cache's mean
+    bytes from ``since_s`` on, and the vector index when it searches one."""
+    gpu = profile.gpu_model(stats.get("serves_with", "model"))
+    holds = bool(stats["caches"]) or bool(stats["is_ceiling"])
+    return run_cost(
+        profile,
+        gpu_price_per_hour_usd=gpu.gpu_price_per_hour_usd,
+        gpus=int(engine.get("gpus", exp.cluster.gpus)),
+        duration_s=duration,
+        gpu_busy_s=float(gpu_s.sum()),
+        mean_cached_bytes=_mean_cached_bytes(stats, since_s) if holds else 0.0,
+        tier=exp.cache.tier,
+        uses_index=stats["lookup_kind"] == "vector",
+        groups=_gpu_groups(r, engine, gpu_s),
+    )
+
+
+def _work_and_time(r: pd.DataFrame, gpu: GpuModel, full: bool) -> tuple[np.ndarray, float, float]:
+    """Each request's GPU-seconds (estimated from its steps when the records lack them), the span
+    of the arrivals, and the run's duration (to the last finish in full mode, else the span)."""
+    gpu_s = r["gpu_s"].to_numpy(dtype=float)
+    if not full or np.isnan(gpu_s).any():
+        gpu_s = estimated_gpu_s(r, gpu)
+    arrival = r["arrival_s"].to_numpy(dtype=float)
+    span = float(arrival.max() - arrival.min()) if len(r) else 0.0
+    if not full:
+        return gpu_s, span, span
+    return gpu_s, span, float(np.nanmax(r["finish_s"].to_numpy(dtype=float))) - float(arrival.min())
+
+
+def _predictor_columns(engine: dict[str, Any], hits: int, predicts: bool) -> dict[str, Any]:
+    """The match predictor's columns: hits it lost, lookups it skipped, and, as a classifier of
+    "this lookup would reuse something" (full mode, a system that looks up), its precision
+    (reuses / lookups made) and recall (reuses / (reuses + hits lost to skipped lookups))."""
+    lost = int(engine.get("lost_hits", 0))
+    looked = engine.get("looked_up")
+    predicts = predicts and looked is not None
+    return {
+        "lost_hits": lost,
+        "predictor_skipped": engine.get("predictor_skipped", 0),
+        "predictor_precision": hits / looked if predicts and looked else _NAN,
+        "predictor_recall": hits / (hits + lost) if predicts and hits + lost else _NAN,
+    }
+
+
+def _declared_columns(stats: dict[str, Any], gpu: GpuModel) -> dict[str, Any]:
+    """What the system and its policy declare (figures and reports read these, not names), and
+    the lowest similarity it acts on, as it compared it and as published."""
+
+    def number(key: str) -> float:
+        return _NAN if stats.get(key) is None else float(stats[key])
+
+    return {
+        "lookup_kind": stats["lookup_kind"],
+        "serves_with": gpu.block,
+        "caches": bool(stats["caches"]),
+        "is_baseline": bool(stats["is_baseline"]),
+        "is_ceiling": bool(stats["is_ceiling"]),
+        "bounds": stats["bounds"],
+        "policy_offline": bool(stats["policy_offline"]),
+        "min_similarity": number("min_similarity"),
+        "min_similarity_published": number("min_similarity_published"),
+    }
 
 
 def _gpu_groups(records: pd.DataFrame, engine: dict[str, Any], gpu_s: np.ndarray) -> list[GpuGroup] | None:
