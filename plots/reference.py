@@ -63,6 +63,14 @@ class Comparison:
     systems: dict[str, str]  # label -> the acsim system it is compared with
 
 
+def _predictor_kinds(results: Results) -> pd.Series | str:
+    """Each summary row's ``predictor.kind`` (a sweep may vary it; otherwise the config's)."""
+    s = results.summary
+    if "predictor.kind" in s:
+        return s["predictor.kind"]
+    return (results.config.get("predictor") or {}).get("kind", "none")
+
+
 def comparison_data(results: Results) -> Comparison | None:
     """The comparison, or None when the results' config names no reference or nothing matches."""
     path = results.config.get("reference")
@@ -72,8 +80,7 @@ def comparison_data(results: Results) -> Comparison | None:
     s = results.summary
     if not all(c in s.columns for c, *_ in METRICS):
         return None
-    kind = s["predictor.kind"] if "predictor.kind" in s else (results.config.get("predictor") or {}).get("kind", "none")
-    s = s.assign(_predictor=kind)
+    s = s.assign(_predictor=_predictor_kinds(results))
     s = s.assign(_setting=_setting_labels(s, [k for k in results.varied if k not in ("seed", "predictor.kind")]))
     rows = []
     labels = list(dict.fromkeys(ref["label"]))
@@ -131,8 +138,7 @@ def paper_points(results: Results) -> tuple[str, pd.DataFrame] | None:
         return None
     ref = read_reference(path)
     trace = str(ref["paper_trace"].iloc[0])
-    kind = s["predictor.kind"] if "predictor.kind" in s else (results.config.get("predictor") or {}).get("kind", "none")
-    s = s.assign(_predictor=kind)
+    s = s.assign(_predictor=_predictor_kinds(results))
     rows = []
     for _, r in ref[ref["paper_trace"] == trace].iterrows():
         sim = s[(s["system"] == r["system"]) & (s["_predictor"] == r["predictor"])]

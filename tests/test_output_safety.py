@@ -101,6 +101,20 @@ def test_rerun_replaces_its_own_run_and_cleans_what_killed_runs_left(tmp_path, c
     assert not list(out.parent.glob(".tiny.old-*")) and not list(out.parent.glob(".tiny.lock"))
 
 
+def test_a_run_with_the_papers_table_replaces_itself(tmp_path, capsys) -> None:
+    """With ``reference:`` the figures come with the paper comparison's table (.md, .csv in
+    plots/): a second run must recognise them as its own and replace the first."""
+    exp = spec(tmp_path)
+    ref = ROOT / "experiments" / "paper_quality_reference.csv"
+    args = ["run", exp, "-q", "--set", "plots=true", "--set", f"reference={ref}"]
+    assert cli(args, capsys)[0] == 0
+    out = tmp_path / "results" / "tiny"
+    assert (out / "plots" / "paper_comparison.md").is_file()
+    code, _, err = cli([*args, "--set", "seed=2"], capsys)
+    assert code == 0, err
+    assert "seed: 2" in (out / "config.yaml").read_text()
+
+
 def test_replacing_without_an_atomic_exchange(tmp_path, capsys, monkeypatch) -> None:
     """File systems without renameat2's exchange get two renames; the old run is still removed."""
     exp = spec(tmp_path)

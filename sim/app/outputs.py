@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 MARKER = ".acsim-result"
 FORMAT = 1
 _TMP = re.compile(r"([^/]+/)?\.[^/]+\.tmp")  # a temporary file of an interrupted atomic write (sim.base.io)
-_FIGURES = re.compile(r"plots/[^/]+\.(png|pdf)")
+# What `acsim plot` writes into plots/: figures, and the paper comparison's table beside its figure
+# (plots.figures.paper_comparison).
+_PLOTTED = r"([^/]+\.(png|pdf)|paper_comparison\.(md|csv))"
+_FIGURES = re.compile(rf"plots/{_PLOTTED}")
 # What each kind of result directory may hold (relative paths). A directory of a kind listed
 # here is replaced whole by its next writer, so a file outside its list was put there by someone
 # else and the directory is refused. Sweeps and plans are only added to, never replaced.
@@ -54,7 +57,7 @@ OWN_FILES: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(r"records/[^/]+\.parquet"),
         re.compile(r"timeseries/[^/]+\.csv"),
         _FIGURES,
-        re.compile(r"\.plots\.partial-[^/]+/[^/]+\.(png|pdf)"),  # figures of an interrupted `acsim plot`
+        re.compile(rf"\.plots\.partial-[^/]+/{_PLOTTED}"),  # figures of an interrupted `acsim plot`
         _TMP,
     ),
     "compare": (re.compile(r"summary\.csv"), _FIGURES, _TMP),  # acsim trace compare

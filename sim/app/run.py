@@ -250,13 +250,11 @@ def derived_block(exp: cfg.Experiment, profile: Profile) -> dict[str, Any]:
 
 def carried_thresholds(exp: cfg.Experiment, profile: Profile) -> str:
     """Each system's lowest threshold, as published and as the run compares it (empty when the
-    run reads published numbers as they stand)."""
-    space = run_space(exp)
-    if space.identity:
+    run reads published numbers as they stand): the run header's line of :func:`derived_block`."""
+    if run_space(exp).identity:
         return ""
     parts = []
-    for name in exp.systems:
-        low = SYSTEMS[name].min_similarity(exp, profile)
-        if low is not None:
-            parts.append(f"{name} {float(space.to_clip(low)):.3f} -> {low:.3f}")
+    for name, named in derived_block(exp, profile)["similarity_space"]["thresholds"].items():
+        low = min(named.values(), key=lambda t: t["run"])
+        parts.append(f"{name} {low['published']:.3f} -> {low['run']:.3f}")
     return "; ".join(parts)
