@@ -4,9 +4,12 @@ FIFO, LRU, the LFU and LCBFU families all evict the entry of lowest priority, th
 reached its priority first among equals; they differ only in what a store and a hit do to
 an entry's score and whether priorities age (their
 :class:`~sim.cache.policies.base.PriorityRule`). That shared shape runs here as one numba
-loop over flat arrays: the candidate walk, the hit's bookkeeping, the insertion with its
-evictions and the trajectory a hit shares, with a binary heap keyed by (priority, sequence
-number) in place of the policies' ordered dicts. A hit only raises an entry's key in the
+loop over flat arrays grouped in a few records (:class:`Walk`, :class:`Rule`,
+:class:`Entries`, :class:`Shares`, :class:`Cached`, :class:`Search`, :class:`Columns`); each
+request passes through four small compiled steps: :func:`_choose` (the candidate walk),
+:func:`_record` (the hit's bookkeeping and the columns), :func:`_to_store` + :func:`_insert`
+(the levels stored, with their evictions) and :func:`_link` (the trajectory a hit shares). A
+binary heap keyed by (priority, sequence number) stands in for the policies' ordered dicts. A hit only raises an entry's key in the
 arrays (keys never fall: scores grow, L never falls, sequence numbers grow); the heap item keeps
 the old key until it reaches the top, and is then put back with the current one. Victims come
 out in the same order as with a heap updated on every hit, at a push per eviction instead of
@@ -31,7 +34,7 @@ level index) pair ``slot * n_levels + index``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numba
 import numpy as np
@@ -52,11 +55,105 @@ _COMPUTED, _REFERENCE, _COPY = range(len(TRAJECTORIES))
 # Slots of the state vector shared by Python and the kernel between calls.
 _HEAP, _SEQ, _ENTRIES, _INSERTIONS, _EVICTIONS, _PROMPTS, _INFLATION, _LINKS, _FALLBACKS = range(9)
 
+# Helpers that only read and write arrays their caller owns compile without the runtime's
+# reference counts: a call would otherwise take an atomic incref and decref for every array in
+# the records it is passed, which cost the replay a fifth of its speed (measured with `acsim bench`).
+_LEAF = {"cache": True, "nogil": True, "_nrt": False}
+
 MISS, HIT, HOLE = 0, 1, 2  # outcome codes in the kernel's output (mapped by the caller)
 
 # An exhaustive decision: (position served from or -1, its similarity, level used, K planned,
 # similarity of the nearest cached candidate, K asked of the served candidate).
 Fallback = tuple[int, float, int, int, float, int]
+
+
+# The replay's state and inputs, grouped as the loop uses them (numba passes them as tuples).
+class Walk(NamedTuple):
+    """The neighbour lists (:class:`Candidates`' arrays)."""
+
+    offsets: np.ndarray
+    ids: np.ndarray
+    ks: np.ndarray
+    sims: np.ndarray
+    complete: np.ndarray
+    dense_of: np.ndarray
+
+
+class Rule(NamedTuple):
+    """What a generation stores and what the policy does on a store and a hit."""
+
+    levels: np.ndarray  # int64, ascending
+    level_index: np.ndarray  # int64: level -> its index, -1 when not a level
+    store_on_hit: bool
+    trajectory: int  # a TRAJECTORIES index
+    capacity: int  # entries
+    insert_score: int
+    insert_level: bool
+    hit_rule: int  # a HIT_RULES index
+    aging: bool
+
+
+class Entries(NamedTuple):
+    """The stored latents: per slot its level mask, per entry its keys, the heap and the counters."""
+
+    masks: np.ndarray  # int64 per dense slot
+    prio: np.ndarray  # int64 per entry
+    score: np.ndarray  # int64 per entry (aging policies; else one unused cell)
+    seq: np.ndarray  # int64 per entry, -1 when not stored
+    hp: np.ndarray  # the heap's priorities ...
+    hs: np.ndarray  # ... sequence numbers ...
+    he: np.ndarray  # ... and entries
+    state: np.ndarray  # int64 counters, indexed by _HEAP ... _FALLBACKS
+
+
+class Shares(NamedTuple):
+    """Trajectories held by reference: the latent behind each entry, and who references it."""
+
+    ref: np.ndarray
+    head: np.ndarray
+    node_slot: np.ndarray
+    node_next: np.ndarray
+
+
+class Cached(NamedTuple):
+    """The cached slots by cell: cell c's are ``live[cell_start[c] : cell_start[c] + fill[c]]``."""
+
+    live: np.ndarray
+    pos: np.ndarray
+    fill: np.ndarray
+    cell_start: np.ndarray
+    slot_cell: np.ndarray
+
+
+class Search(NamedTuple):
+    """What deciding over the cached prompts needs (:class:`Exhaustive`, flattened)."""
+
+    emb: np.ndarray
+    slot_prompt: np.ndarray
+    slot_part: np.ndarray
+    req_prompt: np.ndarray
+    req_part: np.ndarray
+    thresholds: np.ndarray
+    kvals: np.ndarray
+    min_similarity: float
+    probing: bool
+    proj: np.ndarray
+    centroids: np.ndarray
+    budget: int
+    min_probes: int
+    max_probes: int
+
+
+class Columns(NamedTuple):
+    """The per-request output columns and the occupancy samples (:class:`KernelResult`'s)."""
+
+    code: np.ndarray
+    matched: np.ndarray
+    similarity: np.ndarray
+    k_planned: np.ndarray
+    k_used: np.ndarray
+    occ_entries: np.ndarray
+    occ_prompts: np.ndarray
 
 
 @dataclass
@@ -146,30 +243,65 @@ def replay(
     """
     admit = np.ones(n, np.bool_) if admit is None else np.ascontiguousarray(admit[:n], dtype=np.bool_)
     n_slots = int(own.max()) + 1 if n else 1
-    n_levels = len(ladder)
     levels = np.asarray(ladder, dtype=np.int64)
     level_index = np.full(int(levels.max()) + 1, -1, np.int64)
-    level_index[levels] = np.arange(n_levels)
-    n_entries = n_slots * n_levels
-    sharing = store_on_hit and trajectory == "reference"
-    # One heap item per stored latent: at most the capacity, or everything the trace can store.
-    heap_size = min(capacity, n * n_levels) + 1
-    hp = np.zeros(heap_size, np.int64)
-    hs = np.zeros(heap_size, np.int64)
-    he = np.zeros(heap_size, np.int64)
-    prio = np.zeros(n_entries, np.int64)
-    score = np.zeros(n_entries if rule.aging else 1, np.int64)
-    seq = np.full(n_entries, -1, np.int64)
-    masks = np.zeros(n_slots, np.int64)
-    # Sharing: the latent behind each (slot, level), and who references each latent (a list
-    # through node_next); a hit shares at most n_levels latents, so n * n_levels nodes suffice.
-    ref = np.full(n_entries if sharing else 1, -1, np.int32)
-    head = np.full(n_entries if sharing else 1, -1, np.int32)
-    node_slot = np.zeros(n * n_levels if sharing else 1, np.int32)
-    node_next = np.zeros(n * n_levels if sharing else 1, np.int32)
-    state = np.zeros(9, np.int64)
-    # The cached slots, for the exhaustive search, by cell (one cell when there are none to probe):
-    # cell c's are live[cell_start[c] : cell_start[c] + fill[c]], and slot g is at live[cell_start[c] + pos[g]].
+    level_index[levels] = np.arange(len(levels))
+    code = TRAJECTORIES.index(trajectory)
+    flags = (rule.on_insert, rule.insert_level, HIT_RULES.index(rule.on_hit), rule.aging)
+    policy = Rule(levels, level_index, store_on_hit, code, capacity, *flags)
+    ent = _empty_entries(n, n_slots, policy)
+    shares = _empty_shares(n, n_slots, policy)
+    cached, search = _cached_slots(n_slots, exhaustive)
+    n_samples = -(-n // stride)
+    cols = Columns(
+        np.zeros(n, np.int8),
+        np.full(n, -1, np.int64),
+        np.full(n, np.nan),
+        np.zeros(n, np.int64),
+        np.zeros(n, np.int64),
+        np.zeros(n_samples, np.int64),
+        np.zeros(n_samples, np.int64),
+    )
+    walk = Walk(cand.offsets, cand.ids, cand.ks, cand.sims, cand.complete, cand.dense_of)
+    _run(n, stride, own, admit, walk, policy, ent, shares, cached, search, cols)
+    return _result(cols, ent, shares, policy)
+
+
+def _empty_entries(n: int, n_slots: int, rule: Rule) -> Entries:
+    """No latent stored; a heap item per stored latent: at most the capacity, or all the trace can store."""
+    n_entries = n_slots * len(rule.levels)
+    heap_size = min(rule.capacity, n * len(rule.levels)) + 1
+    return Entries(
+        masks=np.zeros(n_slots, np.int64),
+        prio=np.zeros(n_entries, np.int64),
+        score=np.zeros(n_entries if rule.aging else 1, np.int64),
+        seq=np.full(n_entries, -1, np.int64),
+        hp=np.zeros(heap_size, np.int64),
+        hs=np.zeros(heap_size, np.int64),
+        he=np.zeros(heap_size, np.int64),
+        state=np.zeros(9, np.int64),
+    )
+
+
+def _sharing(rule: Rule) -> bool:
+    return rule.store_on_hit and rule.trajectory == TRAJECTORIES.index("reference")
+
+
+def _empty_shares(n: int, n_slots: int, rule: Rule) -> Shares:
+    """The latent behind each (slot, level), and who references each latent (a list through
+    node_next); a hit shares at most one latent per level, so n * levels nodes suffice."""
+    n_levels = len(rule.levels)
+    size, nodes = (n_slots * n_levels, n * n_levels) if _sharing(rule) else (1, 1)
+    return Shares(
+        ref=np.full(size, -1, np.int32),
+        head=np.full(size, -1, np.int32),
+        node_slot=np.zeros(nodes, np.int32),
+        node_next=np.zeros(nodes, np.int32),
+    )
+
+
+def _cached_slots(n_slots: int, exhaustive: Exhaustive) -> tuple[Cached, Search]:
+    """No slot cached yet, kept by cell (one cell when there are none to probe), and the search."""
     cells = exhaustive.cells
     if cells is None:
         slot_cell = np.zeros(n_slots, np.int64)
@@ -180,105 +312,51 @@ def replay(
         limits = (cells.budget, cells.min_probes, cells.max_probes)
     cell_start = np.zeros(n_cells + 1, np.int64)
     np.cumsum(np.bincount(slot_cell, minlength=n_cells), out=cell_start[1:])
-    fill = np.zeros(n_cells, np.int64)
-    live = np.zeros(n_slots, np.int64)
-    pos = np.zeros(n_slots, np.int64)
-    n_samples = -(-n // stride)
-    out = KernelResult(
-        code=np.zeros(n, np.int8),
-        matched=np.full(n, -1, np.int64),
-        similarity=np.full(n, np.nan),
-        k_planned=np.zeros(n, np.int64),
-        k_used=np.zeros(n, np.int64),
-        occ_entries=np.zeros(n_samples, np.int64),
-        occ_prompts=np.zeros(n_samples, np.int64),
-        masks=masks,
-        live_keys=np.zeros(0, np.int64),
-        live_prio=np.zeros(0, np.int64),
-        live_score=np.zeros(0, np.int64),
-        inflation=0,
-        shared=np.zeros(0, np.int64),
-        shared_latent=np.zeros(0, np.int64),
-        entries=0,
-        insertions=0,
-        evictions=0,
-        links=0,
-        fallbacks=0,
+    cached = Cached(np.zeros(n_slots, np.int64), np.zeros(n_slots, np.int64), np.zeros(n_cells, np.int64), cell_start, slot_cell)
+    ex = exhaustive
+    search = Search(
+        ex.embeddings, ex.slot_prompt, ex.slot_part, ex.req_prompt, ex.req_part, *ex.rule, cells is not None, proj,
+        centroids, *limits,
     )
-    thresholds, ks, min_similarity = exhaustive.rule
-    _run(
-        n,
-        cand.offsets,
-        cand.ids,
-        cand.ks,
-        cand.sims,
-        cand.complete,
-        cand.dense_of,
-        own,
-        admit,
-        levels,
-        level_index,
-        store_on_hit,
-        TRAJECTORIES.index(trajectory),
-        capacity,
-        rule.on_insert,
-        rule.insert_level,
-        HIT_RULES.index(rule.on_hit),
-        rule.aging,
-        stride,
-        masks,
-        prio,
-        score,
-        seq,
-        ref,
-        head,
-        node_slot,
-        node_next,
-        hp,
-        hs,
-        he,
-        state,
-        live,
-        pos,
-        fill,
-        cell_start,
-        slot_cell,
-        out.code,
-        out.matched,
-        out.similarity,
-        out.k_planned,
-        out.k_used,
-        out.occ_entries,
-        out.occ_prompts,
-        exhaustive.embeddings,
-        exhaustive.slot_prompt,
-        exhaustive.slot_part,
-        exhaustive.req_prompt,
-        exhaustive.req_part,
-        thresholds,
-        ks,
-        min_similarity,
-        cells is not None,
-        proj,
-        centroids,
-        *limits,
-    )
+    return cached, search
+
+
+def _result(cols: Columns, ent: Entries, shares: Shares, rule: Rule) -> KernelResult:
+    """The columns, and the final state with the live entries in eviction order."""
+    seq, prio, state = ent.seq, ent.prio, ent.state
     live = np.flatnonzero(seq >= 0)
     order = np.lexsort((seq[live], prio[live]))
-    out.live_keys, out.live_prio = live[order], prio[live][order]
-    out.live_score = score[live][order] if rule.aging else out.live_prio
-    out.inflation = int(state[_INFLATION])
-    if sharing:
+    keys, live_prio = live[order], prio[live][order]
+    shared = shared_latent = np.zeros(0, np.int64)
+    if _sharing(rule):
+        ref = shares.ref
         held = np.flatnonzero(ref >= 0)
-        by_ref = held[ref[held] != held]
-        out.shared, out.shared_latent = by_ref, ref[by_ref].astype(np.int64)
-    out.entries, out.insertions, out.evictions = (int(x) for x in state[_ENTRIES : _EVICTIONS + 1])
-    out.links = int(state[_LINKS])
-    out.fallbacks = int(state[_FALLBACKS])
-    return out
+        shared = held[ref[held] != held]
+        shared_latent = ref[shared].astype(np.int64)
+    return KernelResult(
+        code=cols.code,
+        matched=cols.matched,
+        similarity=cols.similarity,
+        k_planned=cols.k_planned,
+        k_used=cols.k_used,
+        occ_entries=cols.occ_entries,
+        occ_prompts=cols.occ_prompts,
+        masks=ent.masks,
+        live_keys=keys,
+        live_prio=live_prio,
+        live_score=ent.score[live][order] if rule.aging else live_prio,
+        inflation=int(state[_INFLATION]),
+        shared=shared,
+        shared_latent=shared_latent,
+        entries=int(state[_ENTRIES]),
+        insertions=int(state[_INSERTIONS]),
+        evictions=int(state[_EVICTIONS]),
+        links=int(state[_LINKS]),
+        fallbacks=int(state[_FALLBACKS]),
+    )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_LEAF)
 def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
     """Move the entry at j down to its place (children move up into the hole)."""
     p, s, e = hp[j], hs[j], he[j]
@@ -295,7 +373,7 @@ def _sift_down(hp, hs, he, size, j):  # pragma: no cover - compiled
     hp[j], hs[j], he[j] = p, s, e
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**_LEAF, inline="always")
 def _push(hp, hs, he, state, p, s, e):  # pragma: no cover - compiled
     j = state[_HEAP]
     while j > 0:
@@ -308,7 +386,7 @@ def _push(hp, hs, he, state, p, s, e):  # pragma: no cover - compiled
     state[_HEAP] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_LEAF)
 def _pop_live(hp, hs, he, prio, seq, state):  # pragma: no cover - compiled
     """Remove and return the entry of lowest (priority, sequence), putting back at their current
     keys the items whose entry was hit since they were pushed."""
@@ -323,9 +401,10 @@ def _pop_live(hp, hs, he, prio, seq, state):  # pragma: no cover - compiled
         _push(hp, hs, he, state, prio[e], seq[e], e)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _live_add(live, pos, fill, cell_start, slot_cell, state, g):  # pragma: no cover - compiled
+@numba.njit(**_LEAF, inline="always")
+def _live_add(cached, state, g):  # pragma: no cover - compiled
     """Slot g now holds something: add it to its cell's cached slots."""
+    live, pos, fill, cell_start, slot_cell = cached
     c = slot_cell[g]
     live[cell_start[c] + fill[c]] = g
     pos[g] = fill[c]
@@ -333,9 +412,10 @@ def _live_add(live, pos, fill, cell_start, slot_cell, state, g):  # pragma: no c
     state[_PROMPTS] += 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _live_remove(live, pos, fill, cell_start, slot_cell, state, g):  # pragma: no cover - compiled
+@numba.njit(**_LEAF, inline="always")
+def _live_remove(cached, state, g):  # pragma: no cover - compiled
     """Slot g holds nothing any more: its cell's last cached slot takes its place."""
+    live, pos, fill, cell_start, slot_cell = cached
     c = slot_cell[g]
     fill[c] -= 1
     last = live[cell_start[c] + fill[c]]
@@ -344,14 +424,12 @@ def _live_remove(live, pos, fill, cell_start, slot_cell, state, g):  # pragma: n
     state[_PROMPTS] -= 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _evict(
-    hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state, live, pos, fill, cell_start,
-    slot_cell,
-):  # pragma: no cover - compiled
+@numba.njit(**_LEAF, inline="always")
+def _evict(ent, shares, cached, levels, sharing, aging):  # pragma: no cover - compiled
     """Evict the live entry of lowest (priority, sequence), from its slot and every slot sharing it."""
+    masks, prio, seq, state = ent.masks, ent.prio, ent.seq, ent.state
     n_levels = len(levels)
-    e = _pop_live(hp, hs, he, prio, seq, state)
+    e = _pop_live(ent.hp, ent.hs, ent.he, prio, seq, state)
     seq[e] = -1
     if aging and prio[e] > state[_INFLATION]:
         state[_INFLATION] = prio[e]
@@ -360,19 +438,20 @@ def _evict(
     g = e // n_levels
     masks[g] &= ~bit
     if masks[g] == 0:
-        _live_remove(live, pos, fill, cell_start, slot_cell, state, g)
+        _live_remove(cached, state, g)
     if sharing:
+        ref, head = shares.ref, shares.head
         ref[e] = -1
         nd = head[e]
         while nd >= 0:
-            s = node_slot[nd]
+            s = shares.node_slot[nd]
             p = s * n_levels + x
             if ref[p] == e:
                 ref[p] = -1
                 masks[s] &= ~bit
                 if masks[s] == 0:
-                    _live_remove(live, pos, fill, cell_start, slot_cell, state, s)
-            nd = node_next[nd]
+                    _live_remove(cached, state, s)
+            nd = shares.node_next[nd]
         head[e] = -1
 
 
@@ -412,14 +491,14 @@ def decide(prompts, held, sims, ks, levels):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _exhaustive(
-    q, part, live, fill, cell_start, masks, slot_prompt, slot_part, emb, levels, thresholds, kvals, min_similarity,
-    probing, proj, centroids, budget, min_probes, max_probes,
-):  # pragma: no cover - compiled
-    """:func:`decide` over the cached slots of partition ``part`` for prompt ``q`` (of the probed
-    cells when ``probing``); the position it returns is a dense slot."""
-    if probing:
-        take = probe(emb[q], proj, centroids, fill, budget, min_probes, max_probes)
+def _exhaustive(i, search, cached, masks, levels):  # pragma: no cover - compiled
+    """:func:`decide` for request i over the cached slots of its partition (of the probed cells
+    when the search probes); the position it returns is a dense slot."""
+    emb, slot_prompt, slot_part = search.emb, search.slot_prompt, search.slot_part
+    q, part = search.req_prompt[i], search.req_part[i]
+    live, fill, cell_start = cached.live, cached.fill, cached.cell_start
+    if search.probing:
+        take = probe(emb[q], search.proj, search.centroids, fill, search.budget, search.min_probes, search.max_probes)
     else:
         take = np.ones(len(fill), np.bool_)
     size = fill[take].sum()
@@ -436,211 +515,165 @@ def _exhaustive(
                 dense[m], prompts[m], held[m] = g, slot_prompt[g], masks[g]
                 m += 1
     sims = similarities_to(emb, prompts[:m], q)
-    at, s, u, planned, near_s, asked = decide(
-        prompts[:m], held[:m], sims, k_of(sims, thresholds, kvals, min_similarity), levels
-    )
+    ks = k_of(sims, search.thresholds, search.kvals, search.min_similarity)
+    at, s, u, planned, near_s, asked = decide(prompts[:m], held[:m], sims, ks, levels)
     return (dense[at] if at >= 0 else -1), s, u, planned, near_s, asked
 
 
-@numba.njit(cache=True, nogil=True)
-def _run(  # pragma: no cover - compiled
-    n,
-    offsets,
-    cids,
-    cks,
-    csims,
-    complete,
-    dense_of,
-    own,
-    admit,
-    levels,
-    level_index,
-    store_on_hit,
-    trajectory,
-    capacity,
-    insert_score,
-    insert_level,
-    hit_rule,
-    aging,
-    stride,
-    masks,
-    prio,
-    score,
-    seq,
-    ref,
-    head,
-    node_slot,
-    node_next,
-    hp,
-    hs,
-    he,
-    state,
-    live,
-    pos,
-    fill,
-    cell_start,
-    slot_cell,
-    code,
-    matched,
-    similarity,
-    k_planned,
-    k_used,
-    occ_entries,
-    occ_prompts,
-    emb,
-    slot_prompt,
-    slot_part,
-    req_prompt,
-    req_part,
-    thresholds,
-    kvals,
-    min_similarity,
-    probing,
-    proj,
-    centroids,
-    budget,
-    min_probes,
-    max_probes,
-):
-    """Requests 0..n-1 (see :func:`replay`)."""
+@numba.njit(**_LEAF)
+def _choose(i, walk, masks):  # pragma: no cover - compiled
+    """The walk of request i: (slot served from or -1, its level, similarity and K, K and
+    similarity of the nearest cached candidate (0: none), whether the walk settled)."""
+    best_d, best_u, best_s, best_k = -1, 0, np.nan, 0
+    near_k, near_s = 0, np.nan
+    cks, csims, cids, dense_of = walk.ks, walk.sims, walk.ids, walk.dense_of
+    for j in range(walk.offsets[i], walk.offsets[i + 1]):
+        k = cks[j]
+        if k <= best_u:  # below the floor, or no later candidate can beat the best
+            return best_d, best_u, best_s, best_k, near_k, near_s, True
+        d = dense_of[cids[j]]
+        if d < 0 or masks[d] == 0:
+            continue
+        if near_k == 0:
+            near_k, near_s = k, csims[j]
+        m = masks[d] & ((np.int64(2) << k) - 1)
+        if m != 0:
+            u = k
+            while not (m >> u) & 1:
+                u -= 1
+            if u > best_u:
+                best_d, best_u, best_s, best_k = d, u, csims[j], k
+    return best_d, best_u, best_s, best_k, near_k, near_s, False
+
+
+@numba.njit(**_LEAF)
+def _record(i, d, u, s, k, near_k, near_s, admitted, ent, rule, shares, cols):  # pragma: no cover - compiled
+    """Request i's columns, and the hit's bookkeeping when it is served level u of slot d (K k);
+    returns the level index from which the generation stores its own levels."""
+    n_levels = len(rule.levels)
+    if near_k > 0:
+        cols.k_planned[i], cols.similarity[i] = near_k, near_s
+    if d < 0:
+        return 0 if admitted else n_levels
+    cols.similarity[i] = s
+    xu = rule.level_index[u]
+    e = d * n_levels + xu
+    hit_rule = rule.hit_rule
+    if hit_rule != _KEEP:
+        if rule.store_on_hit and rule.trajectory == _REFERENCE:
+            e = shares.ref[e]
+        delta = 1 if hit_rule == _ADD_ONE else u if hit_rule == _ADD_LEVEL else k if hit_rule == _ADD_ASKED else 0
+        prio, state = ent.prio, ent.state
+        if rule.aging:
+            ent.score[e] += delta
+            prio[e] = state[_INFLATION] + ent.score[e]
+        else:
+            prio[e] += delta
+        ent.seq[e] = state[_SEQ]  # a new key: its heap item moves when it reaches the top
+        state[_SEQ] += 1
+    cols.code[i], cols.matched[i], cols.k_used[i] = HIT if u == near_k else HOLE, d, u
+    if not admitted:
+        return n_levels  # not admitted (sim.cache.admission): the generation stores nothing
+    return xu + 1 if rule.store_on_hit else n_levels
+
+
+@numba.njit(**_LEAF)
+def _to_store(o, d, first_new, admitted, masks, rule, new):  # pragma: no cover - compiled
+    """The levels (indices, into ``new``) the generation passed that slot o lacks; their count.
+    With copied trajectories those <= K are the matched slot d's that d holds."""
+    levels, m, nl = rule.levels, masks[o], 0
+    if admitted and d >= 0 and rule.store_on_hit and rule.trajectory == _COPY:
+        for x in range(first_new):
+            b = np.int64(1) << levels[x]
+            if masks[d] & b and not m & b:
+                new[nl], nl = x, nl + 1
+    for x in range(first_new, len(levels)):
+        if not (m >> levels[x]) & 1:
+            new[nl], nl = x, nl + 1
+    return nl
+
+
+@numba.njit(**_LEAF)
+def _insert(o, new, nl, ent, rule, shares, cached):  # pragma: no cover - compiled
+    """Store levels ``new[:nl]`` (level indices) of slot o, evicting what the capacity needs."""
+    levels, capacity, aging = rule.levels, rule.capacity, rule.aging
+    sharing = rule.store_on_hit and rule.trajectory == _REFERENCE
+    masks, prio, seq, state = ent.masks, ent.prio, ent.seq, ent.state
     n_levels = len(levels)
-    sharing = store_on_hit and trajectory == _REFERENCE
-    new = np.empty(n_levels, np.int64)
+    start = 0
+    if state[_ENTRIES] + nl > capacity:
+        if nl > capacity:
+            start = nl - capacity  # a tiny cache keeps the levels that save most
+        victims = state[_ENTRIES] + nl - start - capacity
+        if victims > 0:
+            for _ in range(victims):
+                _evict(ent, shares, cached, levels, sharing, aging)
+            state[_ENTRIES] -= victims
+            state[_EVICTIONS] += victims
+    m = masks[o]
+    was_empty = m == 0
+    for r in range(start, nl):
+        x = new[r]
+        m |= np.int64(1) << levels[x]
+        e = o * n_levels + x
+        sc = rule.insert_score + (levels[x] if rule.insert_level else 0)
+        if aging:
+            ent.score[e] = sc
+            sc += state[_INFLATION]
+        prio[e] = sc
+        seq[e] = state[_SEQ]
+        state[_SEQ] += 1
+        if sharing:
+            shares.ref[e] = e
+        _push(ent.hp, ent.hs, ent.he, state, sc, seq[e], e)
+    if was_empty:
+        _live_add(cached, state, o)
+    masks[o] = m
+    state[_ENTRIES] += nl - start
+    state[_INSERTIONS] += nl - start
+
+
+@numba.njit(**_LEAF)
+def _link(o, d, u, first_new, ent, shares, cached, levels):  # pragma: no cover - compiled
+    """After a hit at level u from slot d: slot o references the latents <= u that d still holds."""
+    masks, state = ent.masks, ent.state
+    n_levels = len(levels)
+    m = masks[o]
+    want = masks[d] & ((np.int64(2) << u) - 1) & ~m
+    if want == 0:
+        return
+    if m == 0:
+        _live_add(cached, state, o)
+    masks[o] = m | want
+    for x in range(first_new):
+        if (want >> levels[x]) & 1:
+            latent = shares.ref[d * n_levels + x]
+            shares.ref[o * n_levels + x] = latent
+            nd = state[_LINKS]
+            shares.node_slot[nd] = o
+            shares.node_next[nd] = shares.head[latent]
+            shares.head[latent] = nd
+            state[_LINKS] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _run(n, stride, own, admit, walk, rule, ent, shares, cached, search, cols):  # pragma: no cover - compiled
+    """Requests 0..n-1 (see :func:`replay`): choose, record, store, share."""
+    levels, masks, state = rule.levels, ent.masks, ent.state
+    sharing = rule.store_on_hit and rule.trajectory == _REFERENCE
+    new = np.empty(len(levels), np.int64)
     for i in range(n):
-        best_d = -1  # dense slot served from
-        best_u = 0  # level it offers
-        best_s = np.nan
-        best_k = 0  # K its similarity allows
-        near_k = 0  # K of the nearest cached candidate (0: none)
-        near_s = np.nan
-        settled = False
-        for j in range(offsets[i], offsets[i + 1]):
-            k = cks[j]
-            if k <= best_u:  # below the floor, or no later candidate can beat the best
-                settled = True
-                break
-            d = dense_of[cids[j]]
-            if d < 0:
-                continue
-            m = masks[d]
-            if m == 0:
-                continue
-            if near_k == 0:
-                near_k, near_s = k, csims[j]
-            m &= (np.int64(2) << k) - 1
-            if m != 0:
-                u = k
-                while not (m >> u) & 1:
-                    u -= 1
-                if u > best_u:
-                    best_d, best_u, best_s, best_k = d, u, csims[j], k
-        if not settled and not complete[i]:
-            # The truncated list ran out: decide over the cached prompts.
+        d, u, s, k, near_k, near_s, settled = _choose(i, walk, masks)
+        if not settled and not walk.complete[i]:  # the truncated list ran out: decide over the cached prompts
             state[_FALLBACKS] += 1
-            best_d, best_s, best_u, near_k, near_s, best_k = _exhaustive(
-                req_prompt[i], req_part[i], live, fill, cell_start, masks, slot_prompt, slot_part, emb,
-                levels, thresholds, kvals, min_similarity, probing, proj, centroids, budget, min_probes, max_probes,
-            )
-        first_new = 0  # level index from which the generation's own levels are stored
-        if near_k > 0:
-            k_planned[i] = near_k
-            similarity[i] = near_s
-        if best_d >= 0:
-            similarity[i] = best_s
-            xu = level_index[best_u]
-            e = best_d * n_levels + xu
-            if sharing:
-                e = ref[e]
-            if hit_rule != _KEEP:
-                if hit_rule == _ADD_ONE:
-                    delta = 1
-                elif hit_rule == _ADD_LEVEL:
-                    delta = best_u
-                elif hit_rule == _ADD_ASKED:
-                    delta = best_k
-                else:
-                    delta = 0
-                if aging:
-                    score[e] += delta
-                    prio[e] = state[_INFLATION] + score[e]
-                else:
-                    prio[e] += delta
-                seq[e] = state[_SEQ]  # a new key: its heap item moves when it reaches the top
-                state[_SEQ] += 1
-            code[i] = HIT if best_u == near_k else HOLE
-            matched[i] = best_d
-            k_used[i] = best_u
-            first_new = xu + 1 if store_on_hit else n_levels
+            d, s, u, near_k, near_s, k = _exhaustive(i, search, cached, masks, levels)
         admitted = admit[i]
-        if not admitted:
-            first_new = n_levels  # not admitted (sim.cache.admission): the generation stores nothing
-        # complete(i): store the levels this generation passed that its slot lacks.
-        o = own[i]
-        m = masks[o]
-        nl = 0
-        if admitted and best_d >= 0 and store_on_hit and trajectory == _COPY:
-            # Levels <= K are the matched prompt's: copies of those it holds.
-            held = masks[best_d]
-            for x in range(first_new):
-                b = np.int64(1) << levels[x]
-                if held & b and not m & b:
-                    new[nl] = x
-                    nl += 1
-        for x in range(first_new, n_levels):
-            if not (m >> levels[x]) & 1:
-                new[nl] = x
-                nl += 1
+        first_new = _record(i, d, u, s, k, near_k, near_s, admitted, ent, rule, shares, cols)
+        nl = _to_store(own[i], d, first_new, admitted, masks, rule, new)
         if nl > 0:
-            start = 0
-            if state[_ENTRIES] + nl > capacity:
-                if nl > capacity:
-                    start = nl - capacity  # a tiny cache keeps the levels that save most
-                if state[_ENTRIES] + nl - start > capacity:
-                    victims = state[_ENTRIES] + nl - start - capacity
-                    for _ in range(victims):
-                        _evict(
-                            hp, hs, he, seq, prio, masks, ref, head, node_slot, node_next, levels, sharing, aging, state,
-                            live, pos, fill, cell_start, slot_cell,
-                        )
-                    state[_ENTRIES] -= victims
-                    state[_EVICTIONS] += victims
-                    m = masks[o]
-            was_empty = m == 0
-            for r in range(start, nl):
-                x = new[r]
-                m |= np.int64(1) << levels[x]
-                e = o * n_levels + x
-                sc = insert_score + (levels[x] if insert_level else 0)
-                if aging:
-                    score[e] = sc
-                    sc += state[_INFLATION]
-                prio[e] = sc
-                seq[e] = state[_SEQ]
-                state[_SEQ] += 1
-                if sharing:
-                    ref[e] = e
-                _push(hp, hs, he, state, sc, seq[e], e)
-            if was_empty:
-                _live_add(live, pos, fill, cell_start, slot_cell, state, o)
-            masks[o] = m
-            state[_ENTRIES] += nl - start
-            state[_INSERTIONS] += nl - start
-        if admitted and sharing and best_d >= 0:
-            # Levels <= K are the matched prompt's: share those it still holds.
-            want = masks[best_d] & ((np.int64(2) << best_u) - 1) & ~m
-            if want != 0:
-                if m == 0:
-                    _live_add(live, pos, fill, cell_start, slot_cell, state, o)
-                masks[o] = m | want
-                for x in range(first_new):
-                    if (want >> levels[x]) & 1:
-                        latent = ref[best_d * n_levels + x]
-                        ref[o * n_levels + x] = latent
-                        nd = state[_LINKS]
-                        node_slot[nd] = o
-                        node_next[nd] = head[latent]
-                        head[latent] = nd
-                        state[_LINKS] += 1
+            _insert(own[i], new, nl, ent, rule, shares, cached)
+        if sharing and d >= 0 and admitted:
+            _link(own[i], d, u, first_new, ent, shares, cached, levels)
         if (i + 1) % stride == 0 or i == n - 1:
-            occ_entries[i // stride] = state[_ENTRIES]
-            occ_prompts[i // stride] = state[_PROMPTS]
+            cols.occ_entries[i // stride] = state[_ENTRIES]
+            cols.occ_prompts[i // stride] = state[_PROMPTS]
