@@ -826,7 +826,7 @@ def test_bench_sizes(tmp_path, capsys, options, fragments) -> None:
 
 
 def test_bench_sizes_take_the_notation_of_the_help() -> None:
-    from sim.app.bench import parse_count
+    from sim.app.bench.command import parse_count
 
     assert [parse_count(t, "--scale") for t in ("1k", "50k", "1.5M", "2e6", "200,000", "200000")] == [
         1_000, 50_000, 1_500_000, 2_000_000, 200_000, 200_000

@@ -61,7 +61,7 @@ def test_tiny_bench_prints_every_figure(tmp_path, monkeypatch, capsys) -> None:
     "sizes, values, exponent", [([1, 10], [2.0, 20.0], 1.0), ([1, 100], [3.0, 3.0], 0.0)]
 )
 def test_fit_exponent(sizes, values, exponent) -> None:
-    from sim.app.bench import fit_exponent
+    from sim.app.bench.figures import fit_exponent
 
     assert fit_exponent(sizes, values) == pytest.approx(exponent)
 
@@ -82,7 +82,7 @@ def test_plan_stage_prints_its_figures(tmp_path, monkeypatch, capsys) -> None:
 def test_recall_figures_against_exact_lists() -> None:
     import numpy as np
 
-    from sim.app.bench import recall, sampled_recall
+    from sim.app.bench.neighbours import recall, sampled_recall
     from sim.neighbours import build_neighbours
 
     rng = np.random.default_rng(5)

@@ -615,8 +615,15 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = cal.add_subparsers(dest="calibrate_command", metavar="WHAT", required=True)
-    fmt = argparse.RawDescriptionHelpFormatter
+    _add_latency(sub)
+    _add_quality(sub)
+    _add_thresholds(sub)
+    _add_fidelity(sub)
+    _add_fit_quality(sub)
 
+
+def _add_latency(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "latency",
         help="time denoising steps, text encoder, VAE decode, latent I/O",
@@ -646,6 +653,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="profile YAML to write")
     p.set_defaults(func=cmd_latency)
 
+
+def _add_quality(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "quality",
         help="quality vs K on prompt pairs; derive the similarity->K ladder",
@@ -696,6 +706,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output directory: profile.yaml, CSVs, images, contact sheet")
     p.set_defaults(func=cmd_quality)
 
+
+def _add_thresholds(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "thresholds",
         help="carry a ladder to another embedder by matching quantiles",
@@ -725,6 +738,9 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_thresholds)
 
+
+def _add_fidelity(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "fidelity",
         help="an embedder against a reference: similarity correlation and K agreement",
@@ -748,6 +764,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="embedder device")
     p.set_defaults(func=cmd_fidelity)
 
+
+def _add_fit_quality(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "fit-quality",
         help="fit the retrieval line and PINECONE's gate to the paper's system averages; report every paper row",

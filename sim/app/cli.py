@@ -139,7 +139,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the simulator's speed and memory against its references."""
-    from sim.app.bench import bench_command
+    from sim.app.bench.command import bench_command
 
     return bench_command(args)
 
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure simulator speed and memory against libcachesim, SimPy and hnswlib",
                        description=cmd_bench.__doc__)
-    from sim.app.bench import add_bench_arguments
+    from sim.app.bench.command import add_bench_arguments
 
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)

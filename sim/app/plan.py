@@ -41,6 +41,7 @@ from sim.app.preflight import preflight
 from sim.app.run import Inputs, min_similarity, prepare_inputs, run_experiment
 from sim.app.sweep import (
     RUNS_DIR,
+    PointsResult,
     SweepPoint,
     add_sweep_arguments,
     is_done,
@@ -319,6 +320,57 @@ def stability_bound(arrival_s: Any, profile: str, load: float) -> int:
     return max(1, math.ceil(work / span)) if span > 0 else 1
 
 
+def _check_plannable(exp: cfg.Experiment) -> None:
+    if exp.mode != "full":
+        raise ConfigError(
+            "mode", exp.mode, "acsim plan needs mode: full (latency comes from the serving model)"
+        )
+    if exp.cluster.replicas is not None:
+        raise ConfigError(
+            "cluster.replicas",
+            len(exp.cluster.replicas),
+            "acsim plan sizes one pool of cluster.gpus GPUs; leave cluster.replicas out of the planned file",
+        )
+
+
+def _run_named(
+    planner: Planner, names: dict[str, Any], pool: Any, progress: bool, stream: Any, desc: str
+) -> PointsResult:
+    """Run the planner's points of these names (those done already are reused)."""
+    return run_points(
+        [planner.points[name] for name in names],
+        planner.runs_dir,
+        executor=pool,
+        run_fn=run_point,
+        prepare_fn=planner.prepare,
+        inputs_key=lambda p: p.exp.profile,
+        progress=progress,
+        stream=stream,
+        desc=desc,
+    )
+
+
+def _tell(
+    planner: Planner,
+    wanted: dict[str, tuple],
+    counts: dict[tuple, CountSearch],
+    scales: dict[tuple, ScaleSearch],
+    failed: dict[str, str],
+) -> None:
+    """Give each search the verdict of the run it asked for."""
+    for name, (kind, t, value) in wanted.items():
+        v = planner.verdict(name)
+        search = counts.get(t) if kind == "count" else scales.get(t) if kind == "scale" else None
+        if search is None:
+            continue
+        if v is None:  # the run failed: this search cannot go on
+            search.infeasible = f"run failed: {failed.get(name, '?')}"
+        elif kind == "count":
+            search.tell(value, v["meets"], queued=v["mean_queue_s"] > 0)
+        else:
+            search.tell(value, v["meets"])
+
+
 def run_plan(
     exp: cfg.Experiment,
     settings: PlanSettings,
@@ -333,16 +385,7 @@ def run_plan(
     """Search every (load, system, GPU type) of ``settings``; write and return the recommendations."""
     stream = stream or sys.stderr
     t0 = time.perf_counter()
-    if exp.mode != "full":
-        raise ConfigError(
-            "mode", exp.mode, "acsim plan needs mode: full (latency comes from the serving model)"
-        )
-    if exp.cluster.replicas is not None:
-        raise ConfigError(
-            "cluster.replicas",
-            len(exp.cluster.replicas),
-            "acsim plan sizes one pool of cluster.gpus GPUs; leave cluster.replicas out of the planned file",
-        )
+    _check_plannable(exp)
     planner = Planner(exp, settings, out_dir)
     atomic_write_text(out_dir / "plan.yaml", _plan_yaml(exp, settings))
     targets = [
@@ -368,31 +411,11 @@ def run_plan(
             if not wanted:
                 break
             rounds += 1
-            res = run_points(
-                [planner.points[name] for name in wanted],
-                planner.runs_dir,
-                executor=pool,
-                run_fn=run_point,
-                prepare_fn=planner.prepare,
-                inputs_key=lambda p: p.exp.profile,
-                progress=progress,
-                stream=stream,
-                desc=f"plan round {rounds}",
-            )
+            res = _run_named(planner, wanted, pool, progress, stream, f"plan round {rounds}")
             evaluated += len(res.completed)
             reused += len(res.skipped)
             failed.update(res.failed)
-            for name, (kind, t, value) in wanted.items():
-                v = planner.verdict(name)
-                search = counts.get(t) if kind == "count" else scales.get(t) if kind == "scale" else None
-                if search is None:
-                    continue
-                if v is None:  # the run failed: this search cannot go on
-                    search.infeasible = f"run failed: {failed.get(name, '?')}"
-                elif kind == "count":
-                    search.tell(value, v["meets"], queued=v["mean_queue_s"] > 0)
-                else:
-                    search.tell(value, v["meets"])
+            _tell(planner, wanted, counts, scales, failed)
         if settings.verify:
             checks = {
                 planner.point(t[1], t[2], t[0], c).name: None
@@ -401,17 +424,7 @@ def run_plan(
                 for c in range(1, s.result + 2)
                 if c <= settings.max_gpus
             }
-            res = run_points(
-                [planner.points[name] for name in checks],
-                planner.runs_dir,
-                executor=pool,
-                run_fn=run_point,
-                prepare_fn=planner.prepare,
-                inputs_key=lambda p: p.exp.profile,
-                progress=progress,
-                stream=stream,
-                desc="plan verification",
-            )
+            res = _run_named(planner, checks, pool, progress, stream, "plan verification")
             evaluated += len(res.completed)
             reused += len(res.skipped)
             failed.update(res.failed)

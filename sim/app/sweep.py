@@ -565,6 +565,39 @@ class PointsResult:
     elapsed: dict[str, float]  # run name -> seconds, for the runs of this call
 
 
+def _prepare_tasks(
+    todo: Sequence[SweepPoint],
+    runs_dir: Path,
+    key_of: Callable[[SweepPoint], str],
+    prepare: PrepareFn,
+    progress: bool,
+    stream: Any,
+) -> tuple[dict[str, Task], dict[str, Any], dict[str, str]]:
+    """(tasks by run name, prepared inputs by key, failed run -> error): each group's inputs are
+    prepared once; a group whose preparation fails fails its runs, with the error in each run's folder."""
+    failed: dict[str, str] = {}
+    shared: dict[str, Any] = {}
+    prep_errors: dict[str, str] = {}  # inputs key -> error with traceback
+    tasks: dict[str, Task] = {}
+    for p in todo:
+        key = key_of(p)
+        if key not in shared and key not in prep_errors:
+            try:
+                shared[key] = prepare(p.exp, progress=progress)
+                _say_kept(shared[key], stream)
+            except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
+                prep_errors[key] = (
+                    f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
+                )
+        if key in prep_errors:
+            outputs.mark_run_dir(runs_dir / p.name)
+            atomic_write_text(runs_dir / p.name / ERROR_FILE, prep_errors[key])
+            failed[p.name] = prep_errors[key].splitlines()[0]
+        else:
+            tasks[p.name] = Task(point=p, run_dir=runs_dir / p.name, inputs_key=key)
+    return tasks, shared, failed
+
+
 def run_points(
     points: Sequence[SweepPoint],
     runs_dir: Path,
@@ -600,28 +633,8 @@ def run_points(
                 f"note: {runs_dir / p.name / 'summary.csv'} is empty or damaged; running {p.name} again",
                 file=stream,
             )
-    failed: dict[str, str] = {}
-    shared: dict[str, Any] = {}
-    prep_errors: dict[str, str] = {}  # inputs key -> error with traceback
-    tasks: dict[str, Task] = {}
     prepare = prepare_fn or prepare_inputs
-    for p in todo:
-        key = key_of(p)
-        if key not in shared and key not in prep_errors:
-            try:
-                shared[key] = prepare(p.exp, progress=progress)
-                _say_kept(shared[key], stream)
-            except Exception as exc:  # e.g. a missing trace file: fails the configurations that need it
-                prep_errors[key] = (
-                    f"preparing inputs failed: {type(exc).__name__}: {exc}\n\n" + traceback.format_exc()
-                )
-        if key in prep_errors:
-            outputs.mark_run_dir(runs_dir / p.name)
-            atomic_write_text(runs_dir / p.name / ERROR_FILE, prep_errors[key])
-            failed[p.name] = prep_errors[key].splitlines()[0]
-        else:
-            tasks[p.name] = Task(point=p, run_dir=runs_dir / p.name, inputs_key=key)
-
+    tasks, shared, failed = _prepare_tasks(todo, runs_dir, key_of, prepare, progress, stream)
     completed: list[str] = []
     elapsed: dict[str, float] = {}
     bar = tqdm(

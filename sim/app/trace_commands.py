@@ -131,7 +131,7 @@ def _subcommand(sub: Any, name: str, func: Any, text: str, epilog: str) -> argpa
 
 
 def register(subparsers: Any) -> None:
-    """Add ``trace`` with its sub-commands ``synth``, ``import``, ``stats`` and ``compare``."""
+    """Add ``trace`` with its sub-commands ``synth``, ``import``, ``stats``, ``compare`` and ``embed``."""
     trace = subparsers.add_parser(
         "trace",
         help="generate, import, describe and compare request traces",
@@ -139,7 +139,14 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = trace.add_subparsers(dest="trace_command", metavar="SUBCOMMAND", required=True)
+    _add_synth(sub)
+    _add_import(sub)
+    _add_stats(sub)
+    _add_compare(sub)
+    _add_embed(sub)
 
+
+def _add_synth(sub: Any) -> None:
     p = _subcommand(sub, "synth", cmd_synth, "generate a synthetic DiffusionDB-style trace", SYNTH_EPILOG)
     p.add_argument(
         "--requests",
@@ -162,6 +169,8 @@ def register(subparsers: Any) -> None:
     _arrival_args(p, process=SYNTH_PROCESS, rate=SYNTH_RATE)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
 
+
+def _add_import(sub: Any) -> None:
     p = _subcommand(
         sub, "import", cmd_import, "import DiffusionDB metadata, any CSV/parquet table, a prompt list or an acsim parquet", IMPORT_EPILOG
     )
@@ -181,6 +190,8 @@ def register(subparsers: Any) -> None:
     _arrival_args(p, process=None, rate=None)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
 
+
+def _add_stats(sub: Any) -> None:
     p = _subcommand(
         sub, "stats", cmd_stats, "describe a trace: repeats, sessions, returns, rates, similarity and reuse", STATS_EPILOG
     )
@@ -194,6 +205,8 @@ def register(subparsers: Any) -> None:
     _analysis_args(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of text")
 
+
+def _add_compare(sub: Any) -> None:
     p = _subcommand(sub, "compare", cmd_compare, "compare traces side by side (table and figure)", COMPARE_EPILOG)
     p.add_argument(
         "paths", type=Path, nargs="+", metavar="PATH", help="traces to compare (as for `trace stats`)"
@@ -213,6 +226,8 @@ def register(subparsers: Any) -> None:
         "--json", action="store_true", help="print statistics and figure data as JSON instead of text"
     )
 
+
+def _add_embed(sub: Any) -> None:
     from sim.app.config_args import add_config_args
     from traces.embed_executors import EMBED_EXECUTORS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
     from sim.base.config import Experiment
     from sim.base.profile import Profile
+    from sim.engine.predictor import Predictor
+    from sim.engine.replicas import Replica
+    from sim.engine.routing import Router
     from sim.systems.base import System
 
 
@@ -78,7 +81,17 @@ def simulate(
     if source.in_system:
         raise RuntimeError(f"simulation ended with {source.in_system} of {n} requests unfinished")
 
-    rec = RecordBuffer(systems[0].name, n)
+    records = _records(systems[0].name, source, arrival_s, prompt_ids, user_codes)
+    records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
+    return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus)
+
+
+def _records(
+    name: str, source: Source, arrival_s: np.ndarray, prompt_ids: np.ndarray, user_codes: np.ndarray
+) -> pd.DataFrame:
+    """The per-request records of a finished run (:mod:`sim.base.records`, plus boost and replica)."""
+    n = len(arrival_s)
+    rec = RecordBuffer(name, n)
     f, ii = rec.f, rec.i
     f["arrival_s"][:] = arrival_s
     f["start_s"][:] = source.start
@@ -103,10 +116,17 @@ def simulate(
     records = rec.to_frame()
     records["boost"] = np.asarray(source.boost, dtype=np.int16)
     records["replica"] = np.asarray(source.replica_of, dtype=np.int16)
-    horizon = float(np.max(f["finish_s"])) if n else 0.0
+    return records
+
+
+def _engine_totals(
+    exp: Experiment, source: Source, replicas: list[Replica], router: Router, predictor: Predictor, n: int
+) -> dict[str, Any]:
+    """The run's engine totals (``records.attrs["engine"]``)."""
+    horizon = float(np.max(source.finish)) if n else 0.0
     pools = [r.pool for r in replicas]
-    records.attrs["engine"] = {
-        "gpus": cluster.gpus,
+    return {
+        "gpus": exp.cluster.gpus,
         "horizon_s": horizon,
         "gpu_busy_s": sum(p.busy_s for p in pools),
         "batches": sum(p.batches for p in pools),
@@ -124,4 +144,3 @@ def simulate(
         "replicas": [r.describe() for r in replicas],
         **predictor.stats(),
     }
-    return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus)

@@ -334,28 +334,6 @@ def ivf_lists(
         rank[perm] = np.arange(len(perm))
         # The pool stops (every join done) before the rows are put back.
         with _sorted_rows(emb, perm, rank) as sorted_emb, ThreadPoolExecutor(max(1, threads)) as pool:
-            def join(groups: list[tuple[int, np.ndarray, int, int]], vecs: np.ndarray, members: np.ndarray):
-                # Pairs with members first seen before the chunk: only each prompt's best top_m + 1 can
-                # reach a list (a request drops at most its own prompt of them), kept in bounded heaps.
-                # Members first seen inside the chunk may be dropped by the request: all are kept.
-                hv = np.empty((len(vecs), top_m + 1), np.float32)
-                hp = np.empty((len(vecs), top_m + 1), np.int64)
-                hn = np.zeros(len(vecs), np.int64)
-                out_u, out_p, out_s = [], [], []
-                for c, us, early, end in groups:
-                    a = start[c]
-                    sims = vecs[us] @ members[a:end].T
-                    _keep_best(sims[:, : early - a], us, order[a:early], fl, hv, hp, hn)
-                    r, k, s = _above(sims[:, early - a :], fl)
-                    out_u.append(us[r])
-                    out_p.append(order[early + k])
-                    out_s.append(s)
-                u, p, v = _drain(hv, hp, hn)
-                out_u.append(u)
-                out_p.append(p)
-                out_s.append(v)
-                return out_u, out_p, out_s
-
             held = np.zeros(q.cells, np.int64)  # members of each cell first seen before the chunk's end
             id_parts, sim_parts = [], []
             pending: tuple[list[Future], int, int, np.ndarray, np.ndarray] | None = None
@@ -384,7 +362,7 @@ def ivf_lists(
                     ends = start[:-1] + held
                     groups = _chunk_groups(q, vecs, held, earlier, ends)
                     shares = [groups[t :: max(1, threads)] for t in range(max(1, threads))]
-                    joins = [pool.submit(join, share, vecs, sorted_emb) for share in shares]
+                    joins = [pool.submit(_join, share, vecs, sorted_emb, start, order, fl, top_m) for share in shares]
                     # The previous chunk is merged while this one is joined: the merge is serial.
                     if pending is not None:
                         finish(*pending)
@@ -394,6 +372,41 @@ def ivf_lists(
         del sorted_emb  # the assembly below is the peak: free a copy of the embeddings first
     cells = Cells(q.proj, q.centroids, cell.astype(np.int32))
     return counts, _join_parts(id_parts, np.int32), _join_parts(sim_parts, np.float32), cells
+
+
+def _join(
+    groups: list[tuple[int, np.ndarray, int, int]],
+    vecs: np.ndarray,
+    members: np.ndarray,
+    start: np.ndarray,
+    order: np.ndarray,
+    fl: np.float32,
+    top_m: int,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """One thread's share of a chunk's join: (requests, prompt ids, similarities) in parts.
+
+    ``members``: the embeddings in cell order; cell c's are rows ``start[c]:start[c + 1]``,
+    prompt ids ``order[...]``."""
+    # Pairs with members first seen before the chunk: only each prompt's best top_m + 1 can
+    # reach a list (a request drops at most its own prompt of them), kept in bounded heaps.
+    # Members first seen inside the chunk may be dropped by the request: all are kept.
+    hv = np.empty((len(vecs), top_m + 1), np.float32)
+    hp = np.empty((len(vecs), top_m + 1), np.int64)
+    hn = np.zeros(len(vecs), np.int64)
+    out_u, out_p, out_s = [], [], []
+    for c, us, early, end in groups:
+        a = start[c]
+        sims = vecs[us] @ members[a:end].T
+        _keep_best(sims[:, : early - a], us, order[a:early], fl, hv, hp, hn)
+        r, k, s = _above(sims[:, early - a :], fl)
+        out_u.append(us[r])
+        out_p.append(order[early + k])
+        out_s.append(s)
+    u, p, v = _drain(hv, hp, hn)
+    out_u.append(u)
+    out_p.append(p)
+    out_s.append(v)
+    return out_u, out_p, out_s
 
 
 def _chunk_groups(

@@ -305,6 +305,51 @@ def _expand(
     return np.repeat(np.arange(len(inv)), counts), labels[gather], sims[gather]
 
 
+def _block_candidates(
+    idx: VectorIndex,
+    emb: np.ndarray,
+    own: np.ndarray,
+    new: np.ndarray,
+    first_seen: np.ndarray,
+    s: int,
+    top_m: int,
+    floor: np.float32,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates at or above ``floor`` of the requests ``s, s + 1, ...`` (prompts ``own``) as
+    flat (row, prompt id, similarity) triples, any order; ``new``: the block's prompts first
+    seen inside it, which the index does not hold yet."""
+    req = np.arange(s, s + len(own))
+    own_first = first_seen[own]
+    one = np.float32(1.0)
+    rows, cids, csims = [], [], []
+
+    # 1. Prompts first seen before the block, from the index (one query per distinct prompt).
+    if len(idx):
+        uq, inv = np.unique(own, return_inverse=True)
+        r, cid, csim = _expand(*_query_above(idx, emb, uq, top_m, floor, threads), inv)
+        rows.append(r)
+        cids.append(cid)
+        csims.append(csim)
+    # 2. The request's own prompt when it was first seen before the block (exact repeat).
+    r = np.flatnonzero(own_first < s)
+    rows.append(r)
+    cids.append(own[r])
+    csims.append(np.full(len(r), one))
+    # 3. Prompts first seen inside the block, before the request: a masked dense product.
+    if len(new):
+        sim = emb[own] @ emb[new].T
+        earlier = first_seen[new][None, :] < req[:, None]
+        # A repeat of a prompt first seen earlier in the block: its own prompt at 1.0.
+        sim[earlier & (new[None, :] == own[:, None])] = one
+        r, c = np.nonzero(earlier & (sim >= floor))
+        rows.append(r)
+        cids.append(new[c])
+        csims.append(sim[r, c])
+
+    return np.concatenate(rows), np.concatenate(cids), np.concatenate(csims)
+
+
 def _build(
     emb: np.ndarray,
     pids: np.ndarray,
@@ -328,7 +373,6 @@ def _build(
     options = HNSW_OPTIONS if kind == "hnsw" else {}
     idx = make_index(kind, emb.shape[1], max(1, n_seen), seed, **options)  # type: ignore[arg-type]
     floor = np.float32(min_sim)
-    one = np.float32(1.0)
     counts = np.zeros(n, np.int64)
     id_parts: list[np.ndarray] = []
     sim_parts: list[np.ndarray] = []
@@ -338,37 +382,9 @@ def _build(
     with tqdm(total=n, desc="neighbour lists", unit="req", disable=not progress or n < 20 * _BLOCK) as bar:
         for s in range(0, n, _BLOCK):
             e = min(s + _BLOCK, n)
-            req = np.arange(s, e)
             own = pids[s:e].astype(np.int64)
-            own_first = first_seen[own]
-            # Candidates at or above the floor as flat (row, prompt id, similarity) triples.
-            rows, cids, csims = [], [], []
-
-            # 1. Prompts first seen before the block, from the index (one query per distinct prompt).
-            if len(idx):
-                uq, inv = np.unique(own, return_inverse=True)
-                r, cid, csim = _expand(*_query_above(idx, emb, uq, top_m, floor, threads), inv)
-                rows.append(r)
-                cids.append(cid)
-                csims.append(csim)
-            # 2. The request's own prompt when it was first seen before the block (exact repeat).
-            r = np.flatnonzero(own_first < s)
-            rows.append(r)
-            cids.append(own[r])
-            csims.append(np.full(len(r), one))
-            # 3. Prompts first seen inside the block, before the request: a masked dense product.
-            new = np.unique(own[own_first >= s])
-            if len(new):
-                sim = emb[own] @ emb[new].T
-                earlier = first_seen[new][None, :] < req[:, None]
-                # A repeat of a prompt first seen earlier in the block: its own prompt at 1.0.
-                sim[earlier & (new[None, :] == own[:, None])] = one
-                r, c = np.nonzero(earlier & (sim >= floor))
-                rows.append(r)
-                cids.append(new[c])
-                csims.append(sim[r, c])
-
-            r, cid, csim = np.concatenate(rows), np.concatenate(cids), np.concatenate(csims)
+            new = np.unique(own[first_seen[own] >= s])
+            r, cid, csim = _block_candidates(idx, emb, own, new, first_seen, s, top_m, floor, threads)
             order = np.lexsort((cid, -csim, r))
             r, cid, csim = r[order], cid[order], csim[order]
             rank = np.arange(len(r)) - np.searchsorted(r, r)

@@ -302,28 +302,6 @@ class Nirvana(CachedSystem):
         own = (bases + np.asarray(self._pids, dtype=np.int64))[:n]
         # Dense slot numbers: only slots some request stores can ever be cached.
         uniq = np.unique(own) if self._per_user else np.flatnonzero(np.bincount(own))
-        offsets = np.frombuffer(self._offsets, dtype=np.int64)
-        ids = np.frombuffer(self._ids, dtype=np.int32)
-        if self._per_user:
-            # (user, prompt) slots are too sparse for a lookup table: each listed candidate gets
-            # its dense slot directly (id len(uniq) -> -1 when that user never stores the prompt).
-            slots = ids.astype(np.int64) + np.repeat(bases, np.diff(offsets))
-            pos = np.minimum(np.searchsorted(uniq, slots), len(uniq) - 1)
-            ids = np.where(uniq[pos] == slots, pos, len(uniq)).astype(np.int32)
-            dense_of = np.append(np.arange(len(uniq), dtype=np.int32), np.int32(-1))
-        else:
-            # Shared slots are prompt ids: the kernel walks the lists themselves, no copies.
-            dense_of = np.full(self._n_prompts, -1, np.int32)
-            dense_of[uniq] = np.arange(len(uniq), dtype=np.int32)
-        cand = kernel.Candidates(
-            offsets=offsets,
-            ids=ids,
-            ks=np.asarray(self._kmap),
-            sims=np.frombuffer(self._sims, dtype=np.float32),
-            complete=np.asarray(self._complete, dtype=bool),
-            dense_of=dense_of,
-        )
-
         # Slot = partition * n_prompts + prompt (partition 0: shared; user + 1: per-user).
         exhaustive = kernel.Exhaustive(
             embeddings=self._nb.embeddings,
@@ -338,7 +316,7 @@ class Nirvana(CachedSystem):
         res = kernel.replay(
             n,
             stride,
-            cand,
+            self._candidates(bases, uniq),
             np.searchsorted(uniq, own),
             self.levels,
             self._store_on_hit,
@@ -348,9 +326,43 @@ class Nirvana(CachedSystem):
             exhaustive,
             admit,
         )
-        # Hand the final state back to the store and the policy, in original slot numbers, when
-        # the store is next used (the counters now).
-        shift = self.shift
+        self._hand_back(res, uniq)
+        self.fallbacks += res.fallbacks
+        samples = [min(lo + stride, n) - 1 for lo in range(0, n, stride)]
+        for c, last in enumerate(samples):
+            self._occupancy.append((arrivals[last], int(res.occ_entries[c]), int(res.occ_prompts[c])))
+        codes = np.array([OUTCOME_CODE[o] for o in ("miss", "hit", "hole")], dtype=np.int8)[res.code]
+        matched = np.where(res.matched >= 0, uniq[np.maximum(res.matched, 0)] - bases[:n], -1)
+        return codes, matched, res.similarity, res.k_planned, res.k_used
+
+    def _candidates(self, bases: np.ndarray, uniq: np.ndarray) -> kernel.Candidates:
+        """The neighbour lists as the kernel walks them, with ``uniq`` (the slots ever stored) dense."""
+        offsets = np.frombuffer(self._offsets, dtype=np.int64)
+        ids = np.frombuffer(self._ids, dtype=np.int32)
+        if self._per_user:
+            # (user, prompt) slots are too sparse for a lookup table: each listed candidate gets
+            # its dense slot directly (id len(uniq) -> -1 when that user never stores the prompt).
+            slots = ids.astype(np.int64) + np.repeat(bases, np.diff(offsets))
+            pos = np.minimum(np.searchsorted(uniq, slots), len(uniq) - 1)
+            ids = np.where(uniq[pos] == slots, pos, len(uniq)).astype(np.int32)
+            dense_of = np.append(np.arange(len(uniq), dtype=np.int32), np.int32(-1))
+        else:
+            # Shared slots are prompt ids: the kernel walks the lists themselves, no copies.
+            dense_of = np.full(self._n_prompts, -1, np.int32)
+            dense_of[uniq] = np.arange(len(uniq), dtype=np.int32)
+        return kernel.Candidates(
+            offsets=offsets,
+            ids=ids,
+            ks=np.asarray(self._kmap),
+            sims=np.frombuffer(self._sims, dtype=np.float32),
+            complete=np.asarray(self._complete, dtype=bool),
+            dense_of=dense_of,
+        )
+
+    def _hand_back(self, res: kernel.KernelResult, uniq: np.ndarray) -> None:
+        """Give the store the replay's counters now, and its final state (in original slot
+        numbers) when the store is next used."""
+        store, shift = self._store, self.shift
         live = np.flatnonzero(res.masks)
         n_levels = len(self.levels)
         levels = np.asarray(self.levels, dtype=np.int64)
@@ -373,10 +385,3 @@ class Nirvana(CachedSystem):
             )
 
         self._defer_handback(handback, len(live))
-        self.fallbacks += res.fallbacks
-        samples = [min(lo + stride, n) - 1 for lo in range(0, n, stride)]
-        for c, last in enumerate(samples):
-            self._occupancy.append((arrivals[last], int(res.occ_entries[c]), int(res.occ_prompts[c])))
-        codes = np.array([OUTCOME_CODE[o] for o in ("miss", "hit", "hole")], dtype=np.int8)[res.code]
-        matched = np.where(res.matched >= 0, uniq[np.maximum(res.matched, 0)] - bases[:n], -1)
-        return codes, matched, res.similarity, res.k_planned, res.k_used
