@@ -59,7 +59,7 @@ def best_earlier(emb: np.ndarray, prompt_ids: np.ndarray) -> np.ndarray:
 
 
 def k_for(sims: np.ndarray, ladder: Sequence[tuple[float, int]]) -> np.ndarray:
-    """K per similarity: the first threshold (descending) strictly exceeded; 0 = miss (as sim.selector)."""
+    """K per similarity: the first threshold (descending) strictly exceeded; 0 = miss (as sim.reuse.selector)."""
     out = np.zeros(len(sims), np.int64)
     for t, k in sorted(ladder):  # ascending: a higher rung overwrites a lower one
         out[sims > t] = k

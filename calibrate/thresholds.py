@@ -295,7 +295,7 @@ def extrapolate_floor_rungs(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_ladder(path: str | Path, block: dict[str, Any], command: str) -> Path:
-    """Write a carried ladder alone (``sim.ladders`` reads it): the profile's ladder block, rungs the
+    """Write a carried ladder alone (``sim.reuse.ladders`` reads it): the profile's ladder block, rungs the
     log cannot place extrapolated, plus the command that produced it and the schema."""
     import datetime
 
@@ -303,7 +303,7 @@ def write_ladder(path: str | Path, block: dict[str, Any], command: str) -> Path:
 
     from calibrate.writer import LADDER_HEADER
     from sim.base.io import atomic_write_text
-    from sim.ladders import SCHEMA
+    from sim.reuse.ladders import SCHEMA
 
     data = {"schema": SCHEMA, **extrapolate_floor_rungs(block), "command": command}
     data["created"] = datetime.date.today().isoformat()

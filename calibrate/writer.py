@@ -24,6 +24,7 @@ import yaml
 
 from sim.base.errors import InputError
 from sim.base.io import atomic_write_text, check_own_file
+from sim.base.machine import cpu_name
 from sim.base.profile import Profile, load_profile, parse_profile
 
 MEASURED = "measured"
@@ -37,15 +38,6 @@ def load_base(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def cpu_name() -> str:
-    """The CPU model name (from /proc/cpuinfo where available)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(pkg: str) -> str | None:

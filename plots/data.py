@@ -197,7 +197,7 @@ def offered_load_rps(run: Run) -> float:
     return float("nan")
 
 
-# Names the engine's per-bin CSV (sim.metrics.timeseries) may use for each quantity we draw.
+# Names the engine's per-bin CSV (sim.results.metrics.timeseries) may use for each quantity we draw.
 _TS_ALIASES = {
     "queue": ("queue_len", "queue", "queue_length"),
     "hit_rate": ("hit_rate",),

@@ -13,7 +13,7 @@ from calibrate.fid import frechet_distance, read_images
 from calibrate.scorers import get_scorer
 from sim.base.errors import ConfigError, InputError
 from sim.base.profile import load_profile
-from sim.quality import QualityModel
+from sim.reuse.quality import QualityModel
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -6,7 +6,7 @@ import pytest
 from support import make_profile
 
 from sim.base.profile import load_profile
-from sim.cost import GB, HOURS_PER_MONTH, run_cost, storage_usd
+from sim.results.cost import GB, HOURS_PER_MONTH, run_cost, storage_usd
 
 A10G = load_profile("sdxl-a10g")
 

@@ -21,9 +21,9 @@ import pytest
 
 from sim.base.config import CacheConfig, Experiment, SelectorConfig, TraceConfig
 from sim.base.profile import load_profile
-from sim.metrics import summarize
+from sim.engine.replay import replay
 from sim.neighbours import build_neighbours
-from sim.replay import replay
+from sim.results.metrics import summarize
 from sim.systems import SYSTEMS, build_system
 from traces.load import load_trace
 

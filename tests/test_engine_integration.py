@@ -9,8 +9,8 @@ from support import assert_littles_law, experiment
 
 from sim.base.profile import load_profile
 from sim.engine import simulate
-from sim.metrics import summarize
-from sim.replay import replay
+from sim.engine.replay import replay
+from sim.results.metrics import summarize
 from sim.systems import SYSTEMS, TraceArrays, build_system
 
 PROFILE = load_profile("sdxl-a10g")

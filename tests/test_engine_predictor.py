@@ -131,7 +131,7 @@ def test_blind_predictors_count_the_hits_they_lose():
     ready = first_done.loc[rec["prompt_id"]].to_numpy() <= rec["arrival_s"].to_numpy() + A10G.embed_s
     lost = int((skipped & ready).sum())
     assert lost > 50 and rec.attrs["engine"]["lost_hits"] == lost
-    from sim.metrics import summarize
+    from sim.results.metrics import summarize
 
     stats = ExactPrompt(prompts).stats()
     row = summarize(rec, profile=A10G, exp=exp, system_stats=stats)

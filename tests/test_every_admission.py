@@ -16,7 +16,7 @@ from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
 from sim.cache.admission import ADMISSIONS, build_admission
 from sim.engine import simulate
-from sim.replay import replay
+from sim.engine.replay import replay
 from sim.systems import TraceArrays, build_system
 
 ALL = sorted(ADMISSIONS)

@@ -22,9 +22,9 @@ from sim.base.config import CacheConfig, Experiment
 from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
 from sim.base.records import OUTCOMES, REUSE_OUTCOMES
-from sim.metrics import summarize
-from sim.quality import RETRIEVAL_SOURCES
-from sim.replay import replay
+from sim.engine.replay import replay
+from sim.results.metrics import summarize
+from sim.reuse.quality import RETRIEVAL_SOURCES
 from sim.systems import LOOKUP_KINDS, SYSTEMS, build_system
 
 PROFILE = load_profile("sdxl-a10g")

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import yaml
 
-import sim.ladders as ladders
+import sim.reuse.ladders as ladders
 from calibrate.fidelity import best_earlier, k_agreement, k_for, pairwise_pearson
 from calibrate.thresholds import extrapolate_floor_rungs, write_ladder
 from sim.app.run import min_similarity
 from sim.base import config
 from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
-from sim.selector import Selector
+from sim.reuse.selector import Selector
 
 
 def exp_for(embedder: str, **selector):

@@ -34,7 +34,7 @@ libcachesim = pytest.importorskip("libcachesim")
 
 from sim.base.config import CacheConfig, Experiment  # noqa: E402
 from sim.base.profile import load_profile  # noqa: E402
-from sim.replay import replay  # noqa: E402
+from sim.engine.replay import replay  # noqa: E402
 from sim.systems import TraceArrays, build_system  # noqa: E402
 
 PROFILE = load_profile("sdxl-a10g")

@@ -11,11 +11,11 @@ from support import Vanilla, assert_littles_law, experiment, service_only_profil
 
 from sim.base.profile import load_profile
 from sim.engine import simulate
-from sim.metrics import quality_traded, summarize, timeseries
-from sim.quality import QualityModel
-from sim.replay import replay
-from sim.selector import Selector
-from sim.similarity_space import run_space
+from sim.engine.replay import replay
+from sim.results.metrics import quality_traded, summarize, timeseries
+from sim.reuse.quality import QualityModel
+from sim.reuse.selector import Selector
+from sim.reuse.similarity_space import run_space
 from sim.systems import TraceArrays, build_system
 
 SUMMARY_COLUMNS = [

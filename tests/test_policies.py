@@ -26,7 +26,7 @@ from sim.base.config import CacheConfig, Experiment
 from sim.base.profile import load_profile
 from sim.cache.policies import POLICIES, FutureUses, PolicyContext
 from sim.cache.store import LatentStore
-from sim.replay import replay
+from sim.engine.replay import replay
 from sim.systems import TraceArrays, build_system
 
 PROFILE = load_profile("sdxl-a10g")

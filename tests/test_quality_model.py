@@ -1,4 +1,4 @@
-"""The quality model (sim/quality.py): per-K and by-similarity CLIP, three metrics, trace FID."""
+"""The quality model (sim/reuse/quality.py): per-K and by-similarity CLIP, three metrics, trace FID."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from support import OWN_SPACE, causal_lists
 from sim.base.config import CacheConfig, Experiment, SelectorConfig
 from sim.base.errors import InputError
 from sim.base.profile import PROFILE_DIR, load_profile, parse_profile
-from sim.quality import QualityModel
-from sim.replay import replay
+from sim.engine.replay import replay
+from sim.reuse.quality import QualityModel
 from sim.systems import SYSTEMS, TraceArrays, build_system
 
 PROFILE = load_profile("sdxl-a10g")

@@ -13,8 +13,8 @@ from sim.base import strict_yaml
 from sim.base.config import CacheConfig, Experiment
 from sim.base.profile import PROFILE_DIR, load_profile, parse_profile
 from sim.base.records import COLUMNS, OUTCOME_CODE, RecordBuffer
+from sim.engine.replay import cache_summary, replay
 from sim.neighbours import NeighbourLists, build_neighbours
-from sim.replay import cache_summary, replay
 from sim.systems import TraceArrays, build_system
 
 PROFILE = load_profile("sdxl-a10g")

@@ -22,7 +22,7 @@ from test_queueing_theory import kiefer_wolfowitz_starts, mdc_wq, pk_wq
 from sim.base.config import from_dict
 from sim.base.profile import PROFILE_DIR
 from sim.engine import simulate
-from sim.metrics import summarize
+from sim.results.metrics import summarize
 
 D10 = service_only_profile(10.0)  # 50 steps of 0.2 s, nothing else costs time
 

@@ -8,7 +8,7 @@ import pytest
 from sim.base.config import Experiment, SelectorConfig
 from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
-from sim.selector import Selector
+from sim.reuse.selector import Selector
 
 PUBLISHED = [(0.95, 25), (0.90, 20), (0.85, 15), (0.75, 10), (0.65, 5)]
 
@@ -52,7 +52,7 @@ def test_boost_moves_up_rungs_and_caps() -> None:
 def test_from_config_carries_the_profile_ladder_by_default() -> None:
     """The published ladder is in CLIP-text similarity: by default it is carried to the run's
     embedder (minilm: its shipped ladder); read as it stands only with carried: false."""
-    from sim.ladders import carried_ladder
+    from sim.reuse.ladders import carried_ladder
 
     profile = load_profile("sdxl-a10g")
     sel = Selector.from_config(Experiment(), profile)
@@ -71,7 +71,7 @@ def test_from_config_custom_ladder_and_load_aware() -> None:
     sel = Selector.from_config(exp, profile)
     assert sel.k_for(0.99) == 15 and sel.k_for(0.6, boost=1) == 5
     # Carried, the floor (published, CLIP-text) moves with the ladder to the embedder's cosines.
-    from sim.similarity_space import similarity_map
+    from sim.reuse.similarity_space import similarity_map
 
     exp = Experiment(selector=SelectorConfig(load_aware=True, floor=0.5, max_k=15))
     assert Selector.from_config(exp, profile).floor == pytest.approx(similarity_map("minilm").to_run(0.5))

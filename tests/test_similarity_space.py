@@ -10,9 +10,9 @@ import pytest
 from sim.base.config import Experiment, SelectorConfig
 from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
-from sim.ladders import carried_ladder, shipped_ladders
-from sim.selector import Selector
-from sim.similarity_space import similarity_map
+from sim.reuse.ladders import carried_ladder, shipped_ladders
+from sim.reuse.selector import Selector
+from sim.reuse.similarity_space import similarity_map
 from sim.systems import SYSTEMS
 
 PROFILE = load_profile("sdxl-a10g")
@@ -59,7 +59,7 @@ def test_every_threshold_of_a_run_is_carried(embedder: str) -> None:
 
 def test_retrieval_quality_is_read_in_clip_space() -> None:
     """A retrieved image's score at a MiniLM similarity is the line's at the carried CLIP similarity."""
-    from sim.quality import QualityModel
+    from sim.reuse.quality import QualityModel
 
     m = similarity_map("minilm")
     q = QualityModel(PROFILE, m)
@@ -92,8 +92,8 @@ def test_the_summary_reports_each_threshold_in_both_spaces() -> None:
     """A run on MiniLM: GPT-CACHE's row says it compared at MiniLM 0.340, published as CLIP 0.65."""
     from support import causal_lists
 
-    from sim.metrics import summarize
-    from sim.replay import replay
+    from sim.engine.replay import replay
+    from sim.results.metrics import summarize
     from sim.systems import build_system
     from sim.systems.base import TraceArrays
 

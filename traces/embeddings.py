@@ -148,7 +148,7 @@ class ClipEmbedder:
     """Text tower of a CLIP model in a local directory: normalised ``text_embeds``."""
 
     prefix: ClassVar[str] = "clip"
-    # CLIP's text tower is the space the published thresholds are stated in (sim/similarity_space.py).
+    # CLIP's text tower is the space the published thresholds are stated in (sim/reuse/similarity_space.py).
     similarity_space: ClassVar[str] = "clip"
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:

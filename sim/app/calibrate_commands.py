@@ -388,7 +388,7 @@ K agreement maps each embedder's similarities with its own carried ladder (calib
 def cmd_fidelity(args: argparse.Namespace) -> int:
     """Compare an embedder with a reference: pairwise-similarity correlation and K agreement."""
     from calibrate import fidelity
-    from sim.ladders import carried_ladder
+    from sim.reuse.ladders import carried_ladder
     from traces.diffusiondb import load_diffusiondb
     from traces.embeddings import check_embedder_name, embed_prompts, get_embedder
     from traces.prompts import read_prompts
@@ -456,7 +456,7 @@ def _fit_slope(args: argparse.Namespace, data: dict[str, Any], target: float, ba
     from sim.app.preflight import preflight
     from sim.app.run import prepare_inputs, run_system
     from sim.base import config
-    from sim.similarity_space import run_space
+    from sim.reuse.similarity_space import run_space
     from sim.systems import SYSTEMS
 
     exp = preflight(config.from_dict(data))
@@ -536,7 +536,7 @@ def _report(args: argparse.Namespace, data: dict[str, Any], reference: Any, fitt
     from sim.app.preflight import preflight
     from sim.app.run import prepare_inputs, run_system
     from sim.base import config
-    from sim.metrics import summarize
+    from sim.results.metrics import summarize
 
     exp = preflight(config.from_dict(data))
     inputs = prepare_inputs(exp, progress=False)

@@ -21,12 +21,12 @@ from sim.base.io import exists
 from sim.base.profile import Profile, load_profile
 from sim.cache.admission import build_admission
 from sim.cache.policies import POLICIES
+from sim.cache.tiers import TierPath
 from sim.engine.predictor import PREDICTORS
 from sim.engine.queues import QUEUES
 from sim.engine.replicas import cache_count, replica_profile_name
 from sim.engine.routing import ROUTERS
 from sim.systems import SYSTEMS, system_class
-from sim.tiers import TierPath
 from traces.arrivals import get_arrival
 from traces.embeddings import check_embedder_name
 from traces.load import parse_time

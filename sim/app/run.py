@@ -27,11 +27,11 @@ from sim.base.profile import Profile, load_profile
 from sim.cache.admission import build_admission
 from sim.engine import simulate
 from sim.engine.predictor import PREDICTORS
+from sim.engine.replay import replay
 from sim.engine.replicas import cache_count
-from sim.metrics import summarize
 from sim.neighbours import NeighbourLists, build_neighbours
-from sim.replay import replay
-from sim.similarity_space import run_space
+from sim.results.metrics import summarize
+from sim.reuse.similarity_space import run_space
 from sim.systems import SYSTEMS, build_system, combined_stats
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import kept_note, load_trace

@@ -135,7 +135,7 @@ class SelectorConfig:
     ladder: list[list[float]] | None = None  # [[threshold, K], ...] in the embedder's own cosines; None: the profile's
     # Published similarities (the profile's ladder, `floor`, the retrieval gates, the retrieval
     # quality line, calibrated quality bins) are CLIP-text cosines. true: each is carried to the
-    # run's embedder by its map (calibrate/ladders/<embedder>.yaml, sim/similarity_space.py);
+    # run's embedder by its map (calibrate/ladders/<embedder>.yaml, sim/reuse/similarity_space.py);
     # false: each is read as the embedder's own cosine, as it stands (for an embedder without a map).
     carried: bool = True
     load_aware: bool = False

@@ -15,7 +15,7 @@ block (a cheaper model some systems generate with: its steps, step times, price 
 both are :class:`GpuModel` s, by block name (:meth:`Profile.gpu_model`). Quality comes in three
 metrics: CLIP score (``quality.vanilla``, ``relative_by_k``, the retrieval line, optionally
 ``by_similarity_bin``), PickScore and FID (``quality.pickscore`` / ``quality.fid``), plus the
-images of an external corpus (``quality.corpus_retrieval``); :mod:`sim.quality` turns them into
+images of an external corpus (``quality.corpus_retrieval``); :mod:`sim.reuse.quality` turns them into
 per-request expectations.
 """
 
@@ -149,7 +149,7 @@ class LadderBlock:
     def check(self) -> None:
         _sourced(self)
         # Empty when a quality calibration accepted no K at any similarity (an honest outcome);
-        # a run that needs the ladder then says so (sim.selector).
+        # a run that needs the ladder then says so (sim.reuse.selector).
         check_ladder("thresholds", self.thresholds, allow_empty=True)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from sim.neighbours.ivf import probe
 from sim.neighbours.similarity import similarities_to
-from sim.selector import k_of
+from sim.reuse.selector import k_of
 
 if TYPE_CHECKING:
     from sim.cache.policies.base import PriorityRule
@@ -181,7 +181,7 @@ class Exhaustive:
     A dense slot ``g`` holds prompt ``slot_prompt[g]`` of partition ``slot_part[g]`` (a user
     under per-user isolation, else 0); request i asks for prompt ``req_prompt[i]`` in partition
     ``req_part[i]``. Similarities are rows of ``embeddings`` (:mod:`sim.neighbours.similarity`), K comes
-    from the selector's ``rule`` (:func:`sim.selector.k_of`). ``cells`` (shared slots and ``ivf``
+    from the selector's ``rule`` (:func:`sim.reuse.selector.k_of`). ``cells`` (shared slots and ``ivf``
     lists only; else None): the partition a search probes once the cache holds more prompts than
     its budget.
     """

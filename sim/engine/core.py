@@ -15,7 +15,7 @@ from sim.engine.queues import QUEUES
 from sim.engine.replicas import build_replicas
 from sim.engine.routing import router_class
 from sim.engine.source import Source
-from sim.metrics import timeseries
+from sim.results.metrics import timeseries
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,7 +48,7 @@ def simulate(
     Arrivals are seconds since the trace's start, non-decreasing. Returns the per-request
     records (the columns of :mod:`sim.base.records` plus ``boost``, the load-aware rungs asked
     for, and ``replica``, the replica that served it) and the per-minute time series of
-    :func:`sim.metrics.timeseries`. Engine totals (GPU busy seconds, the areas under the
+    :func:`sim.results.metrics.timeseries`. Engine totals (GPU busy seconds, the areas under the
     queue-length and in-system curves, predictor counters, one entry per replica) are in
     ``records.attrs["engine"]``. The same inputs and seed give the same records.
     """

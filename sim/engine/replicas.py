@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sim.base.profile import load_profile, profile_for_gpu
+from sim.cache.tiers import TierPath
 from sim.engine.queues import QUEUES, Job
 from sim.engine.routing import ReplicaShape
 from sim.engine.workers import GpuPool, WorkTable, job_work
-from sim.tiers import TierPath
 
 if TYPE_CHECKING:
     import simpy

@@ -24,7 +24,7 @@ import pandas as pd
 
 from sim.base import config
 from sim.base.errors import ConfigError, InputError
-from sim.similarity_space import run_space
+from sim.reuse.similarity_space import run_space
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
@@ -92,7 +92,7 @@ class System:
     serves_with: ClassVar[str] = "model"  # profile block of the model that generates its images
     # Where its ``retrieval`` outcomes' images come from: "cache" (earlier generations it kept,
     # matched by prompt similarity), "aligned" (the same, matched by the image's alignment with the
-    # new prompt) or "corpus" (an external image collection); see sim.quality.RETRIEVAL_SOURCES.
+    # new prompt) or "corpus" (an external image collection); see sim.reuse.quality.RETRIEVAL_SOURCES.
     retrieval_source: ClassVar[str] = "cache"
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
@@ -196,7 +196,7 @@ class System:
     ) -> dict[str, Any] | None:
         """A compiled cache-only replay of requests 0..n-1, or None when this system has none.
 
-        When not None: the record columns of ``sim.replay.replay`` (lists or arrays) with exactly
+        When not None: the record columns of ``sim.engine.replay.replay`` (lists or arrays) with exactly
         the decisions, cache contents and counters of calling :meth:`lookup` then
         :meth:`complete` per request, where a request whose ``admit`` entry is False stores
         nothing (``sim.cache.admission``).
@@ -227,7 +227,7 @@ class System:
         ``cache_capacity``: the capacity in the experiment's unit (None without a cache);
         ``min_similarity`` (run cosines) and ``min_similarity_published`` (CLIP-text): the lowest
         similarity it acts on, None when it matches nothing; ``selector`` and ``quality_model``:
-        the :class:`sim.selector.Selector` and :class:`sim.quality.QualityModel` its K choices
+        the :class:`sim.reuse.selector.Selector` and :class:`sim.reuse.quality.QualityModel` its K choices
         were made and scored with (None when it chooses no K).
         """
         occ = pd.DataFrame(self._occupancy, columns=["time_s", "entries", "prompts"])

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.base.records import OUTCOME_CODE
-from sim.quality import QualityModel
-from sim.selector import Selector
-from sim.similarity_space import run_space
+from sim.reuse.quality import QualityModel
+from sim.reuse.selector import Selector
+from sim.reuse.similarity_space import run_space
 from sim.systems.base import NAN, Decision, System, TraceArrays, require_neighbours
 from sim.systems.nirvana import Nirvana
 

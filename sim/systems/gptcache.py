@@ -1,7 +1,7 @@
 """``gptcache``: GPTCache-style retrieval; a neighbour at similarity >= threshold returns its final image.
 
 The retrieved image belongs to another prompt, so it costs no GPU steps and scores lower
-(:meth:`sim.quality.QualityModel.retrieved`). When the cache is full, GPTCache evicts a fraction
+(:meth:`sim.reuse.quality.QualityModel.retrieved`). When the cache is full, GPTCache evicts a fraction
 of its entries at once.
 """
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sim.base.errors import ConfigError
-from sim.quality import QualityModel
-from sim.similarity_space import SPACES, run_space, threshold_in_run
+from sim.reuse.quality import QualityModel
+from sim.reuse.similarity_space import SPACES, run_space, threshold_in_run
 from sim.systems.base import Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 

@@ -24,7 +24,7 @@ rule). With an unbounded cache and shared trajectories every generated prompt ho
 level, so each request is served at the K of its best earlier match: the ``ceiling`` system.
 
 The cache-only replay of this system runs compiled (:mod:`sim.cache.kernel`) when the policy
-declares a priority rule and the store is the common kind; otherwise ``sim.replay`` drives
+declares a priority rule and the store is the common kind; otherwise ``sim.engine.replay`` drives
 :meth:`Nirvana.lookup` and :meth:`Nirvana.complete` request by request. Both make the same
 decisions (tests/test_policies.py holds them to it).
 """
@@ -39,9 +39,9 @@ import numpy as np
 from sim.base.records import OUTCOME_CODE
 from sim.cache import kernel
 from sim.neighbours.ivf import probe
-from sim.quality import QualityModel
-from sim.selector import Selector
-from sim.similarity_space import run_space
+from sim.reuse.quality import QualityModel
+from sim.reuse.selector import Selector
+from sim.reuse.similarity_space import run_space
 from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
@@ -75,7 +75,7 @@ class Nirvana(CachedSystem):
         n = profile.steps
         qv = profile.quality_vanilla
         self._q_vanilla = qv
-        # Expected quality of a hit at level K from a prompt at similarity s (sim.quality).
+        # Expected quality of a hit at level K from a prompt at similarity s (sim.reuse.quality).
         self._quality_model = QualityModel(profile, run_space(exp))
         self._hit_quality = self._quality_model.hit
         self._store_on_hit = exp.cache.store_on_hit and self.stores

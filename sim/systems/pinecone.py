@@ -10,7 +10,7 @@ with the new prompt, not the two prompts' similarity (GPTCache's rule):
 
 * a cached image is returned when its expected CLIP text-image cosine with the new prompt is at
   least the gate. In a trace simulator that alignment is the retrieval-quality model
-  (:meth:`sim.quality.QualityModel.retrieved` / 100), which rises with the prompts' similarity,
+  (:meth:`sim.reuse.quality.QualityModel.retrieved` / 100), which rises with the prompts' similarity,
   so the rule is a similarity threshold derived from the gate and the best candidate is the most
   similar cached prompt. The paper does not publish its PINECONE's gate: the profile carries
   one fitted to the paper's PINECONE row (``quality.aligned_gate``, ``acsim calibrate
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sim.base.errors import ConfigError
-from sim.quality import QualityModel
-from sim.similarity_space import run_space
+from sim.reuse.quality import QualityModel
+from sim.reuse.similarity_space import run_space
 from sim.systems.gptcache import GptCache
 
 if TYPE_CHECKING:

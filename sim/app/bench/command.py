@@ -24,6 +24,7 @@ from sim.app.bench.replay import stage_replay, stage_scaling
 from sim.app.preflight import memory_bytes
 from sim.base.errors import ConfigError
 from sim.base.io import atomic_write_text, check_own_file
+from sim.base.machine import cpu_name
 
 if TYPE_CHECKING:
     import argparse
@@ -283,7 +284,7 @@ def bench_command(args: argparse.Namespace) -> int:
         e2e=args.e2e,
     )
     print(format_table(figures))
-    cpu = _cpu_name()
+    cpu = cpu_name()
     print(
         f"\nmachine: {cpu}, {os.cpu_count()} cores; each stage pinned to one core unless a figure "
         f"says otherwise (the plan and the end-to-end figure use every core); "
@@ -293,12 +294,3 @@ def bench_command(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps([f.__dict__ for f in figures], indent=2))
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"

@@ -33,9 +33,9 @@ from sim.base.cache_root import cache_root
 from sim.base.memory import release_free_memory
 from sim.base.profile import load_profile
 from sim.cache.policies import POLICIES
-from sim.metrics import summarize
+from sim.engine.replay import replay
 from sim.neighbours import build_neighbours
-from sim.replay import replay
+from sim.results.metrics import summarize
 from sim.systems import TraceArrays, build_system
 from traces.embeddings import MiniLMStaticEmbedder
 from traces.load import load_trace

@@ -11,7 +11,7 @@ import numpy as np
 from sim.app.bench.figures import TOP_M, Figure, peak_rss_mb
 from sim.app.bench.inputs import Inputs, experiment, load_prefix
 from sim.base.profile import load_profile
-from sim.replay import replay
+from sim.engine.replay import replay
 from sim.systems import build_system
 
 if TYPE_CHECKING:

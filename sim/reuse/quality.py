@@ -43,7 +43,7 @@ from sim.base.records import OUTCOMES
 
 if TYPE_CHECKING:
     from sim.base.profile import GpuModel, MetricValues, Profile
-    from sim.similarity_space import SimilarityMap
+    from sim.reuse.similarity_space import SimilarityMap
 
 # Where a retrieval outcome's image comes from (``System.retrieval_source``): another request's
 # generation kept in the system's cache and matched by the two prompts' similarity (``cache``), the
@@ -58,7 +58,7 @@ class QualityModel:
     """Expected quality of each kind of delivered image, from one profile.
 
     The profile's similarity-dependent numbers (the retrieval line, the calibrated bins) are
-    stated in CLIP-text similarity; ``space`` (the run's :class:`sim.similarity_space.SimilarityMap`)
+    stated in CLIP-text similarity; ``space`` (the run's :class:`sim.reuse.similarity_space.SimilarityMap`)
     reads the run embedder's similarities there first. None: they are taken as they are.
     """
 

@@ -15,8 +15,8 @@ import numba
 import numpy as np
 
 from sim.base.errors import ConfigError
-from sim.ladders import ladder_for
-from sim.similarity_space import threshold_in_run
+from sim.reuse.ladders import ladder_for
+from sim.reuse.similarity_space import threshold_in_run
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment

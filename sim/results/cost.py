@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from sim.tiers import TierPath
+from sim.cache.tiers import TierPath
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sim.base.errors import ConfigError
-from sim.ladders import carried_ladder, embedder_space, ladder_path
+from sim.reuse.ladders import carried_ladder, embedder_space, ladder_path
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment

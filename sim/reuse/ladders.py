@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["LADDER_DIR", "SCHEMA", "carried_ladder", "ladder_for", "ladder_path", "shipped_ladders"]
 
 SCHEMA = "acsim-ladder/1"
-LADDER_DIR = Path(__file__).resolve().parent.parent / "calibrate" / "ladders"
+LADDER_DIR = Path(__file__).resolve().parents[2] / "calibrate" / "ladders"
 
 
 def ladder_path(embedder: str) -> Path:

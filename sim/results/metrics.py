@@ -8,7 +8,7 @@ their duration is the arrival span.
 A system's steps are those of the model it generates with (``stats["serves_with"]``, a block of
 the profile); ``compute_saved`` counts them in steps of the main model, weighted by the two
 models' step times, so a small model's cheap steps are not counted as full ones. Quality comes
-in three metrics (CLIP score, PickScore, FID; see :mod:`sim.quality`).
+in three metrics (CLIP score, PickScore, FID; see :mod:`sim.reuse.quality`).
 
 ``offered_load`` is the GPU work the requests bring per GPU-second of the arrival span (busy
 time / (GPUs x arrival span)); above 1 the cluster cannot keep up and queues grow.
@@ -28,13 +28,13 @@ import pandas as pd
 from sim.base.config import warmup_spec
 from sim.base.errors import ConfigError
 from sim.base.records import REUSE_OUTCOMES
-from sim.cost import Cost, GpuGroup, run_cost
-from sim.quality import QualityModel
+from sim.results.cost import Cost, GpuGroup, run_cost
+from sim.reuse.quality import QualityModel
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
     from sim.base.profile import GpuModel, Profile
-    from sim.selector import Selector
+    from sim.reuse.selector import Selector
 
 _NAN = float("nan")
 
@@ -192,7 +192,7 @@ def _bill(
     duration: float,
     since_s: float,
 ) -> Cost:
-    """The run's cost (:func:`sim.cost.run_cost`): its GPUs over ``duration``, its cache's mean
+    """The run's cost (:func:`sim.results.cost.run_cost`): its GPUs over ``duration``, its cache's mean
     bytes from ``since_s`` on, and the vector index when it searches one."""
     gpu = profile.gpu_model(stats.get("serves_with", "model"))
     holds = bool(stats["caches"]) or bool(stats["is_ceiling"])
