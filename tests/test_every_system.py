@@ -23,6 +23,7 @@ from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
 from sim.base.records import OUTCOMES, REUSE_OUTCOMES
 from sim.engine.replay import replay
+from sim.neighbours.similarity import similarities_to
 from sim.results.metrics import summarize
 from sim.reuse.quality import RETRIEVAL_SOURCES
 from sim.systems import LOOKUP_KINDS, SYSTEMS, build_system
@@ -308,3 +309,46 @@ def test_admission_mask_in_both_cache_only_paths(name: str, policy: str, work) -
         assert fast.stats()["insertions"] < everything.stats()["insertions"]
     if SYSTEMS[name].saves_latents:
         assert (a["saved_latents"].to_numpy()[admit] > 0).any()
+
+
+SERVABLE = sorted(n for n, cls in SYSTEMS.items() if cls.real_lookup)
+
+
+def _same(a, b) -> bool:
+    """The same decision: similarities (and the quality they imply) agree to float32 rounding, as
+    a BLAS product and a dot product of the same unit rows do."""
+    exact = ("outcome", "matched", "k_planned", "k_used", "steps", "store_levels")
+    return all(getattr(a, f) == getattr(b, f) for f in exact) and all(
+        np.isclose(getattr(a, f), getattr(b, f), rtol=1e-5, atol=1e-6, equal_nan=True) for f in ("similarity", "quality")
+    )
+
+
+def test_the_real_server_can_run_the_papers_systems() -> None:
+    assert {"vanilla", "exact", "gptcache", "nirvana"} <= set(SERVABLE)
+
+
+@pytest.mark.parametrize("name", SERVABLE)
+def test_lookup_among_every_cached_slot_decides_as_lookup(name: str, work) -> None:
+    """A real server finds its candidates with its own index: given every cached slot with its exact
+    similarity, ``lookup_among`` must decide as ``lookup`` does from the precomputed lists, with the
+    same cache contents after every request (the lists here are truncated, so fallbacks happen)."""
+    arrays, lists = work
+    _, by_lists = make(name, work)
+    _, by_index = make(name, work)
+    emb = lists.embeddings
+    pids = arrays.prompt_ids
+    for i in range(len(pids)):
+        a = by_lists.lookup(i, float(i))
+        if by_index.lookup_kind == "hash":
+            own = int(pids[i])
+            slots = [own] if own in by_index.store.masks else []
+        else:
+            slots = sorted(by_index.store.masks) if by_index.caches else []
+        sims = similarities_to(emb, np.asarray(slots, dtype=np.int64), int(pids[i]))
+        b = by_index.lookup_among(i, slots, sims, float(i))
+        assert _same(a, b), (i, a, b)
+        by_lists.complete(i, a, float(i))
+        by_index.complete(i, b, float(i))
+        if by_lists.caches:
+            assert by_lists.store.masks == by_index.store.masks, i
+    assert by_lists.stats()["lookups"] == by_index.stats()["lookups"]

@@ -94,6 +94,8 @@ class System:
     # matched by prompt similarity), "aligned" (the same, matched by the image's alignment with the
     # new prompt) or "corpus" (an external image collection); see sim.reuse.quality.RETRIEVAL_SOURCES.
     retrieval_source: ClassVar[str] = "cache"
+    # Implements lookup_among: a real server (``acsim calibrate serve``) can decide with it.
+    real_lookup: ClassVar[bool] = False
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.profile = profile
@@ -170,6 +172,17 @@ class System:
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
         """Decide what request ``i`` gets from the cache at time ``now`` (``boost``: load-aware rungs)."""
         raise NotImplementedError
+
+    def lookup_among(self, i: int, slots: list[int], sims: np.ndarray, now: float, boost: int = 0) -> Decision:
+        """What :meth:`lookup` decides, from the candidates a real server's own index found instead of
+        the precomputed lists: ``slots`` are cached slots (any order; for a ``hash`` lookup, the
+        request's own slot when it is cached), ``sims`` their similarities to request ``i``'s prompt
+        (float32 dot products of unit rows). The same side effects as :meth:`lookup` (counters, the
+        policy's bookkeeping). Systems that implement it say so with ``real_lookup``; one without a
+        lookup (``lookup_kind: none``) has nothing to look among."""
+        if self.lookup_kind == "none":
+            return self.lookup(i, now, boost)
+        raise NotImplementedError(f"system {self.name!r} cannot decide from a real index")
 
     def complete(self, i: int, decision: Decision, now: float) -> None:
         """Store what request ``i``'s generation produced (called when its GPU work ends)."""

@@ -19,6 +19,7 @@ class Exact(CachedSystem):
 
     name = "exact"
     lookup_kind = "hash"
+    real_lookup = True
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         super().__init__(exp, arrays, None, profile)
@@ -30,12 +31,17 @@ class Exact(CachedSystem):
         return self._slots_of(arrays, reqs, arrays.prompt_ids) << self.shift | self.n_steps, reqs
 
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
+        return self._decide(i, self._bases[i] + self._pids[i] in self.store.masks)
+
+    def lookup_among(self, i: int, slots: list[int], sims: np.ndarray, now: float, boost: int = 0) -> Decision:
+        return self._decide(i, self._bases[i] + self._pids[i] in slots)
+
+    def _decide(self, i: int, cached: bool) -> Decision:
         self.lookups += 1
-        pid = self._pids[i]
-        slot = self._bases[i] + pid
-        if slot not in self.store.masks:
+        if not cached:
             return self._miss
+        pid = self._pids[i]
         n = self.n_steps
-        self.store.hit(slot, n, i)
+        self.store.hit(self._bases[i] + pid, n, i)
         self._hits_by_k[n] += 1
         return tuple.__new__(Decision, ("exact", pid, 1.0, n, n, 0, self._q, ()))

@@ -15,7 +15,7 @@ import numpy as np
 from sim.base.errors import ConfigError
 from sim.reuse.quality import QualityModel
 from sim.reuse.similarity_space import SPACES, run_space, threshold_in_run
-from sim.systems.base import Decision, TraceArrays, require_neighbours
+from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class GptCache(CachedSystem):
     lookup_kind = "vector"
     needs_neighbours = True
     params_type = GptCacheParams
+    real_lookup = True
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.params = self.params_of(exp)
@@ -91,19 +92,30 @@ class GptCache(CachedSystem):
         return (self.threshold, self.n_steps)
 
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
-        self.lookups += 1
         base = self._bases[i]
         j = self._scan(i, base)
         if j >= 0:
-            slot, s = base + self._ids[j], self._sims[j]
-        elif j == -1:
+            return self._retrieve(i, base + self._ids[j], self._sims[j])
+        if j == -1:
+            return self._retrieve(i, -1, NAN)
+        slot, s, _ = self._more(i, base)
+        return self._retrieve(i, slot, s)
+
+    def lookup_among(self, i: int, slots: list[int], sims: np.ndarray, now: float, boost: int = 0) -> Decision:
+        # The most similar at or above the gate; ties to the lower slot, as the lists order them.
+        best, best_s = -1, NAN
+        for slot, s in zip(slots, np.asarray(sims, dtype=np.float32).tolist(), strict=True):
+            if s >= self.threshold and (best < 0 or s > best_s or (s == best_s and slot < best)):
+                best, best_s = slot, s
+        return self._retrieve(i, best, best_s)
+
+    def _retrieve(self, i: int, slot: int, s: float) -> Decision:
+        """Request i gets ``slot``'s image (at similarity ``s``); slot -1: a miss."""
+        self.lookups += 1
+        if slot < 0:
             return self._miss
-        else:
-            slot, s, _ = self._more(i, base)
-            if slot < 0:
-                return self._miss
         n = self.n_steps
         self.store.hit(slot, n, i)
         self._hits_by_k[n] += 1
-        pid = slot - base
+        pid = slot - self._bases[i]
         return tuple.__new__(Decision, ("retrieval", pid, s, n, n, 0, self._retrieved(s), ()))

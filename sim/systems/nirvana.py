@@ -62,6 +62,7 @@ class Nirvana(CachedSystem):
     lookup_kind = "vector"
     needs_neighbours = True
     saves_latents = True
+    real_lookup = True
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.selector = Selector.from_config(exp, profile)
@@ -150,12 +151,27 @@ class Nirvana(CachedSystem):
         return (-1, NAN, 0, near_k, near_s, 0)
 
     def lookup(self, i: int, now: float, boost: int = 0) -> Decision:
-        self.lookups += 1
         base = self._bases[i]
         choice = self._choose(i, base, boost)
         if choice is None:
             self.fallbacks += 1
             choice = self._choose_exhaustive(i, base, boost)
+        return self._apply(i, choice)
+
+    def lookup_among(self, i: int, slots: list[int], sims: np.ndarray, now: float, boost: int = 0) -> Decision:
+        if not slots:
+            return self._apply(i, _NO_MATCH)
+        masks = self.store.masks
+        base = self._bases[i]
+        held = np.fromiter((masks[s] for s in slots), np.int64, len(slots))
+        at, s, u, k_planned, near_s, k_asked = self._rule(
+            np.asarray(slots, np.int64) - base, held, np.asarray(sims, np.float32), boost
+        )
+        return self._apply(i, (slots[at] if at >= 0 else -1, s, u, k_planned, near_s, k_asked))
+
+    def _apply(self, i: int, choice: kernel.Fallback) -> Decision:
+        """The lookup's outcome and side effects for the choice made (see :meth:`_choose`)."""
+        self.lookups += 1
         slot, s, u, k_planned, near_s, k_asked = choice
         if slot >= 0:
             return self._serve(i, slot, s, u, k_asked, k_planned)
@@ -219,7 +235,10 @@ class Nirvana(CachedSystem):
         with exact similarities: (position served from or -1, its similarity, level used, K
         planned, similarity of the nearest, K asked of the one served); K planned 0: none of
         them is similar enough to plan a K."""
-        sims = np.asarray(self._nb.similarities(i, prompts), dtype=np.float32)
+        return self._rule(prompts, held, np.asarray(self._nb.similarities(i, prompts), dtype=np.float32), boost)
+
+    def _rule(self, prompts: np.ndarray, held: np.ndarray, sims: np.ndarray, boost: int) -> kernel.Fallback:
+        """:func:`sim.cache.kernel.decide` over cached ``prompts`` with their level masks and similarities."""
         ks = self._entry_k(sims)
         if boost:
             ks = np.array([self.selector.k_for(float(s), boost) if k >= 0 else -1 for s, k in zip(sims, ks, strict=True)])

@@ -16,6 +16,7 @@ class Vanilla(System):
 
     name = "vanilla"
     is_baseline = True
+    real_lookup = True
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         super().__init__(exp, arrays, neighbours, profile)
