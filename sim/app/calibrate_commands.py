@@ -607,7 +607,7 @@ def cmd_fit_quality(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``calibrate`` with its ``latency``, ``quality``, ``thresholds``, ``fidelity`` and ``fit-quality`` sub-commands."""
+    """Add ``calibrate`` with its ``latency``, ``quality``, ``thresholds``, ``fidelity``, ``fit-quality`` and ``serve`` sub-commands."""
     cal = subparsers.add_parser(
         "calibrate",
         help="measure a diffusion model (latency, quality vs K, embedder thresholds) and write a profile",
@@ -620,6 +620,7 @@ def register(subparsers: Any) -> None:
     _add_thresholds(sub)
     _add_fidelity(sub)
     _add_fit_quality(sub)
+    _add_serve(sub)
 
 
 def _add_latency(sub: Any) -> None:
@@ -796,3 +797,28 @@ def _add_fit_quality(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="profile YAML to write")
     p.set_defaults(func=cmd_fit_quality)
+
+
+def _add_serve(sub: Any) -> None:
+    from sim.app.serve_command import add_serve_arguments, cmd_serve
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a trace for real (diffusers pipeline, real index and latent store) and hold the simulator against it",
+        description=cmd_serve.__doc__ + "\n\n" + _SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_serve_arguments(p)
+
+
+_SERVE_DESCRIPTION = """\
+The command measures a serving profile first (step time, text encoder, VAE, latent save/load,
+whole pipeline calls, the embedder, an index search), then serves the experiment's trace in real
+time with every system listed (worker processes with their own pipeline, one FCFS queue, the
+real embedder, an hnswlib index of the cached prompts, latents on disk, the system's own eviction
+policy), then simulates the same trace on that profile and compares them request by request.
+
+examples:
+  acsim calibrate serve experiments/serve_validation.yaml --out results/serve
+  acsim calibrate serve experiments/serve_validation.yaml --model sdxl --device cuda --out results/serve-gpu
+"""

@@ -61,6 +61,12 @@ OWN_FILES: dict[str, tuple[re.Pattern[str], ...]] = {
         _TMP,
     ),
     "compare": (re.compile(r"summary\.csv"), _FIGURES, _TMP),  # acsim trace compare
+    "serve": (  # acsim calibrate serve
+        re.compile(r"config\.yaml|profile\.yaml|validation\.csv|summary\.json"),
+        re.compile(r"real/[^/]+\.csv"),
+        _FIGURES,
+        _TMP,
+    ),
     "quality": (  # acsim calibrate quality
         re.compile(r"profile\.yaml|[^/]+\.csv|contact_sheet\.png"),
         re.compile(r"images/[^/]+\.png"),
@@ -68,7 +74,7 @@ OWN_FILES: dict[str, tuple[re.Pattern[str], ...]] = {
     ),
 }
 KINDS = (*OWN_FILES, "sweep", "plan")
-_COMMANDS = {"compare": "acsim trace compare", "quality": "acsim calibrate quality"}
+_COMMANDS = {"compare": "acsim trace compare", "quality": "acsim calibrate quality", "serve": "acsim calibrate serve"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _HELD: dict[str, int] = {}  # lock files this process holds -> nesting depth

@@ -114,6 +114,12 @@ class LatencyBlock:
     embed_s: float = 0.0
     index_lookup_base_s: float = 0.0
     index_lookup_per_decade_s: float = 0.0
+    # Fixed seconds of one pipeline call beyond its text encoders, steps and VAE decode (set-up,
+    # image post-processing), and the extra of a call that resumes a cached latent (the img2img
+    # pipeline's set-up): measured by `acsim calibrate serve`, 0 where not measured.
+    pipeline_overhead_s: float = 0.0
+    resume_overhead_s: float = 0.0
+    image_save_s: float = 0.0  # writing a final image for an image cache (encode + write), measured by calibrate serve
     denoise_step_spread_s: dict[int, Any] | None = None  # calibrate: quantiles of the timed steps
     latent_save_s: float | None = None
     latent_load_s: float | None = None
@@ -130,6 +136,9 @@ class LatencyBlock:
             "embed_s",
             "index_lookup_base_s",
             "index_lookup_per_decade_s",
+            "pipeline_overhead_s",
+            "resume_overhead_s",
+            "image_save_s",
             "latent_save_s",
             "latent_load_s",
         )
@@ -395,6 +404,9 @@ class GpuModel:
     vae_decode_s: float
     gpu_price_per_hour_usd: float
     quality: dict[str, float]
+    pipeline_overhead_s: float = 0.0  # per call (latency.pipeline_overhead_s)
+    resume_overhead_s: float = 0.0  # per call that resumes a cached latent
+    image_save_s: float = 0.0  # per job whose final image an image cache keeps
 
     def step_s(self, batch: int = 1) -> float:
         """Seconds per denoising step for a batch (see :func:`interpolate_step_s`)."""
@@ -446,6 +458,9 @@ class Profile:
     embed_s: float
     index_lookup_base_s: float
     index_lookup_per_decade_s: float
+    pipeline_overhead_s: float
+    resume_overhead_s: float
+    image_save_s: float
     ladder: tuple[tuple[float, int], ...]  # (threshold, K), thresholds descending
     k_levels: tuple[int, ...]
     quality_vanilla: float
@@ -578,6 +593,9 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         text_encoder_s=lat.text_encoder_s,
         vae_decode_s=lat.vae_decode_s,
         gpu_price_per_hour_usd=f.gpu.price_per_hour_usd,
+        pipeline_overhead_s=lat.pipeline_overhead_s,
+        resume_overhead_s=lat.resume_overhead_s,
+        image_save_s=lat.image_save_s,
         quality={"clip": q.vanilla, **{m: metrics[m].vanilla if m in metrics else math.nan for m in ("pickscore", "fid")}},
     )
     gpu_models = {"model": main}
@@ -600,6 +618,9 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         embed_s=lat.embed_s,
         index_lookup_base_s=lat.index_lookup_base_s,
         index_lookup_per_decade_s=lat.index_lookup_per_decade_s,
+        pipeline_overhead_s=lat.pipeline_overhead_s,
+        resume_overhead_s=lat.resume_overhead_s,
+        image_save_s=lat.image_save_s,
         ladder=tuple(sorted(((s, int(k)) for s, k in f.ladder.thresholds), reverse=True)),
         k_levels=tuple(sorted(f.k_levels)),
         quality_vanilla=q.vanilla,

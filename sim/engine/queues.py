@@ -14,13 +14,14 @@ from collections import deque
 class Job:
     """One request waiting for (or running on) a GPU."""
 
-    __slots__ = ("i", "ready", "steps", "saves", "work", "start")
+    __slots__ = ("i", "ready", "steps", "saves", "image", "work", "start")
 
-    def __init__(self, i: int, ready: float, steps: int, saves: bool, work: float) -> None:
+    def __init__(self, i: int, ready: float, steps: int, saves: bool, work: float, image: bool = False) -> None:
         self.i = i
         self.ready = ready  # time it joined the GPU queue
         self.steps = steps  # denoising steps to run
         self.saves = saves  # whether it stores latents (costs GPU time per step)
+        self.image = image  # whether an image cache keeps its final image (latency.image_save_s)
         self.work = work  # its service time alone on a GPU (batch of one)
         self.start = float("nan")  # when its GPU service began
 

@@ -114,9 +114,10 @@ class Replica:
         self.rung_s = spacing * gpu.step_s(1)  # seconds of one load-aware rung of K
         self.shape = ReplicaShape(gpus, gpu.text_encoder_s + gpu.vae_decode_s, gpu.step_s(1), gpu.steps)
 
-    def job(self, i: int, ready: float, steps: int, saves: bool) -> Job:
-        """The GPU job of request ``i``: ``steps`` denoising steps, saving latents or not."""
-        return Job(i, ready, steps, saves, self.work(steps, saves))
+    def job(self, i: int, ready: float, steps: int, saves: bool, image: bool = False) -> Job:
+        """The GPU job of request ``i``: ``steps`` denoising steps, saving latents or not, keeping its
+        final image for an image cache or not."""
+        return Job(i, ready, steps, saves, self.work(steps, saves, image), image)
 
     def describe(self) -> dict[str, object]:
         """What the records' engine totals say about this replica."""

@@ -226,7 +226,7 @@ class Source:
         saved = system.saved_latents(d)
         if saved:
             self.saved[i] = saved
-        job = rep.job(i, ready, steps, saved > 0)
+        job = rep.job(i, ready, steps, saved > 0, system.stores_images and bool(d.store_levels))
         if delay > 0:
             Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
         else:

@@ -7,11 +7,13 @@ keeps the per-request cost of the simulation to a few heap operations.
 
 Service time of a batch of b jobs (b = 1 without batching)::
 
-    text_encoder_s + max(steps) * step_s(b) + sum(steps of jobs that save) * save_overhead_step_s
-    + b * vae_decode_s
+    pipeline_overhead_s [+ resume_overhead_s if a job resumes a cached latent] + text_encoder_s
+    + max(steps) * step_s(b) + sum(steps of jobs that save) * save_overhead_step_s + b * vae_decode_s
+    + (jobs that keep their image for an image cache) * image_save_s
 
-so a lone job takes ``text_encoder_s + steps * (step_s(1) [+ save_overhead_step_s]) +
-vae_decode_s``. A batch runs as many steps as its longest member and all members finish
+so a lone job takes ``pipeline_overhead_s [+ resume_overhead_s] + text_encoder_s + steps *
+(step_s(1) [+ save_overhead_step_s]) + vae_decode_s`` (a job resumes when it runs fewer steps
+than the model's N; the two overheads are 0 unless ``acsim calibrate serve`` measured them). A batch runs as many steps as its longest member and all members finish
 together. With ``max_batch > 1`` a free GPU starts a batch as soon as ``max_batch`` jobs
 wait or the oldest waiting job has waited ``max_wait_s``.
 """
@@ -35,10 +37,12 @@ if TYPE_CHECKING:
 _EPS = 1e-9
 
 
-def job_work(gpu: GpuModel, steps: int, saves: bool) -> float:
-    """Seconds one job of ``gpu``'s model takes alone on a GPU (a Profile works too: its main model)."""
+def job_work(gpu: GpuModel, steps: int, saves: bool, image: bool = False) -> float:
+    """Seconds one job of ``gpu``'s model takes alone on a GPU (a Profile works too: its main model);
+    ``image``: the job writes its final image for an image cache."""
     per_step = gpu.step_s(1) + (gpu.save_overhead_step_s if saves else 0.0)
-    return gpu.text_encoder_s + steps * per_step + gpu.vae_decode_s
+    fixed = gpu.pipeline_overhead_s + (gpu.resume_overhead_s if steps < gpu.steps else 0.0)
+    return fixed + gpu.text_encoder_s + steps * per_step + gpu.vae_decode_s + (gpu.image_save_s if image else 0.0)
 
 
 class WorkTable:
@@ -46,13 +50,13 @@ class WorkTable:
 
     def __init__(self, gpu: GpuModel) -> None:
         self.gpu = gpu
-        self._memo: dict[tuple[int, bool], float] = {}
+        self._memo: dict[tuple[int, bool, bool], float] = {}
 
-    def __call__(self, steps: int, saves: bool) -> float:
-        key = (steps, saves)
+    def __call__(self, steps: int, saves: bool, image: bool = False) -> float:
+        key = (steps, saves, image)
         w = self._memo.get(key)
         if w is None:
-            w = self._memo[key] = job_work(self.gpu, steps, saves)
+            w = self._memo[key] = job_work(self.gpu, steps, saves, image)
         return w
 
 
@@ -162,11 +166,15 @@ class GpuPool:
         p = self.gpu
         longest = max(j.steps for j in jobs)
         saving_steps = sum(j.steps for j in jobs if j.saves)
+        resumes = any(j.steps < p.steps for j in jobs)
         dur = (
-            p.text_encoder_s
+            p.pipeline_overhead_s
+            + (p.resume_overhead_s if resumes else 0.0)
+            + p.text_encoder_s
             + longest * self._step_s[b]
             + saving_steps * p.save_overhead_step_s
             + b * p.vae_decode_s
+            + sum(1 for j in jobs if j.image) * p.image_save_s
         )
         for j in jobs:
             j.start = now

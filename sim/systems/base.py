@@ -94,6 +94,8 @@ class System:
     # matched by prompt similarity), "aligned" (the same, matched by the image's alignment with the
     # new prompt) or "corpus" (an external image collection); see sim.reuse.quality.RETRIEVAL_SOURCES.
     retrieval_source: ClassVar[str] = "cache"
+    # Its cache keeps final images (a miss writes one: latency.image_save_s), not latents.
+    stores_images: ClassVar[bool] = False
     # Implements lookup_among: a real server (``acsim calibrate serve``) can decide with it.
     real_lookup: ClassVar[bool] = False
 

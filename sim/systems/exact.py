@@ -20,6 +20,7 @@ class Exact(CachedSystem):
     name = "exact"
     lookup_kind = "hash"
     real_lookup = True
+    stores_images = True
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         super().__init__(exp, arrays, None, profile)

@@ -60,6 +60,7 @@ class GptCache(CachedSystem):
     needs_neighbours = True
     params_type = GptCacheParams
     real_lookup = True
+    stores_images = True
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.params = self.params_of(exp)

@@ -1,0 +1,50 @@
+"""The prepared GPU check of ``acsim calibrate serve``: one command, a few minutes on a GPU the day one is lent.
+
+    python -m sim.app.serve_check --out results/serve-gpu            # on a CUDA machine
+    python -m sim.app.serve_check --smoke --out results/serve-smoke  # the same, shrunk, on a CPU
+
+On CUDA it serves the first 30 requests of the shipped DiffusionDB sample with ``vanilla`` and
+``nirvana`` on an SDXL-architecture pipeline (random weights: step times are those of the real
+model; images are noise) at 512x512, 50 steps, fp16, at 80% utilization of one worker, after
+measuring the serving profile on the same GPU. From the shipped A10G profile (SDXL at 1024x1024:
+0.35 s per step) a 512x512 step takes about a quarter of that, so each system serves for about
+30 x 4.4 s / 0.8 = 165 s, under 8 minutes in all with the calibration (an estimate: no GPU has run
+it yet). ``--smoke`` runs the same path on the CPU with the miniature ``tiny-sdxl`` pipeline and
+10 requests (under a minute); the tests run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "serve_validation.yaml"
+
+
+def command(out: str, smoke: bool) -> list[str]:
+    """The ``acsim`` arguments of the check."""
+    args = ["calibrate", "serve", str(EXPERIMENT), "--utilization", "0.8", "--out", out]
+    if smoke:
+        return [*args, "--set", "trace.requests=10", "--set", "systems=[nirvana]", "--repeats", "3", "--rounds", "4"]
+    return [
+        *args,
+        "--set", "trace.requests=30",
+        "--set", "systems=[vanilla,nirvana]",
+        "--model", "sdxl", "--device", "cuda", "--dtype", "fp16", "--resolution", "512",
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check; its exit code is ``acsim``'s."""
+    from sim.app.cli import main as acsim
+
+    p = argparse.ArgumentParser(prog="python -m sim.app.serve_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="result directory of `acsim calibrate serve`")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny-sdxl, 10 requests, nirvana only")
+    args = p.parse_args(argv)
+    return acsim(command(args.out, args.smoke))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
