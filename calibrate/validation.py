@@ -20,6 +20,7 @@ import copy
 import math
 import statistics
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +31,6 @@ from sim.neighbours.similarity import similarities_to
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from calibrate.serve import WorkerPool
     from sim.base.profile import Profile
@@ -71,41 +71,39 @@ def front_end_times(embedder: Any, prompts: list[str], n_cached: int, repeats: i
     return {"embed_s": embed_s, "index_lookup_s": lookup_s}
 
 
-def pipeline_times(pool: WorkerPool, levels: tuple[int, ...], rounds: int, scratch: Path) -> dict[str, float]:
+def pipeline_times(
+    pool: WorkerPool, levels: tuple[int, ...], rounds: int, scratch: Path, prompts: list[str]
+) -> dict[str, float]:
     """Mean seconds of whole jobs as the pool's workers run them, in ``rounds`` interleaved rounds (a
     drift of the machine's speed touches them alike): a fresh generation saving nothing, the same
     saving every level, the same writing its image (as for an image cache), and a resume from the
     middle level saving the levels above it; and
-    the median of the front end's read of a stored latent. Means, not medians: a queue's wait
-    grows with the mean service time."""
+    the median of the front end's read of a stored latent. Each round takes the next of ``prompts``
+    (the trace's: tokenizing a long prompt costs more than a short one). Means, not medians: a
+    queue's wait grows with the mean service time."""
     import torch
 
     from calibrate.serve import Job
 
-    prompt = "a watercolor painting of a lighthouse on a cliff at sunset, highly detailed"
     k = levels[len(levels) // 2] if levels else 0
-    out = scratch / "timed-jobs"
-    plain = Job(-1, prompt, 0, None, (), False, str(out))
-    saving = Job(-1, prompt, 0, None, levels, False, str(out))
-    pool.time_job(saving, 1)  # writes the latent the resume starts from
-    resumed = None
-    if k:
-        latent = torch.load(out / f"{k}.pt", map_location="cpu").float().numpy()
-        resumed = Job(-2, prompt, k, latent, tuple(x for x in levels if x > k), False, str(out))
-    imaging = Job(-1, prompt, 0, None, (), True, str(out))
+    out = str(scratch / "timed-jobs")
+    pool.time_job(Job(-1, prompts[0], 0, None, levels, False, out), 1)  # the latent the resumes start from
+    latent = torch.load(Path(out) / f"{k}.pt", map_location="cpu").float().numpy() if k else None
     samples: dict[str, list[float]] = {"plain_s": [], "saving_s": [], "image_s": [], "resume_s": []}
-    for _ in range(rounds):
-        samples["plain_s"] += pool.time_job(plain, 1)
-        samples["saving_s"] += pool.time_job(saving, 1)
-        samples["image_s"] += pool.time_job(imaging, 1)
-        if resumed is not None:
-            samples["resume_s"] += pool.time_job(resumed, 1)
+    for r in range(rounds):
+        prompt = prompts[r % len(prompts)]
+        samples["plain_s"] += pool.time_job(Job(-1, prompt, 0, None, (), False, out), 1)
+        samples["saving_s"] += pool.time_job(Job(-1, prompt, 0, None, levels, False, out), 1)
+        samples["image_s"] += pool.time_job(Job(-1, prompt, 0, None, (), True, out), 1)
+        if k:
+            above = tuple(x for x in levels if x > k)
+            samples["resume_s"] += pool.time_job(Job(-2, prompt, k, latent, above, False, out), 1)
     times = {name: statistics.fmean(v) if v else math.nan for name, v in samples.items()}
     times["resume_k"] = float(k)
     times["rounds"] = float(rounds)
     times["latent_read_s"] = math.nan
     if k:
-        path = out / f"{k}.pt"
+        path = Path(out) / f"{k}.pt"
         times["latent_read_s"], _ = _median_s(lambda: torch.load(path, map_location="cpu").float().numpy(), 10)
     return times
 

@@ -127,7 +127,7 @@ def measure_profile(
     data = latency.to_profile(base, result, model, env)
     del model
     levels = tuple(sorted(int(k) for k in data.get("k_levels") or ()))
-    calls = validation.pipeline_times(pool, levels, args.rounds, scratch)
+    calls = validation.pipeline_times(pool, levels, args.rounds, scratch, prompts)
     say(
         f"whole jobs ({args.rounds} rounds): fresh {calls['plain_s'] * 1000:.1f} ms, saving every level "
         f"{calls['saving_s'] * 1000:.1f} ms, resumed at K={calls['resume_k']:.0f} {calls['resume_s'] * 1000:.1f} ms"
@@ -275,7 +275,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own pipeline (default: 1)")
     p.add_argument("--utilization", type=float, help="set trace.time_scale so that fresh generations would keep the workers this busy (e.g. 0.8)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of each calibrate-latency measurement (default: 5)")
-    p.add_argument("--rounds", type=int, default=15, help="rounds of the three whole jobs timed on the workers (default: 15)")
+    p.add_argument("--rounds", type=int, default=20, help="rounds of the four whole jobs timed on the workers (default: 20)")
     p.add_argument("--store", help="directory of the latent store (default: a temporary one, removed at the end)")
     p.add_argument("--out", required=True, help="result directory (validation.csv, summary.json, profile.yaml, plots/)")
     p.add_argument("--no-plots", action="store_true", help="skip plots/validation.png")
