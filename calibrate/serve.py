@@ -33,13 +33,12 @@ completion and an arrival happen in the other order than the simulator's clock p
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 import os
 import queue
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,14 +267,6 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass
-class ServedRecords:
-    """Per-request columns of a real run (seconds from the replay's start)."""
-
-    arrival: list[float] = field(default_factory=list)
-    columns: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class DiskStore:
@@ -531,8 +522,3 @@ class Server:
         df["latency_s"] = df["finish_s"] - df["arrival_s"]
         df["gpu_s"] = np.where(df["steps"] > 0, df["finish_s"] - df["start_s"], 0.0)
         return df
-
-
-def prompt_digest(prompts: list[str]) -> str:
-    """A short digest of the prompts served (the report names the trace by it)."""
-    return hashlib.sha1("\n".join(prompts).encode()).hexdigest()[:12]

@@ -214,8 +214,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from calibrate.serve import WorkerPool
     from traces.load import load_trace
 
-    base_steps = int(writer.load_base(exp.profile)["model"]["steps"])
-    latency.check_steps(writer.load_base(exp.profile), args.steps or base_steps)
+    base = writer.load_base(exp.profile)
+    base_steps = int(base["model"]["steps"])
+    latency.check_steps(base, args.steps or base_steps)
     spec = _spec(args, args.steps or base_steps)
     trace = load_trace(exp.trace, exp.seed)
     with outputs.staging_dir(out, "serve", "--out") as tmp:
