@@ -413,11 +413,11 @@ class Server:
                     break
                 completed += self._drain(reports, pending, cols, t0, block_s=min(left, _POLL_S * 20))
             cols["completed_before"][i] = completed
-            d = self._front_end(i, cols, t0)
+            d, fetched = self._front_end(i, cols, t0)
             decisions[i] = d
             if d.steps > 0:
                 pending[i] = d
-                jobs.put(self._job(i, d))
+                jobs.put(self._job(i, d, fetched))
             else:  # an image returned whole: finished once fetched
                 cols["start_s"][i] = cols["finish_s"][i] = cols["ready_s"][i]
                 self._complete(i, d)
@@ -428,7 +428,8 @@ class Server:
             completed += self._drain(reports, pending, cols, t0, block_s=60.0)
         return self._frame(arrival, decisions, cols)
 
-    def _front_end(self, i: int, cols: dict[str, list[Any]], t0: float) -> Decision:
+    def _front_end(self, i: int, cols: dict[str, list[Any]], t0: float) -> tuple[Decision, Any]:
+        """Request i's decision and what its reuse read from disk (None when nothing)."""
         system = self.system
         pid = int(self.pids[i])
         t = time.perf_counter()
@@ -446,15 +447,13 @@ class Server:
             slots, sims = [], np.zeros(0, np.float32)
         d = system.lookup_among(i, slots, sims, t_embed - t0)
         t_look = time.perf_counter()
-        self._latent = None
-        if d.outcome in _REUSE:
-            self._latent = self._fetch(d)
+        fetched = self._fetch(d) if d.outcome in _REUSE else None
         t_fetch = time.perf_counter()
         cols["embed_s"][i] = t_embed - t
         cols["lookup_s"][i] = t_look - t_embed
         cols["fetch_s"][i] = t_fetch - t_look
         cols["ready_s"][i] = t_fetch - t0
-        return d
+        return d, fetched
 
     def _fetch(self, d: Decision) -> Any:
         """Read the reused latent (a resumed generation) or the returned image from disk."""
@@ -467,14 +466,14 @@ class Server:
             return path.read_bytes()  # the image, returned as it is stored
         return torch.load(path, map_location="cpu").float().numpy()
 
-    def _job(self, i: int, d: Decision) -> Job:
+    def _job(self, i: int, d: Decision, latent: np.ndarray | None) -> Job:
         image = bool(d.store_levels) and d.store_levels[-1] == self.system.n_steps
         latents = tuple(k for k in d.store_levels if k < self.system.n_steps)
         if self.system.saved_latents(d) == 0:
             latents = ()
         k_from = d.k_used if d.steps < self.system.n_steps else 0
         out = str(incoming_dir(self.store, i))
-        return Job(i, self.prompts[int(self.pids[i])], k_from, self._latent, latents, image, out)
+        return Job(i, self.prompts[int(self.pids[i])], k_from, latent, latents, image, out)
 
     def _drain(self, reports: Any, pending: dict[int, Decision], cols: dict[str, list[Any]], t0: float, block_s: float) -> int:
         """Apply the reports waiting (waiting up to ``block_s`` for the first); how many."""

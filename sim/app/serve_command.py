@@ -106,7 +106,7 @@ def _spec(args: argparse.Namespace, steps: int) -> ModelSpec:
 
 
 def measure_profile(
-    exp: config.Experiment, args: argparse.Namespace, pool: Any, prompts: list[str], scratch: Path, say: Any
+    base: dict[str, Any], exp: config.Experiment, args: argparse.Namespace, pool: Any, prompts: list[str], scratch: Path, say: Any
 ) -> dict[str, Any]:
     """Phase 1: the serving profile, as a profile mapping (see the module docstring); the embedder is
     timed on ``prompts`` (the trace's: its cost grows with a prompt's length)."""
@@ -116,7 +116,6 @@ def measure_profile(
     from calibrate.pipelines import load_model
     from traces.embeddings import get_embedder
 
-    base = writer.load_base(exp.profile)
     spec = pool.spec
     say(f"measuring {args.model} on {args.device} ({spec.dtype}), {spec.steps} steps ...")
     model = load_model(spec.model, spec.device, spec.dtype, spec.seed)
@@ -224,7 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with WorkerPool(spec, args.workers) as pool:
             scratch = Path(tempfile.mkdtemp(prefix=".serve-scratch-", dir=tmp))
             sample = [trace.prompts[p] for p in trace.prompt_ids[:50].tolist()]
-            data = measure_profile(exp, args, pool, sample, scratch, say)
+            data = measure_profile(base, exp, args, pool, sample, scratch, say)
             shutil.rmtree(scratch, ignore_errors=True)
             profile_path = tmp / "profile.yaml"
             profile = writer.write_profile(profile_path, data)
