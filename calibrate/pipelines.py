@@ -11,7 +11,6 @@ which ``denoising_end = K/N`` splits exactly K of N steps.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from calibrate.tokenizer import load_tokenizer
+from calibrate.tokenizer import generated_tokenizer
 from sim.base.errors import ConfigError
 from traces.model_dirs import check_model_dir
 
@@ -294,12 +293,11 @@ def _text_config(spec: dict[str, Any], tokenizer_eos: int, tiny: bool) -> CLIPTe
 
 
 def build_preset(
-    preset: Preset, device: torch.device, dtype: torch.dtype, seed: int = 0, workdir: str | Path | None = None
+    preset: Preset, device: torch.device, dtype: torch.dtype, seed: int = 0
 ) -> DiffusionPipeline:
     """Instantiate a preset's architecture with seeded random weights on ``device`` in ``dtype``."""
     torch.manual_seed(seed)
-    tok_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="acsim-tokenizer-"))
-    tokenizer = load_tokenizer(tok_dir)
+    tokenizer = generated_tokenizer()
     tiny = preset.name.startswith("tiny")
 
     def make(build: Any) -> Any:

@@ -16,7 +16,6 @@ features (the embedding FID is computed on).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-from calibrate.tokenizer import load_tokenizer
+from calibrate.tokenizer import generated_tokenizer
 from sim.base.errors import ConfigError
 from traces.model_dirs import check_model_dir
 
@@ -138,7 +137,7 @@ def tiny_pickscore(arg: str | None = None, device: str = "cpu") -> ClipScorer:
 
 def tiny_scorer(arg: str | None = None, device: str = "cpu", seed: int = 0, pickscore: bool = False) -> ClipScorer:
     """A miniature random-weight CLIP (for tests): exercises the scoring path, measures nothing."""
-    tokenizer = load_tokenizer(Path(tempfile.mkdtemp(prefix="acsim-tokenizer-")))
+    tokenizer = generated_tokenizer()
     eos = tokenizer.eos_token_id
     small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
     config = CLIPConfig(

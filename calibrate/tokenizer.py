@@ -11,6 +11,7 @@ therefore be the end-of-text token, as in the real CLIP vocabulary.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from transformers import CLIPTokenizer
@@ -67,6 +68,14 @@ def load_tokenizer(directory: str | Path, max_length: int = 77) -> CLIPTokenizer
     return CLIPTokenizer(
         vocab=str(d / "vocab.json"), merges=str(d / "merges.txt"), model_max_length=max_length
     )
+
+
+def generated_tokenizer(max_length: int = 77) -> CLIPTokenizer:
+    """A ``CLIPTokenizer`` over the generated vocabulary, its files written to a temporary directory
+    that is removed once loaded (the tokenizer holds the vocabulary in memory; a pipeline's
+    ``save_pretrained`` writes it from there)."""
+    with tempfile.TemporaryDirectory(prefix="acsim-tokenizer-") as tmp:
+        return load_tokenizer(tmp, max_length)
 
 
 def vocab_size() -> int:

@@ -38,6 +38,15 @@ def test_tokenizer_files_and_end_of_text_is_the_highest_id(tmp_path):
     assert vocab_and_merges()[0] == vocab
 
 
+def test_a_built_preset_leaves_no_temporary_files(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = load_model("tiny", "cpu", "fp32", seed=0)
+    assert model.pipe.tokenizer("a cat")["input_ids"][0] == model.pipe.tokenizer.bos_token_id
+    assert list(tmp_path.iterdir()) == []
+
+
 # Parameter counts of the published models (diffusers/transformers model cards).
 PUBLISHED = {
     "sdxl": (2_567_463_684, 83_653_863, 123_060_480, 694_659_840),
