@@ -182,8 +182,9 @@ def _rel(sim: float, real: float) -> float:
     return (sim - real) / real if real else math.nan
 
 
-def compare(real: pd.DataFrame, sim: pd.DataFrame, embed_s: float) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(one row per request with real_* and sim_* columns, the summary) of one system.
+def compare(real: pd.DataFrame, sim: pd.DataFrame, embed_s: float, workers: int = 1) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(one row per request with real_* and sim_* columns, the summary) of one system served by
+    ``workers`` workers.
 
     ``embed_s``: the simulator's embedding time (its lookup happens that long after the arrival);
     ``completed_before`` counts, for both, the completions a request's lookup saw, so a decision that
@@ -198,6 +199,7 @@ def compare(real: pd.DataFrame, sim: pd.DataFrame, embed_s: float) -> tuple[pd.D
     out["real_lookup_s"] = (real["embed_s"] + real["lookup_s"]).to_numpy()
     out["sim_lookup_s"] = sim["lookup_s"].to_numpy()
     out["real_fetch_s"] = real["fetch_s"].to_numpy()
+    out["real_ready_s"] = real["ready_s"].to_numpy()
     out["sim_fetch_s"] = sim["fetch_s"].to_numpy()
     finish = np.sort(sim["finish_s"].to_numpy())
     looked = sim["arrival_s"].to_numpy() + embed_s
@@ -206,8 +208,34 @@ def compare(real: pd.DataFrame, sim: pd.DataFrame, embed_s: float) -> tuple[pd.D
     out["k_agrees"] = out["real_k_used"] == out["sim_k_used"]
     out["outcome_agrees"] = out["real_outcome"] == out["sim_outcome"]
     out["order_differs"] = out["real_completed_before"] != out["sim_completed_before"]
+    out["replayed_latency_s"] = queue_replay(out, workers)
     summary = agreement(out)
     return out, summary
+
+
+def queue_replay(v: pd.DataFrame, workers: int) -> np.ndarray:
+    """Each request's latency had the engine's queue (FCFS, ``workers`` identical workers, a job
+    starting when it is ready and a worker is free) been given the real run's front-end and
+    service times. Held against the real latencies it measures the queue model alone: what is left
+    of the error once the service times are known (an independent recursion, not the engine)."""
+    ready = v["real_ready_s"].to_numpy()
+    service = v["real_gpu_s"].to_numpy()
+    gpu = v["real_steps"].to_numpy() > 0
+    free = np.zeros(max(workers, 1))
+    finish = ready.copy()
+    for i in np.argsort(ready, kind="stable"):
+        if gpu[i]:
+            w = int(np.argmin(free))
+            finish[i] = free[w] = max(free[w], ready[i]) + service[i]
+    return finish - v["arrival_s"].to_numpy()
+
+
+def service_windows(v: pd.DataFrame, size: int = 20) -> list[float]:
+    """Mean real over simulated service time of the GPU jobs, ``size`` at a time in the order they
+    started: how the machine's speed moved during the run against the speed the profile measured."""
+    jobs = v.loc[(v["real_steps"] > 0) & (v["sim_steps"] > 0)].sort_values("real_start_s")
+    ratio = (jobs["real_gpu_s"] / jobs["sim_gpu_s"]).to_numpy()
+    return [float(ratio[a : a + size].mean()) for a in range(0, len(ratio), size) if len(ratio[a : a + size]) >= size // 2]
 
 
 def _span(df: pd.DataFrame, who: str) -> float:
@@ -222,6 +250,8 @@ def agreement(v: pd.DataFrame) -> dict[str, Any]:
     thr_real, thr_sim = n / _span(v, "real"), n / _span(v, "sim")
     busy_real, busy_sim = float(v["real_gpu_s"].sum()), float(v["sim_gpu_s"].sum())
     same_order = ~v["order_differs"]
+    replayed = v["replayed_latency_s"].to_numpy()
+    windows = service_windows(v)
     return {
         "requests": n,
         "k_agreement": float(v["k_agrees"].mean()),
@@ -247,4 +277,9 @@ def agreement(v: pd.DataFrame) -> dict[str, Any]:
         if (v["real_steps"] > 0).any()
         else math.nan,
         "utilization_real": busy_real / (_span(v, "real") or math.nan),
+        # The error split in two: the queue model given the real service times, and the machine's speed.
+        "replayed_mean_latency_error": _rel(float(replayed.mean()), float(real_lat.mean())),
+        "replayed_p95_latency_error": _rel(float(np.percentile(replayed, 95)), q[95][0]),
+        "service_ratio_by_window": windows,
+        "service_ratio_spread": (max(windows) - min(windows)) if windows else math.nan,
     }

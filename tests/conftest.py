@@ -8,6 +8,11 @@ and its 100 cached prompts; the GenTD26 production trace), read from the directo
 ``ACSIM_TEST_DATA``, by default ``../shared/data`` beside the checkout. A test that takes it must
 carry ``@pytest.mark.external_data`` (collection fails otherwise), and is skipped when the
 directory is absent: ``pytest -m external_data`` runs just those, ``-m "not external_data"`` the rest.
+
+``alone``: a test that times a real run (a served trace against the simulator's prediction) and
+bounds the difference; beside another test on two cores its timings would measure that test. It is
+skipped inside pytest-xdist workers; ``make test`` runs the suite with ``-n 2`` and then
+``pytest -m alone`` on its own.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError(f"tests take external_data without @pytest.mark.{MARK}: {', '.join(unmarked)}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("alone") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("times a real run: needs the machine to itself (make test runs it after the suite: pytest -m alone)")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from support import assert_one_clean_line, cli
 from calibrate.serve import ModelSpec, Server, WorkerPool
 from sim.app.preflight import preflight
 from sim.app.run import prepare_inputs
-from sim.app.serve_check import command
+from sim.app.serve_check import EXPERIMENT, command
 from sim.app.serve_command import STORE_MARKER, claim_store
 from sim.base import config
 from sim.base.errors import InputError
@@ -119,7 +119,7 @@ def test_the_command_agrees_with_the_simulator(tmp_path: Path, capsys) -> None:
     # under load). The measured errors, on a quiet machine, are in README, "Held against a real run".
     assert all(math.isfinite(s[k]) for k in ("mean_latency_error", "p95_latency_error", "throughput_error"))
     assert (out / "plots" / "validation.png").stat().st_size > 0
-    profile = load_profile(str(out / "profile.yaml"))
+    profile = load_profile(str(out / "profiles" / "nirvana.yaml"))
     assert profile.pipeline_overhead_s >= 0 and profile.default_tier == "disk"
     fields = profile.raw["latency"]["fields"]
     for name in ("pipeline_overhead_s", "resume_overhead_s", "image_save_s", "embed_s", "save_overhead_step_s"):
@@ -128,6 +128,31 @@ def test_the_command_agrees_with_the_simulator(tmp_path: Path, capsys) -> None:
     # The resolved config reruns as a simulation on the measured profile.
     resolved = config.load(out / "config.yaml")
     assert resolved.mode == "full" and resolved.cache.tier == "disk"
+
+
+# Bounds of the prediction on 60 requests at 70% utilization, run alone on two cores. Looser than
+# the (5% mean, 10% p95 on 200 requests; README, "Held against a real run"): with 60
+# requests p95 is the third largest latency, and a queue at 0.7 multiplies a service-time error
+# by about three. A model that left out the queue, the pipeline's fixed cost or the latent saves
+# would miss them (see the README's table of what each overhead adds).
+MEAN_BOUND, P95_BOUND = 0.15, 0.25
+
+
+@pytest.mark.alone
+def test_the_served_latency_is_what_the_simulator_predicts(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "serve"
+    args = ["calibrate", "serve", str(EXPERIMENT), "--out", str(out), "--utilization", "0.7", "--set", "trace.requests=60", "--set", "systems=[vanilla,nirvana]"]
+    args += ["--rounds", "8", "--repeats", "3", "--no-plots"]
+    code, _, _ = cli(args, capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("vanilla", "nirvana"):
+        s = summary[name]
+        assert s["k_agreement_same_order"] == 1.0, name
+        assert abs(s["mean_latency_error"]) <= MEAN_BOUND, (name, s["mean_latency_error"])
+        assert abs(s["p95_latency_error"]) <= P95_BOUND, (name, s["p95_latency_error"])
+        assert abs(s["throughput_error"]) <= 0.02, (name, s["throughput_error"])
+        assert s["utilization_real"] >= (0.6 if name == "vanilla" else 0.2), name  # a queue formed
 
 
 def test_the_gpu_check_is_the_same_command_on_cuda() -> None:

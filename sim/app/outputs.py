@@ -62,8 +62,8 @@ OWN_FILES: dict[str, tuple[re.Pattern[str], ...]] = {
     ),
     "compare": (re.compile(r"summary\.csv"), _FIGURES, _TMP),  # acsim trace compare
     "serve": (  # acsim calibrate serve
-        re.compile(r"config\.yaml|profile\.yaml|validation\.csv|summary\.json"),
-        re.compile(r"real/[^/]+\.csv"),
+        re.compile(r"config\.yaml|validation\.csv|summary\.json"),
+        re.compile(r"(real|profiles)/[^/]+\.(csv|yaml)"),
         _FIGURES,
         _TMP,
     ),

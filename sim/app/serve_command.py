@@ -4,7 +4,8 @@ Three phases, in one command on one device:
 
 1. **measure** the serving profile (:func:`calibrate.validation.serving_profile`): ``calibrate
    latency`` on the pipeline, whole pipeline calls as the server makes them, the embedder, an index
-   search and a latent read; written to ``OUT/profile.yaml``;
+   search and a latent read; measured again before each system is served (``OUT/profiles/``), so
+   that the machine's speed drifting over a long run does not pass from one system to the next;
 2. **serve** the experiment's trace with each system for real (:mod:`calibrate.serve`), at the
    trace's ``time_scale`` (or the one ``--utilization`` asks for, computed from the profile);
 3. **simulate** the same trace with the same systems on that profile (``mode: full``, one GPU per
@@ -13,7 +14,7 @@ Three phases, in one command on one device:
 
 ``OUT`` is a result directory of its own kind (``serve``): ``validation.csv`` (one row per request
 and system, real and simulated columns), ``summary.json`` (agreement and relative errors per
-system), ``config.yaml`` (the resolved experiment the simulator ran), ``profile.yaml``, ``real/``
+system), ``config.yaml`` (the resolved experiment the simulator ran), ``profiles/`` (each system's), ``real/``
 (each system's real records) and ``plots/validation.png``.
 """
 
@@ -140,11 +141,10 @@ def measure_profile(
     return writer.finish(data, "serve", f"serving profile of {args.model} on {writer.hardware_name(env)}", {"command": "serve", "options": options, **env})
 
 
-def _simulated(
-    exp: config.Experiment, args: argparse.Namespace, profile: Any, profile_path: Path, arrival_s: np.ndarray, say: Any
-) -> config.Experiment:
+def _simulated(exp: config.Experiment, args: argparse.Namespace, profile: Any, arrival_s: np.ndarray, say: Any) -> config.Experiment:
     """The experiment the simulator runs (and the server serves): full mode, a GPU per worker, the
-    measured profile and its disk tier, and the time scale ``--utilization`` asks for."""
+    store's tier on disk, and the time scale ``--utilization`` asks for (from ``profile``, the first
+    one measured: every system meets the same arrivals). Each system's profile is set before it runs."""
     sim_exp = config.replace_path(exp, "mode", "full")
     sim_exp = config.replace_path(sim_exp, "cluster.gpus", args.workers)
     sim_exp = config.replace_path(sim_exp, "cache.tier", "disk")
@@ -152,7 +152,7 @@ def _simulated(
         scale = time_scale_for(exp, profile, arrival_s, args.utilization, args.workers)
         sim_exp = config.replace_path(sim_exp, "trace.time_scale", scale)
         say(f"trace.time_scale {scale:.4g} (utilization {args.utilization:g} of fresh generations)")
-    return preflight(config.replace_path(sim_exp, "profile", str(profile_path)))
+    return sim_exp
 
 
 def _records_of(records: pd.DataFrame) -> pd.DataFrame:
@@ -162,31 +162,41 @@ def _records_of(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def serve_and_simulate(
-    exp: config.Experiment, args: argparse.Namespace, pool: Any, out: Path, store: Path, say: Any
-) -> dict[str, Any]:
-    """Phases 2 and 3 for every system, written into ``out``; the summary per system."""
-    from calibrate import serve, validation
+    exp: config.Experiment, args: argparse.Namespace, pool: Any, out: Path, store: Path, say: Any, measure: Any
+) -> tuple[dict[str, Any], config.Experiment]:
+    """Phases 2 and 3 for every system, written into ``out``: each system is served right after its
+    profile is measured (``measure()``, a profile mapping; the first is measured already, in
+    ``out/profiles/``), so that a drift of the machine's speed over the run touches the prediction
+    of each system only for the minutes it is served. The summary per system, and the experiment
+    the first system was simulated with."""
+    from calibrate import serve, validation, writer
     from traces.embeddings import get_embedder
 
-    inputs = prepare_inputs(exp, progress=not args.quiet)
-    trace = inputs.trace
     embedder = get_embedder(exp.embedder, "cpu")
-    rows, summary = [], {}
+    rows, summary, first = [], {}, None
     (out / "real").mkdir(exist_ok=True)
     for name in exp.systems:
+        profile_path = out / "profiles" / f"{name}.yaml"
+        if not profile_path.exists():
+            writer.write_profile(profile_path, measure())
+        sys_exp = preflight(config.replace_path(exp, "profile", str(profile_path)))
+        first = first or sys_exp
+        inputs = prepare_inputs(sys_exp, progress=not args.quiet)
+        trace = inputs.trace
         say(f"serving {len(trace)} requests with {name} for real ({args.workers} worker(s)) ...")
-        system = build_system(name, exp, trace, inputs.neighbours, inputs.profile)
+        system = build_system(name, sys_exp, trace, inputs.neighbours, inputs.profile)
         server = serve.Server(system, list(trace.prompts), trace.prompt_ids, embedder, pool, store / name, exp.seed)
         real = server.run(trace.arrival_s)
         atomic_write_csv(out / "real" / f"{name}.csv", real)
-        sim_records, _, _ = run_system(name, exp, inputs)
-        v, s = validation.compare(real, _records_of(sim_records), inputs.profile.embed_s)
+        sim_records, _, _ = run_system(name, sys_exp, inputs)
+        v, s = validation.compare(real, _records_of(sim_records), inputs.profile.embed_s, args.workers)
         v.insert(0, "system", name)
         rows.append(v)
         summary[name] = s
         say(_line(name, s))
     atomic_write_csv(out / "validation.csv", pd.concat(rows, ignore_index=True))
-    return summary
+    assert first is not None  # preflight refuses an experiment without systems
+    return summary, first
 
 
 def _line(name: str, s: dict[str, Any]) -> str:
@@ -223,19 +233,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with WorkerPool(spec, args.workers) as pool:
             scratch = Path(tempfile.mkdtemp(prefix=".serve-scratch-", dir=tmp))
             sample = [trace.prompts[p] for p in trace.prompt_ids[:50].tolist()]
-            data = measure_profile(base, exp, args, pool, sample, scratch, say)
-            shutil.rmtree(scratch, ignore_errors=True)
-            profile_path = tmp / "profile.yaml"
-            profile = writer.write_profile(profile_path, data)
-            sim_exp = _simulated(exp, args, profile, profile_path, trace.arrival_s, say)
+
+            def measure() -> dict[str, Any]:
+                return measure_profile(base, exp, args, pool, sample, scratch, say)
+
+            first = measure()
+            profile = writer.write_profile(tmp / "profiles" / f"{exp.systems[0]}.yaml", first)
+            sim_exp = _simulated(exp, args, profile, trace.arrival_s, say)
             store = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="acsim-store-"))
             claim_store(store)
             try:
-                summary = serve_and_simulate(sim_exp, args, pool, tmp, store, say)
+                summary, ran = serve_and_simulate(sim_exp, args, pool, tmp, store, say, measure)
             finally:
                 if not args.store:
                     shutil.rmtree(store, ignore_errors=True)
-        atomic_write_text(tmp / "config.yaml", config.dump(config.replace_path(sim_exp, "profile", "profile.yaml")))
+                shutil.rmtree(scratch, ignore_errors=True)
+        # The resolved experiment, on the first system's profile (profiles/: each system's own).
+        atomic_write_text(tmp / "config.yaml", config.dump(config.replace_path(ran, "profile", f"profiles/{exp.systems[0]}.yaml")))
         atomic_write_text(tmp / "summary.json", json.dumps(_plain(summary), indent=2) + "\n")
         if not args.no_plots:
             from plots.validation import validation_figure
@@ -277,7 +291,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of each calibrate-latency measurement (default: 5)")
     p.add_argument("--rounds", type=int, default=20, help="rounds of the four whole jobs timed on the workers (default: 20)")
     p.add_argument("--store", help="directory of the latent store (default: a temporary one, removed at the end)")
-    p.add_argument("--out", required=True, help="result directory (validation.csv, summary.json, profile.yaml, plots/)")
+    p.add_argument("--out", required=True, help="result directory (validation.csv, summary.json, profiles/, real/, plots/)")
     p.add_argument("--no-plots", action="store_true", help="skip plots/validation.png")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     p.epilog = "On CPU the default tiny-sdxl pipeline serves in milliseconds per step; on a GPU give --model sdxl --device cuda (random weights time like real ones)."

@@ -284,12 +284,7 @@ class LatentStore:
                         removed += 1
                         if own in holders:
                             self._unshare(own)
-            if m:
-                masks[slot] = m
-            else:
-                del masks[slot]
-                if self.group_sizes is not None:
-                    self._ungrouped(slot)
+            self._set_mask(slot, m)
         self.entries -= removed
         self.evictions += removed
 
@@ -302,10 +297,13 @@ class LatentStore:
             held = slot << shift | level
             if refs.get(held) == key:  # not let go or replaced since
                 del refs[held]
-                m = masks[slot] & ~bit
-                if m:
-                    masks[slot] = m
-                else:
-                    del masks[slot]
-                    if self.group_sizes is not None:
-                        self._ungrouped(slot)
+                self._set_mask(slot, masks[slot] & ~bit)
+
+    def _set_mask(self, slot: int, m: int) -> None:
+        """``slot`` now holds the levels of ``m``; with none left it leaves the store."""
+        if m:
+            self.masks[slot] = m
+        else:
+            del self.masks[slot]
+            if self.group_sizes is not None:
+                self._ungrouped(slot)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from sim.base import config
 from sim.base.errors import ConfigError, InputError
+from sim.reuse.selector import Selector
 from sim.reuse.similarity_space import run_space
 
 if TYPE_CHECKING:
@@ -313,3 +314,16 @@ def require_neighbours(system: str, neighbours: Any, needed: float) -> None:
             have,
             f"system {system!r} acts on similarities down to {needed}; build the lists at or below it",
         )
+
+
+class ChoosesK:
+    """Mixin of a system whose K comes from the selector's ladder (:class:`sim.reuse.selector.Selector`):
+    the lowest similarity it acts on and the thresholds it compares are the selector's."""
+
+    @classmethod
+    def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
+        return Selector.from_config(exp, profile).min_similarity
+
+    @classmethod
+    def thresholds(cls, exp: Experiment, profile: Profile) -> dict[str, float]:
+        return Selector.from_config(exp, profile).named_thresholds()

@@ -29,7 +29,7 @@ from sim.base.records import OUTCOME_CODE
 from sim.reuse.quality import QualityModel
 from sim.reuse.selector import Selector
 from sim.reuse.similarity_space import run_space
-from sim.systems.base import NAN, Decision, System, TraceArrays, require_neighbours
+from sim.systems.base import NAN, ChoosesK, Decision, System, TraceArrays, require_neighbours
 from sim.systems.nirvana import Nirvana
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 _new = tuple.__new__
 
 
-class Ceiling(System):
+class Ceiling(ChoosesK, System):
     """Every request at the K of its best earlier match: an unbounded cache of every level."""
 
     name = "ceiling"
@@ -77,14 +77,6 @@ class Ceiling(System):
         self._sims = np.asarray(neighbours.sims, dtype=np.float32)
         self._kmap = self.selector.k_array(self._sims)
         self._complete = np.asarray(neighbours.complete, dtype=bool)
-
-    @classmethod
-    def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
-        return Selector.from_config(exp, profile).min_similarity
-
-    @classmethod
-    def thresholds(cls, exp: Experiment, profile: Profile) -> dict[str, float]:
-        return Selector.from_config(exp, profile).named_thresholds()
 
     def _best(self, i: int) -> tuple[int, float, int]:
         """(prompt, similarity, K) of request i's most similar completed earlier prompt; prompt -1: none."""

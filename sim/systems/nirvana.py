@@ -42,7 +42,7 @@ from sim.neighbours.ivf import probe
 from sim.reuse.quality import QualityModel
 from sim.reuse.selector import Selector
 from sim.reuse.similarity_space import run_space
-from sim.systems.base import NAN, Decision, TraceArrays, require_neighbours
+from sim.systems.base import NAN, ChoosesK, Decision, TraceArrays, require_neighbours
 from sim.systems.cached import CachedSystem, request_of_entry
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ _new = tuple.__new__
 _NO_MATCH: kernel.Fallback = (-1, NAN, 0, 0, NAN, 0)
 
 
-class Nirvana(CachedSystem):
+class Nirvana(ChoosesK, CachedSystem):
     """Approximate latent caching (Nirvana, NSDI 2024)."""
 
     name = "nirvana"
@@ -93,14 +93,6 @@ class Nirvana(CachedSystem):
         self.fallbacks = 0  # lookups decided over the cached prompts (a truncated list ran out)
         if self._cells is not None:
             self.store.index_groups(self._cells.of_prompt, len(self._cells.centroids))
-
-    @classmethod
-    def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
-        return Selector.from_config(exp, profile).min_similarity
-
-    @classmethod
-    def thresholds(cls, exp: Experiment, profile: Profile) -> dict[str, float]:
-        return Selector.from_config(exp, profile).named_thresholds()
 
     def _future_pairs(self, arrays: TraceArrays, neighbours: Any) -> tuple[np.ndarray, np.ndarray]:
         offsets = np.asarray(neighbours.offsets)

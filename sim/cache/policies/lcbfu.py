@@ -28,20 +28,29 @@ from sim.cache.policies.lfu import LFU
 
 
 class LCBFU(LFU):
+    """Nirvana's score as published: a store counts as a use, priorities age."""
+
     name = "lcbfu"
     rule = PriorityRule(on_insert=0, on_hit="add-level", insert_level=True, aging=True)
 
 
 class LCBFUNoAging(LFU):
+    """The artifact's code: hits only, no aging."""
+
     name = "lcbfu-noaging"
     rule = PriorityRule(on_insert=0, on_hit="add-level")
 
 
 class LCBFUModm(LFU):
+    """MoDM's credit: each hit adds the K the request asked of its candidate (a hole gains more
+    than the level that served it); stores count and priorities age as in ``lcbfu``."""
+
     name = "lcbfu-modm"
     rule = PriorityRule(on_insert=0, on_hit="add-asked", insert_level=True, aging=True)
 
 
 class LCBFUModmNoAging(LFU):
+    """MoDM's credit on the artifact's terms: hits only, no aging."""
+
     name = "lcbfu-modm-noaging"
     rule = PriorityRule(on_insert=0, on_hit="add-asked")
