@@ -131,11 +131,11 @@ def test_the_command_agrees_with_the_simulator(tmp_path: Path, capsys) -> None:
 
 
 # Bounds of the prediction on 60 requests at 70% utilization, run alone on two cores. Looser than
-# the (5% mean, 10% p95 on 200 requests; README, "Held against a real run"): with 60
-# requests p95 is the third largest latency, and a queue at 0.7 multiplies a service-time error
-# by about three. A model that left out the queue, the pipeline's fixed cost or the latent saves
-# would miss them (see the README's table of what each overhead adds).
-MEAN_BOUND, P95_BOUND = 0.15, 0.25
+# the (5% mean, 10% p95 on 200 requests): this machine's speed moves 5-14% from one minute
+# to the next, a queue at 0.7 multiplies a service-time error by two to three, and with 60 requests
+# p95 is the third largest latency (README, "Held against a real run"; measured here: within 9% and
+# 10%). A model without the queue would miss p95 by more than half (vanilla, 200 requests: 0.68 s against 1.83 s).
+MEAN_BOUND, P95_BOUND = 0.25, 0.40
 
 
 @pytest.mark.alone
