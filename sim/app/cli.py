@@ -8,6 +8,7 @@ Heavy imports happen inside the commands so that ``acsim --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -262,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     # The exact command, for messages that tell the user what to run again.
     args.argv = argv
     warnings.showwarning = _show_note
+    # transformers' and diffusers' notices (torchvision missing: acsim needs no image processor) and
+    # its progress bars would bury acsim's own messages; a user's own setting wins.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # its note on casting random-weight presets
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.func(args) or 0)
     except AcsimError as exc:

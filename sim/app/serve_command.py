@@ -200,13 +200,14 @@ def serve_and_simulate(
 
 
 def _line(name: str, s: dict[str, Any]) -> str:
+    spread = s["service_ratio_spread"]
+    windows = f" (real/simulated, 20 jobs at a time, spans {spread:.2f})" if math.isfinite(spread) else ""
     return (
         f"{name:10s} decisions agree {100 * s['k_agreement']:5.1f}% (K) {100 * s['outcome_agreement']:5.1f}% (outcome); "
         f"latency error mean {100 * s['mean_latency_error']:+.1f}%, p95 {100 * s['p95_latency_error']:+.1f}%; "
         f"throughput {100 * s['throughput_error']:+.1f}%; GPU busy {100 * s['gpu_busy_error']:+.1f}%\n"
         f"{'':10s} the queue given the real service times: mean {100 * s['replayed_mean_latency_error']:+.1f}%, "
-        f"p95 {100 * s['replayed_p95_latency_error']:+.1f}%; simulated service time {100 * s['mean_gpu_s_error']:+.1f}% "
-        f"(real/simulated, 20 jobs at a time, spans {s['service_ratio_spread']:.2f})"
+        f"p95 {100 * s['replayed_p95_latency_error']:+.1f}%; simulated service time {100 * s['mean_gpu_s_error']:+.1f}%{windows}"
     )
 
 
