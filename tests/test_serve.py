@@ -159,6 +159,8 @@ def test_the_gpu_check_is_the_same_command_on_cuda() -> None:
     gpu = command("results/serve-gpu", smoke=False)
     assert gpu[:2] == ["calibrate", "serve"] and "--device" in gpu and gpu[gpu.index("--device") + 1] == "cuda"
     assert gpu[gpu.index("--model") + 1] == "sdxl"
+    # Its budget (under 8 minutes, sim/app/serve_check.py): few requests, a short measurement per system.
+    assert "trace.requests=20" in gpu and gpu[gpu.index("--rounds") + 1] == "3"
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,20 @@
     python -m sim.app.serve_check --out results/serve-gpu            # on a CUDA machine
     python -m sim.app.serve_check --smoke --out results/serve-smoke  # the same, shrunk, on a CPU
 
-On CUDA it serves the first 30 requests of the shipped DiffusionDB sample with ``vanilla`` and
+On CUDA it serves the first 20 requests of the shipped DiffusionDB sample with ``vanilla`` and
 ``nirvana`` on an SDXL-architecture pipeline (random weights: step times are those of the real
-model; images are noise) at 512x512, 50 steps, fp16, at 80% utilization of one worker, after
-measuring the serving profile on the same GPU. From the shipped A10G profile (SDXL at 1024x1024:
-0.35 s per step) a 512x512 step takes about a quarter of that, so each system serves for about
-30 x 4.4 s / 0.8 = 165 s, under 8 minutes in all with the calibration (an estimate: no GPU has run
-it yet). ``--smoke`` runs the same path on the CPU with the miniature ``tiny-sdxl`` pipeline and
-10 requests at 30% utilization (under a minute); the tests run it.
+model; images are noise) at 512x512, 50 steps, fp16, at 80% utilization of one worker, each
+right after measuring its serving profile on the same GPU. From the shipped A10G profile (SDXL at
+1024x1024: 0.35 s per step) a 512x512 step takes about a quarter of that, 4.4 s per image, so
+(an estimate: no GPU has run it yet):
+
+* building and warming the worker's pipeline and the measuring one: about 60 s;
+* each system's measurement: ``calibrate latency`` with 3 repeats (about 150 timed steps,
+  13 s) and 3 rounds of the four whole jobs (53 s): about 70 s, twice;
+* each system's served run: 20 x 4.4 s / 0.8 = 110 s, twice;
+
+about 7 minutes in all. ``--smoke`` runs the same path on the CPU with the miniature
+``tiny-sdxl`` pipeline and 10 requests at 30% utilization (under two minutes); the tests run it.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ def command(out: str, smoke: bool) -> list[str]:
     return [
         *args,
         "--utilization", "0.8",
-        "--set", "trace.requests=30",
+        "--set", "trace.requests=20",
         "--set", "systems=[vanilla,nirvana]",
         "--model", "sdxl", "--device", "cuda", "--dtype", "fp16", "--resolution", "512",
+        "--repeats", "3", "--rounds", "3",
     ]  # fmt: skip
 
 
