@@ -98,10 +98,11 @@ def test_the_store_on_disk_holds_what_the_simulated_store_holds_after_every_requ
     assert server.index.members == set(served.store.masks)
 
 
-def test_the_command_agrees_with_the_simulator(tmp_path: Path, capsys) -> None:
+def test_the_command_agrees_with_the_simulator(tmp_path: Path, capsys, monkeypatch) -> None:
     """The prepared check, shrunk (`--smoke`): the files, and decisions that agree except where the order
     of a completion and an arrival differs."""
     out = tmp_path / "serve"
+    (tmp_path / "elsewhere").mkdir()
     code, stdout, _ = cli(command(str(out), smoke=True), capsys)
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -125,9 +126,12 @@ def test_the_command_agrees_with_the_simulator(tmp_path: Path, capsys) -> None:
     for name in ("pipeline_overhead_s", "resume_overhead_s", "image_save_s", "embed_s", "save_overhead_step_s"):
         assert fields[name]["kind"] == "measured", name
     assert "nirvana" in stdout and "results:" in stdout
-    # The resolved config reruns as a simulation on the measured profile.
+    # The resolved config reruns as a simulation on the measured profile, from any directory.
     resolved = config.load(out / "config.yaml")
     assert resolved.mode == "full" and resolved.cache.tier == "disk"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, _ = cli(["run", str(out / "config.yaml"), "--set", f"output={tmp_path / 'rerun'}", "-q"], capsys)
+    assert code == 0 and (tmp_path / "rerun" / "summary.csv").exists()
 
 
 # Bounds of the prediction on 60 requests at 70% utilization, run alone on two cores. Looser than

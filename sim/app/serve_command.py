@@ -252,8 +252,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if not args.store:
                     shutil.rmtree(store, ignore_errors=True)
                 shutil.rmtree(scratch, ignore_errors=True)
-        # The resolved experiment, on the first system's profile (profiles/: each system's own).
-        atomic_write_text(tmp / "config.yaml", config.dump(config.replace_path(ran, "profile", f"profiles/{exp.systems[0]}.yaml")))
+        # The resolved experiment, on the first system's profile (profiles/: each system's own), by
+        # its final absolute path: a profile path is read from where acsim runs, not from the config.
+        first_profile = out.resolve() / "profiles" / f"{exp.systems[0]}.yaml"
+        atomic_write_text(tmp / "config.yaml", config.dump(config.replace_path(ran, "profile", str(first_profile))))
         atomic_write_text(tmp / "summary.json", json.dumps(_plain(summary), indent=2) + "\n")
         if not args.no_plots:
             from plots.validation import validation_figure
