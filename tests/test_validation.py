@@ -38,6 +38,16 @@ def _records(arrival, ready, start, gpu, steps) -> pd.DataFrame:
     )
 
 
+def _one_worker_starts(ready: np.ndarray, service: np.ndarray) -> np.ndarray:
+    """Start times of FCFS jobs on one worker (Lindley's recursion)."""
+    start = np.empty(len(ready))
+    free = 0.0
+    for i in range(len(ready)):
+        start[i] = max(free, ready[i])
+        free = start[i] + service[i]
+    return start
+
+
 def test_the_queue_replay_is_fcfs_over_the_workers_from_the_definition() -> None:
     # One worker: request 1 waits for 0, request 2 is returned whole at the front end, request 3
     # finds the worker idle.
@@ -59,23 +69,13 @@ def test_a_perfect_prediction_has_no_error_and_a_slower_machine_shows_in_the_ser
     arrival = np.cumsum(rng.exponential(0.7, n))
     ready = arrival + 0.02
     gpu = np.full(n, 0.5)
-    start = np.empty(n)
-    free = 0.0
-    for i in range(n):
-        start[i] = max(free, ready[i])
-        free = start[i] + gpu[i]
-    sim = _records(arrival, ready, start, gpu, np.full(n, 50))
+    sim = _records(arrival, ready, _one_worker_starts(ready, gpu), gpu, np.full(n, 50))
     _, same = compare(sim, sim, 0.02)
     assert same["k_agreement"] == 1.0 and same["mean_latency_error"] == 0.0
     assert same["replayed_mean_latency_error"] == pytest.approx(0.0, abs=1e-12)
     # The real machine ran the second half 10% slower than the profile said.
     slow = gpu * np.where(np.arange(n) >= n // 2, 1.1, 1.0)
-    start_r = np.empty(n)
-    free = 0.0
-    for i in range(n):
-        start_r[i] = max(free, ready[i])
-        free = start_r[i] + slow[i]
-    real = _records(arrival, ready, start_r, slow, np.full(n, 50))
+    real = _records(arrival, ready, _one_worker_starts(ready, slow), slow, np.full(n, 50))
     v, s = compare(real, sim, 0.02)
     assert s["mean_latency_error"] < 0  # the simulator, on the faster profile, predicts less
     assert s["replayed_mean_latency_error"] == pytest.approx(0.0, abs=1e-9)  # the queue itself is right
