@@ -155,6 +155,11 @@ def _simulated(exp: config.Experiment, args: argparse.Namespace, profile: Any, a
     return sim_exp
 
 
+def _profile_path(out: Path, system: str) -> Path:
+    """Where the serving profile measured before ``system`` was served goes in result directory ``out``."""
+    return out / "profiles" / f"{system}.yaml"
+
+
 def _records_of(records: pd.DataFrame) -> pd.DataFrame:
     out = records.copy()
     out["outcome"] = out["outcome"].astype(str)
@@ -162,22 +167,22 @@ def _records_of(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def serve_and_simulate(
-    exp: config.Experiment, args: argparse.Namespace, pool: Any, out: Path, store: Path, say: Any, measure: Any
+    exp: config.Experiment, args: argparse.Namespace, pool: Any, out: Path, store: Path, say: Any, first_profile: Path, measure: Any
 ) -> tuple[dict[str, Any], config.Experiment]:
     """Phases 2 and 3 for every system, written into ``out``: each system is served right after its
-    profile is measured (``measure()``, a profile mapping; the first is measured already, in
-    ``out/profiles/``), so that a drift of the machine's speed over the run touches the prediction
-    of each system only for the minutes it is served. The summary per system, and the experiment
-    the first system was simulated with."""
+    profile is measured (the first system's is ``first_profile``, measured already; the others'
+    ``measure()``, a profile mapping, written to ``out/profiles/``), so that a drift of the
+    machine's speed over the run touches the prediction of each system only for the minutes it is
+    served. The summary per system, and the experiment the first system was simulated with."""
     from calibrate import serve, validation, writer
     from traces.embeddings import get_embedder
 
     embedder = get_embedder(exp.embedder, "cpu")
     rows, summary, first = [], {}, None
     (out / "real").mkdir(exist_ok=True)
-    for name in exp.systems:
-        profile_path = out / "profiles" / f"{name}.yaml"
-        if not profile_path.exists():
+    for n, name in enumerate(exp.systems):
+        profile_path = first_profile if n == 0 else _profile_path(out, name)
+        if n:
             writer.write_profile(profile_path, measure())
         sys_exp = preflight(config.replace_path(exp, "profile", str(profile_path)))
         first = first or sys_exp
@@ -241,21 +246,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             def measure() -> dict[str, Any]:
                 return measure_profile(base, exp, args, pool, sample, scratch, say)
 
-            first = measure()
-            profile = writer.write_profile(tmp / "profiles" / f"{exp.systems[0]}.yaml", first)
+            first_profile = _profile_path(tmp, exp.systems[0])
+            profile = writer.write_profile(first_profile, measure())
             sim_exp = _simulated(exp, args, profile, trace.arrival_s, say)
             store = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="acsim-store-"))
             claim_store(store)
             try:
-                summary, ran = serve_and_simulate(sim_exp, args, pool, tmp, store, say, measure)
+                summary, ran = serve_and_simulate(sim_exp, args, pool, tmp, store, say, first_profile, measure)
             finally:
                 if not args.store:
                     shutil.rmtree(store, ignore_errors=True)
                 shutil.rmtree(scratch, ignore_errors=True)
         # The resolved experiment, on the first system's profile (profiles/: each system's own), by
         # its final absolute path: a profile path is read from where acsim runs, not from the config.
-        first_profile = out.resolve() / "profiles" / f"{exp.systems[0]}.yaml"
-        atomic_write_text(tmp / "config.yaml", config.dump(config.replace_path(ran, "profile", str(first_profile))))
+        final = _profile_path(out.resolve(), exp.systems[0])
+        atomic_write_text(tmp / "config.yaml", config.dump(config.replace_path(ran, "profile", str(final))))
         atomic_write_text(tmp / "summary.json", json.dumps(_plain(summary), indent=2) + "\n")
         if not args.no_plots:
             from plots.validation import validation_figure
