@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def validation_figure(v: pd.DataFrame, out_dir: Path) -> list[Path]:
     """``validation.png/.pdf``: left, each request's simulated latency against its real one (the
-    diagonal is a perfect prediction; a cross marks a request whose decision differs); right,
+    diagonal is a perfect prediction; a cross marks a request whose decision differs); middle,
     the latency CDFs of both, one colour per system (real solid, simulated dashed); right, each GPU
     job's real service time over its simulated one against the time it started in its system's run
     (1: the profile's speed; what departs from 1 is the prediction's error before the queue
