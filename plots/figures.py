@@ -27,6 +27,7 @@ from plots.data import (
     timeseries,
 )
 from plots.reference import METRICS, comparison_data, comparison_markdown, paper_points
+from plots.step_cache import step_cache
 from plots.style import (
     DOUBLE_COLUMN_IN,
     LINESTYLES,
@@ -844,4 +845,5 @@ FIGURES: dict[str, FigureFn] = {
     "quality_metrics": quality_metrics,
     "paper_comparison": paper_comparison,
     "topology": topology,
+    "step_cache": step_cache,
 }

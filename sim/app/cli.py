@@ -124,17 +124,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    """List shipped profiles or print one."""
+    """List the shipped calibration profiles (model, GPU, steps, seconds per image, price, and what
+    kind of number each is), or print one whole with every source. With --sources each row is
+    followed by the sources of its latency, price and quality."""
+    from sim.app.report import profile_rows
     from sim.base.profile import load_profile, resolve_path, shipped_profiles
 
     if args.name:
         load_profile(args.name)
         print(resolve_path(args.name).read_text(encoding="utf-8"), end="")
-    else:
-        for name in shipped_profiles():
-            p = load_profile(name)
-            print(f"{name:14s} {p.gpu_name:6s} {p.steps} steps, {1 / p.step_s(1):.2f} it/s, "
-                  f"${p.gpu_price_per_hour_usd:.3f}/GPU-h")
+        return 0
+    print(profile_rows([load_profile(name) for name in shipped_profiles()], sources=args.sources))
     return 0
 
 
@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profiles", help="list shipped calibration profiles, or print one",
                        description=cmd_profiles.__doc__)
     p.add_argument("name", nargs="?", help="profile name or path to print")
+    p.add_argument("--sources", action="store_true",
+                   help="under each profile, where its latency, price and quality come from")
     p.set_defaults(func=cmd_profiles)
 
     from sim.app.trace_commands import register as register_trace

@@ -33,12 +33,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from sim.app import outputs
 from sim.app.preflight import preflight
-from sim.app.run import Inputs, min_similarity, prepare_inputs, run_experiment
+from sim.app.run import Inputs, min_similarity, prepare_inputs, request_work_of, run_experiment
 from sim.app.sweep import (
     RUNS_DIR,
     PointsResult,
@@ -52,13 +53,15 @@ from sim.app.sweep import (
 from sim.base import config as cfg
 from sim.base.errors import ConfigError
 from sim.base.io import atomic_write_csv, atomic_write_text
-from sim.base.profile import load_profile, profile_for_gpu
+from sim.base.profile import load_profile, load_run_profile, profile_for_gpu
 from sim.base.slo import Slo, parse_slo
 from sim.engine.workers import job_work
 from sim.systems import system_class
 
 if TYPE_CHECKING:
     import argparse
+
+    from sim.base.request_work import RequestWork
 
 _SCALE_LIMIT = 2.0**10  # loads beyond 1024x (or below 1/1024x) the start are not searched
 
@@ -263,7 +266,7 @@ class Planner:
         """
         if exp.profile not in self.inputs:
             base = self.base_for(exp.profile)
-            profile = load_profile(base.profile)
+            profile = load_run_profile(base.profile, base.step_cache)
             floor = min_similarity(base, profile)
             same = next(
                 (x for x in self.inputs.values() if min_similarity(base, x.inputs.profile) == floor), None
@@ -311,12 +314,21 @@ class Planner:
         return out
 
 
-def stability_bound(arrival_s: Any, profile: str, load: float) -> int:
-    """GPUs the trace's mean work needs at ``load``: requests x one plain generation / the span."""
-    p = load_profile(profile)
+def stability_bound(
+    arrival_s: Any, profile: str, load: float, step_cache: Any = None, own: RequestWork | None = None
+) -> int:
+    """GPUs the trace's mean work needs at ``load``: the requests' plain generations (with the
+    experiment's ``step_cache``, if any, and each request's own steps and size when ``own`` gives
+    them) / the span."""
+    p = load_run_profile(profile, step_cache)
     n = len(arrival_s)
     span = float(arrival_s[-1] - arrival_s[0]) / load if n > 1 else 0.0
-    work = n * job_work(p, p.steps, False)
+    if own is None:
+        work = n * job_work(p, p.steps, False)
+    else:
+        pairs, count = np.unique(np.stack([own.full_steps, own.area]), axis=1, return_counts=True)
+        shapes = zip(pairs.T, count, strict=True)
+        work = sum(c * job_work(p, int(f), False, False, int(f), a) for (f, a), c in shapes)
     return max(1, math.ceil(work / span)) if span > 0 else 1
 
 
@@ -392,16 +404,18 @@ def run_plan(
         (load, system, gpu) for load in settings.loads for system in settings.systems for gpu in settings.gpus
     ]
     # Stability bounds need the trace's arrivals (at the file's load): any GPU type's inputs hold them.
-    arrival = planner.prepare(
-        planner.base_for(next(iter(settings.gpus.values()))), progress
-    ).inputs.trace.arrival_s
+    first = planner.base_for(next(iter(settings.gpus.values())))
+    shared = planner.prepare(first, progress).inputs
+    arrival = shared.trace.arrival_s
+    own = request_work_of(first, shared)  # each request's own steps and size, when the file asks
     counts: dict[tuple, CountSearch] = {}
     fixed: dict[tuple, int] = {}
     for t in targets:
         if settings.at is not None:
             fixed[t] = settings.at
         else:
-            counts[t] = CountSearch(stability_bound(arrival, settings.gpus[t[2]], t[0]), settings.max_gpus)
+            bound = stability_bound(arrival, settings.gpus[t[2]], t[0], exp.step_cache, own)
+            counts[t] = CountSearch(bound, settings.max_gpus)
     scales: dict[tuple, ScaleSearch] = {}
     evaluated, reused, failed = 0, 0, {}
     rounds = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from sim.base.config import Experiment, check_simulated_span
 from sim.base.errors import ConfigError, unknown_name
 from sim.base.io import exists
-from sim.base.profile import Profile, load_profile
+from sim.base.profile import Profile, load_profile, load_run_profile
 from sim.cache.admission import build_admission
 from sim.cache.policies import POLICIES
 from sim.cache.tiers import TierPath
@@ -231,7 +231,7 @@ def preflight(exp: Experiment) -> Experiment:
     if problem:
         raise ConfigError("embedder", exp.embedder, problem)
     _check_trace(exp)
-    profile = load_profile(exp.profile)
+    profile = load_run_profile(exp.profile, exp.step_cache)  # a step cache must work on the model
     _check_against_profile(exp, profile)
     _check_cluster(exp, profile)
     source = get_source(exp.trace.source)

@@ -1,4 +1,4 @@
-"""The readable comparison table printed at the end of a run."""
+"""The readable tables acsim prints: the comparison at the end of a run, and the list of profiles."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
+    from sim.base.profile import Profile
 
 # (column, header, format); a column missing from the summary (e.g. latency in
 # cache-only mode) is left out of the table.
@@ -111,10 +112,34 @@ def print_summary(summary: pd.DataFrame, exp: Experiment, stream: TextIO | None 
     print(
         f"\n{exp.name}: mode={exp.mode}, policy={c.policy}"
         + (" (offline heuristic: it knows the future)" if offline else "")
-        + f", capacity={c.capacity:,.0f} {c.unit}{admission}, {describe_cluster(exp)}, profile={exp.profile}",
+        + f", capacity={c.capacity:,.0f} {c.unit}{admission}, {describe_cluster(exp)}, profile={exp.profile}"
+        + ("" if exp.step_cache.kind == "none" else f", step cache={exp.step_cache.kind}"),
         file=stream,
     )
     warm = describe_warmup(summary)
     if warm:
         print(warm, file=stream)
     print(format_summary(summary), file=stream)
+
+
+def profile_rows(profiles: list[Profile], sources: bool = False) -> str:
+    """One line per profile: model, GPU, steps, seconds per image, price and the kind of its latency
+    and quality numbers (quality "extrapolated" when not published for the model); with ``sources``
+    the sources of latency, price and quality under each line."""
+    head = f"{'profile':20s} {'model':42s} {'GPU':5s} {'steps':>5s} {'s/image':>7s} {'$/GPU-h':>8s}  latency    quality"
+    lines = [head, "-" * len(head)]
+    for p in profiles:
+        raw = p.raw
+        image_s = p.text_encoder_s + p.steps * p.step_s(1) + p.vae_decode_s
+        model = str((raw.get("model") or {}).get("name") or "?")
+        quality = "extrapolated" if p.quality_extrapolated else str(raw["quality"].get("kind", "?"))
+        lines.append(
+            f"{p.name:20s} {model[:42]:42s} {p.gpu_name:5s} {p.steps:5d} {image_s:7.2f} "
+            f"{p.gpu_price_per_hour_usd:8.3f}  {raw['latency'].get('kind', '?'):10s} {quality}"
+        )
+        if sources:
+            for block in ("latency", "gpu", "quality"):
+                lines.append(f"    {block}: {raw[block].get('source', '')}")
+            if p.quality_extrapolated:
+                lines.append(f"    extrapolated: {p.quality_extrapolated}")
+    return "\n".join(lines)

@@ -7,13 +7,15 @@ processes reuse them. ``run_experiment`` replays every system and writes the run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -21,11 +23,13 @@ from sim.app import outputs
 from sim.app.preflight import check_replica_memory, check_size
 from sim.base import config as cfg
 from sim.base.cache_root import cache_root
-from sim.base.errors import InputError
+from sim.base.errors import ConfigError, InputError
 from sim.base.io import atomic_write_csv, atomic_write_parquet, atomic_write_text
 from sim.base.profile import Profile, load_profile
+from sim.base.request_work import RequestWork
 from sim.cache.admission import build_admission
 from sim.engine import simulate
+from sim.engine.core import with_request_work
 from sim.engine.predictor import PREDICTORS
 from sim.engine.replay import replay
 from sim.engine.replicas import cache_count
@@ -38,9 +42,6 @@ from traces.load import kept_note, load_trace
 from traces.samples import resolve
 from traces.schema import Trace, read_parquet, write_parquet
 from traces.sources import get_source, source_version
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 @dataclass
@@ -59,7 +60,8 @@ def _digest(obj: object) -> str:
 
 def trace_key(exp: cfg.Experiment) -> str:
     """A key that changes whenever the trace would."""
-    key: dict[str, object] = {"trace": asdict(exp.trace), "seed": exp.seed}
+    trace = {k: v for k, v in asdict(exp.trace).items() if k not in ("request_steps", "request_resolution")}
+    key: dict[str, object] = {"trace": trace, "seed": exp.seed}
     version = source_version(exp.trace.source)
     if version is not None:  # a newer generator never reuses an older one's cached trace
         key["generator"] = version
@@ -103,7 +105,7 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
     Embeddings are computed when a system searches by similarity or the match predictor reads
     them; neighbour lists when a system searches by similarity.
     """
-    profile = load_profile(exp.profile)
+    profile = load_profile(exp.profile)  # the step cache is applied per run (with_step_cache)
     trace = _cached_trace(exp)
     # A file's length is known only now: refuse what cannot fit before the heavy work.
     check_size(exp, len(trace))
@@ -126,6 +128,13 @@ def prepare_inputs(exp: cfg.Experiment, progress: bool = True) -> Inputs:
     return Inputs(trace=trace, profile=profile, embeddings=embeddings, neighbours=neighbours)
 
 
+def with_step_cache(exp: cfg.Experiment, inputs: Inputs) -> Inputs:
+    """``inputs`` with ``exp``'s step cache in the profile's main model: a sweep shares its inputs
+    between configurations that differ in ``step_cache`` only."""
+    built = exp.step_cache.built(inputs.profile.architecture)
+    return dataclasses.replace(inputs, profile=inputs.profile.with_step_cache(built))
+
+
 def _cached_trace(exp: cfg.Experiment) -> Trace:
     """Synthetic traces are cached as parquet: big ones take a while to generate."""
     if not get_source(exp.trace.source).generated:
@@ -143,6 +152,31 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
     return trace
 
 
+def request_work_of(exp: cfg.Experiment, inputs: Inputs) -> RequestWork | None:
+    """Each request's own schedule and size from the trace's ``steps``, ``width`` and ``height``
+    (``trace.request_steps`` / ``request_resolution``), or None when both are off."""
+    t = exp.trace
+    if not (t.request_steps or t.request_resolution):
+        return None
+    df, profile = inputs.trace.df, inputs.profile
+
+    def column(name: str) -> np.ndarray | None:
+        if name not in df:
+            return None
+        return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+    steps = column("steps") if t.request_steps else None
+    if t.request_steps and steps is None:
+        raise ConfigError("trace.request_steps", True, "the trace has no steps column")
+    width, height = (column("width"), column("height")) if t.request_resolution else (None, None)
+    if t.request_resolution and (width is None or height is None):
+        raise ConfigError("trace.request_resolution", True, "the trace lacks a width or height column")
+    resolution = (profile.raw.get("model") or {}).get("resolution")
+    if t.request_resolution and not resolution:
+        raise ConfigError("trace.request_resolution", True, f"profile {profile.name} gives no model.resolution")
+    return RequestWork.of(profile.steps, resolution, steps, width, height, n=len(inputs.trace))
+
+
 def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """Replay one system; returns (records, per-minute time series or None, system stats).
 
@@ -153,9 +187,12 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
     systems = [
         build_system(name, exp, trace, inputs.neighbours, inputs.profile) for _ in range(cache_count(exp))
     ]
+    work = request_work_of(exp, inputs)
     if exp.mode == "cache-only":
         admit = build_admission(exp.cache.admission, len(trace), exp.seed).admitted()
         records = replay(systems[0], trace.arrival_s, trace.prompt_ids, trace.user_codes, admit=admit)
+        if work is not None:
+            records = with_request_work(records, work)
         series = None
     else:
         records, series = simulate(
@@ -167,7 +204,14 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
             inputs.profile,
             seed=exp.seed,
             embeddings=inputs.embeddings,
+            request_work=work,
         )
+    step_cache = inputs.profile.gpu_model(systems[0].serves_with).step_cache
+    if step_cache is not None:
+        # A generation with a step cache loses a little CLIP score on the steps the cache acted on.
+        steps = records["steps"].to_numpy()
+        kept = np.where(steps > 0, step_cache.quality_factor(steps), 1.0)
+        records["quality"] = records["quality"].to_numpy(dtype=float) * kept
     return records, series, combined_stats([s.stats() for s in systems])
 
 
@@ -189,7 +233,7 @@ def run_experiment(
     # Everything is written into a scratch directory that replaces ``out`` only when the
     # whole run succeeded, so a failure never leaves a half-written result behind.
     with outputs.staging_dir(out) as tmp:
-        inputs = inputs or prepare_inputs(exp, progress=progress)
+        inputs = with_step_cache(exp, inputs or prepare_inputs(exp, progress=progress))
         trace = inputs.trace
         if len(trace):  # the full engine's clock must hold the (scaled) span of a file's trace
             cfg.check_simulated_span(exp, float(trace.arrival_s[-1]) * exp.trace.time_scale)
@@ -231,6 +275,17 @@ def describe_inputs(exp: cfg.Experiment, inputs: Inputs, stream=None) -> None:
         carried = carried_thresholds(exp, inputs.profile)
         if carried:
             print(f"published (CLIP-text) -> {exp.embedder} similarity: {carried}", file=stream)
+    profile = with_step_cache(exp, inputs).profile
+    sc, full = profile.step_cache, profile.steps
+    if sc is not None:
+        print(
+            f"step cache: {sc.kind}; a fresh {full}-step image runs {sc.work(full):.1f} full-step equivalents "
+            f"({full / sc.work(full):.2f}x) and keeps {sc.quality_factor(full):.2%} of its CLIP score",
+            file=stream,
+        )
+    if inputs.profile.quality_extrapolated:
+        note = inputs.profile.quality_extrapolated
+        print(f"note: {inputs.profile.name}'s quality figures are extrapolated: {note}", file=stream)
 
 
 def derived_block(exp: cfg.Experiment, profile: Profile) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import yaml
 from sim.base import strict_yaml
 from sim.base.errors import ConfigError, DeprecatedField, InputError, did_you_mean, unknown_name
 from sim.base.slo import parse_duration, parse_slo
+from sim.base.step_cache import StepCache, build_step_cache
 
 # Generated arrivals must stay on pandas' nanosecond clock (which ends in 2262) counted from 2022.
 MAX_TRACE_YEARS = 100.0
@@ -119,6 +120,10 @@ class TraceConfig:
     time_unit: Literal["s", "ms", "us", "ns"] = "s"  # source: table: unit of numeric timestamps
     arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # Each request costs its own denoising steps (the trace's ``steps``) and image size (``width`` x
+    # ``height``); off: every request runs the profile's schedule at its resolution (sim.base.request_work).
+    request_steps: bool = False
+    request_resolution: bool = False
 
     def check(self) -> None:
         positive("requests", self.requests)
@@ -204,6 +209,35 @@ class BatchConfig:
     def check(self) -> None:
         positive("max_batch", self.max_batch)
         positive("max_wait_s", self.max_wait_s, allow_zero=True)
+
+
+@dataclass
+class StepCacheConfig:
+    """``step_cache:``: a step-level cache in the main model's execution (:mod:`sim.base.step_cache`).
+
+    ``kind`` is ``none`` or a name of ``STEP_CACHES``; the other fields override the kind's
+    published figures (None: keep them).
+    """
+
+    kind: str = "none"
+    speedup: float | None = None  # of the denoising loop on the kind's published run
+    warmup_steps: int | None = None  # steps computed in full at the start of every run
+    clip_loss: float | None = None  # relative CLIP-score loss of the published run
+
+    def check(self) -> None:
+        # Figures are checked against the kind here, against the model's architecture once the profile is known.
+        self.built(field="")
+
+    def built(self, architecture: str | None = None, field: str = "step_cache") -> StepCache | None:
+        """The step cache this block describes, for a model of ``architecture`` (None: any); None for none."""
+        return build_step_cache(
+            self.kind,
+            speedup=self.speedup,
+            warmup_steps=self.warmup_steps,
+            clip_loss=self.clip_loss,
+            architecture=architecture,
+            field=field,
+        )
 
 
 @dataclass
@@ -336,6 +370,7 @@ class Experiment:
     cache: CacheConfig = field(default_factory=CacheConfig)
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    step_cache: StepCacheConfig = field(default_factory=StepCacheConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Names of sim.systems.SYSTEMS, compared in this order (checked by the preflight step).

@@ -22,15 +22,19 @@ per-request expectations.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sim.base import strict_yaml
 from sim.base.config import build, check_ladder, positive
 from sim.base.errors import ConfigError, InputError, did_you_mean
 from sim.base.io import exists
+
+if TYPE_CHECKING:
+    from sim.base.step_cache import StepCache
 
 SCHEMA = "acsim-profile/1"
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "calibrate" / "profiles"
@@ -77,6 +81,8 @@ class ModelBlock:
     latent_file_bytes: int | None = None
     dtype: str | None = None
     random_weights: bool | None = None
+    # What the denoiser is (a step cache works on some only, see sim.base.step_cache): unet | dit.
+    architecture: Literal["unet", "dit"] | None = None
     fields: dict[str, Any] | None = None
 
     def check(self) -> None:
@@ -208,6 +214,9 @@ class QualityBlock:
     pickscore: MetricBlock | None = None
     fid: MetricBlock | None = None
     corpus_retrieval: MetricTriple | None = None
+    # Set when the quality figures are not published for this model: what they were carried from
+    # (every run on the profile prints it).
+    extrapolated: str | None = None
     fields: dict[str, Any] | None = None
 
     def check(self) -> None:
@@ -407,10 +416,15 @@ class GpuModel:
     pipeline_overhead_s: float = 0.0  # per call (latency.pipeline_overhead_s)
     resume_overhead_s: float = 0.0  # per call that resumes a cached latent
     image_save_s: float = 0.0  # per job whose final image an image cache keeps
+    step_cache: StepCache | None = None  # a step-level cache in this model's execution (main model only)
 
     def step_s(self, batch: int = 1) -> float:
         """Seconds per denoising step for a batch (see :func:`interpolate_step_s`)."""
         return interpolate_step_s(self.denoise_step_s, batch)
+
+    def denoise_work(self, steps: Any) -> Any:
+        """Full-step equivalents of a run of ``steps`` steps: ``steps`` itself without a step cache."""
+        return steps if self.step_cache is None else self.step_cache.work(steps)
 
 
 @dataclass(frozen=True)
@@ -481,10 +495,26 @@ class Profile:
     quality_metrics: dict[str, MetricValues] = field(default_factory=dict)
     # Metric values of an image retrieved from an external corpus (``quality.corpus_retrieval``).
     corpus_quality: dict[str, float] = field(default_factory=dict)
+    architecture: str | None = None  # model.architecture
+    quality_extrapolated: str | None = None  # quality.extrapolated: what unpublished figures were carried from
 
     def step_s(self, batch: int = 1) -> float:
         """Seconds per denoising step of the main model for a batch (see :func:`interpolate_step_s`)."""
         return interpolate_step_s(self.denoise_step_s, batch)
+
+    @property
+    def step_cache(self) -> StepCache | None:
+        """The main model's step cache (:meth:`with_step_cache`), None without one."""
+        return self.gpu_models["model"].step_cache if "model" in self.gpu_models else None
+
+    def denoise_work(self, steps: Any) -> Any:
+        """Full-step equivalents of a run of the main model (see :meth:`GpuModel.denoise_work`)."""
+        return steps if self.step_cache is None else self.step_cache.work(steps)
+
+    def with_step_cache(self, step_cache: StepCache | None) -> Profile:
+        """This profile with ``step_cache`` in its main model's execution (the small model keeps none)."""
+        main = dataclasses.replace(self.gpu_models["model"], step_cache=step_cache)
+        return dataclasses.replace(self, gpu_models={**self.gpu_models, "model": main})
 
     def gpu_model(self, block: str = "model") -> GpuModel:
         """The model of profile block ``block`` (``model`` or ``small_model``); InputError when absent."""
@@ -567,6 +597,15 @@ def load_profile(name_or_path: str) -> Profile:
     return parse_profile(strict_yaml.read(path, "profile"), path)
 
 
+def load_run_profile(name_or_path: str, step_cache: Any = None) -> Profile:
+    """:func:`load_profile` with an experiment's ``step_cache`` block (a ``StepCacheConfig``) in its
+    main model's execution; ConfigError when the step cache does not work on the model."""
+    profile = load_profile(name_or_path)
+    if step_cache is None or step_cache.kind == "none":
+        return profile
+    return profile.with_step_cache(step_cache.built(profile.architecture))
+
+
 def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
     """Validate a profile mapping (as written by ``calibrate``) into a :class:`Profile`.
 
@@ -640,6 +679,8 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         quality_by_bin=bins,
         quality_metrics=metrics,
         corpus_quality=_triple(q.corpus_retrieval) if q.corpus_retrieval is not None else {},
+        architecture=f.model.architecture,
+        quality_extrapolated=q.extrapolated,
     )
 
 

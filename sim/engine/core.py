@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from sim.base.config import Experiment
     from sim.base.profile import Profile
+    from sim.base.request_work import RequestWork
     from sim.engine.predictor import Predictor
     from sim.engine.replicas import Replica
     from sim.engine.routing import Router
@@ -39,6 +40,7 @@ def simulate(
     profile: Profile,
     seed: int,
     embeddings: np.ndarray | None = None,
+    request_work: RequestWork | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay a trace through ``system`` on a simulated GPU cluster.
 
@@ -50,7 +52,9 @@ def simulate(
     for, and ``replica``, the replica that served it) and the per-minute time series of
     :func:`sim.results.metrics.timeseries`. Engine totals (GPU busy seconds, the areas under the
     queue-length and in-system curves, predictor counters, one entry per replica) are in
-    ``records.attrs["engine"]``. The same inputs and seed give the same records.
+    ``records.attrs["engine"]``. The same inputs and seed give the same records. With
+    ``request_work`` each request runs its own schedule at its own size (:mod:`sim.base.request_work`):
+    ``steps`` is then what it ran of its schedule, and ``full_steps`` and ``area`` are added.
     """
     arrival_s = np.asarray(arrival_s, dtype=np.float64)
     prompt_ids = np.asarray(prompt_ids)
@@ -73,7 +77,7 @@ def simulate(
     router = router_class(cluster.router.kind)(cluster.router, [r.shape for r in replicas], seed)
     predictor = build_predictor(exp.predictor, prompt_ids, embeddings, seed)
     admission = build_admission(exp.cache.admission, n, seed)
-    source = Source(env, replicas, router, arrival_s, prompt_ids, exp, profile, predictor, admission)
+    source = Source(env, replicas, router, arrival_s, prompt_ids, exp, profile, predictor, admission, request_work)
     for rep in replicas:
         rep.pool.on_finish = source.finish_job
     source.start_arrivals()
@@ -82,6 +86,8 @@ def simulate(
         raise RuntimeError(f"simulation ended with {source.in_system} of {n} requests unfinished")
 
     records = _records(systems[0].name, source, arrival_s, prompt_ids, user_codes)
+    if request_work is not None:
+        records = with_request_work(records, request_work, steps_run=source.steps_run)
     records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
     return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus)
 
@@ -110,12 +116,23 @@ def _records(
     ii["matched"][:] = [d.matched for d in ds]
     ii["k_planned"][:] = [d.k_planned for d in ds]
     ii["k_used"][:] = [d.k_used for d in ds]
-    ii["steps"][:] = [d.steps for d in ds]
+    ii["steps"][:] = source.steps_run
     ii["saved_latents"][:] = source.saved
     rec.outcome[:] = source.outcome_codes()
     records = rec.to_frame()
     records["boost"] = np.asarray(source.boost, dtype=np.int16)
     records["replica"] = np.asarray(source.replica_of, dtype=np.int16)
+    return records
+
+
+def with_request_work(records: pd.DataFrame, work: RequestWork, steps_run: Any = None) -> pd.DataFrame:
+    """``records`` with each request's ``full_steps`` and ``area`` (:mod:`sim.base.request_work`);
+    ``steps`` becomes the steps run of its own schedule (``steps_run`` when the engine knows them,
+    else derived from the records' steps, which are then in the profile's schedule)."""
+    steps = work.steps_run(records["steps"].to_numpy()) if steps_run is None else np.asarray(steps_run)
+    records["steps"] = steps.astype(records["steps"].dtype)
+    records["full_steps"] = work.full_steps.astype(np.int32)
+    records["area"] = work.area
     return records
 
 

@@ -14,12 +14,24 @@ from collections import deque
 class Job:
     """One request waiting for (or running on) a GPU."""
 
-    __slots__ = ("i", "ready", "steps", "saves", "image", "work", "start")
+    __slots__ = ("i", "ready", "steps", "saves", "image", "work", "start", "area", "resumes")
 
-    def __init__(self, i: int, ready: float, steps: int, saves: bool, work: float, image: bool = False) -> None:
+    def __init__(
+        self,
+        i: int,
+        ready: float,
+        steps: int,
+        saves: bool,
+        work: float,
+        image: bool = False,
+        area: float = 1.0,
+        resumes: bool = False,
+    ) -> None:
         self.i = i
         self.ready = ready  # time it joined the GPU queue
         self.steps = steps  # denoising steps to run
+        self.area = area  # latent area relative to the profile's resolution
+        self.resumes = resumes  # it resumes a cached latent (runs fewer steps than its schedule)
         self.saves = saves  # whether it stores latents (costs GPU time per step)
         self.image = image  # whether an image cache keeps its final image (latency.image_save_s)
         self.work = work  # its service time alone on a GPU (batch of one)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.base.profile import load_profile, profile_for_gpu
+from sim.base.profile import load_run_profile, profile_for_gpu
 from sim.cache.tiers import TierPath
 from sim.engine.queues import QUEUES, Job
 from sim.engine.routing import ReplicaShape
@@ -50,7 +50,7 @@ def replica_layout(exp: Experiment, profile: Profile) -> list[tuple[int, Profile
     out: list[tuple[int, Profile]] = []
     for j, rc in enumerate(cluster.replicas):
         name = replica_profile_name(exp, rc, f"cluster.replicas[{j}].gpu")
-        p = profile if name is None else load_profile(name)
+        p = profile if name is None else load_run_profile(name, exp.step_cache)
         out += [(rc.gpus, p)] * rc.copies
     return out
 
@@ -114,10 +114,22 @@ class Replica:
         self.rung_s = spacing * gpu.step_s(1)  # seconds of one load-aware rung of K
         self.shape = ReplicaShape(gpus, gpu.text_encoder_s + gpu.vae_decode_s, gpu.step_s(1), gpu.steps)
 
-    def job(self, i: int, ready: float, steps: int, saves: bool, image: bool = False) -> Job:
+    def job(
+        self,
+        i: int,
+        ready: float,
+        steps: int,
+        saves: bool,
+        image: bool = False,
+        full_steps: int | None = None,
+        area: float = 1.0,
+    ) -> Job:
         """The GPU job of request ``i``: ``steps`` denoising steps, saving latents or not, keeping its
-        final image for an image cache or not."""
-        return Job(i, ready, steps, saves, self.work(steps, saves, image), image)
+        final image for an image cache or not; ``full_steps`` and ``area``: its own schedule and size
+        (None and 1: the model's)."""
+        work = self.work(steps, saves, image, full_steps, area)
+        resumes = steps < (self.gpu.steps if full_steps is None else full_steps)
+        return Job(i, ready, steps, saves, work, image, area, resumes)
 
     def describe(self) -> dict[str, object]:
         """What the records' engine totals say about this replica."""

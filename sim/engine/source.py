@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from sim.base.config import Experiment
     from sim.base.profile import Profile
+    from sim.base.request_work import RequestWork
     from sim.cache.admission import Admission
     from sim.engine.predictor import Predictor
     from sim.engine.queues import Job
@@ -77,8 +78,11 @@ class Source:
         profile: Profile,
         predictor: Predictor,
         admission: Admission,
+        request_work: RequestWork | None = None,
     ) -> None:
         self.env = env
+        # Each request's own schedule and size (trace.request_steps / request_resolution), or None.
+        self.request_work = request_work
         self.replicas = replicas
         self.router = router if len(replicas) > 1 else None
         # Distinct caches in replica order (one when shared).
@@ -113,6 +117,7 @@ class Source:
         self.fetch_t = [nan] * n
         self.gpu_s = [0.0] * n
         self.saved = [0] * n  # intermediate latents each generation saves
+        self.steps_run = [0] * n  # denoising steps each request runs (of its own schedule)
         self.boost = [0] * n
         self.lost_hits = 0  # skipped lookups that would have reused something
         self.looked_up = 0  # requests whose lookup ran and counted
@@ -216,21 +221,34 @@ class Source:
         ready = now + delay
         self.ready[i] = ready
         steps = d.steps
+        rw = self.request_work
+        if rw is not None:
+            steps = rw.one(i, steps)
+        self.steps_run[i] = steps
         if steps <= 0:
             if delay > 0:
                 Timeout(self.env, delay, i).callbacks.append(self._fetched)
             else:
                 self._finish_without_gpu(i, now)
             return
-        # Saving intermediate latents costs GPU time per step; storing a final image does not.
-        saved = system.saved_latents(d)
-        if saved:
-            self.saved[i] = saved
-        job = rep.job(i, ready, steps, saved > 0, system.stores_images and bool(d.store_levels))
+        job = self._job(i, rep, d, ready, steps)
         if delay > 0:
             Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
         else:
             rep.pool.push(job)
+
+    def _job(self, i: int, rep: Replica, d: Any, ready: float, steps: int) -> Job:
+        """Request ``i``'s GPU job on replica ``rep`` for decision ``d``: ``steps`` of its schedule."""
+        system = rep.cache.system
+        # Saving intermediate latents costs GPU time per step; storing a final image does not.
+        saved = system.saved_latents(d)
+        if saved:
+            self.saved[i] = saved
+        image = system.stores_images and bool(d.store_levels)
+        rw = self.request_work
+        if rw is None:
+            return rep.job(i, ready, steps, saved > 0, image)
+        return rep.job(i, ready, steps, saved > 0, image, int(rw.full_steps[i]), float(rw.area[i]))
 
     def _enqueue(self, event: Timeout) -> None:
         pool, job = event.value

@@ -8,11 +8,17 @@ keeps the per-request cost of the simulation to a few heap operations.
 Service time of a batch of b jobs (b = 1 without batching)::
 
     pipeline_overhead_s [+ resume_overhead_s if a job resumes a cached latent] + text_encoder_s
-    + max(steps) * step_s(b) + sum(steps of jobs that save) * save_overhead_step_s + b * vae_decode_s
+    + work(max(steps)) * step_s(b) + sum(steps of jobs that save) * save_overhead_step_s + b * vae_decode_s
     + (jobs that keep their image for an image cache) * image_save_s
 
-so a lone job takes ``pipeline_overhead_s [+ resume_overhead_s] + text_encoder_s + steps *
-(step_s(1) [+ save_overhead_step_s]) + vae_decode_s`` (a job resumes when it runs fewer steps
+where ``work(n) = n`` unless the model runs a step cache (:mod:`sim.base.step_cache`: the full-step
+equivalents of a run of n steps; saving a latent at a K level is not skipped). A request with its
+own image size (``trace.request_resolution``) scales its steps, saves and VAE decode by its latent
+area (:mod:`sim.base.request_work`); the batch's longest member is then the largest
+``work(steps) * area``.
+
+so a lone job takes ``pipeline_overhead_s [+ resume_overhead_s] + text_encoder_s + work(steps) *
+step_s(1) [+ steps * save_overhead_step_s] + vae_decode_s`` (a job resumes when it runs fewer steps
 than the model's N; the two overheads are 0 unless ``acsim calibrate serve`` measured them). A batch runs as many steps as its longest member and all members finish
 together. With ``max_batch > 1`` a free GPU starts a batch as soon as ``max_batch`` jobs
 wait or the oldest waiting job has waited ``max_wait_s``.
@@ -37,26 +43,34 @@ if TYPE_CHECKING:
 _EPS = 1e-9
 
 
-def job_work(gpu: GpuModel, steps: int, saves: bool, image: bool = False) -> float:
+def job_work(
+    gpu: GpuModel, steps: int, saves: bool, image: bool = False, full_steps: int | None = None, area: float = 1.0
+) -> float:
     """Seconds one job of ``gpu``'s model takes alone on a GPU (a Profile works too: its main model);
-    ``image``: the job writes its final image for an image cache."""
-    per_step = gpu.step_s(1) + (gpu.save_overhead_step_s if saves else 0.0)
-    fixed = gpu.pipeline_overhead_s + (gpu.resume_overhead_s if steps < gpu.steps else 0.0)
-    return fixed + gpu.text_encoder_s + steps * per_step + gpu.vae_decode_s + (gpu.image_save_s if image else 0.0)
+    ``image``: the job writes its final image for an image cache. A request with its own schedule
+    and size (:mod:`sim.base.request_work`) gives ``full_steps`` (its N; None: the model's) and
+    ``area``, which scales its steps, latent saves and VAE decode."""
+    denoise = gpu.denoise_work(steps) * gpu.step_s(1) + (steps * gpu.save_overhead_step_s if saves else 0.0)
+    resumed = steps < (gpu.steps if full_steps is None else full_steps)
+    fixed = gpu.pipeline_overhead_s + (gpu.resume_overhead_s if resumed else 0.0)
+    sized = area * (denoise + gpu.vae_decode_s)
+    return fixed + gpu.text_encoder_s + sized + (gpu.image_save_s if image else 0.0)
 
 
 class WorkTable:
-    """:func:`job_work` memoised by (steps, saves): the engine asks once per request."""
+    """:func:`job_work` memoised by its arguments: the engine asks once per request."""
 
     def __init__(self, gpu: GpuModel) -> None:
         self.gpu = gpu
-        self._memo: dict[tuple[int, bool, bool], float] = {}
+        self._memo: dict[tuple[int, bool, bool, int | None, float], float] = {}
 
-    def __call__(self, steps: int, saves: bool, image: bool = False) -> float:
-        key = (steps, saves, image)
+    def __call__(
+        self, steps: int, saves: bool, image: bool = False, full_steps: int | None = None, area: float = 1.0
+    ) -> float:
+        key = (steps, saves, image, full_steps, area)
         w = self._memo.get(key)
         if w is None:
-            w = self._memo[key] = job_work(self.gpu, steps, saves, image)
+            w = self._memo[key] = job_work(self.gpu, steps, saves, image, full_steps, area)
         return w
 
 
@@ -164,16 +178,17 @@ class GpuPool:
         jobs = [q.pop() for _ in range(min(self.max_batch, len(q)))]
         b = len(jobs)
         p = self.gpu
-        longest = max(j.steps for j in jobs)
-        saving_steps = sum(j.steps for j in jobs if j.saves)
-        resumes = any(j.steps < p.steps for j in jobs)
+        # A batch runs as long as its longest member (in full-step equivalents, times its latent area).
+        longest = max(p.denoise_work(j.steps) * j.area for j in jobs)
+        saving_steps = sum(j.steps * j.area for j in jobs if j.saves)
+        resumes = any(j.resumes for j in jobs)
         dur = (
             p.pipeline_overhead_s
             + (p.resume_overhead_s if resumes else 0.0)
             + p.text_encoder_s
             + longest * self._step_s[b]
             + saving_steps * p.save_overhead_step_s
-            + b * p.vae_decode_s
+            + sum(j.area for j in jobs) * p.vae_decode_s
             + sum(1 for j in jobs if j.image) * p.image_save_s
         )
         for j in jobs:

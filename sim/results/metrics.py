@@ -7,7 +7,9 @@ their duration is the arrival span.
 
 A system's steps are those of the model it generates with (``stats["serves_with"]``, a block of
 the profile); ``compute_saved`` counts them in steps of the main model, weighted by the two
-models' step times, so a small model's cheap steps are not counted as full ones. Quality comes
+models' step times, so a small model's cheap steps are not counted as full ones. With a step
+cache (``step_cache:``) a run of n steps counts its full-step equivalents (:mod:`sim.base.step_cache`),
+against N full steps per request without one. Quality comes
 in three metrics (CLIP score, PickScore, FID; see :mod:`sim.reuse.quality`).
 
 ``offered_load`` is the GPU work the requests bring per GPU-second of the arrival span (busy
@@ -57,10 +59,23 @@ def estimated_gpu_s(records: pd.DataFrame, gpu: GpuModel | Profile) -> np.ndarra
     on every step, as in the engine; storing a final image costs no GPU time.
     """
     steps = records["steps"].to_numpy(dtype=float)
-    per_step = np.full(len(steps), gpu.step_s(1))
-    per_step += np.where(records["saved_latents"].to_numpy() > 0, gpu.save_overhead_step_s, 0.0)
-    work = gpu.text_encoder_s + steps * per_step + gpu.vae_decode_s
+    saving = np.where(records["saved_latents"].to_numpy() > 0, gpu.save_overhead_step_s, 0.0)
+    denoise = np.asarray(gpu.denoise_work(steps), dtype=float) * gpu.step_s(1) + steps * saving
+    area = records["area"].to_numpy(dtype=float) if "area" in records else 1.0
+    work = gpu.text_encoder_s + area * (denoise + gpu.vae_decode_s)
     return np.where(steps > 0, work, 0.0)
+
+
+def _compute_saved(r: pd.DataFrame, gpu: GpuModel, step_weight: float, n_steps: int) -> float:
+    """The share of vanilla's denoising work (N full steps per request, or each request's own
+    schedule at its own latent area) that the system did not run."""
+    if not len(r):
+        return _NAN
+    work = np.asarray(gpu.denoise_work(r["steps"].to_numpy()), dtype=float)
+    if "full_steps" in r:
+        area = r["area"].to_numpy(dtype=float)
+        return 1.0 - step_weight * float(np.sum(work * area)) / float(np.sum(r["full_steps"].to_numpy() * area))
+    return 1.0 - step_weight * float(np.sum(work)) / (len(r) * n_steps)
 
 
 def quality_traded(records: pd.DataFrame, selector: Selector | None, quality: QualityModel | None) -> float:
@@ -146,7 +161,7 @@ def summarize(
         "cache_capacity": stats["cache_capacity"] if caches and stats.get("cache_capacity") is not None else _NAN,
         "requests": n,
         "hit_rate": hits / n if n else _NAN,
-        "compute_saved": 1.0 - step_weight * float(steps.sum()) / (n * profile.steps) if n else _NAN,
+        "compute_saved": _compute_saved(r, gpu, step_weight, profile.steps),
         "mean_latency_s": float(latency.mean()) if full else _NAN,
         "p50_latency_s": float(pct[0]),
         "p95_latency_s": float(pct[1]),

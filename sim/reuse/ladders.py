@@ -68,8 +68,25 @@ def ladder_for(exp: Experiment, profile: Profile) -> list[tuple[float, int]]:
     if exp.selector.ladder is not None:
         return [(float(s), int(k)) for s, k in exp.selector.ladder]
     if exp.selector.carried and embedder_space(exp.embedder) != "clip":
-        return list(carried_ladder(exp.embedder)[0])
+        return _carried_for(exp.embedder, profile)
     return list(profile.ladder)
+
+
+def _carried_for(embedder: str, profile: Profile) -> list[tuple[float, int]]:
+    """The carried ladder of ``embedder`` at the profile's K levels.
+
+    The file pairs published CLIP-text thresholds with carried ones. When every rung of the
+    profile's ladder is one of those thresholds, each is replaced by its carried value and keeps
+    the profile's K, so a model whose ladder takes SDXL's thresholds at its own K levels (the 2026
+    zoo) is carried alike; otherwise (a profile calibrated with its own thresholds) the file's
+    rungs are used as they are."""
+    rungs, data = carried_ladder(embedder)
+    pairs = zip(data["transfer"]["from_thresholds"], data["thresholds"], strict=True)
+    carried = {round(float(src[0]), 9): float(dst[0]) for src, dst in pairs}
+    mine = [(carried.get(round(float(s), 9)), int(k)) for s, k in profile.ladder]
+    if any(t is None for t, _ in mine):
+        return list(rungs)
+    return sorted(mine, reverse=True)
 
 
 def embedder_space(embedder: str) -> str:

@@ -1,0 +1,69 @@
+"""Each request's own work: its denoising steps and image size (``trace.request_steps``,
+``trace.request_resolution``).
+
+Real traces vary per request: in the shipped DiffusionDB sample a quarter of the requests ran 150
+steps and a third are not 512x512. A cache decides in the profile's schedule (K of the profile's
+N steps); a request with its own schedule of N_i steps takes the K level as the same share of its
+schedule, so a decision to run ``s`` of N steps runs
+
+    s_i = N_i - round((N - s) * N_i / N)      (0 when s = 0: nothing runs on a GPU)
+
+steps of its own. Its latent area relative to the profile's resolution, ``a_i = w_i h_i / R^2``,
+scales what a step, a latent save and the VAE decode cost: linear in the latent area (assumed; a
+U-Net's convolutions are linear in pixels, attention grows faster, so large images are
+under-costed rather than over-costed). The text encoders do not depend on the size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RequestWork:
+    """Every request's full schedule (``full_steps``) and latent area relative to the profile's."""
+
+    full_steps: np.ndarray  # int64, N_i
+    area: np.ndarray  # float64, a_i
+    profile_steps: int  # N, the schedule the cache decides in
+
+    @classmethod
+    def of(
+        cls,
+        profile_steps: int,
+        resolution: int | None,
+        steps: np.ndarray | None = None,
+        width: np.ndarray | None = None,
+        height: np.ndarray | None = None,
+        n: int = 0,
+    ) -> RequestWork:
+        """From a trace's columns (NaN where a request does not say): a missing ``steps`` is the
+        profile's N, a missing size the profile's resolution; ``steps``/``width`` None: not used."""
+        full = np.full(n, profile_steps, dtype=np.int64)
+        if steps is not None:
+            s = np.asarray(steps, dtype=float)
+            full = np.where(np.isfinite(s), s, profile_steps).astype(np.int64)
+        area = np.ones(n, dtype=np.float64)
+        if width is not None and height is not None and resolution:
+            w = np.asarray(width, dtype=float)
+            h = np.asarray(height, dtype=float)
+            known = np.isfinite(w) & np.isfinite(h)
+            area = np.where(known, w * h / float(resolution) ** 2, 1.0)
+        return cls(full_steps=full, area=area, profile_steps=int(profile_steps))
+
+    def steps_run(self, steps: np.ndarray) -> np.ndarray:
+        """The steps each request runs of its own schedule for a decision to run ``steps`` of N."""
+        s = np.asarray(steps, dtype=np.int64)
+        n = self.profile_steps
+        skipped = np.floor((n - s) * self.full_steps / n + 0.5).astype(np.int64)
+        return np.where(s > 0, np.maximum(self.full_steps - skipped, 1), 0)
+
+    def one(self, i: int, steps: int) -> int:
+        """:meth:`steps_run` of request ``i`` alone (the engine asks per request)."""
+        if steps <= 0:
+            return 0
+        full = int(self.full_steps[i])
+        n = self.profile_steps
+        return max(full - int(np.floor((n - steps) * full / n + 0.5)), 1)
