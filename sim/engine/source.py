@@ -175,27 +175,10 @@ class Source:
             if over > 0:
                 boost = min(self.max_boost, math.ceil(over / rep.rung_s))
                 self.boosted += 1
-        look = True
         if self.blind:
-            d = system.lookup(i, now, boost)
-        elif self.predictor.needs_truth:
-            d = system.lookup(i, now, boost)
-            hit = d.outcome in _REUSE
-            look = self.predictor.look(i, hit)
-            if not look:
-                if hit:
-                    self.lost_hits += 1
-                d = system.miss_decision(i, now)
+            d, look = system.lookup(i, now, boost), True
         else:
-            look = self.predictor.look(i, None)
-            if look:
-                d = system.lookup(i, now, boost)
-                self.predictor.observe(i, d.outcome in _REUSE)
-            else:
-                # The skipped lookup's outcome is unknown to the predictor: ask the cache (no side effect).
-                if system.probe(i, now, boost) > 0:
-                    self.lost_hits += 1
-                d = system.miss_decision(i, now)
+            d, look = self._predicted(i, now, boost, system)
         # A generation stores its own levels, and a reuse may share the matched prompt's trajectory.
         if not self.admit_all and (d.store_levels or d.matched >= 0) and not self.admission.admit(i, rep.pool.idle):
             # Not admitted: the generation stores nothing (it pays no save overhead either).
@@ -231,24 +214,40 @@ class Source:
             else:
                 self._finish_without_gpu(i, now)
             return
-        job = self._job(i, rep, d, ready, steps)
-        if delay > 0:
-            Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
-        else:
-            rep.pool.push(job)
-
-    def _job(self, i: int, rep: Replica, d: Any, ready: float, steps: int) -> Job:
-        """Request ``i``'s GPU job on replica ``rep`` for decision ``d``: ``steps`` of its schedule."""
-        system = rep.cache.system
         # Saving intermediate latents costs GPU time per step; storing a final image does not.
         saved = system.saved_latents(d)
         if saved:
             self.saved[i] = saved
         image = system.stores_images and bool(d.store_levels)
-        rw = self.request_work
         if rw is None:
-            return rep.job(i, ready, steps, saved > 0, image)
-        return rep.job(i, ready, steps, saved > 0, image, int(rw.full_steps[i]), float(rw.area[i]))
+            job = rep.job(i, ready, steps, saved > 0, image)
+        else:
+            job = rep.job(i, ready, steps, saved > 0, image, int(rw.full_steps[i]), float(rw.area[i]))
+        if delay > 0:
+            Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
+        else:
+            rep.pool.push(job)
+
+    def _predicted(self, i: int, now: float, boost: int, system: Any) -> tuple[Any, bool]:
+        """Request ``i``'s decision under the match predictor, and whether its lookup ran."""
+        if self.predictor.needs_truth:
+            d = system.lookup(i, now, boost)
+            hit = d.outcome in _REUSE
+            look = self.predictor.look(i, hit)
+            if not look:
+                if hit:
+                    self.lost_hits += 1
+                d = system.miss_decision(i, now)
+            return d, look
+        look = self.predictor.look(i, None)
+        if look:
+            d = system.lookup(i, now, boost)
+            self.predictor.observe(i, d.outcome in _REUSE)
+            return d, look
+        # The skipped lookup's outcome is unknown to the predictor: ask the cache (no side effect).
+        if system.probe(i, now, boost) > 0:
+            self.lost_hits += 1
+        return system.miss_decision(i, now), look
 
     def _enqueue(self, event: Timeout) -> None:
         pool, job = event.value
