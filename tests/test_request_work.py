@@ -131,3 +131,18 @@ def test_the_plans_lower_bound_counts_each_requests_own_work() -> None:
     small = stability_bound(arrival, "sdxl-a10g", 1.0, own=quarter)
     one = p.text_encoder_s + 0.25 * (50 * p.step_s(1) + p.vae_decode_s)
     assert small == int(np.ceil(1000 * one / 3600.0)) and small < plain
+
+
+@pytest.mark.parametrize("mode", ["full", "cache-only"])
+def test_a_small_model_keeps_its_own_few_steps_and_pays_for_the_size(tmp_path, mode: str) -> None:
+    exp = _exp(tmp_path, mode)
+    exp = preflight(config.from_dict({**config.to_dict(exp), "systems": ["smallmodel"]}))
+    run_experiment(exp, out_dir=tmp_path / "out", progress=False)
+    rec = pd.read_parquet(tmp_path / "out" / "records" / "smallmodel.parquet")
+    small = load_profile("sdxl-a10g").gpu_model("small_model")
+    assert set(rec["steps"]) == {small.steps}  # a request's 150 steps do not make the small model run more
+    assert rec["full_steps"].tolist() == [r[1] for r in ROWS]
+    if mode == "full":
+        area = rec["area"].to_numpy()
+        hand = small.text_encoder_s + area * (small.steps * small.step_s(1) + small.vae_decode_s)
+        assert rec["gpu_s"].to_numpy() == pytest.approx(hand, rel=1e-9)

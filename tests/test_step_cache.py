@@ -165,3 +165,14 @@ def test_a_sweep_that_shares_inputs_still_applies_each_step_cache(tmp_path) -> N
     vanilla = summary.set_index("system").loc["vanilla"]
     assert vanilla["compute_saved"] == pytest.approx(1 - build_step_cache("fbcache").work(28) / 28)
     assert math.isfinite(vanilla["mean_latency_s"])
+
+
+def test_a_router_costs_an_image_with_the_models_step_cache() -> None:
+    from sim.engine.routing import ReplicaShape
+
+    sc = build_step_cache("fbcache")
+    plain, cached = ReplicaShape(1, 0.13, 0.25, 28), ReplicaShape(1, 0.13, 0.25, 28, sc)
+    assert plain.image_s() == pytest.approx(0.13 + 28 * 0.25)
+    assert cached.image_s() == pytest.approx(0.13 + sc.work(28) * 0.25)
+    assert cached.image_s(14) == pytest.approx(0.13 + sc.work(14) * 0.25)
+    assert cached.capacity == pytest.approx(1 / cached.image_s())

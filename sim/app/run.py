@@ -192,7 +192,7 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
         admit = build_admission(exp.cache.admission, len(trace), exp.seed).admitted()
         records = replay(systems[0], trace.arrival_s, trace.prompt_ids, trace.user_codes, admit=admit)
         if work is not None:
-            records = with_request_work(records, work)
+            records = with_request_work(records, work, own_schedule=systems[0].serves_with == "model")
         series = None
     else:
         records, series = simulate(

@@ -125,11 +125,17 @@ def _records(
     return records
 
 
-def with_request_work(records: pd.DataFrame, work: RequestWork, steps_run: Any = None) -> pd.DataFrame:
+def with_request_work(
+    records: pd.DataFrame, work: RequestWork, steps_run: Any = None, own_schedule: bool = True
+) -> pd.DataFrame:
     """``records`` with each request's ``full_steps`` and ``area`` (:mod:`sim.base.request_work`);
     ``steps`` becomes the steps run of its own schedule (``steps_run`` when the engine knows them,
-    else derived from the records' steps, which are then in the profile's schedule)."""
-    steps = work.steps_run(records["steps"].to_numpy()) if steps_run is None else np.asarray(steps_run)
+    else derived from the records' steps, which are then in the profile's schedule). A system that
+    generates with another model (``own_schedule`` false) keeps that model's steps."""
+    if steps_run is not None:
+        steps = np.asarray(steps_run)
+    else:
+        steps = work.steps_run(records["steps"].to_numpy()) if own_schedule else records["steps"].to_numpy()
     records["steps"] = steps.astype(records["steps"].dtype)
     records["full_steps"] = work.full_steps.astype(np.int32)
     records["area"] = work.area

@@ -112,7 +112,8 @@ class Replica:
         levels = sorted(profile.k_levels)
         spacing = (levels[-1] - levels[0]) / (len(levels) - 1) if len(levels) > 1 else float(levels[0])
         self.rung_s = spacing * gpu.step_s(1)  # seconds of one load-aware rung of K
-        self.shape = ReplicaShape(gpus, gpu.text_encoder_s + gpu.vae_decode_s, gpu.step_s(1), gpu.steps)
+        fixed = gpu.text_encoder_s + gpu.vae_decode_s
+        self.shape = ReplicaShape(gpus, fixed, gpu.step_s(1), gpu.steps, gpu.step_cache)
 
     def job(
         self,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sim.base.config import RouterConfig
+    from sim.base.step_cache import StepCache
 
 
 class ReplicaShape(NamedTuple):
@@ -43,10 +44,13 @@ class ReplicaShape(NamedTuple):
     fixed_s: float  # seconds per image besides the denoising steps (text encoder, VAE)
     step_s: float  # seconds per denoising step (batch of one, no latent saving)
     steps: int  # denoising steps of a full generation
+    step_cache: StepCache | None = None  # the model's step-level cache, if any (sim.base.step_cache)
 
     def image_s(self, steps: int | None = None) -> float:
         """Seconds one image of ``steps`` steps (default: a full generation) takes alone on a GPU."""
-        return self.fixed_s + (self.steps if steps is None else steps) * self.step_s
+        n = self.steps if steps is None else steps
+        work = n if self.step_cache is None else self.step_cache.work(n)
+        return self.fixed_s + work * self.step_s
 
     @property
     def capacity(self) -> float:

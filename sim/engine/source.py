@@ -82,7 +82,10 @@ class Source:
     ) -> None:
         self.env = env
         # Each request's own schedule and size (trace.request_steps / request_resolution), or None.
+        # A system that generates with another model (a small model's fixed few steps) keeps that
+        # model's schedule; only the size applies to it.
         self.request_work = request_work
+        self.own_schedule = replicas[0].cache.system.serves_with == "model"
         self.replicas = replicas
         self.router = router if len(replicas) > 1 else None
         # Distinct caches in replica order (one when shared).
@@ -205,7 +208,7 @@ class Source:
         self.ready[i] = ready
         steps = d.steps
         rw = self.request_work
-        if rw is not None:
+        if rw is not None and self.own_schedule:
             steps = rw.one(i, steps)
         self.steps_run[i] = steps
         if steps <= 0:
@@ -222,7 +225,8 @@ class Source:
         if rw is None:
             job = rep.job(i, ready, steps, saved > 0, image)
         else:
-            job = rep.job(i, ready, steps, saved > 0, image, int(rw.full_steps[i]), float(rw.area[i]))
+            full = int(rw.full_steps[i]) if self.own_schedule else None
+            job = rep.job(i, ready, steps, saved > 0, image, full, float(rw.area[i]))
         if delay > 0:
             Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
         else:

@@ -11,17 +11,17 @@ Service time of a batch of b jobs (b = 1 without batching)::
     + work(max(steps)) * step_s(b) + sum(steps of jobs that save) * save_overhead_step_s + b * vae_decode_s
     + (jobs that keep their image for an image cache) * image_save_s
 
-where ``work(n) = n`` unless the model runs a step cache (:mod:`sim.base.step_cache`: the full-step
-equivalents of a run of n steps; saving a latent at a K level is not skipped). A request with its
-own image size (``trace.request_resolution``) scales its steps, saves and VAE decode by its latent
-area (:mod:`sim.base.request_work`); the batch's longest member is then the largest
-``work(steps) * area``.
-
-so a lone job takes ``pipeline_overhead_s [+ resume_overhead_s] + text_encoder_s + work(steps) *
-step_s(1) [+ steps * save_overhead_step_s] + vae_decode_s`` (a job resumes when it runs fewer steps
-than the model's N; the two overheads are 0 unless ``acsim calibrate serve`` measured them). A batch runs as many steps as its longest member and all members finish
-together. With ``max_batch > 1`` a free GPU starts a batch as soon as ``max_batch`` jobs
+where ``work(n) = n`` unless the model runs a step cache (:mod:`sim.base.step_cache`: the
+full-step equivalents of a run of n steps; saving a latent at a K level is not skipped). So a lone
+job takes ``pipeline_overhead_s [+ resume_overhead_s] + text_encoder_s + work(steps) * step_s(1)
+[+ steps * save_overhead_step_s] + vae_decode_s`` (a job resumes when it runs fewer steps than
+its schedule; the two overheads are 0 unless ``acsim calibrate serve`` measured them). A batch
+runs as many steps as its longest member and all members finish together. With ``max_batch > 1`` a free GPU starts a batch as soon as ``max_batch`` jobs
 wait or the oldest waiting job has waited ``max_wait_s``.
+
+A request with its own image size (``trace.request_resolution``) scales its steps, latent saves
+and VAE decode by its latent area (:mod:`sim.base.request_work`): a batch then runs as long as its
+largest ``work(steps) * area`` and decodes ``sum(area)`` images' worth.
 """
 
 from __future__ import annotations
