@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
+from sim.engine.workers import job_work
+
 if TYPE_CHECKING:
     from sim.base.config import Experiment
     from sim.base.profile import Profile
@@ -130,7 +132,7 @@ def profile_rows(profiles: list[Profile], sources: bool = False) -> str:
     lines = [head, "-" * len(head)]
     for p in profiles:
         raw = p.raw
-        image_s = p.text_encoder_s + p.steps * p.step_s(1) + p.vae_decode_s
+        image_s = job_work(p.gpu_model(), p.steps, False)
         model = str((raw.get("model") or {}).get("name") or "?")
         quality = "extrapolated" if p.quality_extrapolated else str(raw["quality"].get("kind", "?"))
         lines.append(

@@ -29,7 +29,7 @@ from sim.base.profile import Profile, load_profile
 from sim.base.request_work import RequestWork
 from sim.cache.admission import build_admission
 from sim.engine import simulate
-from sim.engine.core import with_request_work
+from sim.engine.core import with_request_work, with_step_cache_quality
 from sim.engine.predictor import PREDICTORS
 from sim.engine.replay import replay
 from sim.engine.replicas import cache_count
@@ -208,10 +208,7 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
         )
     step_cache = inputs.profile.gpu_model(systems[0].serves_with).step_cache
     if step_cache is not None:
-        # A generation with a step cache loses a little CLIP score on the steps the cache acted on.
-        steps = records["steps"].to_numpy()
-        kept = np.where(steps > 0, step_cache.quality_factor(steps), 1.0)
-        records["quality"] = records["quality"].to_numpy(dtype=float) * kept
+        records = with_step_cache_quality(records, step_cache)
     return records, series, combined_stats([s.stats() for s in systems])
 
 

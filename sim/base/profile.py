@@ -509,7 +509,7 @@ class Profile:
 
     def denoise_work(self, steps: Any) -> Any:
         """Full-step equivalents of a run of the main model (see :meth:`GpuModel.denoise_work`)."""
-        return steps if self.step_cache is None else self.step_cache.work(steps)
+        return self.gpu_models["model"].denoise_work(steps)
 
     def with_step_cache(self, step_cache: StepCache | None) -> Profile:
         """This profile with ``step_cache`` in its main model's execution (the small model keeps none)."""

@@ -16,6 +16,7 @@ under-costed rather than over-costed). The text encoders do not depend on the si
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,17 +54,15 @@ class RequestWork:
             area = np.where(known, w * h / float(resolution) ** 2, 1.0)
         return cls(full_steps=full, area=area, profile_steps=int(profile_steps))
 
-    def steps_run(self, steps: np.ndarray) -> np.ndarray:
-        """The steps each request runs of its own schedule for a decision to run ``steps`` of N."""
-        s = np.asarray(steps, dtype=np.int64)
-        n = self.profile_steps
-        skipped = np.floor((n - s) * self.full_steps / n + 0.5).astype(np.int64)
-        return np.where(s > 0, np.maximum(self.full_steps - skipped, 1), 0)
-
     def one(self, i: int, steps: int) -> int:
-        """:meth:`steps_run` of request ``i`` alone (the engine asks per request)."""
+        """The steps request ``i`` runs of its own schedule for a decision to run ``steps`` of N
+        (at least one when ``steps`` > 0: a resumed request still runs its last step)."""
         if steps <= 0:
             return 0
         full = int(self.full_steps[i])
         n = self.profile_steps
-        return max(full - int(np.floor((n - steps) * full / n + 0.5)), 1)
+        return max(full - math.floor((n - steps) * full / n + 0.5), 1)
+
+    def steps_run(self, steps: np.ndarray) -> np.ndarray:
+        """:meth:`one` of every request, for the decisions' ``steps`` (in request order)."""
+        return np.fromiter((self.one(i, int(s)) for i, s in enumerate(steps)), dtype=np.int64, count=len(steps))

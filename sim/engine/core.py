@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sim.base.config import Experiment
     from sim.base.profile import Profile
     from sim.base.request_work import RequestWork
+    from sim.base.step_cache import StepCache
     from sim.engine.predictor import Predictor
     from sim.engine.replicas import Replica
     from sim.engine.routing import Router
@@ -139,6 +140,15 @@ def with_request_work(
     records["steps"] = steps.astype(records["steps"].dtype)
     records["full_steps"] = work.full_steps.astype(np.int32)
     records["area"] = work.area
+    return records
+
+
+def with_step_cache_quality(records: pd.DataFrame, step_cache: StepCache) -> pd.DataFrame:
+    """``records`` whose generations lost the step cache's CLIP loss on the steps it acted on
+    (:mod:`sim.base.step_cache`); a request that ran no steps keeps its image's quality."""
+    steps = records["steps"].to_numpy()
+    kept = np.where(steps > 0, step_cache.quality_factor(steps), 1.0)
+    records["quality"] = records["quality"].to_numpy(dtype=float) * kept
     return records
 
 
