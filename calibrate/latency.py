@@ -145,6 +145,7 @@ def step_times(
         generator=torch.Generator("cpu").manual_seed(seed),
         callback_on_step_end=on_step,
         **extra,
+        **model.call_kwargs(),
     )
     clock.sync()
     return [clock.seconds(a, b) for a, b in pairwise(marks)]
@@ -250,6 +251,10 @@ def measure(
             say(f"batch {b}: {step_s[b].median * 1000:.2f} ms/step (n={step_s[b].n})")
 
         def encode() -> Any:
+            if model.family == "flux":  # guidance is embedded in the transformer: one prompt encoding
+                return pipe.encode_prompt(
+                    prompt=PROMPTS[0], prompt_2=None, device=model.device, **model.call_kwargs()
+                )
             return pipe.encode_prompt(
                 prompt=PROMPTS[0],
                 device=model.device,
@@ -350,6 +355,7 @@ def to_profile(
         latent_file_bytes=int(result.latent_file_bytes),
         dtype=result.latent_dtype,
         random_weights=model.random_weights,
+        architecture="dit" if model.family == "flux" else "unet",
         kind=MEASURED,
         source=f"{run}; latent_bytes = numel x element size of the {result.latent_dtype} latent",
     )

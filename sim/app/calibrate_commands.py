@@ -36,8 +36,9 @@ runs by passing one run's output as the next run's --base.
 """
 
 _MODEL_HELP = (
-    "a preset (sdxl, sd15, sd21: the published architecture with random weights, for timing; "
-    "tiny, tiny-sdxl: miniature models for tests and demos) or a local diffusers directory"
+    "a preset (sdxl, sd15, sd21, flux-dev, flux-schnell: the published architecture with random "
+    "weights, for timing; tiny, tiny-sdxl, tiny-flux: miniature models for tests and demos) or a "
+    "local diffusers directory (FLUX.1 directories are timed by `calibrate latency` only)"
 )
 
 _EPILOG_LATENCY = """\
