@@ -45,3 +45,31 @@ def test_a_flux_pipeline_is_timed_into_a_dit_profile(tmp_path) -> None:
     assert profile.architecture == "dit"
     assert profile.step_s(1) == pytest.approx(result.step_s[1].median)
     assert profile.quality_extrapolated  # carried from the base with the rest of its quality block
+
+
+def test_the_zoo_check_runs_its_path_on_a_cpu(tmp_path, capsys) -> None:
+    from sim.app import zoo_check
+
+    assert zoo_check.main(["--smoke", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "zoo_check.md").read_text(encoding="utf-8")
+    row = table.splitlines()[2].split("|")
+    assert row[1].strip() == "tiny-flux" and row[2].strip() == "flux1-schnell-h100"
+    measured, shipped = float(row[3]), float(row[4])
+    assert shipped == pytest.approx(1.127, abs=1e-3) and 0 < measured < shipped
+    assert load_profile(str(tmp_path / "tiny-flux.yaml")).architecture == "dit"
+    assert "| tiny-flux |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("gpu", ["h100", "a100"])
+def test_the_gpu_form_of_the_zoo_check_is_a_valid_command(tmp_path, gpu: str) -> None:
+    """What the GPU run will call parses, and names shipped profiles of that GPU."""
+    from sim.app import zoo_check
+    from sim.app.cli import build_parser
+
+    runs = zoo_check.commands(tmp_path, gpu, smoke=False)
+    assert [m for m, _, _ in runs] == ["flux-dev", "flux-schnell"]
+    for model, base, cmd in runs:
+        args = build_parser().parse_args(cmd)
+        assert args.model == model and args.device == "cuda" and args.dtype == "bf16"
+        assert load_profile(base).gpu_name.lower() == gpu
+        assert int(args.steps) == load_profile(base).steps
