@@ -295,33 +295,29 @@ _T5_XXL = {
     "relative_attention_num_buckets": 32,
 }
 _FLOW_SCHEDULER = {"shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15}
-PRESETS["flux-dev"] = Preset(
-    name="flux-dev",
-    family="flux",
-    description="FLUX.1-dev architecture (black-forest-labs/FLUX.1-dev), random weights",
-    resolution=1024,
-    steps=28,
-    unet=None,
-    transformer={**_FLUX_TRANSFORMER, "guidance_embeds": True},
-    vae=_FLUX_VAE,
-    text_encoder=_CLIP_L,
-    text_encoder_2=_T5_XXL,
-    scheduler=_FLOW_SCHEDULER,
-)
-PRESETS["flux-schnell"] = Preset(
-    name="flux-schnell",
-    family="flux",
-    description="FLUX.1-schnell architecture (black-forest-labs/FLUX.1-schnell), random weights",
-    resolution=1024,
-    steps=4,
-    unet=None,
-    transformer={**_FLUX_TRANSFORMER, "guidance_embeds": False},
-    vae=_FLUX_VAE,
-    text_encoder=_CLIP_L,
-    text_encoder_2=_T5_XXL,
-    scheduler={"shift": 1.0, "use_dynamic_shifting": False},
-    max_sequence_length=256,
-)
+
+
+def _flux(variant: str, steps: int, guidance_embeds: bool, scheduler: dict[str, Any], tokens: int) -> Preset:
+    """FLUX.1-``variant`` at 1024^2: the shared architecture, with its step count, guidance
+    embedding, scheduler and T5 length."""
+    return Preset(
+        name=f"flux-{variant}",
+        family="flux",
+        description=f"FLUX.1-{variant} architecture (black-forest-labs/FLUX.1-{variant}), random weights",
+        resolution=1024,
+        steps=steps,
+        unet=None,
+        transformer={**_FLUX_TRANSFORMER, "guidance_embeds": guidance_embeds},
+        vae=_FLUX_VAE,
+        text_encoder=_CLIP_L,
+        text_encoder_2=_T5_XXL,
+        scheduler=scheduler,
+        max_sequence_length=tokens,
+    )
+
+
+PRESETS["flux-dev"] = _flux("dev", 28, True, _FLOW_SCHEDULER, 512)
+PRESETS["flux-schnell"] = _flux("schnell", 4, False, {"shift": 1.0, "use_dynamic_shifting": False}, 256)
 PRESETS["tiny-flux"] = Preset(
     name="tiny-flux",
     family="flux",
