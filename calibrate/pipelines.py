@@ -269,21 +269,7 @@ _FLUX_TRANSFORMER = {
     "pooled_projection_dim": 768,
     "axes_dims_rope": [16, 56, 56],
 }
-_FLUX_VAE = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 16,
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "sample_size": 1024,
-    "scaling_factor": 0.3611,
-    "shift_factor": 0.1159,
-    "use_quant_conv": False,
-    "use_post_quant_conv": False,
-}
+_FLUX_VAE = _vae(0.3611, 1024, latent_channels=16, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
 _T5_XXL = {
     "vocab_size": 32128,
     "d_model": 4096,
