@@ -204,6 +204,12 @@ _TS_ALIASES = {
 }
 
 
+def raw_timeseries(run: Run, system: str) -> pd.DataFrame | None:
+    """``timeseries/<system>.csv`` as the engine wrote it (checked whole), or None without one."""
+    path = run.path / "timeseries" / f"{system}.csv"
+    return _read_csv(path, NUMERIC_TIMESERIES) if path.is_file() else None
+
+
 def timeseries(run: Run, system: str) -> pd.DataFrame | None:
     """Per-minute ``minute, load_rps, queue, hit_rate`` for one system.
 

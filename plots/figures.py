@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, PercentFormatter
 
+from plots.autoscaling import autoscaling
 from plots.data import (
     LOAD_FIELDS,
     Results,
@@ -846,4 +847,5 @@ FIGURES: dict[str, FigureFn] = {
     "paper_comparison": paper_comparison,
     "topology": topology,
     "step_cache": step_cache,
+    "autoscaling": autoscaling,
 }

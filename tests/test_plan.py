@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.app.plan import CountSearch, PlanSettings, ScaleSearch, round_load, run_plan
+from sim.app.plan import CountSearch, PlanSettings, ScaleSearch, format_plan, round_load, run_plan
 from sim.app.preflight import preflight
 from sim.app.sweep import run_sweep
 from sim.base import config as cfg
@@ -205,6 +205,27 @@ def test_highest_load_of_a_fixed_cluster(tmp_path, monkeypatch):
     assert passing.max() == rec["max_load"]
     assert failing.min() <= rec["max_load"] * 1.05 + 1e-3 and failing.min() > rec["max_load"]
     assert rec["max_offered_rps"] == pytest.approx(rec["offered_rps"] * rec["max_load"])
+
+
+def test_an_autoscaled_comparison_runs_each_answer_once_more(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACSIM_CACHE", str(tmp_path / "cache"))
+    exp = _experiment(tmp_path)
+    settings = PlanSettings(
+        slos=[parse_slo("attainment>=0.95")], systems=["vanilla", "nirvana"], gpus={"a10g": "sdxl-a10g"}, loads=[1.0]
+    )
+    plain = run_plan(exp, settings, tmp_path / "plain", jobs=1, progress=False)
+    res = run_plan(exp, dataclasses.replace(settings, autoscale="queue-delay"), tmp_path / "plan", jobs=1, progress=False)
+    # The answers and the search's points are those of the plain plan; two more runs, autoscaled.
+    assert res.evaluated == plain.evaluated + 2 and len(res.points) == len(plain.points)
+    recs = res.recommendations.set_index("system")
+    for system, rec in recs.iterrows():
+        assert rec["gpus"] == plain.recommendations.set_index("system").loc[system, "gpus"]
+        assert 1 <= rec["autoscaled_gpus_mean"] <= rec["gpus"]  # within min_gpus..the answer
+        auto = res.out_dir / "runs"
+        run = next(d for d in auto.iterdir() if "_rule-queue-delay" in d.name and f"system-{system}_" in d.name)
+        summary = pd.read_csv(run / "summary.csv").iloc[0]
+        assert rec["autoscaled_usd_per_1k"] == pytest.approx(1000 * summary["cost_provisioned_usd"] / summary["requests"])
+    assert "queue-delay: $/1k" in format_plan(res.recommendations, dataclasses.replace(settings, autoscale="queue-delay"))
 
 
 def test_plan_command_errors_name_the_flag(tmp_path, capsys):

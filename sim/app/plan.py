@@ -51,10 +51,11 @@ from sim.app.sweep import (
     run_points,
 )
 from sim.base import config as cfg
-from sim.base.errors import ConfigError
+from sim.base.errors import ConfigError, unknown_name
 from sim.base.io import atomic_write_csv, atomic_write_text
 from sim.base.profile import load_profile, load_run_profile, profile_for_gpu
 from sim.base.slo import Slo, parse_slo
+from sim.engine.autoscaler import SCALING_RULES
 from sim.engine.workers import job_work
 from sim.systems import system_class
 
@@ -225,6 +226,9 @@ class PlanSettings:
     max_scale: bool = False
     scale_tolerance: float = 0.02
     verify: bool = False  # also run every count from 1 to the answer + 1 (brute force)
+    # A scaling rule (cluster.autoscale.rule): each answer is also run autoscaled within
+    # min_gpus..its count, and its bill reported beside the provisioned one. None: not.
+    autoscale: str | None = None
 
 
 @dataclasses.dataclass
@@ -251,6 +255,7 @@ class Planner:
         self.meta: dict[str, dict[str, Any]] = {}  # run name -> system, gpu, profile, load, gpus
         self.inputs: dict[str, PlanInputs] = {}  # profile -> prepared inputs
         self.base_scale = exp.trace.time_scale
+        self.autoscaled: set[str] = set()  # run names of the autoscaled comparisons
 
     def base_for(self, profile: str) -> cfg.Experiment:
         """The experiment whose inputs every point of one GPU type shares (all planned systems)."""
@@ -278,21 +283,30 @@ class Planner:
             self.inputs[exp.profile] = PlanInputs(inputs, base.trace.time_scale)
         return self.inputs[exp.profile]
 
-    def point(self, system: str, gpu: str, load: float, gpus: int) -> SweepPoint:
-        """The run of ``system`` on ``gpus`` GPUs of type ``gpu`` at ``load`` times the file's load."""
+    def point(self, system: str, gpu: str, load: float, gpus: int, autoscaled: bool = False) -> SweepPoint:
+        """The run of ``system`` on ``gpus`` GPUs of type ``gpu`` at ``load`` times the file's load;
+        ``autoscaled``: starting with ``gpus`` and scaled by the plan's rule within min_gpus..gpus
+        (the searches themselves always run fixed clusters)."""
         profile = self.settings.gpus[gpu]
         data = cfg.to_dict(self.exp)
         data.update(systems=[system], profile=profile, sweep=None, plots=False)
         data["trace"]["time_scale"] = round_load(self.base_scale * load)
         data["cluster"]["gpus"] = gpus
+        scale = data["cluster"]["autoscale"]
+        scale["rule"] = self.settings.autoscale if autoscaled else "none"
+        if autoscaled:
+            scale.update(min_gpus=min(scale["min_gpus"], gpus), max_gpus=gpus)
         exp = preflight(cfg.from_dict(data))
         values = {
             "system": system,
             "gpu": gpu,
             "trace.time_scale": exp.trace.time_scale,
             "cluster.gpus": gpus,
+            **({"cluster.autoscale.rule": exp.cluster.autoscale.rule} if autoscaled else {}),
         }
         name = run_name(values, exp)
+        if autoscaled:
+            self.autoscaled.add(name)
         if name not in self.points:
             self.points[name] = SweepPoint(values=values, exp=exp, name=name)
             self.meta[name] = {"system": system, "gpu": gpu, "profile": profile, "load": load, "gpus": gpus}
@@ -442,6 +456,11 @@ def run_plan(
             evaluated += len(res.completed)
             reused += len(res.skipped)
             failed.update(res.failed)
+        if settings.autoscale is not None:
+            res = _run_named(planner, _autoscaled_points(planner, targets, counts, fixed), pool, progress, stream, "plan autoscaled")
+            evaluated += len(res.completed)
+            reused += len(res.skipped)
+            failed.update(res.failed)
     points = _points_table(planner, arrival)
     recs = _recommendations(planner, targets, counts, fixed, scales, arrival)
     if settings.verify:
@@ -481,6 +500,37 @@ def _next_points(
     return wanted
 
 
+def _answer(t: tuple, counts: dict[tuple, CountSearch], fixed: dict[tuple, int]) -> int | None:
+    """The GPU count a target ended with (searched or fixed), None when it has none."""
+    return fixed.get(t, counts[t].result if t in counts else None)
+
+
+def _autoscaled_points(
+    planner: Planner, targets: list[tuple], counts: dict[tuple, CountSearch], fixed: dict[tuple, int]
+) -> dict[str, None]:
+    """The autoscaled run of every answer: run name -> None."""
+    return {
+        planner.point(t[1], t[2], t[0], g, autoscaled=True).name: None
+        for t in targets
+        if (g := _answer(t, counts, fixed)) is not None
+    }
+
+
+def _autoscaled_columns(planner: Planner, t: tuple, g: int) -> dict[str, Any]:
+    """The autoscaled run of an answer of ``g`` GPUs: its bill per 1k images (the GPUs it held),
+    the mean GPUs held, SLO attainment and whether it meets the objectives."""
+    v = planner.verdict(planner.point(t[1], t[2], t[0], g, autoscaled=True).name)
+    if v is None:
+        return {}
+    return {
+        "autoscaled_usd_per_1k": v["usd_per_1k_provisioned"],
+        "autoscaled_gpus_mean": v["gpus_mean"],
+        "autoscaled_slo_attainment": v["slo_attainment"],
+        "autoscaled_p95_latency_s": v["p95_latency_s"],
+        "autoscaled_meets": bool(v["meets"]),
+    }
+
+
 def _verified(points: pd.DataFrame, rec: pd.Series) -> str:
     """Whether every count below the recommendation fails and it and the next pass (``--verify``)."""
     if not rec["meets"] or not len(points):
@@ -505,7 +555,9 @@ def _offered_rps(arrival: Any, load: float) -> float:
 
 
 def _points_table(planner: Planner, arrival: Any) -> pd.DataFrame:
-    rows = [v for name in planner.points if (v := planner.verdict(name)) is not None]
+    rows = [
+        v for name in planner.points if name not in planner.autoscaled and (v := planner.verdict(name)) is not None
+    ]
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
@@ -539,7 +591,7 @@ def _recommendations(
     rows = []
     for t in targets:
         load, system, gpu = t
-        g = fixed.get(t, counts[t].result if t in counts else None)
+        g = _answer(t, counts, fixed)
         row: dict[str, Any] = {
             "load": load,
             "offered_rps": _offered_rps(arrival, load),
@@ -558,6 +610,8 @@ def _recommendations(
                 row["run"] = v["run"]
                 if not v["meets"]:
                     row["note"] = f"misses the objectives at {g} GPUs"
+            if planner.settings.autoscale is not None:
+                row.update(_autoscaled_columns(planner, t, g))
         if t in scales:
             s = scales[t]
             row["max_load"] = s.result if s.result is not None else math.nan
@@ -604,6 +658,9 @@ def format_plan(recs: pd.DataFrame, settings: PlanSettings) -> str:
     verify = "verified" in recs
     if verify:
         head.append("verified")
+    auto = "autoscaled_usd_per_1k" in recs
+    if auto:
+        head += [f"{settings.autoscale}: $/1k", "GPUs held", "SLO met"]
     rows = [head]
     for _, r in recs.iterrows():
         met = r["meets"]
@@ -623,6 +680,13 @@ def format_plan(recs: pd.DataFrame, settings: PlanSettings) -> str:
             cells.append("-" if pd.isna(r.get("max_load")) else f"{r['max_load']:g}x")
         if verify:
             cells.append(str(r["verified"]) or "-")
+        if auto:
+            cells += [
+                _num(r, "autoscaled_usd_per_1k", "{:.3f}", met),
+                _num(r, "autoscaled_gpus_mean", "{:.2f}", met),
+                _num(r, "autoscaled_slo_attainment", "{:.1%}", met)
+                + ("" if not met or r.get("autoscaled_meets", True) is True else " (misses)"),
+            ]
         note = ("  <- cheapest" if r["cheapest"] else "") + (f"  ({r['note']})" if r["note"] else "")
         rows.append([*cells, note])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
@@ -701,6 +765,9 @@ def settings_from(exp: cfg.Experiment, args: argparse.Namespace) -> PlanSettings
     tol = args.scale_tolerance if args.scale_tolerance is not None else plan.scale_tolerance
     if not 0 < tol < 1:
         raise ConfigError("--scale-tolerance", tol, "must be in (0, 1)")
+    autoscale = args.autoscale or (exp.cluster.autoscale.rule if exp.cluster.autoscale.on else None)
+    if autoscale is not None and autoscale not in SCALING_RULES:
+        raise unknown_name("--autoscale" if args.autoscale else "cluster.autoscale.rule", autoscale, sorted(SCALING_RULES))
     return PlanSettings(
         slos=slos,
         systems=systems,
@@ -711,6 +778,7 @@ def settings_from(exp: cfg.Experiment, args: argparse.Namespace) -> PlanSettings
         max_scale=bool(args.max_scale or plan.max_scale),
         scale_tolerance=tol,
         verify=bool(getattr(args, "verify", False)),
+        autoscale=autoscale,
     )
 
 
@@ -752,6 +820,14 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run every GPU count from 1 to each answer + 1 and check that exactly the counts "
         "from the answer on meet the objectives (a brute-force check of the bisection)",
+    )
+    p.add_argument(
+        "--autoscale",
+        default=None,
+        metavar="RULE",
+        help="also run each answer autoscaled by RULE (utilization or queue-delay) within "
+        "cluster.autoscale.min_gpus..the answer's GPUs, and print its cost beside the provisioned one "
+        "(default: the file's cluster.autoscale.rule, if any)",
     )
     add_sweep_arguments(p, output_help="plan directory (default: the file's output: with -plan appended)")
 

@@ -22,6 +22,7 @@ from sim.base.profile import Profile, load_profile, load_run_profile
 from sim.cache.admission import build_admission
 from sim.cache.policies import POLICIES
 from sim.cache.tiers import TierPath
+from sim.engine.autoscaler import SCALING_RULES, scaling_waits
 from sim.engine.predictor import PREDICTORS
 from sim.engine.queues import QUEUES
 from sim.engine.replicas import cache_count, replica_profile_name
@@ -174,6 +175,7 @@ def _check_cluster(exp: Experiment, profile: Profile) -> None:
     """Router and admission names; every replica's profile is the experiment's model on some GPU."""
     _one_of("cluster.router.kind", exp.cluster.router.kind, ROUTERS)
     build_admission(exp.cache.admission, 0, exp.seed)
+    _check_autoscale(exp, profile)
     if exp.cluster.replicas is None:
         return
     profiles = set()
@@ -206,6 +208,21 @@ def _check_cluster(exp: Experiment, profile: Profile) -> None:
                 sorted(profiles),
                 "mode: cache-only prices GPU time on the experiment's profile; mixed GPU types need mode: full",
             )
+
+
+def _check_autoscale(exp: Experiment, profile: Profile) -> None:
+    """The scaling rule's name, a full-mode run, and both waits of a new GPU (the profile's written in)."""
+    scale = exp.cluster.autoscale
+    if scale.rule == "none":
+        return
+    _one_of("cluster.autoscale.rule", scale.rule, {"none": None, **SCALING_RULES})
+    if exp.mode != "full":
+        raise ConfigError("cluster.autoscale.rule", scale.rule, "GPUs come and go in time: autoscaling needs mode: full")
+    try:
+        scale.provision_s, scale.model_load_s = scaling_waits(scale, profile.provision_s, profile.model_load_s)
+    except ValueError as exc:
+        field = "provision_s" if scale.provision_s is None and profile.provision_s is None else "model_load_s"
+        raise ConfigError(f"cluster.autoscale.{field}", None, f"profile {profile.name!r} gives none; set it") from exc
 
 
 def preflight(exp: Experiment) -> Experiment:

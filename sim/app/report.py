@@ -47,6 +47,14 @@ def format_summary(summary: pd.DataFrame) -> str:
     The baseline is the row whose system declares ``is_baseline`` (vanilla generation).
     """
     cols = [c for c in _COLUMNS if c[0] in summary.columns and summary[c[0]].notna().any()]
+    if "gpus_mean" in summary and (summary["gpus_mean"] != summary["gpus_peak"]).any():
+        # An autoscaled cluster: what it held, and the bill of holding it (not only the busy time).
+        summary = summary.assign(
+            gpus_held=[f"{m:.1f} (max {p})" for m, p in zip(summary["gpus_mean"], summary["gpus_peak"], strict=True)],
+            held_per_1k=1000.0 * summary["cost_provisioned_usd"] / summary["requests"],
+        )
+        at = next(i for i, c in enumerate(cols) if c[0] == "cost_per_1k_images_usd") + 1
+        cols[at:at] = [("gpus_held", "GPUs held", "{}"), ("held_per_1k", "$/1k held", "{:.3f}")]
     ceiling = summary["is_ceiling"].astype(bool) if "is_ceiling" in summary else pd.Series(False, summary.index)
     rows = [[h for _, h, _ in cols]]
     rows += [
@@ -83,6 +91,12 @@ def format_summary(summary: pd.DataFrame) -> str:
 def describe_cluster(exp: Experiment) -> str:
     """``gpus=4`` or ``gpus=5 in 4 replicas (3 x 1 sdxl-a10g, 1 x 2 a100), round-robin, per-replica caches``."""
     cl = exp.cluster
+    scale = cl.autoscale
+    if scale.on:
+        return (
+            f"gpus={cl.gpus} at the start, autoscaled by {scale.rule} within {scale.min_gpus}..{scale.max_gpus} "
+            f"(a new GPU serves {scale.provision_s or 0:g} + {scale.model_load_s or 0:g} s after the ask)"
+        )
     if cl.replicas is None:
         return f"gpus={cl.gpus}"
     parts = [f"{rc.copies} x {rc.gpus} {rc.gpu or rc.profile or exp.profile}" for rc in cl.replicas]

@@ -274,6 +274,50 @@ class RouterConfig:
 
 
 @dataclass
+class AutoscaleConfig:
+    """``cluster.autoscale``: GPUs added and released during the run (:mod:`sim.engine.autoscaler`).
+
+    Every ``interval_s`` the rule asks for a number of GPUs, clamped to ``min_gpus..max_gpus``. A GPU
+    asked for is billed at once and serves after ``provision_s`` (the machine) plus ``model_load_s``
+    (the weights); both default to the profile's ``scaling`` block, with its source. GPUs are released
+    no sooner than ``cooldown_s`` after the last scale-out: pending ones first, then idle ones, then
+    busy ones as they finish their work. The cluster starts with ``cluster.gpus``.
+    """
+
+    rule: str = "none"  # none, or a name of sim.engine.autoscaler.SCALING_RULES
+    # utilization: Kubernetes' Horizontal Pod Autoscaler rule, ceil(GPUs x utilisation / target),
+    # left alone within its default tolerance of 10%. The target is assumed (HPA examples use 50-80%).
+    target_utilization: float = 0.6
+    tolerance: float = 0.1
+    # queue-delay: the fewest GPUs whose M/M/c queue at the last interval's load waits this long on
+    # average (assumed: a sixth of the quickstart's 60 s SLO).
+    target_queue_s: float = 10.0
+    min_gpus: int = 1
+    max_gpus: int = 16
+    interval_s: float = 60.0  # assumed: once a simulated minute (HPA's sync period is 15 s)
+    cooldown_s: float = 300.0  # HPA's default scale-down stabilisation window
+    provision_s: float | None = None  # None: the profile's scaling.provision_s
+    model_load_s: float | None = None  # None: the profile's scaling.model_load_s
+
+    def check(self) -> None:
+        if not 0 < self.target_utilization <= 1:
+            raise ConfigError("target_utilization", self.target_utilization, "must be in (0, 1]")
+        if not 0 <= self.tolerance < 1:
+            raise ConfigError("tolerance", self.tolerance, "must be in [0, 1)")
+        for name in ("target_queue_s", "interval_s", "min_gpus", "max_gpus"):
+            positive(name, getattr(self, name))
+        for name in ("cooldown_s", "provision_s", "model_load_s"):
+            positive(name, getattr(self, name), allow_zero=True)
+        if self.max_gpus < self.min_gpus:
+            raise ConfigError("max_gpus", self.max_gpus, f"must be >= min_gpus ({self.min_gpus})")
+
+    @property
+    def on(self) -> bool:
+        """Whether the cluster scales at all."""
+        return self.rule != "none"
+
+
+@dataclass
 class ClusterConfig:
     """The GPU serving cluster: ``gpus`` GPUs behind one queue, or ``replicas`` behind a router."""
 
@@ -282,11 +326,22 @@ class ClusterConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     replicas: list[ReplicaConfig] | None = None  # None: one replica of ``gpus`` on the experiment's profile
     router: RouterConfig = field(default_factory=RouterConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
     def check(self) -> None:
         positive("gpus", self.gpus)
+        scale = self.autoscale
+        if scale.on and not scale.min_gpus <= self.gpus <= scale.max_gpus:
+            raise ConfigError(
+                "gpus", self.gpus, f"an autoscaled cluster starts within autoscale.min_gpus..max_gpus "
+                f"({scale.min_gpus}..{scale.max_gpus})"
+            )
         if self.replicas is None:
             return
+        if scale.on:
+            raise ConfigError(
+                "autoscale.rule", scale.rule, "scales one pool of GPUs; leave cluster.replicas out to autoscale"
+            )
         if not self.replicas:
             raise ConfigError("replicas", self.replicas, "list at least one replica, or leave replicas out")
         total = sum(r.gpus * r.copies for r in self.replicas)

@@ -278,6 +278,22 @@ class CostBlock:
 
 
 @dataclass(kw_only=True)
+class ScalingBlock:
+    """What a GPU added to a running cluster waits before it serves (``cluster.autoscale``)."""
+
+    provision_s: float  # from asking for the machine to its boot
+    model_load_s: float  # the model's weights from local disk onto the GPU, ready to serve
+    kind: Kind
+    source: str
+    weights_bytes: float | None = None
+    fields: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        _sourced(self)
+        _non_negative(self, "provision_s", "model_load_s", "weights_bytes")
+
+
+@dataclass(kw_only=True)
 class SmallModelLatency:
     denoise_step_s: dict[int, float]
     text_encoder_s: float | None = None  # None: the main model's
@@ -328,6 +344,7 @@ class ProfileFile:
     created: Any = None
     cost: CostBlock | None = None
     small_model: SmallModelBlock | None = None
+    scaling: ScalingBlock | None = None
     calibration_runs: list[Any] | None = None
 
     def check(self) -> None:
@@ -497,6 +514,9 @@ class Profile:
     corpus_quality: dict[str, float] = field(default_factory=dict)
     architecture: str | None = None  # model.architecture
     quality_extrapolated: str | None = None  # quality.extrapolated: what unpublished figures were carried from
+    # scaling.provision_s and scaling.model_load_s: a scaled-out GPU's wait before it serves (None: not given).
+    provision_s: float | None = None
+    model_load_s: float | None = None
 
     def step_s(self, batch: int = 1) -> float:
         """Seconds per denoising step of the main model for a batch (see :func:`interpolate_step_s`)."""
@@ -681,6 +701,8 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         corpus_quality=_triple(q.corpus_retrieval) if q.corpus_retrieval is not None else {},
         architecture=f.model.architecture,
         quality_extrapolated=q.extrapolated,
+        provision_s=f.scaling.provision_s if f.scaling is not None else None,
+        model_load_s=f.scaling.model_load_s if f.scaling is not None else None,
     )
 
 

@@ -10,6 +10,7 @@ import simpy
 from sim.base.errors import ConfigError
 from sim.base.records import RecordBuffer
 from sim.cache.admission import build_admission
+from sim.engine.autoscaler import Autoscaler, scaling_waits
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
 from sim.engine.replicas import build_replicas
@@ -81,6 +82,10 @@ def simulate(
     source = Source(env, replicas, router, arrival_s, prompt_ids, exp, profile, predictor, admission, request_work)
     for rep in replicas:
         rep.pool.on_finish = source.finish_job
+    scaler = None
+    if cluster.autoscale.on:
+        waits = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
+        scaler = Autoscaler(env, replicas[0].pool, cluster.autoscale, waits, lambda: source.finished)
     source.start_arrivals()
     env.run()
     if source.in_system:
@@ -89,8 +94,10 @@ def simulate(
     records = _records(systems[0].name, source, arrival_s, prompt_ids, user_codes)
     if request_work is not None:
         records = with_request_work(records, request_work, steps_run=source.steps_run)
-    records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
-    return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus)
+    engine = records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
+    if scaler is not None:
+        engine["gpus_log"] = scaler.gpus_log()
+    return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus, gpus_log=engine.get("gpus_log"))
 
 
 def _records(

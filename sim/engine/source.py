@@ -129,6 +129,7 @@ class Source:
         self.refused: set[int] = set()  # requests refused a place in the cache (completion stores nothing)
         # Little's law bookkeeping: the integral of the number of requests in the system.
         self.in_system = 0
+        self.all_arrived = False
         self.system_area = 0.0
         self._last = 0.0
 
@@ -154,6 +155,8 @@ class Source:
         nxt = i + 1
         if nxt < self.n:
             Timeout(env, max(0.0, self.arrival[nxt] + self.embed_s - now), nxt).callbacks.append(self._arrive)
+        else:
+            self.all_arrived = True
         # Little's law bookkeeping, inlined: this runs once per request.
         self.system_area += self.in_system * (now - self._last)
         self._last = now
@@ -284,6 +287,11 @@ class Source:
         self.system_area += self.in_system * (now - self._last)
         self._last = now
         self.in_system -= 1
+
+    @property
+    def finished(self) -> bool:
+        """Every request has arrived and left."""
+        return self.all_arrived and not self.in_system
 
     def outcome_codes(self) -> np.ndarray:
         """Outcome of every request as :data:`sim.base.records.OUTCOME_CODE` codes."""

@@ -102,6 +102,9 @@ class GpuPool:
         self._busy_until = 0.0  # sum over busy GPUs of the time they free up
         self.queue_area = 0.0  # integral of the queue length over time
         self._q_last = 0.0
+        # Autoscaling (sim.engine.autoscaler): busy GPUs to let go as they finish, and who to tell.
+        self.retiring = 0
+        self.on_release: Callable[[float], None] | None = None
 
     # -- load estimate -------------------------------------------------------------
 
@@ -115,6 +118,43 @@ class GpuPool:
         if self.idle and not len(self.queue):
             return 0.0
         return self.backlog_s()
+
+    def busy_done_s(self) -> float:
+        """GPU-seconds of service done so far (what has started, less what is still to run)."""
+        busy = self.gpus - self.idle
+        return self.busy_s - (self._busy_until - busy * self.env.now)
+
+    # -- size (autoscaling) --------------------------------------------------------
+
+    def add_gpus(self, n: int) -> None:
+        """``n`` GPUs join the pool, idle, and take waiting work at once."""
+        now = self.env.now
+        self.gpus += n
+        self.idle += n
+        q = self.queue
+        if self.max_batch == 1:
+            while self.idle and len(q):
+                self._tick(now)
+                job = q.pop()
+                self.queued_work -= job.work
+                self._start_one(job, now)
+            return
+        while self.idle and len(q) and (len(q) >= self.max_batch or q.oldest_ready() + self.max_wait <= now + _EPS):
+            self._start_batch(now)
+
+    def release_idle(self, n: int) -> int:
+        """Let go of up to ``n`` idle GPUs at once; how many went."""
+        gone = min(n, self.idle)
+        self.idle -= gone
+        self.gpus -= gone
+        return gone
+
+    def _retire_one(self, now: float) -> None:
+        """The GPU that just finished (and was counted idle) leaves instead of taking more work."""
+        self.idle -= 1
+        self.retiring -= 1
+        self.gpus -= 1
+        self.on_release(now)
 
     # -- arrivals ------------------------------------------------------------------
 
@@ -166,6 +206,9 @@ class GpuPool:
         self._busy_until -= job.start + job.work
         self.idle += 1
         self.on_finish(job, job.work)
+        if self.retiring:
+            self._retire_one(now)
+            return
         if len(self.queue):
             self._tick(now)
             nxt = self.queue.pop()
@@ -208,6 +251,9 @@ class GpuPool:
         share = dur / len(jobs)
         for job in jobs:
             self.on_finish(job, share)
+        if self.retiring:
+            self._retire_one(now)
+            return
         q = self.queue
         if len(q) and (len(q) >= self.max_batch or q.oldest_ready() + self.max_wait <= now + _EPS):
             self._start_batch(now)

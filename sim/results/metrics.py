@@ -16,7 +16,10 @@ in three metrics (CLIP score, PickScore, FID; see :mod:`sim.reuse.quality`).
 time / (GPUs x arrival span)); above 1 the cluster cannot keep up and queues grow.
 ``gpu_utilization`` is the share of the run's GPU-time actually busy (busy time / (GPUs x
 first arrival to last finish)), at most 1: only the full engine knows when work finished, so
-it is NaN in cache-only mode, where there is no queue to stretch the run.
+it is NaN in cache-only mode, where there is no queue to stretch the run. An autoscaled
+cluster (``cluster.autoscale``) counts the GPU-seconds it held instead of GPUs x duration, in
+utilisation, offered load and the provisioned bill; ``gpus_mean`` and ``gpus_peak`` say how many
+it held (a static cluster: its size).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pandas as pd
 from sim.base.config import warmup_spec
 from sim.base.errors import ConfigError
 from sim.base.records import REUSE_OUTCOMES
-from sim.results.cost import Cost, GpuGroup, run_cost
+from sim.results.cost import Cost, GpuGroup, held_gpu_seconds, run_cost
 from sim.reuse.quality import QualityModel
 
 if TYPE_CHECKING:
@@ -145,7 +148,8 @@ def summarize(
     gpu_busy = float(gpu_s.sum())
     gpus = int(engine.get("gpus", exp.cluster.gpus))
     t_from = float(arrival.min()) if n else 0.0
-    cost = _bill(r, stats, engine, exp, profile, gpu_s, duration, t_from if excluded else -math.inf)
+    held_s, mean_gpus, peak = _held(engine, t_from, duration, gpus)
+    cost = _bill(r, stats, engine, exp, profile, gpu_s, duration, t_from if excluded else -math.inf, held_s)
     # Steps of the system's model, in steps of the main model (their step times' ratio).
     step_weight = gpu.step_s(1) / profile.step_s(1)
     steps = r["steps"].to_numpy()
@@ -169,8 +173,8 @@ def summarize(
         "mean_queue_s": float(r["queue_s"].mean()) if full else _NAN,
         "throughput_rps": n / duration if duration > 0 else _NAN,
         "gpu_busy_s": gpu_busy,
-        "gpu_utilization": gpu_busy / (gpus * duration) if full and duration > 0 else _NAN,
-        "offered_load": gpu_busy / (gpus * span) if span > 0 else _NAN,
+        "gpu_utilization": gpu_busy / held_s if full and held_s > 0 else _NAN,
+        "offered_load": gpu_busy / (mean_gpus * span) if span > 0 and mean_gpus > 0 else _NAN,
         "slo_attainment": float((latency <= exp.selector.slo_s).mean()) if full else _NAN,
         "quality_clip": quality["quality_clip"],
         "quality_pickscore": quality["quality_pickscore"],
@@ -192,6 +196,8 @@ def summarize(
         "warmup_excluded": excluded,
         "measured_from_s": t_from,
         "replicas": len(engine.get("replicas", ())) or 1,
+        "gpus_mean": float(mean_gpus),
+        "gpus_peak": peak,
         "not_admitted": engine.get("not_admitted", 0),
     }
     return row
@@ -206,6 +212,7 @@ def _bill(
     gpu_s: np.ndarray,
     duration: float,
     since_s: float,
+    held_s: float,
 ) -> Cost:
     """The run's cost (:func:`sim.results.cost.run_cost`): its GPUs over ``duration``, its cache's mean
     bytes from ``since_s`` on, and the vector index when it searches one."""
@@ -221,7 +228,21 @@ def _bill(
         tier=exp.cache.tier,
         uses_index=stats["lookup_kind"] == "vector",
         groups=_gpu_groups(r, engine, gpu_s),
+        held_gpu_s=held_s if "gpus_log" in engine else None,
     )
+
+
+def _held(engine: dict[str, Any], t_from: float, duration: float, gpus: int) -> tuple[float, float, int]:
+    """GPU-seconds held over the measured ``duration`` from ``t_from``, the mean and the most GPUs
+    held then: from the autoscaler's log, or the cluster's fixed size."""
+    log = engine.get("gpus_log")
+    if log is None:
+        return gpus * duration, gpus, gpus
+    t, held = np.asarray(log["t_s"], dtype=float), np.asarray(log["held"])
+    in_force = np.searchsorted(t, t_from, side="right") - 1
+    window = held[max(0, in_force) : np.searchsorted(t, t_from + duration, side="right")]
+    held_s = held_gpu_seconds(t, held, t_from, t_from + duration)
+    return held_s, held_s / duration if duration > 0 else gpus, int(window.max())
 
 
 def _work_and_time(r: pd.DataFrame, gpu: GpuModel, full: bool) -> tuple[np.ndarray, float, float]:
@@ -299,9 +320,17 @@ def _per_bin_mean(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, edg
     return np.diff(f) / np.diff(edges)
 
 
-def timeseries(records_df: pd.DataFrame, bin_s: float = 60.0, *, gpus: int | None = None) -> pd.DataFrame:
+def timeseries(
+    records_df: pd.DataFrame,
+    bin_s: float = 60.0,
+    *,
+    gpus: int | None = None,
+    gpus_log: dict[str, list[Any]] | None = None,
+) -> pd.DataFrame:
     """Per-bin series: arrivals, completions, hit rate and mean latency of the bin's arrivals,
     time-averaged queue length, requests in the system, busy GPUs and (given ``gpus``) utilisation.
+    An autoscaler's ``gpus_log`` adds ``gpus_held`` (time-averaged per bin), which utilisation
+    then divides by.
 
     Queue length and busy GPUs are NaN for cache-only records (no times).
     """
@@ -336,5 +365,11 @@ def timeseries(records_df: pd.DataFrame, bin_s: float = 60.0, *, gpus: int | Non
         else:
             for col in ("completions", "mean_latency_s", "queue_len", "in_system", "busy_gpus"):
                 out[col] = np.nan
+    if gpus_log is not None:
+        t = np.asarray(gpus_log["t_s"], dtype=float)
+        ends = np.append(t[1:], max(edges[-1], t[-1]))
+        out["gpus_held"] = _per_bin_mean(t, ends, np.asarray(gpus_log["held"], dtype=float), edges)
+        out["utilization"] = out["busy_gpus"] / out["gpus_held"]
+        return out
     out["utilization"] = out["busy_gpus"] / gpus if gpus else np.nan
     return out

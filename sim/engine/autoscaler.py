@@ -1,0 +1,234 @@
+"""``cluster.autoscale``: a controller that adds and releases GPUs of the pool during the run.
+
+Every ``interval_s`` the controller observes the pool and its rule (:data:`SCALING_RULES`) asks
+for a number of GPUs, clamped to ``min_gpus..max_gpus``. It compares that with the GPUs that
+serve or will serve (the pool's, less those retiring, plus those still starting):
+
+* **more**: retiring GPUs stay first (they are loaded and paid for); the rest are asked for now,
+  are *held* (billed) from now, and serve after ``provision_s + model_load_s``;
+* **fewer**, and no scale-out for ``cooldown_s``: GPUs still starting are cancelled first, then
+  idle GPUs leave at once, then busy ones leave as they finish (never in the middle of a job).
+
+So the GPUs held never fall below ``min_gpus`` nor exceed ``max_gpus``, and the bill is the
+integral of the held count over the run (:func:`sim.results.cost.held_gpu_seconds`), to the second. The pool's
+GPUs share its one cache: a GPU that joins serves from the latents already stored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from simpy.events import Timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    import simpy
+
+    from sim.base.config import AutoscaleConfig
+    from sim.engine.workers import GpuPool
+
+__all__ = ["SCALING_RULES", "Autoscaler", "Observation", "scaling_waits"]
+
+# Ratios within this of a whole number are that number (float sums of GPU-seconds).
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a rule sees of the pool at one of the controller's ticks."""
+
+    now: float
+    serving: int  # GPUs serving and staying (not retiring)
+    utilization: float  # busy GPU-seconds / GPU-seconds in the pool over the last interval
+    # Work that arrived over the last interval, per second: served + the growth of what is left
+    # (queued or running), so it counts work the pool could not keep up with too.
+    offered_gpus: float
+    service_s: float  # mean GPU-seconds of the jobs (batches) started over the last interval
+
+
+class UtilizationRule:
+    """Kubernetes' Horizontal Pod Autoscaler: ``ceil(serving x utilisation / target)``, no change
+    while utilisation is within ``tolerance`` of the target (kubernetes.io, "Horizontal Pod
+    Autoscaling", algorithm details)."""
+
+    name: ClassVar[str] = "utilization"
+
+    def __init__(self, cfg: AutoscaleConfig) -> None:
+        self.target = cfg.target_utilization
+        self.tolerance = cfg.tolerance
+
+    def desired(self, obs: Observation) -> int:
+        """GPUs the rule asks for."""
+        ratio = obs.utilization / self.target
+        if abs(ratio - 1.0) <= self.tolerance:
+            return obs.serving
+        return math.ceil(obs.serving * ratio - _EPS)
+
+
+class QueueDelayRule:
+    """The fewest GPUs whose M/M/c queue, at the offered load and mean service time of the last
+    interval, makes a job wait ``target_queue_s`` on average or less (Erlang C: Kleinrock,
+    *Queueing Systems* vol. 1, 3.4). An empty interval asks for none (the floor is ``min_gpus``)."""
+
+    name: ClassVar[str] = "queue-delay"
+
+    def __init__(self, cfg: AutoscaleConfig) -> None:
+        self.target_s = cfg.target_queue_s
+        self.most = cfg.max_gpus
+
+    def desired(self, obs: Observation) -> int:
+        """GPUs the rule asks for."""
+        a, s = obs.offered_gpus, obs.service_s
+        if a <= 0 or s <= 0:
+            return 0
+        erlang_b = 1.0
+        for c in range(1, self.most + 1):
+            erlang_b = a * erlang_b / (c + a * erlang_b)  # Erlang B, by its recursion in c
+            if c > a:
+                waits = c * erlang_b / (c - a * (1.0 - erlang_b))  # Erlang C: the chance to wait
+                if waits * s / (c - a) <= self.target_s:
+                    return c
+        return self.most
+
+
+SCALING_RULES: dict[str, type[UtilizationRule] | type[QueueDelayRule]] = {
+    r.name: r for r in (UtilizationRule, QueueDelayRule)
+}
+
+
+def scaling_waits(cfg: AutoscaleConfig, provision_s: float | None, model_load_s: float | None) -> tuple[float, float]:
+    """(provision_s, model_load_s): the config's, else the profile's; ValueError when neither gives one."""
+    out = []
+    for name, own, profile in (("provision_s", cfg.provision_s, provision_s), ("model_load_s", cfg.model_load_s, model_load_s)):
+        value = own if own is not None else profile
+        if value is None:
+            raise ValueError(f"cluster.autoscale.{name}: the profile has no scaling.{name}; give one")
+        out.append(float(value))
+    return out[0], out[1]
+
+
+class _Start:
+    """A GPU asked for and not serving yet."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+class Autoscaler:
+    """The controller of one pool (see the module docstring); ``done()`` says the run is over."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        pool: GpuPool,
+        cfg: AutoscaleConfig,
+        waits: tuple[float, float],
+        done: Callable[[], bool],
+    ) -> None:
+        self.env = env
+        self.pool = pool
+        self.cfg = cfg
+        self.rule = SCALING_RULES[cfg.rule](cfg)
+        self.wait_s = waits[0] + waits[1]
+        self.done = done
+        self.starting: list[_Start] = []
+        self.last_out = -math.inf
+        # Every change of the GPUs held and in the pool: (time, held, pool).
+        self.log: list[tuple[float, int, int]] = [(env.now, pool.gpus, pool.gpus)]
+        self._since = env.now  # the last tick, and the log entry in force then
+        self._since_k = 0
+        self._marks = (0.0, 0.0, 0.0, 0)  # busy done, outstanding, work started, jobs started
+        self._service_s = 0.0
+        pool.on_release = self._record
+        env.process(self._loop())
+
+    @property
+    def held(self) -> int:
+        """GPUs billed now: the pool's (retiring ones too) and those starting."""
+        return self.pool.gpus + len(self.starting)
+
+    def _record(self, now: float) -> None:
+        entry = (now, self.held, self.pool.gpus)
+        if self.log[-1][0] == now:  # the earlier value lasted no time
+            self.log[-1] = entry
+        else:
+            self.log.append(entry)
+
+    def _loop(self) -> Generator[simpy.events.Event, None, None]:
+        interval = self.cfg.interval_s
+        while True:
+            yield Timeout(self.env, interval)
+            if self.done():
+                return
+            self._tick()
+
+    def _pool_seconds_since_tick(self, now: float) -> float:
+        log = self.log
+        area = 0.0
+        for k in range(self._since_k, len(log)):
+            lo = max(log[k][0], self._since)
+            hi = log[k + 1][0] if k + 1 < len(log) else now
+            area += log[k][2] * (hi - lo)
+        return area
+
+    def _observe(self) -> Observation:
+        now = self.env.now
+        pool = self.pool
+        area = self._pool_seconds_since_tick(now)
+        done, left, started, jobs = pool.busy_done_s(), pool.backlog_s() * pool.gpus, pool.busy_s, pool.batches
+        was_done, was_left, was_started, was_jobs = self._marks
+        util = (done - was_done) / area if area > 0 else 0.0
+        offered = (done - was_done + left - was_left) / (now - self._since)
+        if jobs > was_jobs:
+            self._service_s = (started - was_started) / (jobs - was_jobs)
+        self._marks, self._since, self._since_k = (done, left, started, jobs), now, len(self.log) - 1
+        return Observation(now, pool.gpus - pool.retiring, util, max(0.0, offered), self._service_s)
+
+    def _tick(self) -> None:
+        obs = self._observe()
+        cfg = self.cfg
+        want = min(max(self.rule.desired(obs), cfg.min_gpus), cfg.max_gpus)
+        coming = obs.serving + len(self.starting)
+        if want > coming:
+            self._scale_out(want - coming)
+        elif want < coming and obs.now - self.last_out >= cfg.cooldown_s:
+            self._scale_in(coming - want)
+
+    def _scale_out(self, n: int) -> None:
+        pool = self.pool
+        kept = min(n, pool.retiring)  # retiring GPUs stay: loaded and paid for
+        pool.retiring -= kept
+        self.last_out = now = self.env.now
+        for _ in range(n - kept):
+            start = _Start()
+            self.starting.append(start)
+            Timeout(self.env, self.wait_s, start).callbacks.append(self._ready)
+        self._record(now)
+
+    def _ready(self, event: Timeout) -> None:
+        start = event.value
+        if start.cancelled or self.done():  # after the run's end: nothing left to serve or bill
+            return
+        self.starting.remove(start)
+        self.pool.add_gpus(1)
+        self._record(self.env.now)
+
+    def _scale_in(self, n: int) -> None:
+        while n and self.starting:
+            self.starting.pop().cancelled = True
+            n -= 1
+        pool = self.pool
+        gone = pool.release_idle(n)
+        pool.retiring += n - gone
+        self._record(self.env.now)
+
+    def gpus_log(self) -> dict[str, list[float] | list[int]]:
+        """The log as columns: ``t_s``, ``held``, ``pool`` (the engine totals carry it)."""
+        t, held, pool = zip(*self.log, strict=True)
+        return {"t_s": list(t), "held": list(held), "pool": list(pool)}
+
