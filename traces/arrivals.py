@@ -210,6 +210,16 @@ def read_rate_series(path: str | Path | None) -> np.ndarray:
     return dense
 
 
+def rate_series(times_s: np.ndarray) -> np.ndarray:
+    """Requests/s per minute of ``times_s`` (seconds, any order), minute 0 at the first request:
+    the series :func:`read_rate_series` reads back (``acsim trace rate``)."""
+    t = np.asarray(times_s, dtype=np.float64)
+    if not len(t):
+        raise ValueError("no timestamps to count")
+    minute = np.floor((t - t.min()) / 60.0).astype(np.int64)
+    return np.bincount(minute) / 60.0
+
+
 def _from_rate_series(n: int, per_minute: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Time-change a unit Poisson process through the cumulative intensity of the series."""
     unit = np.cumsum(rng.exponential(1.0, n))

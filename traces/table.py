@@ -140,6 +140,30 @@ def _timestamps(col: pd.Series, unit: str, path: Path, name: str) -> pd.Series:
     return col.map(lambda v: v if v is None or isinstance(v, str) else str(v))
 
 
+def read_timestamps(path: str | Path, column: str, time_unit: str = "s") -> pd.Series:
+    """One column of a CSV or parquet table as UTC datetimes (numbers in ``time_unit`` since the
+    epoch, ISO 8601 text or datetimes); InputError naming the row and column of a bad value."""
+    p = Path(path)
+    raw = _read(p)
+    if column not in raw.columns:
+        got = _json_field(raw, column, p)
+        if got is None:
+            raise InputError(p, f"no column {column!r}; columns: {', '.join(map(str, raw.columns))}", column=column)
+        col = got
+    else:
+        col = raw[column]
+    if col.isna().any():
+        row = int(np.flatnonzero(col.isna().to_numpy())[0]) + 1
+        raise InputError(p, "timestamp is empty", row=row, column=column)
+    ts = _timestamps(col, time_unit, p, column)
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(ts.dtype):
+        ts = pd.to_datetime(ts, utc=True, errors="coerce", format="ISO8601")
+        bad = np.flatnonzero(ts.isna().to_numpy())
+        if len(bad):
+            raise InputError(p, f"timestamp {col.iloc[bad[0]]!r} is not ISO 8601 text or a number", row=int(bad[0]) + 1, column=column)
+    return ts
+
+
 def load_table(path: str | Path, columns: Mapping[str, str] | None = None, time_unit: str = "s") -> Trace:
     """Read a CSV or parquet request table through the column mapping (see the module docstring)."""
     p = Path(path)

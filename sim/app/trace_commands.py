@@ -131,7 +131,7 @@ def _subcommand(sub: Any, name: str, func: Any, text: str, epilog: str) -> argpa
 
 
 def register(subparsers: Any) -> None:
-    """Add ``trace`` with its sub-commands ``synth``, ``import``, ``stats``, ``compare`` and ``embed``."""
+    """Add ``trace`` with its sub-commands ``synth``, ``import``, ``stats``, ``compare``, ``embed`` and ``rate``."""
     trace = subparsers.add_parser(
         "trace",
         help="generate, import, describe and compare request traces",
@@ -144,6 +144,7 @@ def register(subparsers: Any) -> None:
     _add_stats(sub)
     _add_compare(sub)
     _add_embed(sub)
+    _add_rate(sub)
 
 
 def _add_synth(sub: Any) -> None:
@@ -189,6 +190,58 @@ def _add_import(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival process for --source prompts")
     _arrival_args(p, process=None, rate=None)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
+
+
+RATE_EPILOG = """\
+Counts a log's requests per minute (minute 0 at its first request) and writes the CSV that
+`trace.arrival.process: rate` replays (`trace.arrival.rate_path`): a synthetic prompt stream, or
+a prompt list, then arrives with the log's daily swing, growth and bursts. This is how to run
+caching experiments on a log without prompt text, such as the GenTD26 production trace
+(experiments/production_day.yaml). Only the times are carried, not the users.
+
+examples:
+  acsim trace rate --path gentd26_request_trace.csv --column gmt_create --out data/gentd26_rate.csv
+  acsim trace rate --path log.parquet --column ts --time-unit ms --out data/log_rate.csv
+"""
+
+
+def _add_rate(sub: Any) -> None:
+    p = _subcommand(sub, "rate", cmd_rate, "a log's per-minute request rate, for trace.arrival.process: rate", RATE_EPILOG)
+    p.add_argument("--path", type=Path, required=True, help="a CSV or parquet log of requests")
+    p.add_argument("--column", required=True, help="its timestamp column (COLUMN.FIELD: a field of JSON in COLUMN)")
+    p.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), default="s", help="unit of numeric timestamps (default: s)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output CSV with columns minute,rate")
+
+
+def _is_rate_csv(path: Path) -> bool:
+    """A file acsim's ``trace rate`` wrote (its header), which it may replace."""
+    try:
+        with path.open("rb") as f:
+            return f.readline().rstrip(b"\r\n") == b"minute,rate"
+    except OSError:
+        return False
+
+
+def cmd_rate(args: argparse.Namespace) -> int:
+    """Write a log's per-minute request rate as the minute,rate CSV of trace.arrival.rate_path."""
+    import numpy as np
+    import pandas as pd
+
+    from sim.base.io import atomic_write_csv, check_own_file
+    from traces.arrivals import rate_series
+    from traces.table import read_timestamps
+
+    check_own_file(args.out, "--out", "rate series", _is_rate_csv)
+    ts = read_timestamps(args.path, args.column, args.time_unit)
+    seconds = (ts - ts.min()).dt.total_seconds().to_numpy()
+    rate = rate_series(seconds)
+    atomic_write_csv(args.out, pd.DataFrame({"minute": np.arange(len(rate)), "rate": rate}))
+    days = len(rate) / 1440
+    print(
+        f"{len(ts):,} requests over {days:,.1f} days ({ts.min()} to {ts.max()}): mean {len(ts) / max(seconds.max(), 60.0):.4f} "
+        f"requests/s, busiest minute {rate.max() * 60:,.0f} requests -> {args.out}"
+    )
+    return 0
 
 
 def _add_stats(sub: Any) -> None:
