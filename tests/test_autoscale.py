@@ -17,7 +17,7 @@ from sim.base.config import AutoscaleConfig, CacheConfig, Experiment, from_dict
 from sim.base.errors import ConfigError
 from sim.base.profile import load_profile
 from sim.engine import simulate
-from sim.engine.autoscaler import Observation, QueueDelayRule, UtilizationRule
+from sim.engine.autoscaler import Observation, PidRule, QueueDelayRule, UtilizationRule
 from sim.results.metrics import summarize
 from sim.systems import SYSTEMS, build_system
 
@@ -132,7 +132,7 @@ def hand_held_seconds(log, start: float, end: float) -> float:
 
 
 @pytest.mark.parametrize("name", sorted(SYSTEMS))
-@pytest.mark.parametrize("rule", ["utilization", "queue-delay"])
+@pytest.mark.parametrize("rule", ["utilization", "queue-delay", "pid"])
 def test_every_system_keeps_within_bounds_and_pays_for_what_it_held(name: str, rule: str):
     arrays, lists = workload(600)
     profile = load_profile("sdxl-a10g")
@@ -192,6 +192,30 @@ def test_queue_delay_rule_is_the_fewest_gpus_erlang_c_allows(a, s, target):
     assert rule.desired(Observation(0.0, 1, 0.5, a, s)) == want
 
 
+def test_pid_rule_follows_a_step_in_load_as_modms_controller_does():
+    s, target_s = 17.0, 10.0
+    rule = PidRule(AutoscaleConfig(rule="pid", target_queue_s=target_s, max_gpus=20))
+    loads = [2.0] * 5 + [6.0] * 15  # GPUs' worth of offered work: a step up at the 6th tick
+
+    def target(a: float) -> int:  # the queue-delay count, from the closed form
+        return next(c for c in range(1, 21) if c > a and erlang_c_wait(c, a, s) <= target_s)
+
+    # MoDM's PIDController.compute (Kp 0.6, Ki 0.05, Kd 0.05, dt in minutes: 1), its level
+    # starting at the 4 GPUs serving, and int(round(level)) asked for.
+    level, integral, prev, want = 4.0, 0.0, 0.0, []
+    for a in loads:
+        error = target(a) - level
+        integral += error
+        step = 0.6 * error + 0.05 * integral + 0.05 * (error - prev)
+        prev = error
+        level += max(-20.0, min(20.0, step))
+        want.append(int(round(level)))
+    got = [rule.desired(Observation(60.0 * k, 4, 0.5, a, s)) for k, a in enumerate(loads)]
+    assert got == want
+    # Smoothed: the step is not taken in one tick, and the level settles on the new target.
+    assert got[5] < target(6.0) and got[-1] == target(6.0) and target(2.0) < target(6.0)
+
+
 @pytest.mark.parametrize(
     ("cluster", "field", "fragment"),
     [
@@ -211,7 +235,7 @@ def test_preflight_names_an_unknown_rule_and_cache_only_mode():
     from sim.app.preflight import preflight
 
     with pytest.raises(ConfigError, match="cluster.autoscale.rule.*queue-delay"):
-        preflight(from_dict({"cluster": {"autoscale": {"rule": "pid"}}, "trace": {"requests": 10}}))
+        preflight(from_dict({"cluster": {"autoscale": {"rule": "hpa"}}, "trace": {"requests": 10}}))
     with pytest.raises(ConfigError, match="mode: full"):
         preflight(from_dict({"mode": "cache-only", "cluster": {"autoscale": {"rule": "utilization"}}}))
     resolved = preflight(from_dict({"cluster": {"autoscale": {"rule": "utilization"}}}))

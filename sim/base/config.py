@@ -284,7 +284,7 @@ class AutoscaleConfig:
     busy ones as they finish their work. The cluster starts with ``cluster.gpus``.
     """
 
-    rule: str = "none"  # none, or a name of sim.engine.autoscaler.SCALING_RULES
+    rule: str = "none"  # none, or a name of sim.engine.autoscaler.SCALING_RULES (utilization, queue-delay, pid)
     # utilization: Kubernetes' Horizontal Pod Autoscaler rule, ceil(GPUs x utilisation / target),
     # left alone within its default tolerance of 10%. The target is assumed (HPA examples use 50-80%).
     target_utilization: float = 0.6
@@ -292,6 +292,11 @@ class AutoscaleConfig:
     # queue-delay: the fewest GPUs whose M/M/c queue at the last interval's load waits this long on
     # average (assumed: a sixth of the quickstart's 60 s SLO).
     target_queue_s: float = 10.0
+    # pid: MoDM's PID gains (github.com/stsxxx/MoDM, serving_system.py: Kp, Ki, Kd = 0.6, 0.05, 0.05),
+    # per minute, moving toward the queue-delay rule's count.
+    kp: float = 0.6
+    ki: float = 0.05
+    kd: float = 0.05
     min_gpus: int = 1
     max_gpus: int = 16
     interval_s: float = 60.0  # assumed: once a simulated minute (HPA's sync period is 15 s)
@@ -306,7 +311,7 @@ class AutoscaleConfig:
             raise ConfigError("tolerance", self.tolerance, "must be in [0, 1)")
         for name in ("target_queue_s", "interval_s", "min_gpus", "max_gpus"):
             positive(name, getattr(self, name))
-        for name in ("cooldown_s", "provision_s", "model_load_s"):
+        for name in ("cooldown_s", "provision_s", "model_load_s", "kp", "ki", "kd"):
             positive(name, getattr(self, name), allow_zero=True)
         if self.max_gpus < self.min_gpus:
             raise ConfigError("max_gpus", self.max_gpus, f"must be >= min_gpus ({self.min_gpus})")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sim.base.config import AutoscaleConfig
     from sim.engine.workers import GpuPool
 
-__all__ = ["SCALING_RULES", "Autoscaler", "Observation", "scaling_waits"]
+__all__ = ["SCALING_RULES", "Autoscaler", "Observation", "PidRule", "QueueDelayRule", "UtilizationRule", "scaling_waits"]
 
 # Ratios within this of a whole number are that number (float sums of GPU-seconds).
 _EPS = 1e-9
@@ -94,8 +94,40 @@ class QueueDelayRule:
         return self.most
 
 
-SCALING_RULES: dict[str, type[UtilizationRule] | type[QueueDelayRule]] = {
-    r.name: r for r in (UtilizationRule, QueueDelayRule)
+class PidRule:
+    """MoDM's controller (github.com/stsxxx/MoDM, ``serving_system.py`` ``PIDController``): a target
+    allocation is computed each interval, and a PID loop moves a running level toward it,
+    ``level += Kp e + Ki sum(e dt) + Kd de/dt`` with ``e = target - level`` and ``dt`` in minutes,
+    the step clipped to +-``max_gpus``; the level, rounded, is what it asks for. MoDM computes its
+    target from the hit rate and the two models' throughputs (how to split GPUs between them);
+    here the target is the queue-delay rule's count for the one pool, so the PID smooths it."""
+
+    name: ClassVar[str] = "pid"
+
+    def __init__(self, cfg: AutoscaleConfig) -> None:
+        self.gains = (cfg.kp, cfg.ki, cfg.kd)
+        self.dt_min = cfg.interval_s / 60.0
+        self.most = cfg.max_gpus
+        self.target = QueueDelayRule(cfg)
+        self.level: float | None = None
+        self.integral = 0.0
+        self.prev_error = 0.0
+
+    def desired(self, obs: Observation) -> int:
+        """GPUs the rule asks for."""
+        if self.level is None:
+            self.level = float(obs.serving)
+        kp, ki, kd = self.gains
+        error = self.target.desired(obs) - self.level
+        self.integral += error * self.dt_min
+        derivative = (error - self.prev_error) / self.dt_min
+        self.prev_error = error
+        self.level += min(max(kp * error + ki * self.integral + kd * derivative, -self.most), self.most)
+        return round(self.level)
+
+
+SCALING_RULES: dict[str, type[UtilizationRule] | type[QueueDelayRule] | type[PidRule]] = {
+    r.name: r for r in (UtilizationRule, QueueDelayRule, PidRule)
 }
 
 
