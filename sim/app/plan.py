@@ -490,7 +490,7 @@ def _next_points(
             wanted[name] = ("fixed", t, g)
     if planner.settings.max_scale:
         for t in targets:
-            g = fixed.get(t, counts[t].result if t in counts else None)
+            g = _answer(t, counts, fixed)
             if g is None:
                 continue
             s = scales.setdefault(t, ScaleSearch(t[0], planner.settings.scale_tolerance))
