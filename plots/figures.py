@@ -39,6 +39,7 @@ from plots.style import (
     save_figure,
     setting_color,
 )
+from plots.successors import successors
 from sim.base.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -848,4 +849,5 @@ FIGURES: dict[str, FigureFn] = {
     "topology": topology,
     "step_cache": step_cache,
     "autoscaling": autoscaling,
+    "successors": successors,
 }

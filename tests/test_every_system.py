@@ -99,7 +99,10 @@ def test_decisions_are_consistent_with_the_declarations(name: str, work) -> None
     for d in decisions:
         assert d.outcome in OUTCOMES
         assert 0 <= d.k_used <= d.k_planned <= N or d.outcome == "miss"
-        if d.outcome in IMAGE_OUTCOMES:
+        if d.outcome in IMAGE_OUTCOMES and SYSTEMS[name].refines_retrievals:
+            refiner = PROFILE.gpu_model(SYSTEMS[name].pool_models[system.pool_of(d)])
+            assert 1 <= d.steps <= refiner.steps
+        elif d.outcome in IMAGE_OUTCOMES:
             assert d.steps == 0
         else:
             assert d.steps == steps - d.k_used

@@ -67,8 +67,8 @@ def run(sys_, n: int) -> list[Decision]:
 
 
 def test_registry_and_unknown_name() -> None:
-    assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana", "ceiling", "pinecone", "crs", "smallmodel"}
-    with pytest.raises(ConfigError, match="allowed: ceiling, crs, exact, gptcache, nirvana, pinecone, smallmodel, vanilla"):
+    assert set(SYSTEMS) == {"vanilla", "exact", "gptcache", "nirvana", "ceiling", "pinecone", "crs", "smallmodel", "modm", "cascade"}
+    with pytest.raises(ConfigError, match="allowed: cascade, ceiling, crs, exact, gptcache, modm, nirvana, pinecone, smallmodel, vanilla"):
         build_system("nirvanna", Experiment(selector=OWN_SPACE), arrays([0]), None, PROFILE)
 
 

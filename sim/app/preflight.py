@@ -23,6 +23,8 @@ from sim.cache.admission import build_admission
 from sim.cache.policies import POLICIES
 from sim.cache.tiers import TierPath
 from sim.engine.autoscaler import SCALING_RULES, scaling_waits
+from sim.engine.core import pool_load_times
+from sim.engine.pool_split import SPLIT_RULES
 from sim.engine.predictor import PREDICTORS
 from sim.engine.queues import QUEUES
 from sim.engine.replicas import cache_count, replica_profile_name
@@ -176,6 +178,7 @@ def _check_cluster(exp: Experiment, profile: Profile) -> None:
     _one_of("cluster.router.kind", exp.cluster.router.kind, ROUTERS)
     build_admission(exp.cache.admission, 0, exp.seed)
     _check_autoscale(exp, profile)
+    _check_pools(exp, profile)
     if exp.cluster.replicas is None:
         return
     profiles = set()
@@ -223,6 +226,31 @@ def _check_autoscale(exp: Experiment, profile: Profile) -> None:
     except ValueError as exc:
         field = "provision_s" if scale.provision_s is None and profile.provision_s is None else "model_load_s"
         raise ConfigError(f"cluster.autoscale.{field}", None, f"profile {profile.name!r} gives none; set it") from exc
+
+
+def _check_pools(exp: Experiment, profile: Profile) -> None:
+    """A two-model system's pools (``cluster.pools``, one small-model GPU by default, written in) and
+    controller; they need mode: full, one pool per model (no replicas, no autoscaler)."""
+    cluster = exp.cluster
+    _one_of("cluster.controller.rule", cluster.controller.rule, SPLIT_RULES)
+    pooled = [name for name in exp.systems if SYSTEMS[name].pool_models]
+    if not pooled:
+        return
+    why = f"system {pooled[0]!r} runs two models on pools of their own"
+    if exp.mode != "full":
+        raise ConfigError("mode", exp.mode, f"{why}, whose queues need mode: full")
+    if cluster.replicas is not None:
+        raise ConfigError("cluster.replicas", "...", f"{why} (cluster.pools); leave cluster.replicas out")
+    if cluster.autoscale.on:
+        raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, f"{why}; autoscaling them is not modelled")
+    if cluster.gpus < 2:
+        raise ConfigError("cluster.gpus", cluster.gpus, f"{why}: give it at least 2 GPUs")
+    cluster.pools = cluster.pool_split()
+    if cluster.controller.rule != "static":
+        try:
+            pool_load_times(cluster.controller.load_s, profile)
+        except ValueError:
+            raise ConfigError("cluster.controller.load_s", None, f"profile {profile.name!r} gives none; set it") from None
 
 
 def preflight(exp: Experiment) -> Experiment:

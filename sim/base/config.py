@@ -322,6 +322,37 @@ class AutoscaleConfig:
         return self.rule != "none"
 
 
+# The profile blocks a two-model system's pools run (sim.systems.base.System.pool_models).
+POOL_MODELS = ("model", "small_model")
+
+
+@dataclass
+class ControllerConfig:
+    """``cluster.controller``: moves GPUs between a two-model system's pools during the run
+    (:mod:`sim.engine.pool_split`). Every ``interval_s`` the rule says how many GPUs the main model's
+    pool should have (at least one per pool); a GPU that moves stops taking work in its pool (idle
+    ones at once, busy ones when their job ends) and serves the other pool after that model's load
+    time (``load_s``, else the profile's ``scaling.model_load_s`` / ``scaling.small_model_load_s``).
+    """
+
+    rule: str = "static"  # a name of sim.engine.pool_split.SPLIT_RULES: static, load, pid
+    interval_s: float = 60.0  # assumed: once a simulated minute, as cluster.autoscale
+    # pid: MoDM's PID gains (github.com/stsxxx/MoDM, serving_system.py: Kp, Ki, Kd = 0.6, 0.05, 0.05)
+    # and the headroom its allocation leaves the small model (there: 0.9 x available throughput).
+    kp: float = 0.6
+    ki: float = 0.05
+    kd: float = 0.05
+    headroom: float = 0.9
+    load_s: float | None = None  # None: the destination model's load time from the profile
+
+    def check(self) -> None:
+        positive("interval_s", self.interval_s)
+        for name in ("kp", "ki", "kd", "load_s"):
+            positive(name, getattr(self, name), allow_zero=True)
+        if not 0 < self.headroom <= 1:
+            raise ConfigError("headroom", self.headroom, "must be in (0, 1]")
+
+
 @dataclass
 class ClusterConfig:
     """The GPU serving cluster: ``gpus`` GPUs behind one queue, or ``replicas`` behind a router."""
@@ -332,9 +363,15 @@ class ClusterConfig:
     replicas: list[ReplicaConfig] | None = None  # None: one replica of ``gpus`` on the experiment's profile
     router: RouterConfig = field(default_factory=RouterConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
+    # A two-model system's (modm, cascade) GPUs per model at the start: {model: N, small_model: M},
+    # either one (the other gets the rest of ``gpus``). None: one GPU runs the small model.
+    pools: dict[str, int] | None = None
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
 
     def check(self) -> None:
         positive("gpus", self.gpus)
+        if self.pools is not None:
+            self.pools = pool_split_of(self.pools, self.gpus)
         scale = self.autoscale
         if scale.on and not scale.min_gpus <= self.gpus <= scale.max_gpus:
             raise ConfigError(
@@ -357,6 +394,10 @@ class ClusterConfig:
             )
         # The total is what every GPU count in the results (utilisation, cost, report) refers to.
         self.gpus = total
+
+    def pool_split(self) -> dict[str, int]:
+        """A two-model system's GPUs per model: ``pools``, else one GPU for the small model."""
+        return self.pools if self.pools is not None else {"model": self.gpus - 1, "small_model": 1}
 
 
 @dataclass
@@ -493,6 +534,29 @@ _ALIASES = {"gptcache": "params.gptcache"}
 
 # ---------------------------------------------------------------------------
 # Value checks shared by the dataclasses
+
+
+def pool_split_of(pools: Mapping[str, Any], gpus: int) -> dict[str, int]:
+    """``cluster.pools`` with both models' GPUs filled in (the rest of ``gpus``); ConfigError naming
+    ``pools`` unless every pool gets at least one GPU and they add up to ``gpus``."""
+    if not isinstance(pools, Mapping) or not pools:
+        raise ConfigError("pools", pools, "map " + " and/or ".join(POOL_MODELS) + " to GPUs")
+    for key, n in pools.items():
+        if key not in POOL_MODELS:
+            raise unknown_name("pools", key, list(POOL_MODELS))
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"pools.{key}", n, "must be a whole number of GPUs >= 1")
+    if len(pools) == 1:
+        (key, n), = pools.items()
+        other = POOL_MODELS[1 - POOL_MODELS.index(key)]
+        out = {key: n, other: gpus - n}
+    else:
+        out = dict(pools)
+    if min(out.values()) < 1 or sum(out.values()) != gpus:
+        raise ConfigError(
+            "pools", dict(pools), f"the pools share cluster.gpus ({gpus}): each gets at least 1 and they add up to {gpus}"
+        )
+    return {k: out[k] for k in POOL_MODELS}
 
 
 def positive(name: str, value: float | None, *, allow_zero: bool = False) -> None:

@@ -284,13 +284,15 @@ class ScalingBlock:
     provision_s: float  # from asking for the machine to its boot
     model_load_s: float  # the model's weights from local disk onto the GPU, ready to serve
     kind: Kind
+    # The small model's (small_model block) load time, paid by a GPU moved to its pool (cluster.controller).
+    small_model_load_s: float | None = None
     source: str
     weights_bytes: float | None = None
     fields: dict[str, Any] | None = None
 
     def check(self) -> None:
         _sourced(self)
-        _non_negative(self, "provision_s", "model_load_s", "weights_bytes")
+        _non_negative(self, "provision_s", "model_load_s", "weights_bytes", "small_model_load_s")
 
 
 @dataclass(kw_only=True)
@@ -517,6 +519,7 @@ class Profile:
     # scaling.provision_s and scaling.model_load_s: a scaled-out GPU's wait before it serves (None: not given).
     provision_s: float | None = None
     model_load_s: float | None = None
+    small_model_load_s: float | None = None  # scaling.small_model_load_s
 
     def step_s(self, batch: int = 1) -> float:
         """Seconds per denoising step of the main model for a batch (see :func:`interpolate_step_s`)."""
@@ -703,6 +706,7 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         quality_extrapolated=q.extrapolated,
         provision_s=f.scaling.provision_s if f.scaling is not None else None,
         model_load_s=f.scaling.model_load_s if f.scaling is not None else None,
+        small_model_load_s=f.scaling.small_model_load_s if f.scaling is not None else None,
     )
 
 

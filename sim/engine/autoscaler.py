@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sim.base.config import AutoscaleConfig
     from sim.engine.workers import GpuPool
 
-__all__ = ["SCALING_RULES", "Autoscaler", "Observation", "PidRule", "QueueDelayRule", "UtilizationRule", "scaling_waits"]
+__all__ = ["SCALING_RULES", "Autoscaler", "Observation", "PidLoop", "PidRule", "QueueDelayRule", "UtilizationRule", "scaling_waits"]
 
 # Ratios within this of a whole number are that number (float sums of GPU-seconds).
 _EPS = 1e-9
@@ -105,25 +105,38 @@ class PidRule:
     name: ClassVar[str] = "pid"
 
     def __init__(self, cfg: AutoscaleConfig) -> None:
-        self.gains = (cfg.kp, cfg.ki, cfg.kd)
-        self.dt_min = cfg.interval_s / 60.0
-        self.most = cfg.max_gpus
+        self.loop = PidLoop((cfg.kp, cfg.ki, cfg.kd), cfg.interval_s, cfg.max_gpus)
         self.target = QueueDelayRule(cfg)
+
+    def desired(self, obs: Observation) -> int:
+        """GPUs the rule asks for."""
+        return round(self.loop.step(self.target.desired(obs), obs.serving))
+
+
+class PidLoop:
+    """MoDM's ``PIDController``: a running level moved toward a target each interval by
+    ``Kp e + Ki sum(e dt) + Kd de/dt`` (``e = target - level``, ``dt`` in minutes), the step clipped
+    to +-``most``."""
+
+    def __init__(self, gains: tuple[float, float, float], interval_s: float, most: float) -> None:
+        self.gains = gains
+        self.dt_min = interval_s / 60.0
+        self.most = most
         self.level: float | None = None
         self.integral = 0.0
         self.prev_error = 0.0
 
-    def desired(self, obs: Observation) -> int:
-        """GPUs the rule asks for."""
+    def step(self, target: float, start: float) -> float:
+        """The level after one interval toward ``target`` (``start``: the level before the first)."""
         if self.level is None:
-            self.level = float(obs.serving)
+            self.level = float(start)
         kp, ki, kd = self.gains
-        error = self.target.desired(obs) - self.level
+        error = target - self.level
         self.integral += error * self.dt_min
         derivative = (error - self.prev_error) / self.dt_min
         self.prev_error = error
         self.level += min(max(kp * error + ki * self.integral + kd * derivative, -self.most), self.most)
-        return round(self.level)
+        return self.level
 
 
 SCALING_RULES: dict[str, type[UtilizationRule] | type[QueueDelayRule] | type[PidRule]] = {

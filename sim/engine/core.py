@@ -11,6 +11,7 @@ from sim.base.errors import ConfigError
 from sim.base.records import RecordBuffer
 from sim.cache.admission import build_admission
 from sim.engine.autoscaler import Autoscaler, scaling_waits
+from sim.engine.pool_split import PoolSplitter
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
 from sim.engine.replicas import build_replicas
@@ -86,6 +87,12 @@ def simulate(
     if cluster.autoscale.on:
         waits = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
         scaler = Autoscaler(env, replicas[0].pool, cluster.autoscale, waits, lambda: source.finished)
+    if scaler is not None and source.pooled:
+        raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, "a two-model system's pools are not autoscaled")
+    splitter = None
+    if source.pooled and cluster.controller.rule != "static":
+        load_s = pool_load_times(cluster.controller.load_s, profile)
+        splitter = PoolSplitter(env, [r.pool for r in replicas], cluster.controller, load_s, lambda: source.finished)
     source.start_arrivals()
     env.run()
     if source.in_system:
@@ -97,7 +104,13 @@ def simulate(
     engine = records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
     if scaler is not None:
         engine["gpus_log"] = scaler.gpus_log()
-    return records, timeseries(records, bin_s=60.0, gpus=cluster.gpus, gpus_log=engine.get("gpus_log"))
+    if splitter is not None:
+        engine["pools_log"] = splitter.pools_log()
+        engine["pool_moves"] = splitter.moves
+    series = timeseries(
+        records, bin_s=60.0, gpus=cluster.gpus, gpus_log=engine.get("gpus_log"), pools_log=engine.get("pools_log")
+    )
+    return records, series
 
 
 def _records(
@@ -130,7 +143,24 @@ def _records(
     records = rec.to_frame()
     records["boost"] = np.asarray(source.boost, dtype=np.int16)
     records["replica"] = np.asarray(source.replica_of, dtype=np.int16)
+    if source.pooled:
+        # The pool model whose image each request got, and its denoising in main-model steps.
+        records["model"] = np.asarray(source.model_of, dtype=np.int8)
+        records["main_steps"] = np.asarray(source.main_steps, dtype=np.float64)
     return records
+
+
+def pool_load_times(own: float | None, profile: Profile) -> tuple[float, float]:
+    """Seconds a GPU moved to the main and to the small model's pool loads that model: ``own``
+    (``cluster.controller.load_s``) for both, else the profile's ``scaling`` block; ValueError
+    when neither gives one."""
+    if own is not None:
+        return float(own), float(own)
+    if profile.model_load_s is None or profile.small_model_load_s is None:
+        raise ValueError(
+            "cluster.controller.load_s: the profile has no scaling.model_load_s and scaling.small_model_load_s; give one"
+        )
+    return float(profile.model_load_s), float(profile.small_model_load_s)
 
 
 def with_request_work(

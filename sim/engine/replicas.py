@@ -98,14 +98,19 @@ class Replica:
         profile: Profile,
         exp: Experiment,
         cache: Cache,
+        model: str | None = None,
     ) -> None:
         self.index = index
         self.gpus = gpus
         self.profile = profile
         self.cache = cache
-        # The system declares which model generates its images; this replica's profile (its GPU)
-        # what an image of that model costs.
-        self.gpu = gpu = profile.gpu_model(cache.system.serves_with)
+        # The system declares which model generates its images (or this pool's ``model``); this
+        # replica's profile (its GPU) what an image of that model costs.
+        self.model = model or cache.system.serves_with
+        # A request's own schedule (trace.request_steps) applies to the main model; another model
+        # (a small model's fixed few steps) keeps its own.
+        self.own_schedule = self.model == "model"
+        self.gpu = gpu = profile.gpu_model(self.model)
         self.pool = GpuPool(env, gpus, QUEUES[exp.cluster.queue](), exp.cluster.batch, gpu)
         self.work = WorkTable(gpu)
         self.full_work = job_work(gpu, gpu.steps, True)
@@ -137,6 +142,7 @@ class Replica:
         p = self.profile
         return {
             "gpus": self.gpus,
+            "model": self.model,
             "profile": p.name,
             "gpu": p.gpu_name,
             "price_per_hour_usd": self.gpu.gpu_price_per_hour_usd,
@@ -150,6 +156,12 @@ def build_replicas(
 ) -> list[Replica]:
     """The replicas of ``exp.cluster`` with their caches: ``systems`` holds one system (a shared
     cache) or one per replica (``cache.placement: per-replica``)."""
+    models = systems[0].pool_models
+    if models:
+        # A two-model system: one pool per model over one shared cache (sim.engine.pool_split).
+        shared = Cache(systems[0], TierPath(profile, exp.cache.tier))
+        split = exp.cluster.pool_split()
+        return [Replica(r, env, split[m], profile, exp, shared, m) for r, m in enumerate(models)]
     layout = replica_layout(exp, profile)
     if len(systems) != cache_count(exp):
         raise ValueError(

@@ -85,12 +85,13 @@ class Source:
         # A system that generates with another model (a small model's fixed few steps) keeps that
         # model's schedule; only the size applies to it.
         self.request_work = request_work
-        self.own_schedule = replicas[0].cache.system.serves_with == "model"
         self.replicas = replicas
-        self.router = router if len(replicas) > 1 else None
+        system = replicas[0].cache.system
+        # A two-model system's replicas are its pools: its decision picks one (sim.engine.pool_split).
+        self.pooled = bool(system.pool_models)
+        self.router = router if len(replicas) > 1 and not self.pooled else None
         # Distinct caches in replica order (one when shared).
         self.caches = list({id(r.cache): r.cache for r in replicas}.values())
-        system = replicas[0].cache.system
         self.arrival = arrival_s.tolist()
         self.prompt_ids = prompt_ids.tolist()
         self.n = n = len(self.arrival)
@@ -127,6 +128,12 @@ class Source:
         self.boosted = 0
         self.not_admitted = 0  # generations that had levels to save and were refused
         self.refused: set[int] = set()  # requests refused a place in the cache (completion stores nothing)
+        # Pools: the model each image came from, each request's denoising in main-model steps, and
+        # the requests whose second job (a cascade's escalation) is running.
+        self.model_of = [0] * n if self.pooled else None
+        self.main_steps = [0.0] * n if self.pooled else None
+        self.second: set[int] = set()
+        self._main_step_s = replicas[0].gpu.step_s(1)
         # Little's law bookkeeping: the integral of the number of requests in the system.
         self.in_system = 0
         self.all_arrived = False
@@ -192,6 +199,10 @@ class Source:
                 d = d._replace(store_levels=())
                 self.not_admitted += 1
             self.refused.add(i)
+        if self.pooled:
+            r = system.pool_of(d)
+            rep = self.replicas[r]
+            self.replica_of[i] = r
         outcome = d.outcome
         if look:
             self.looked_up += 1
@@ -211,7 +222,7 @@ class Source:
         self.ready[i] = ready
         steps = d.steps
         rw = self.request_work
-        if rw is not None and self.own_schedule:
+        if rw is not None and rep.own_schedule:
             steps = rw.one(i, steps)
         self.steps_run[i] = steps
         if steps <= 0:
@@ -225,15 +236,22 @@ class Source:
         if saved:
             self.saved[i] = saved
         image = system.stores_images and bool(d.store_levels)
-        if rw is None:
-            job = rep.job(i, ready, steps, saved > 0, image)
-        else:
-            full = int(rw.full_steps[i]) if self.own_schedule else None
-            job = rep.job(i, ready, steps, saved > 0, image, full, float(rw.area[i]))
+        job = self._job(rep, i, ready, steps, saved > 0, image)
         if delay > 0:
             Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
         else:
             rep.pool.push(job)
+
+    def _job(self, rep: Replica, i: int, ready: float, steps: int, saves: bool, image: bool) -> Job:
+        """Request ``i``'s GPU job on ``rep`` (its own schedule and size when the trace gives them)."""
+        if self.pooled:
+            gpu = rep.gpu
+            self.main_steps[i] += gpu.denoise_work(steps) * gpu.step_s(1) / self._main_step_s
+        rw = self.request_work
+        if rw is None:
+            return rep.job(i, ready, steps, saves, image)
+        full = int(rw.full_steps[i]) if rep.own_schedule else None
+        return rep.job(i, ready, steps, saves, image, full, float(rw.area[i]))
 
     def _predicted(self, i: int, now: float, boost: int, system: Any) -> tuple[Any, bool]:
         """Request ``i``'s decision under the match predictor, and whether its lookup ran."""
@@ -272,14 +290,40 @@ class Source:
         """GPU callback: one job's image is done."""
         i = job.i
         now = self.env.now
-        self.start[i] = job.start
         self.finish[i] = now
-        self.gpu_s[i] = gpu_s
+        if self.pooled and self._follow_up(job, gpu_s, now):
+            return
+        if i in self.second:
+            self.gpu_s[i] += gpu_s
+        else:
+            self.start[i] = job.start
+            self.gpu_s[i] = gpu_s
         self._complete(i, now)
+
+    def _follow_up(self, job: Job, gpu_s: float, now: float) -> bool:
+        """Queue request ``job.i``'s second job in the main model's pool when its system asks for one."""
+        i = job.i
+        if i in self.second:
+            return False
+        steps = self.replicas[0].cache.system.follow_up_steps(i, self.decisions[i])
+        if steps <= 0:
+            return False
+        self.second.add(i)
+        self.start[i] = job.start
+        self.gpu_s[i] = gpu_s
+        rep = self.replicas[0]
+        rw = self.request_work
+        if rw is not None:
+            steps = rw.one(i, steps)
+        self.steps_run[i] += steps
+        rep.pool.push(self._job(rep, i, now, steps, False, False))
+        return True
 
     def _complete(self, i: int, now: float) -> None:
         d = self.decisions[i]
         cache = self.replicas[self.replica_of[i]].cache
+        if self.model_of is not None:
+            self.model_of[i] = cache.system.delivered_by(i, d)
         if i not in self.refused:
             cache.system.complete(i, d, now)
         if d.store_levels and cache.hierarchy:

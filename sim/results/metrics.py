@@ -75,6 +75,8 @@ def _compute_saved(r: pd.DataFrame, gpu: GpuModel, step_weight: float, n_steps: 
     if not len(r):
         return _NAN
     work = np.asarray(gpu.denoise_work(r["steps"].to_numpy()), dtype=float)
+    if "main_steps" in r:  # a two-model system's records: its denoising already in main-model steps
+        work, step_weight = r["main_steps"].to_numpy(dtype=float), 1.0
     if "full_steps" in r:
         area = r["area"].to_numpy(dtype=float)
         return 1.0 - step_weight * float(np.sum(work * area)) / float(np.sum(r["full_steps"].to_numpy() * area))
@@ -126,10 +128,9 @@ def summarize(
 ) -> dict[str, Any]:
     """One summary row (see ARCHITECTURE.md) for the records of one system.
 
-    Every figure is over the steady state (:func:`steady_state`); ``warmup_excluded`` and
-    ``measured_from_s`` say what the warm-up left out. A cluster of several GPU types is billed
-    per replica at each one's price (the engine's ``replicas`` totals and the records' ``replica``).
-    """
+    Every figure is over the steady state (:func:`steady_state`; ``warmup_excluded`` and
+    ``measured_from_s`` say what the warm-up left out). A cluster of several GPU types is billed
+    per replica at each one's price (the engine's ``replicas`` totals and the records' ``replica``)."""
     engine = dict(records_df.attrs.get("engine", {}))
     measured = steady_state(records_df, exp)
     excluded = int((~measured).sum())
@@ -154,8 +155,9 @@ def summarize(
     step_weight = gpu.step_s(1) / profile.step_s(1)
     steps = r["steps"].to_numpy()
     pct = np.percentile(latency, [50, 95, 99]) if full else [_NAN] * 3
+    pool_models = tuple(profile.gpu_model(b) for b in stats.get("pool_models", ()))
     quality = QualityModel(profile).summary(
-        r, model=gpu, retrieval_source=stats.get("retrieval_source", "cache")
+        r, model=gpu, retrieval_source=stats.get("retrieval_source", "cache"), pool_models=pool_models
     )
     hits = int(np.isin(outcome, REUSE_OUTCOMES).sum())
     row: dict[str, Any] = {
@@ -326,11 +328,13 @@ def timeseries(
     *,
     gpus: int | None = None,
     gpus_log: dict[str, list[Any]] | None = None,
+    pools_log: dict[str, list[Any]] | None = None,
 ) -> pd.DataFrame:
     """Per-bin series: arrivals, completions, hit rate and mean latency of the bin's arrivals,
     time-averaged queue length, requests in the system, busy GPUs and (given ``gpus``) utilisation.
     An autoscaler's ``gpus_log`` adds ``gpus_held`` (time-averaged per bin), which utilisation
-    then divides by.
+    then divides by; a pool controller's ``pools_log`` adds ``gpus_<model>`` per pool (GPUs serving
+    or loading that model, time-averaged per bin).
 
     Queue length and busy GPUs are NaN for cache-only records (no times).
     """
@@ -365,6 +369,11 @@ def timeseries(
         else:
             for col in ("completions", "mean_latency_s", "queue_len", "in_system", "busy_gpus"):
                 out[col] = np.nan
+    if pools_log is not None:
+        t = np.asarray(pools_log["t_s"], dtype=float)
+        ends = np.append(t[1:], max(edges[-1], t[-1]))
+        for model in (k for k in pools_log if k != "t_s"):
+            out[f"gpus_{model}"] = _per_bin_mean(t, ends, np.asarray(pools_log[model], dtype=float), edges)
     if gpus_log is not None:
         t = np.asarray(gpus_log["t_s"], dtype=float)
         ends = np.append(t[1:], max(edges[-1], t[-1]))

@@ -162,13 +162,19 @@ class QualityModel:
 
     # -- the three metrics of a trace ----------------------------------------------------------
     def per_request(
-        self, records: pd.DataFrame, *, model: GpuModel, retrieval_source: str = "cache"
+        self,
+        records: pd.DataFrame,
+        *,
+        model: GpuModel,
+        retrieval_source: str = "cache",
+        pool_models: tuple[GpuModel, ...] = (),
     ) -> dict[str, np.ndarray]:
         """Each request's expected value of every metric in :data:`QUALITY_METRICS` (FID: its component).
 
-        ``model`` generated the fresh images; ``retrieval_source`` says where a ``retrieval``
-        outcome's image came from (one of :data:`RETRIEVAL_SOURCES`). CLIP is the records'
-        ``quality`` column, which the system computed per request.
+        ``model`` generated the fresh images, or with ``pool_models`` (a two-model system's), the
+        one the records' ``model`` column names per request; ``retrieval_source`` says where a
+        ``retrieval`` outcome's image came from (one of :data:`RETRIEVAL_SOURCES`). CLIP is the
+        records' ``quality`` column, which the system computed per request.
         """
         if retrieval_source not in RETRIEVAL_SOURCES:
             raise ValueError(f"retrieval_source {retrieval_source!r} not in {RETRIEVAL_SOURCES}")
@@ -184,7 +190,11 @@ class QualityModel:
         for name in QUALITY_METRICS[1:]:
             m = self.metrics.get(name)
             v = np.full(len(clip), math.nan)
-            v[fresh] = model.quality.get(name, math.nan)
+            if pool_models and "model" in records:
+                by_model = np.array([m_.quality.get(name, math.nan) for m_ in pool_models])
+                v[fresh] = by_model[records["model"].to_numpy()[fresh]]
+            else:
+                v[fresh] = model.quality.get(name, math.nan)
             if m is None:
                 out[name] = v
                 continue
@@ -204,11 +214,16 @@ class QualityModel:
         return out
 
     def summary(
-        self, records: pd.DataFrame, *, model: GpuModel, retrieval_source: str = "cache"
+        self,
+        records: pd.DataFrame,
+        *,
+        model: GpuModel,
+        retrieval_source: str = "cache",
+        pool_models: tuple[GpuModel, ...] = (),
     ) -> dict[str, float]:
         """``quality_clip``, ``quality_pickscore`` and ``quality_fid`` of a trace (means over its requests;
         FID as the mixture of its images' components, see the module docstring)."""
         if not len(records):
             return {f"quality_{m}": math.nan for m in QUALITY_METRICS}
-        values = self.per_request(records, model=model, retrieval_source=retrieval_source)
+        values = self.per_request(records, model=model, retrieval_source=retrieval_source, pool_models=pool_models)
         return {f"quality_{m}": float(np.mean(values[m])) for m in QUALITY_METRICS}

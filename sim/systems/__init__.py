@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from sim.base.errors import unknown_name
 from sim.systems.base import LOOKUP_KINDS, Decision, System, TraceArrays, combined_stats
+from sim.systems.cascade import Cascade
 from sim.systems.ceiling import Ceiling
 from sim.systems.crs import Crs
 from sim.systems.exact import Exact
 from sim.systems.gptcache import GptCache
+from sim.systems.modm import Modm
 from sim.systems.nirvana import Nirvana
 from sim.systems.pinecone import Pinecone
 from sim.systems.smallmodel import SmallModel
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from sim.base.profile import Profile
 
 SYSTEMS: dict[str, type[System]] = {
-    cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Ceiling, Pinecone, Crs, SmallModel)
+    cls.name: cls for cls in (Vanilla, Exact, GptCache, Nirvana, Ceiling, Pinecone, Crs, SmallModel, Modm, Cascade)
 }
 
 __all__ = [

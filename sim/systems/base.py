@@ -99,6 +99,12 @@ class System:
     stores_images: ClassVar[bool] = False
     # Implements lookup_among: a real server (``acsim calibrate serve``) can decide with it.
     real_lookup: ClassVar[bool] = False
+    # Profile blocks of the models it runs in pools of their own (cluster.pools), the main model's
+    # first; empty: one model (``serves_with``) on every GPU. Its decisions say which pool serves them.
+    pool_models: ClassVar[tuple[str, ...]] = ()
+    # Its retrieved images are refined on a GPU (a few steps of the model of ``pool_of``), not
+    # returned as they are.
+    refines_retrievals: ClassVar[bool] = False
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.profile = profile
@@ -135,20 +141,34 @@ class System:
     @classmethod
     def check_profile(cls, exp: Experiment, profile: Profile) -> None:
         """Raise ConfigError (naming ``systems``) when ``profile`` lacks what this system needs."""
-        try:
-            profile.gpu_model(cls.serves_with)
-        except InputError:
-            raise ConfigError(
-                "systems",
-                cls.name,
-                f"system {cls.name!r} generates with the profile's {cls.serves_with!r} block, "
-                f"which profile {profile.name!r} does not have",
-            ) from None
+        for block in cls.pool_models or (cls.serves_with,):
+            try:
+                profile.gpu_model(block)
+            except InputError:
+                raise ConfigError(
+                    "systems",
+                    cls.name,
+                    f"system {cls.name!r} generates with the profile's {block!r} block, "
+                    f"which profile {profile.name!r} does not have",
+                ) from None
 
     # -- what the engine asks ---------------------------------------------------------------
     def gpu_model(self) -> GpuModel:
         """The model whose step times, steps and price this system's generations cost."""
         return self.profile.gpu_model(self.serves_with)
+
+    def pool_of(self, decision: Decision) -> int:
+        """Index in ``pool_models`` of the pool that runs ``decision``'s first GPU job."""
+        return 0
+
+    def follow_up_steps(self, i: int, decision: Decision) -> int:
+        """Steps of a second job in the main model's pool once the first ends (a cascade's
+        escalation); 0: none."""
+        return 0
+
+    def delivered_by(self, i: int, decision: Decision) -> int:
+        """Index in ``pool_models`` of the model whose image request ``i`` receives."""
+        return self.pool_of(decision)
 
     def lookup_seconds(self) -> float:
         """Seconds one lookup takes before the GPU (the prompt's embedding is charged apart).
@@ -252,6 +272,7 @@ class System:
             "system": self.name,
             "lookup_kind": self.lookup_kind,
             "serves_with": self.serves_with,
+            "pool_models": self.pool_models,
             "retrieval_source": self.retrieval_source,
             "caches": self.caches,
             "is_baseline": self.is_baseline,

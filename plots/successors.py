@@ -1,0 +1,93 @@
+"""Nirvana against its successors (``experiments/successors.yaml``): MoDM-style image reuse with a
+small model and a DiffServe-style cascade, beside vanilla generation and NIRVANA.
+
+Drawn when the summary holds a two-model system (one that declares ``pool_models``). One group of
+bars per load (the sweep's ``trace.arrival.rate``, or one group): p95 latency (log scale), SLO
+attainment and CLIP score per system, and the cost per 1,000 images against quality. A markdown
+table (``successors.md``) beside it carries every run's figures for the docs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from plots.style import DOUBLE_COLUMN_IN, color_for, paper_style, save_figure, setting_color
+from sim.base.io import atomic_write_text
+from sim.systems import SYSTEMS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from plots.data import Results
+
+LOAD = "trace.arrival.rate"
+_PANELS = (("p95_latency_s", "p95 latency (s)"), ("slo_attainment", "SLO met"), ("quality_clip", "CLIP score"))
+
+
+def markdown(summary: pd.DataFrame, varied: list[str]) -> str:
+    """Per run and system: hit rate, compute saved, p95 latency, SLO met, CLIP, PickScore, $/1k images."""
+    head = [*varied, "system", "hit rate", "compute saved", "p95 latency s", "SLO met", "CLIP", "PickScore", "$ / 1k images"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        cells = [str(r[k]) for k in varied] + [
+            str(r["system"]),
+            f"{r['hit_rate']:.1%}",
+            f"{r['compute_saved']:.1%}",
+            f"{r['p95_latency_s']:.1f}",
+            f"{r['slo_attainment']:.1%}",
+            f"{r['quality_clip']:.2f}",
+            f"{r['quality_pickscore']:.2f}",
+            f"{r['cost_per_1k_images_usd']:.3f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def successors(results: Results, out_dir: Path) -> list[Path]:
+    """p95 latency, SLO attainment and quality per system and load, and cost against quality."""
+    import matplotlib.pyplot as plt
+
+    s = results.summary
+    names = list(dict.fromkeys(s["system"].astype(str)))
+    if not any(n in SYSTEMS and SYSTEMS[n].pool_models for n in names) or "p95_latency_s" not in s:
+        return []
+    # One row per system and load: the first value of any other varied setting.
+    others = [k for k in results.varied if k != LOAD]
+    rows = s.drop_duplicates([*([LOAD] if LOAD in s else []), "system"]) if others else s
+    loads = list(dict.fromkeys(rows[LOAD])) if LOAD in rows else [None]
+    width = 0.8 / len(loads)
+    x = np.arange(len(names))
+    with paper_style():
+        fig, axes = plt.subplots(1, 4, figsize=(DOUBLE_COLUMN_IN, 2.4))
+        for j, load in enumerate(loads):
+            part = rows if load is None else rows[rows[LOAD] == load]
+            by = part.set_index("system")
+            label = "load" if load is None else f"{load} req/s"
+            for ax, (col, _) in zip(axes[:3], _PANELS, strict=True):
+                ax.bar(x + (j - (len(loads) - 1) / 2) * width, [by[col].get(n, np.nan) for n in names], width,
+                       color=setting_color(j), label=label)
+            for n in names:
+                if n in by.index:
+                    axes[3].scatter(by.loc[n, "quality_clip"], by.loc[n, "cost_per_1k_images_usd"], color=color_for(n),
+                                    marker="os^D"[j % 4], s=18)
+        for ax, (_, title) in zip(axes[:3], _PANELS, strict=True):
+            ax.set_xticks(x, names, rotation=45, ha="right")
+            ax.set_title(title)
+        axes[0].set_yscale("log")
+        axes[1].set_ylim(0, 1.05)
+        axes[2].set_ylim(20, None)  # the scores differ by a few points: bars from 0 hide them
+        axes[3].set_xlabel("CLIP score")
+        axes[3].set_title("$ / 1k images")
+        for n in names:
+            axes[3].scatter([], [], color=color_for(n), label=n, s=18)
+        axes[3].legend(fontsize="x-small", loc="best")
+        axes[0].legend(fontsize="x-small", loc="upper left")
+        fig.tight_layout()
+        paths = save_figure(fig, out_dir, "successors")
+    table = out_dir / "successors.md"
+    atomic_write_text(table, markdown(s, results.varied))
+    return [*paths, table]
