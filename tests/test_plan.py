@@ -92,6 +92,14 @@ def test_count_search_finds_the_smallest_passing_count_from_any_start():
             assert len(asked) <= 2 * math.ceil(math.log2(32)) + 1, (answer, start, asked)
 
 
+def test_count_search_never_asks_below_the_systems_least_gpus():
+    """A two-model system runs on one GPU per model: the search starts and ends at 2 or more."""
+    for answer in range(2, 12):
+        for start in range(1, 12):
+            result, asked = drive_count(CountSearch(start, 16, least=2), lambda g, a=answer: g >= a)
+            assert result == answer and min(asked) >= 2, (answer, start, asked)
+
+
 def test_count_search_gives_up_where_more_gpus_cannot_help():
     result, asked = drive_count(CountSearch(3, 16), lambda g: False)
     assert result is None and asked[-1] == 16

@@ -196,12 +196,71 @@ def test_controller_keeps_every_gpu_and_pays_the_load_time(rule):
 
 def test_pools_config_errors():
     with pytest.raises(ConfigError, match=r"pools.*add up to 4"):
-        from_dict({"cluster": {"gpus": 4, "pools": {"model": 3, "small_model": 2}}})
+        from_dict({"cluster": {"gpus": 4, "pools": {"model": 3, "small_model": 2}}}).cluster.pool_split()
     with pytest.raises(ConfigError, match=r"pools.*tiny"):
         from_dict({"cluster": {"gpus": 4, "pools": {"tiny": 1}}})
     with pytest.raises(ConfigError, match=r"pools.small_model"):
         from_dict({"cluster": {"gpus": 4, "pools": {"small_model": 0}}})
     with pytest.raises(ConfigError, match=r"headroom"):
         from_dict({"cluster": {"controller": {"headroom": 1.5}}})
-    assert from_dict({"cluster": {"gpus": 4, "pools": {"small_model": 3}}}).cluster.pools == {"model": 1, "small_model": 3}
+    assert from_dict({"cluster": {"gpus": 4, "pools": {"small_model": 3}}}).cluster.pool_split() == {"model": 1, "small_model": 3}
     assert ClusterConfig(gpus=5).pool_split() == {"model": 4, "small_model": 1}
+
+
+def test_modm_jobs_run_in_their_models_pool_for_exactly_their_work():
+    arrays, lists = workload(600)
+    exp = Experiment(
+        selector=OWN_SPACE,
+        systems=["modm"],
+        cache=CacheConfig(capacity=200, policy="lru"),
+        cluster=ClusterConfig(gpus=3, pools={"small_model": 1}),
+    )
+    system = build_system("modm", exp, arrays, lists, PROFILE)
+    rec, _ = simulate(system, arrays.arrival_s * 3.0, arrays.prompt_ids, arrays.user_codes, exp, PROFILE, 2)
+    hit = (rec["outcome"] == "retrieval").to_numpy()
+    assert 0 < hit.sum() < len(rec)
+    assert (rec["replica"].to_numpy() == hit).all() and (rec["model"].to_numpy() == hit).all()
+    for r in rec.itertuples():
+        gpu = SMALL if r.outcome == "retrieval" else LARGE
+        # Every generation keeps its image for the cache (the capacity is above zero).
+        assert r.gpu_s == pytest.approx(job_work(gpu, r.steps, False, image=True), rel=1e-12)
+        assert r.finish_s - r.start_s == pytest.approx(r.gpu_s, rel=1e-9)
+    # Compute saved counts a hit's small-model steps in main-model steps.
+    main = np.where(hit, rec["steps"] * SMALL.step_s(1) / LARGE.step_s(1), rec["steps"])
+    assert rec["main_steps"].to_numpy() == pytest.approx(main)
+    engine = rec.attrs["engine"]
+    assert [r["model"] for r in engine["replicas"]] == ["model", "small_model"]
+    assert [r["gpus"] for r in engine["replicas"]] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"mode": "cache-only"}, "mode"),
+        ({"cluster": {"gpus": 1}}, "cluster.gpus"),
+        ({"cluster": {"gpus": 4, "autoscale": {"rule": "pid"}}}, "cluster.autoscale.rule"),
+        ({"cluster": {"gpus": 4, "pools": {"small_model": 4}}}, "pools"),
+        ({"cluster": {"gpus": 4, "controller": {"rule": "psychic"}}}, "cluster.controller.rule"),
+    ],
+)
+def test_two_model_systems_refuse_what_they_cannot_run(change, field):
+    from sim.app.preflight import preflight
+
+    data = {"systems": ["vanilla", "cascade"], "mode": "full", "trace": {"source": "synthetic", "requests": 200},
+            "selector": {"carried": False}, **change}
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        preflight(from_dict(data))
+
+
+def test_a_cascade_escalation_runs_the_requests_own_schedule():
+    from sim.base.request_work import RequestWork
+
+    exp = experiment(systems=["cascade"], cluster__gpus=2, params={"cascade": {"escalation_rate": 1.0}})
+    arrays = TraceArrays(np.arange(3, dtype=np.int32), np.zeros(3, np.int32), np.array([0.0, 100.0, 200.0]))
+    work = RequestWork.of(PROFILE.steps, 1024, steps=np.array([30.0, np.nan, 150.0]), n=3)
+    system = build_system("cascade", exp, arrays, None, PROFILE)
+    rec, _ = simulate(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, exp, PROFILE, 1, request_work=work)
+    # The small model keeps its 4 steps; the large one runs each request's own 30, 50 and 150.
+    assert rec["steps"].tolist() == [4 + 30, 4 + 50, 4 + 150]
+    small = job_work(SMALL, SMALL.steps, False)
+    assert rec["gpu_s"].tolist() == pytest.approx([small + job_work(LARGE, n, False, full_steps=n) for n in (30, 50, 150)])

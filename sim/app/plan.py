@@ -57,7 +57,7 @@ from sim.base.profile import load_profile, load_run_profile, profile_for_gpu
 from sim.base.slo import Slo, parse_slo
 from sim.engine.autoscaler import SCALING_RULES
 from sim.engine.workers import job_work
-from sim.systems import system_class
+from sim.systems import SYSTEMS, system_class
 
 if TYPE_CHECKING:
     import argparse
@@ -72,7 +72,7 @@ _SCALE_LIMIT = 2.0**10  # loads beyond 1024x (or below 1/1024x) the start are no
 
 
 class CountSearch:
-    """The smallest GPU count in 1..max_gpus that meets the objectives, if any.
+    """The smallest GPU count in least..max_gpus that meets the objectives, if any.
 
     Gallops from ``start``: up by 1, 2, 4, ... GPUs while failing, or down by 1, 2, 4, ... while
     passing, until a failing count and a passing one bracket the answer; then bisects. A count
@@ -80,10 +80,12 @@ class CountSearch:
     latency that is all service time.
     """
 
-    def __init__(self, start: int, max_gpus: int) -> None:
-        self.start = min(max(1, start), max_gpus)
+    def __init__(self, start: int, max_gpus: int, least: int = 1) -> None:
+        self.least = least  # the fewest GPUs the system runs on (one per model of a two-model system)
+        self.start = min(max(least, start), max_gpus)
         self.max_gpus = max_gpus
-        self.lo = 0  # largest count known to fail (0 GPUs always do)
+        self.floor = least - 1
+        self.lo = self.floor  # largest count known to fail (fewer than ``least`` always do)
         self.hi: int | None = None  # smallest count known to pass
         self.up = 1  # next step of the gallop up
         self.down = 1  # next step of the gallop down
@@ -103,15 +105,15 @@ class CountSearch:
         if self.done:
             return None
         if self.hi is None:
-            return self.start if self.lo == 0 else min(self.lo + self.up, self.max_gpus)
-        if self.lo == 0:
-            return max(self.hi - self.down, 1)
+            return self.start if self.lo == self.floor else min(self.lo + self.up, self.max_gpus)
+        if self.lo == self.floor:
+            return max(self.hi - self.down, self.least)
         return (self.lo + self.hi) // 2
 
     def tell(self, gpus: int, ok: bool, queued: bool = True) -> None:
         """The verdict at ``gpus`` (``queued``: whether any request waited for a GPU)."""
         if ok:
-            if self.lo == 0 and self.hi is not None and gpus < self.hi:
+            if self.lo == self.floor and self.hi is not None and gpus < self.hi:
                 self.down *= 2
             self.hi = gpus if self.hi is None else min(self.hi, gpus)
             return
@@ -429,7 +431,7 @@ def run_plan(
             fixed[t] = settings.at
         else:
             bound = stability_bound(arrival, settings.gpus[t[2]], t[0], exp.step_cache, own)
-            counts[t] = CountSearch(bound, settings.max_gpus)
+            counts[t] = CountSearch(bound, settings.max_gpus, len(SYSTEMS[t[1]].pool_models) or 1)
     scales: dict[tuple, ScaleSearch] = {}
     evaluated, reused, failed = 0, 0, {}
     rounds = 0
@@ -449,7 +451,7 @@ def run_plan(
                 planner.point(t[1], t[2], t[0], c).name: None
                 for t, s in counts.items()
                 if s.result is not None
-                for c in range(1, s.result + 2)
+                for c in range(s.least, s.result + 2)
                 if c <= settings.max_gpus
             }
             res = _run_named(planner, checks, pool, progress, stream, "plan verification")

@@ -245,7 +245,7 @@ def _check_pools(exp: Experiment, profile: Profile) -> None:
         raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, f"{why}; autoscaling them is not modelled")
     if cluster.gpus < 2:
         raise ConfigError("cluster.gpus", cluster.gpus, f"{why}: give it at least 2 GPUs")
-    cluster.pools = cluster.pool_split()
+    cluster.pool_split()  # the pools share cluster.gpus (as given: a plan or sweep may change gpus)
     if cluster.controller.rule != "static":
         try:
             pool_load_times(cluster.controller.load_s, profile)

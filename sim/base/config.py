@@ -371,7 +371,7 @@ class ClusterConfig:
     def check(self) -> None:
         positive("gpus", self.gpus)
         if self.pools is not None:
-            self.pools = pool_split_of(self.pools, self.gpus)
+            pool_split_of(self.pools, None)  # the names and counts; the sum once a system uses them
         scale = self.autoscale
         if scale.on and not scale.min_gpus <= self.gpus <= scale.max_gpus:
             raise ConfigError(
@@ -396,8 +396,9 @@ class ClusterConfig:
         self.gpus = total
 
     def pool_split(self) -> dict[str, int]:
-        """A two-model system's GPUs per model: ``pools``, else one GPU for the small model."""
-        return self.pools if self.pools is not None else {"model": self.gpus - 1, "small_model": 1}
+        """A two-model system's GPUs per model: ``pools`` with the other model's filled in, else one
+        GPU for the small model; ConfigError naming ``pools`` unless they share ``gpus``."""
+        return pool_split_of(self.pools if self.pools is not None else {"small_model": 1}, self.gpus)
 
 
 @dataclass
@@ -536,9 +537,10 @@ _ALIASES = {"gptcache": "params.gptcache"}
 # Value checks shared by the dataclasses
 
 
-def pool_split_of(pools: Mapping[str, Any], gpus: int) -> dict[str, int]:
+def pool_split_of(pools: Mapping[str, Any], gpus: int | None) -> dict[str, int]:
     """``cluster.pools`` with both models' GPUs filled in (the rest of ``gpus``); ConfigError naming
-    ``pools`` unless every pool gets at least one GPU and they add up to ``gpus``."""
+    ``pools`` unless every pool gets at least one GPU and they add up to ``gpus`` (None: the names
+    and counts only, returned as given)."""
     if not isinstance(pools, Mapping) or not pools:
         raise ConfigError("pools", pools, "map " + " and/or ".join(POOL_MODELS) + " to GPUs")
     for key, n in pools.items():
@@ -546,6 +548,8 @@ def pool_split_of(pools: Mapping[str, Any], gpus: int) -> dict[str, int]:
             raise unknown_name("pools", key, list(POOL_MODELS))
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"pools.{key}", n, "must be a whole number of GPUs >= 1")
+    if gpus is None:
+        return dict(pools)
     if len(pools) == 1:
         (key, n), = pools.items()
         other = POOL_MODELS[1 - POOL_MODELS.index(key)]
