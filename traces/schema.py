@@ -1,7 +1,8 @@
 """The request trace: one validated, time-sorted table that every part of acsim reads.
 
-A trace row is one request: ``timestamp`` (UTC), ``prompt``, optional ``user``, ``seed``,
-``steps``, ``width``, ``height``, and the derived ``prompt_id`` (dense index of the unique prompt
+A trace row is one request: ``timestamp`` (UTC), ``prompt``, optional ``user``, ``model`` (the
+base model it asked for), ``seed``, ``steps``, ``width``, ``height``, ``loras`` (adapters it
+loads), and the derived ``prompt_id`` (dense index of the unique prompt
 in order of first appearance). :func:`normalise` turns any loader's raw table into that shape and
 reports bad input as :class:`sim.base.errors.InputError` naming file, row and column.
 
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 REQUIRED = ("timestamp", "prompt")
-OPTIONAL_INT = ("seed", "steps", "width", "height")
-COLUMNS = ("timestamp", "prompt", "prompt_id", "user", *OPTIONAL_INT)
+OPTIONAL_INT = ("seed", "steps", "width", "height", "loras")
+# Optional text columns: who sent a request, and which base model it asked for.
+OPTIONAL_TEXT = ("user", "model")
+COLUMNS = ("timestamp", "prompt", "prompt_id", *OPTIONAL_TEXT, *OPTIONAL_INT)
 # Parquet key-value metadata that marks a file written by write_parquet.
 META_KEY = b"acsim.trace"
 FORMAT_VERSION = 1
@@ -134,7 +137,13 @@ def _timestamps(col: pd.Series, path: object) -> pd.Series:
 
 
 # What a request's seed, step count and image size may be (a seed is any 64-bit integer).
-INT_RANGES = {"seed": (-(2**63), 2**63 - 1), "steps": (1, 10_000), "width": (1, 65_536), "height": (1, 65_536)}
+INT_RANGES = {
+    "seed": (-(2**63), 2**63 - 1),
+    "steps": (1, 10_000),
+    "width": (1, 65_536),
+    "height": (1, 65_536),
+    "loras": (0, 1_000),
+}
 
 
 def _int_column(col: pd.Series, name: str, path: object) -> pd.Series:
@@ -167,7 +176,8 @@ def normalise(
     """Validate a raw request table and return it in trace shape.
 
     ``df`` must hold ``timestamp`` (datetimes or ISO text) and ``prompt`` (non-empty text);
-    ``user``, ``seed``, ``steps``, ``width``, ``height`` are optional; other columns are dropped.
+    ``user``, ``model``, ``seed``, ``steps``, ``width``, ``height``, ``loras`` are optional; other
+    columns are dropped.
     Rows are sorted by time (stable, so equal times keep file order) and ``prompt_id`` is
     assigned densely in order of first appearance. With ``require_sorted`` (files that claim to
     be acsim traces) out-of-order times are an error instead. Errors name ``source_path``, the
@@ -244,11 +254,12 @@ def _normalise(df: pd.DataFrame, source_path: object, require_sorted: bool) -> p
     _fail(source_path, "empty prompt", empty.to_numpy(), "prompt")
     out["prompt"] = prompt
 
-    if "user" in df.columns:
-        user = df["user"].reset_index(drop=True)
-        out["user"] = user.astype("str").where(user.notna(), None)
-    else:
-        out["user"] = pd.Series([None] * len(df), dtype="str")
+    for name in OPTIONAL_TEXT:
+        if name in df.columns:
+            col = df[name].reset_index(drop=True)
+            out[name] = col.astype("str").where(col.notna(), None)
+        else:
+            out[name] = pd.Series([None] * len(df), dtype="str")
     for name in OPTIONAL_INT:
         if name in df.columns:
             out[name] = _int_column(df[name].reset_index(drop=True), name, source_path)
@@ -284,7 +295,7 @@ def read_parquet(path: str | Path) -> Trace:
     meta = pf.schema_arrow.metadata or {}
     info = json.loads(meta[META_KEY]) if META_KEY in meta else None
     names = pf.schema_arrow.names
-    wanted = [c for c in ("timestamp", "prompt", "user", *OPTIONAL_INT) if c in names]
+    wanted = [c for c in ("timestamp", "prompt", *OPTIONAL_TEXT, *OPTIONAL_INT) if c in names]
     try:
         table = pf.read(columns=wanted)
     except (pa.ArrowException, OSError) as exc:

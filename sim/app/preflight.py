@@ -23,7 +23,7 @@ from sim.cache.admission import build_admission
 from sim.cache.policies import POLICIES
 from sim.cache.tiers import TierPath
 from sim.engine.autoscaler import SCALING_RULES, scaling_waits
-from sim.engine.core import pool_load_times
+from sim.engine.core import pool_load_times, switch_costs
 from sim.engine.pool_split import SPLIT_RULES
 from sim.engine.predictor import PREDICTORS
 from sim.engine.queues import QUEUES
@@ -179,6 +179,7 @@ def _check_cluster(exp: Experiment, profile: Profile) -> None:
     build_admission(exp.cache.admission, 0, exp.seed)
     _check_autoscale(exp, profile)
     _check_pools(exp, profile)
+    _check_request_models(exp, profile)
     if exp.cluster.replicas is None:
         return
     profiles = set()
@@ -251,6 +252,26 @@ def _check_pools(exp: Experiment, profile: Profile) -> None:
             pool_load_times(cluster.controller.load_s, profile)
         except ValueError:
             raise ConfigError("cluster.controller.load_s", None, f"profile {profile.name!r} gives none; set it") from None
+
+
+def _check_request_models(exp: Experiment, profile: Profile) -> None:
+    """``trace.request_models`` needs mode: full, batches of one, one pool and the profile's loads."""
+    if not exp.trace.request_models:
+        return
+    why = "GPUs that hold one model each and switch"
+    if exp.mode != "full":
+        raise ConfigError("mode", exp.mode, f"trace.request_models: {why} need mode: full")
+    if exp.cluster.batch.max_batch > 1:
+        raise ConfigError("cluster.batch.max_batch", exp.cluster.batch.max_batch, f"trace.request_models: {why} run batches of 1")
+    if exp.cluster.autoscale.on:
+        raise ConfigError("cluster.autoscale.rule", exp.cluster.autoscale.rule, f"trace.request_models: {why} are not autoscaled")
+    pooled = [name for name in exp.systems if SYSTEMS[name].pool_models]
+    if pooled:
+        raise ConfigError("systems", pooled[0], "trace.request_models: a two-model system's pools run their own two models")
+    try:
+        switch_costs(profile)
+    except ValueError:
+        raise ConfigError("trace.request_models", True, f"profile {profile.name!r} gives no scaling.lora_load_s") from None
 
 
 def preflight(exp: Experiment) -> Experiment:

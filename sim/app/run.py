@@ -154,11 +154,14 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
 
 def request_work_of(exp: cfg.Experiment, inputs: Inputs) -> RequestWork | None:
     """Each request's own schedule and size from the trace's ``steps``, ``width`` and ``height``
-    (``trace.request_steps`` / ``request_resolution``), or None when both are off."""
+    (``trace.request_steps`` / ``request_resolution``) and its model and LoRAs
+    (``trace.request_models``), or None when all are off."""
     t = exp.trace
-    if not (t.request_steps or t.request_resolution):
+    if not (t.request_steps or t.request_resolution or t.request_models):
         return None
     df, profile = inputs.trace.df, inputs.profile
+    if not (t.request_steps or t.request_resolution):
+        return RequestWork.of(profile.steps, None, n=len(inputs.trace)).with_models(*request_models(df))
 
     def column(name: str) -> np.ndarray | None:
         if name not in df:
@@ -174,7 +177,20 @@ def request_work_of(exp: cfg.Experiment, inputs: Inputs) -> RequestWork | None:
     resolution = (profile.raw.get("model") or {}).get("resolution")
     if t.request_resolution and not resolution:
         raise ConfigError("trace.request_resolution", True, f"profile {profile.name} gives no model.resolution")
-    return RequestWork.of(profile.steps, resolution, steps, width, height, n=len(inputs.trace))
+    work = RequestWork.of(profile.steps, resolution, steps, width, height, n=len(inputs.trace))
+    return work.with_models(*request_models(df)) if t.request_models else work
+
+
+def request_models(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each request's model code (most requested model first; -1 where the trace names none) and
+    LoRA count (0 where none is given), from a trace's ``model`` and ``loras`` columns."""
+    if "model" not in df or not df["model"].notna().any():
+        raise ConfigError("trace.request_models", True, "the trace names no request's model (its model column)")
+    counts = df["model"].value_counts(sort=True)
+    order = {m: code for code, m in enumerate(sorted(counts.index, key=lambda m: (-counts[m], str(m))))}
+    models = df["model"].map(order).fillna(-1).to_numpy(dtype=np.int32)
+    loras = pd.to_numeric(df["loras"], errors="coerce").fillna(0).to_numpy(dtype=np.int32) if "loras" in df else None
+    return models, loras if loras is not None else np.zeros(len(df), dtype=np.int32)
 
 
 def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:

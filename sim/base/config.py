@@ -124,6 +124,9 @@ class TraceConfig:
     # ``height``); off: every request runs the profile's schedule at its resolution (sim.base.request_work).
     request_steps: bool = False
     request_resolution: bool = False
+    # Each request asks for its own base model and LoRAs (the trace's ``model`` and ``loras``): a GPU
+    # holds one model at a time and pays a load to switch, and each LoRA a load (sim.engine.model_switch).
+    request_models: bool = False
 
     def check(self) -> None:
         positive("requests", self.requests)

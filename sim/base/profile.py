@@ -286,13 +286,15 @@ class ScalingBlock:
     kind: Kind
     # The small model's (small_model block) load time, paid by a GPU moved to its pool (cluster.controller).
     small_model_load_s: float | None = None
+    # One LoRA adapter loaded onto a running pipeline (trace.request_models).
+    lora_load_s: float | None = None
     source: str
     weights_bytes: float | None = None
     fields: dict[str, Any] | None = None
 
     def check(self) -> None:
         _sourced(self)
-        _non_negative(self, "provision_s", "model_load_s", "weights_bytes", "small_model_load_s")
+        _non_negative(self, "provision_s", "model_load_s", "weights_bytes", "small_model_load_s", "lora_load_s")
 
 
 @dataclass(kw_only=True)
@@ -520,6 +522,7 @@ class Profile:
     provision_s: float | None = None
     model_load_s: float | None = None
     small_model_load_s: float | None = None  # scaling.small_model_load_s
+    lora_load_s: float | None = None  # scaling.lora_load_s
 
     def step_s(self, batch: int = 1) -> float:
         """Seconds per denoising step of the main model for a batch (see :func:`interpolate_step_s`)."""
@@ -707,6 +710,7 @@ def parse_profile(data: Any, path: Path | str = "<profile>") -> Profile:
         provision_s=f.scaling.provision_s if f.scaling is not None else None,
         model_load_s=f.scaling.model_load_s if f.scaling is not None else None,
         small_model_load_s=f.scaling.small_model_load_s if f.scaling is not None else None,
+        lora_load_s=f.scaling.lora_load_s if f.scaling is not None else None,
     )
 
 

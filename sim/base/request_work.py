@@ -16,6 +16,7 @@ under-costed rather than over-costed). The text encoders do not depend on the si
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,6 +30,10 @@ class RequestWork:
     full_steps: np.ndarray  # int64, N_i
     area: np.ndarray  # float64, a_i
     profile_steps: int  # N, the schedule the cache decides in
+    # trace.request_models: each request's base model (dense codes, most requested first; -1: any)
+    # and LoRA count; None when the run does not model them.
+    models: np.ndarray | None = None  # int32
+    loras: np.ndarray | None = None  # int32
 
     @classmethod
     def of(
@@ -53,6 +58,12 @@ class RequestWork:
             known = np.isfinite(w) & np.isfinite(h)
             area = np.where(known, w * h / float(resolution) ** 2, 1.0)
         return cls(full_steps=full, area=area, profile_steps=int(profile_steps))
+
+    def with_models(self, models: np.ndarray, loras: np.ndarray) -> RequestWork:
+        """The same work, each request also naming its model code and LoRA count."""
+        return dataclasses.replace(
+            self, models=np.asarray(models, dtype=np.int32), loras=np.asarray(loras, dtype=np.int32)
+        )
 
     def one(self, i: int, steps: int) -> int:
         """The steps request ``i`` runs of its own schedule for a decision to run ``steps`` of N

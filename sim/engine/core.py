@@ -11,6 +11,7 @@ from sim.base.errors import ConfigError
 from sim.base.records import RecordBuffer
 from sim.cache.admission import build_admission
 from sim.engine.autoscaler import Autoscaler, scaling_waits
+from sim.engine.model_switch import SwitchCosts
 from sim.engine.pool_split import PoolSplitter
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
@@ -76,23 +77,17 @@ def simulate(
     systems = list(system) if isinstance(system, list | tuple) else [system]
 
     env = simpy.Environment()
-    replicas = build_replicas(env, exp, profile, systems)
+    switch = None
+    if request_work is not None and request_work.models is not None:
+        switch = switch_costs(profile)
+    replicas = build_replicas(env, exp, profile, systems, switch)
     router = router_class(cluster.router.kind)(cluster.router, [r.shape for r in replicas], seed)
     predictor = build_predictor(exp.predictor, prompt_ids, embeddings, seed)
     admission = build_admission(exp.cache.admission, n, seed)
     source = Source(env, replicas, router, arrival_s, prompt_ids, exp, profile, predictor, admission, request_work)
     for rep in replicas:
         rep.pool.on_finish = source.finish_job
-    scaler = None
-    if cluster.autoscale.on:
-        waits = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
-        scaler = Autoscaler(env, replicas[0].pool, cluster.autoscale, waits, lambda: source.finished)
-    if scaler is not None and source.pooled:
-        raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, "a two-model system's pools are not autoscaled")
-    splitter = None
-    if source.pooled and cluster.controller.rule != "static":
-        load_s = pool_load_times(cluster.controller.load_s, profile)
-        splitter = PoolSplitter(env, [r.pool for r in replicas], cluster.controller, load_s, lambda: source.finished)
+    scaler, splitter = _controllers(env, exp, profile, replicas, source)
     source.start_arrivals()
     env.run()
     if source.in_system:
@@ -104,6 +99,9 @@ def simulate(
     engine = records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
     if scaler is not None:
         engine["gpus_log"] = scaler.gpus_log()
+    if switch is not None:
+        engine["model_loads"] = sum(r.pool.model_loads for r in replicas)
+        engine["lora_loads"] = sum(r.pool.lora_loads for r in replicas)
     if splitter is not None:
         engine["pools_log"] = splitter.pools_log()
         engine["pool_moves"] = splitter.moves
@@ -111,6 +109,24 @@ def simulate(
         records, bin_s=60.0, gpus=cluster.gpus, gpus_log=engine.get("gpus_log"), pools_log=engine.get("pools_log")
     )
     return records, series
+
+
+def _controllers(
+    env: simpy.Environment, exp: Experiment, profile: Profile, replicas: list[Replica], source: Source
+) -> tuple[Autoscaler | None, PoolSplitter | None]:
+    """The cluster's autoscaler and pool controller, when it has them (both watch ``source``)."""
+    cluster = exp.cluster
+    scaler = None
+    if cluster.autoscale.on:
+        waits = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
+        scaler = Autoscaler(env, replicas[0].pool, cluster.autoscale, waits, lambda: source.finished)
+    if scaler is not None and source.pooled:
+        raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, "a two-model system's pools are not autoscaled")
+    splitter = None
+    if source.pooled and cluster.controller.rule != "static":
+        load_s = pool_load_times(cluster.controller.load_s, profile)
+        splitter = PoolSplitter(env, [r.pool for r in replicas], cluster.controller, load_s, lambda: source.finished)
+    return scaler, splitter
 
 
 def _records(
@@ -148,6 +164,13 @@ def _records(
         records["model"] = np.asarray(source.model_of, dtype=np.int8)
         records["main_steps"] = np.asarray(source.main_steps, dtype=np.float64)
     return records
+
+
+def switch_costs(profile: Profile) -> SwitchCosts:
+    """A GPU's model load and per-LoRA load from the profile's ``scaling`` block; ValueError when absent."""
+    if profile.model_load_s is None or profile.lora_load_s is None:
+        raise ValueError("trace.request_models: the profile has no scaling.model_load_s and scaling.lora_load_s")
+    return SwitchCosts(float(profile.model_load_s), float(profile.lora_load_s))
 
 
 def pool_load_times(own: float | None, profile: Profile) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from collections import deque
 class Job:
     """One request waiting for (or running on) a GPU."""
 
-    __slots__ = ("i", "ready", "steps", "saves", "image", "work", "start", "area", "resumes")
+    __slots__ = ("i", "ready", "steps", "saves", "image", "work", "start", "area", "resumes", "model", "loras")
 
     def __init__(
         self,
@@ -36,6 +36,8 @@ class Job:
         self.image = image  # whether an image cache keeps its final image (latency.image_save_s)
         self.work = work  # its service time alone on a GPU (batch of one)
         self.start = float("nan")  # when its GPU service began
+        self.model = -1  # the base model it asks for (trace.request_models; -1: any)
+        self.loras = 0  # LoRA adapters it loads
 
 
 class FCFSQueue:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sim.base.profile import load_run_profile, profile_for_gpu
 from sim.cache.tiers import TierPath
+from sim.engine.model_switch import ModelSwitchingPool, SwitchCosts
 from sim.engine.queues import QUEUES, Job
 from sim.engine.routing import ReplicaShape
 from sim.engine.workers import GpuPool, WorkTable, job_work
@@ -99,6 +100,7 @@ class Replica:
         exp: Experiment,
         cache: Cache,
         model: str | None = None,
+        switch: SwitchCosts | None = None,
     ) -> None:
         self.index = index
         self.gpus = gpus
@@ -111,7 +113,11 @@ class Replica:
         # (a small model's fixed few steps) keeps its own.
         self.own_schedule = self.model == "model"
         self.gpu = gpu = profile.gpu_model(self.model)
-        self.pool = GpuPool(env, gpus, QUEUES[exp.cluster.queue](), exp.cluster.batch, gpu)
+        queue = QUEUES[exp.cluster.queue]()
+        if switch is None:
+            self.pool = GpuPool(env, gpus, queue, exp.cluster.batch, gpu)
+        else:
+            self.pool = ModelSwitchingPool(env, gpus, queue, exp.cluster.batch, gpu, switch)
         self.work = WorkTable(gpu)
         self.full_work = job_work(gpu, gpu.steps, True)
         levels = sorted(profile.k_levels)
@@ -152,10 +158,15 @@ class Replica:
 
 
 def build_replicas(
-    env: simpy.Environment, exp: Experiment, profile: Profile, systems: list[System]
+    env: simpy.Environment,
+    exp: Experiment,
+    profile: Profile,
+    systems: list[System],
+    switch: SwitchCosts | None = None,
 ) -> list[Replica]:
     """The replicas of ``exp.cluster`` with their caches: ``systems`` holds one system (a shared
-    cache) or one per replica (``cache.placement: per-replica``)."""
+    cache) or one per replica (``cache.placement: per-replica``); ``switch``: the trace names each
+    request's model (:mod:`sim.engine.model_switch`), one replica only."""
     models = systems[0].pool_models
     if models:
         # A two-model system: one pool per model over one shared cache (sim.engine.pool_split).
@@ -173,4 +184,4 @@ def build_replicas(
         caches = [shared] * len(layout)
     else:
         caches = [Cache(s, TierPath(p, exp.cache.tier)) for s, (_, p) in zip(systems, layout, strict=True)]
-    return [Replica(r, env, g, p, exp, caches[r]) for r, (g, p) in enumerate(layout)]
+    return [Replica(r, env, g, p, exp, caches[r], switch=switch) for r, (g, p) in enumerate(layout)]

@@ -251,7 +251,11 @@ class Source:
         if rw is None:
             return rep.job(i, ready, steps, saves, image)
         full = int(rw.full_steps[i]) if rep.own_schedule else None
-        return rep.job(i, ready, steps, saves, image, full, float(rw.area[i]))
+        job = rep.job(i, ready, steps, saves, image, full, float(rw.area[i]))
+        if rw.models is not None:
+            job.model = int(rw.models[i])
+            job.loras = int(rw.loras[i])
+        return job
 
     def _predicted(self, i: int, now: float, boost: int, system: Any) -> tuple[Any, bool]:
         """Request ``i``'s decision under the match predictor, and whether its lookup ran."""

@@ -1,0 +1,101 @@
+"""Multi-model traffic (trace.request_models): GPUs that hold one base model each, pay its load to
+switch and a load per LoRA, checked against event logs worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import experiment
+
+from sim.app.preflight import preflight
+from sim.app.run import request_models, run_experiment
+from sim.base import config
+from sim.base.errors import ConfigError
+from sim.base.profile import load_profile
+from sim.base.request_work import RequestWork
+from sim.engine.core import simulate
+from sim.engine.workers import job_work
+from sim.systems import TraceArrays, build_system
+
+PROFILE = load_profile("sdxl-a10g")
+FULL = job_work(PROFILE.gpu_model(), PROFILE.steps, False)
+LOAD = PROFILE.model_load_s
+LORA = PROFILE.lora_load_s
+
+
+def run(arrival, models, loras, gpus=1):
+    n = len(arrival)
+    exp = experiment(systems=["vanilla"], cluster__gpus=gpus)
+    arrays = TraceArrays(np.arange(n, dtype=np.int32), np.zeros(n, np.int32), np.asarray(arrival, float))
+    work = RequestWork.of(PROFILE.steps, None, n=n).with_models(np.array(models), np.array(loras))
+    system = build_system("vanilla", exp, arrays, None, PROFILE)
+    return simulate(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, exp, PROFILE, 1, request_work=work)[0]
+
+
+def test_a_request_whose_model_is_not_loaded_pays_the_load_once():
+    assert LOAD == 8.5 and LORA == 1.0  # the shipped profile's (assumed) loads
+    # One GPU holding model 0: model 1 loads once, model 1 again is free, model 0 with two LoRAs
+    # loads back and pays both adapters, a request naming no model runs on what is there.
+    rec = run([0.0, 100.0, 200.0, 300.0], [1, 1, 0, -1], [0, 0, 2, 0])
+    assert rec["gpu_s"].tolist() == pytest.approx([FULL + LOAD, FULL, FULL + LOAD + 2 * LORA, FULL])
+    assert rec["latency_s"].tolist() == pytest.approx(rec["gpu_s"].tolist())
+    engine = rec.attrs["engine"]
+    assert (engine["model_loads"], engine["lora_loads"]) == (2, 2)
+
+
+def test_each_gpu_loads_a_model_once_and_keeps_it():
+    # Two GPUs hold model 0. Two requests of model 1 at once: each GPU loads it (one each); a third
+    # later finds an idle GPU holding it; a model-0 request then takes the GPU... both hold 1: it loads.
+    rec = run([0.0, 0.0, 100.0, 200.0], [1, 1, 1, 0], [0, 0, 0, 0], gpus=2)
+    assert rec["gpu_s"].tolist() == pytest.approx([FULL + LOAD, FULL + LOAD, FULL, FULL + LOAD])
+    assert rec.attrs["engine"]["model_loads"] == 3
+    # Work waiting for a GPU keeps first come, first served: a queued job pays on the GPU it gets.
+    rec = run([0.0, 1.0, 2.0], [0, 1, 0], [0, 0, 0])
+    assert rec["start_s"].tolist() == pytest.approx([0.0, FULL, 2 * FULL + LOAD])
+    assert rec["gpu_s"].tolist() == pytest.approx([FULL, FULL + LOAD, FULL + LOAD])
+
+
+def test_model_codes_put_the_most_requested_first():
+    df = pd.DataFrame({"model": ["b", "a", None, "b", "c", "a", "b"], "loras": [0, 1, None, 2, 0, 0, 0]})
+    models, loras = request_models(df)
+    assert models.tolist() == [0, 1, -1, 0, 2, 1, 0] and loras.tolist() == [0, 1, 0, 2, 0, 0, 0]
+    with pytest.raises(ConfigError, match="trace.request_models"):
+        request_models(pd.DataFrame({"model": [None, None]}))
+
+
+def test_a_run_on_a_table_with_models(tmp_path):
+    rows = 60
+    table = pd.DataFrame(
+        {
+            "ts": np.arange(rows) * 40.0,
+            "text": [f"prompt {i % 7}" for i in range(rows)],
+            "base": [f"M{i % 3}" for i in range(rows)],
+            "n_lora": [i % 2 for i in range(rows)],
+        }
+    )
+    path = tmp_path / "log.csv"
+    table.to_csv(path, index=False)
+    data = {
+        "trace": {
+            "source": "table",
+            "path": str(path),
+            "columns": {"timestamp": "ts", "prompt": "text", "model": "base", "loras": "n_lora"},
+            "request_models": True,
+        },
+        "systems": ["vanilla", "exact"],
+        "cluster": {"gpus": 2},
+        "embedder": "hashing",
+        "mode": "full",
+        "plots": False,
+    }
+    exp = preflight(config.from_dict(data))
+    summary = run_experiment(exp, out_dir=tmp_path / "out", progress=False).set_index("system")
+    rec = pd.read_parquet(tmp_path / "out" / "records" / "vanilla.parquet")
+    # Every request pays its LoRA; every GPU-second is billed.
+    assert rec["gpu_s"].min() >= FULL - 1e-9 and (rec["gpu_s"] > FULL + 0.5).sum() >= rows // 2
+    assert summary.loc["exact", "hit_rate"] > 0.5
+    with pytest.raises(ConfigError, match="cluster.batch.max_batch"):
+        preflight(config.from_dict({**data, "cluster": {"gpus": 2, "batch": {"max_batch": 4}}}))
+    with pytest.raises(ConfigError, match="mode"):
+        preflight(config.from_dict({**data, "mode": "cache-only"}))
