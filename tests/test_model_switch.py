@@ -99,3 +99,46 @@ def test_a_run_on_a_table_with_models(tmp_path):
         preflight(config.from_dict({**data, "cluster": {"gpus": 2, "batch": {"max_batch": 4}}}))
     with pytest.raises(ConfigError, match="mode"):
         preflight(config.from_dict({**data, "mode": "cache-only"}))
+
+
+def test_a_log_without_prompts_imports_with_placeholders(tmp_path):
+    from sim.app.cli import main
+    from traces.schema import read_parquet
+
+    log = tmp_path / "log.csv"
+    pd.DataFrame(
+        {"t": ["2024-11-15 16:57:50", "2024-11-15 16:57:51", "2024-11-15 16:57:49"], "m": ["A", "B", "A"], "n": [0, 2, 1]}
+    ).to_csv(log, index=False)
+    out = tmp_path / "t.parquet"
+    args = ["trace", "import", "--source", "table", "--path", str(log), "--columns", "timestamp=t,model=m,loras=n"]
+    assert main([*args, "--out", str(out)]) == 2  # without the flag: the missing prompt column is an error
+    assert main([*args, "--placeholder-prompts", "--out", str(out)]) == 0
+    df = read_parquet(out).df
+    # Sorted by time; each request keeps its own prompt (its data row), model and LoRAs.
+    assert df["prompt"].tolist() == ["<request 3>", "<request 1>", "<request 2>"]
+    assert df["model"].tolist() == ["A", "A", "B"] and df["loras"].tolist() == [1, 0, 2]
+    assert df["prompt_id"].nunique() == 3
+
+
+@pytest.mark.external_data
+def test_the_production_trace_replays_its_models(external_data, tmp_path):
+    """GenTD26: 86 named base models (25 requests name none) over 26,823 requests; on 4 GPUs every
+    switch is a load."""
+    from traces.table import load_table
+
+    trace = load_table(
+        external_data / "gentd26_request_trace.csv",
+        {"timestamp": "gmt_create", "user": "groupId", "model": "checkpoint_model_version_id", "loras": "num_lora"},
+        placeholder_prompts=True,
+    )
+    assert len(trace) == 26_823 and trace.df["model"].nunique() == 86 and trace.df["model"].isna().sum() == 25
+    models, loras = request_models(trace.df)
+    assert float((models == 0).mean()) == pytest.approx(0.31, abs=0.01)  # the top model's share
+    assert float((loras > 0).mean()) == pytest.approx(0.17, abs=0.01)
+    rec = run(trace.arrival_s, models, loras, gpus=4)
+    engine = rec.attrs["engine"]
+    assert engine["lora_loads"] == int(loras.sum())
+    # At least one load per model beyond the first; never more than one per request.
+    assert 85 <= engine["model_loads"] <= len(rec)
+    extra = rec["gpu_s"].sum() - len(rec) * FULL
+    assert extra == pytest.approx(engine["model_loads"] * LOAD + engine["lora_loads"] * LORA, rel=1e-9)

@@ -85,7 +85,7 @@ def _table(
 ) -> Trace:
     from traces.table import load_table
 
-    return load_table(_path(cfg), cfg.columns, cfg.time_unit)
+    return load_table(_path(cfg), cfg.columns, cfg.time_unit, cfg.placeholder_prompts)
 
 
 def _generator_version() -> int:

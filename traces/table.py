@@ -1,7 +1,7 @@
 """Any CSV or parquet table of requests, its columns named by a mapping (``trace.source: table``).
 
-``columns`` maps a trace column (``prompt``, ``timestamp``, ``user``, ``seed``, ``steps``,
-``width``, ``height``) to the input's name for it: ``{"prompt": "text", "timestamp": "ts"}``, or
+``columns`` maps a trace column (``prompt``, ``timestamp``, ``user``, ``model``, ``seed``,
+``steps``, ``width``, ``height``, ``loras``) to the input's name for it: ``{"prompt": "text", "timestamp": "ts"}``, or
 on the command line ``--columns prompt=text,timestamp=ts,user=uid``. A trace column left out is
 read from an input column of the same name when there is one. A name may also point into a JSON
 object stored in a column: ``timestamp=meta.created`` reads field ``created`` of the JSON text in
@@ -11,6 +11,12 @@ Timestamps may be numbers (seconds since 1970-01-01 UTC, or the ``time_unit`` gi
 text (a time without a zone is UTC), or parquet datetimes. Requests with an empty prompt are
 dropped with one warning, as by every importer; any other bad value is an error that names the
 file, the data row (1-based, header excluded) and the input's column.
+
+A log without prompt text (a production serving trace such as GenTD26) imports with
+``placeholder_prompts``: every request gets a prompt of its own, ``<request N>`` (N its data row),
+so nothing repeats and nothing is similar. Such a trace answers capacity, routing, model-switch
+and autoscaling questions with systems that look nothing up (``vanilla``); a cache has nothing to
+find in it.
 """
 
 from __future__ import annotations
@@ -164,8 +170,11 @@ def read_timestamps(path: str | Path, column: str, time_unit: str = "s") -> pd.S
     return ts
 
 
-def load_table(path: str | Path, columns: Mapping[str, str] | None = None, time_unit: str = "s") -> Trace:
-    """Read a CSV or parquet request table through the column mapping (see the module docstring)."""
+def load_table(
+    path: str | Path, columns: Mapping[str, str] | None = None, time_unit: str = "s", placeholder_prompts: bool = False
+) -> Trace:
+    """Read a CSV or parquet request table through the column mapping (see the module docstring);
+    ``placeholder_prompts``: the table has no prompts, give each request one of its own."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "table not found")
@@ -183,6 +192,8 @@ def load_table(path: str | Path, columns: Mapping[str, str] | None = None, time_
         if spec in raw.columns:
             values = raw[spec]
             names[trace_col] = spec
+        elif trace_col == "prompt" and placeholder_prompts and "prompt" not in mapping:
+            values = pd.Series([f"<request {k}>" for k in range(1, len(raw) + 1)], index=raw.index, dtype=object)
         else:
             values = _json_field(raw, spec, p)
             if values is None:

@@ -21,8 +21,8 @@ from traces.sources import SOURCES, SYNTHETIC_DEFAULT_REQUESTS
 
 TRACE_HELP = """\
 Generate, import, describe and compare request traces. A trace is a time-sorted parquet table of
-requests (timestamp, prompt, prompt_id, user, seed, steps, width, height) that `acsim run` replays
-through a cache model (set `trace.source: parquet` and `trace.path` in an experiment file).
+requests (timestamp, prompt, prompt_id, user, model, seed, steps, width, height, loras) that
+`acsim run` replays through a cache model (set `trace.source: parquet` and `trace.path` in an experiment file).
 """
 
 # The DiffusionDB 1k sample's mean rate (999 gaps in 6.73 h): `trace synth` draws requests at this
@@ -56,6 +56,9 @@ examples:
   acsim trace import --source diffusiondb --path sample:diffusiondb_2m_first1k.csv --out results/ddb-1k.parquet
   acsim trace import --source table --path log.csv --columns prompt=text,timestamp=ts,user=uid --out results/log.parquet
   acsim trace import --source table --path log.parquet --columns timestamp=meta.created --time-unit ms --out t.parquet
+  acsim trace import --source table --path gentd26_request_trace.csv --placeholder-prompts \
+      --columns timestamp=gmt_create,user=groupId,model=checkpoint_model_version_id,loras=num_lora,steps=num_inference_steps \
+      --out results/gentd26.parquet
   acsim trace import --source prompts --path prompts.txt --process diurnal --rate 0.2 --out results/p.parquet
 """
 )
@@ -187,6 +190,12 @@ def _add_import(sub: Any) -> None:
     p.add_argument("--start", help="keep requests at or after this ISO time, e.g. 2022-08-13T21:00Z")
     p.add_argument("--end", help="keep requests before this ISO time")
     _table_args(p)
+    p.add_argument(
+        "--placeholder-prompts",
+        action="store_true",
+        help="--source table without prompt text: each request gets a prompt of its own (<request N>); "
+        "for capacity, routing and model-switch runs of systems that look nothing up",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival process for --source prompts")
     _arrival_args(p, process=None, rate=None)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
@@ -423,6 +432,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     columns = _columns(args)
     if columns:
         trace["columns"] = columns
+    if args.placeholder_prompts:
+        trace["placeholder_prompts"] = True
     cfg = _trace_config(args, trace)
     _write(load_trace(cfg, args.seed), args.out, started, args.stats)
     return 0

@@ -118,6 +118,8 @@ class TraceConfig:
     # source: table: trace column -> input column (or COLUMN.FIELD of JSON in a column); None: same names
     columns: dict[str, str] | None = None
     time_unit: Literal["s", "ms", "us", "ns"] = "s"  # source: table: unit of numeric timestamps
+    # source: table without prompt text: each request gets a prompt of its own (traces.table)
+    placeholder_prompts: bool = False
     arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # Each request costs its own denoising steps (the trace's ``steps``) and image size (``width`` x
