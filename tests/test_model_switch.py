@@ -24,9 +24,9 @@ LOAD = PROFILE.model_load_s
 LORA = PROFILE.lora_load_s
 
 
-def run(arrival, models, loras, gpus=1):
+def run(arrival, models, loras, gpus=1, affinity_wait_s=0.0):
     n = len(arrival)
-    exp = experiment(systems=["vanilla"], cluster__gpus=gpus)
+    exp = experiment(systems=["vanilla"], cluster__gpus=gpus, cluster__affinity_wait_s=affinity_wait_s)
     arrays = TraceArrays(np.arange(n, dtype=np.int32), np.zeros(n, np.int32), np.asarray(arrival, float))
     work = RequestWork.of(PROFILE.steps, None, n=n).with_models(np.array(models), np.array(loras))
     system = build_system("vanilla", exp, arrays, None, PROFILE)
@@ -142,3 +142,16 @@ def test_the_production_trace_replays_its_models(external_data, tmp_path):
     assert 85 <= engine["model_loads"] <= len(rec)
     extra = rec["gpu_s"].sum() - len(rec) * FULL
     assert extra == pytest.approx(engine["model_loads"] * LOAD + engine["lora_loads"] * LORA, rel=1e-9)
+
+
+def test_affinity_lets_a_gpu_take_its_own_models_request_first_but_not_for_ever():
+    # One GPU holding model 0 runs r0; r1 (model 1) and r2 (model 0) wait. First come, first served
+    # loads model 1 for r1 and model 0 back for r2; with affinity r2 goes first and one load is paid.
+    fcfs = run([0.0, 1.0, 2.0], [0, 1, 0], [0, 0, 0])
+    assert fcfs.attrs["engine"]["model_loads"] == 2
+    rec = run([0.0, 1.0, 2.0], [0, 1, 0], [0, 0, 0], affinity_wait_s=1000.0)
+    assert rec.attrs["engine"]["model_loads"] == 1
+    assert rec["start_s"].tolist() == pytest.approx([0.0, 2 * FULL, FULL])
+    # The head has waited longer than the bound when the GPU frees up: it keeps its turn.
+    rec = run([0.0, 1.0, 2.0], [0, 1, 0], [0, 0, 0], affinity_wait_s=FULL - 1.5)
+    assert rec["start_s"].tolist() == pytest.approx(fcfs["start_s"].tolist())

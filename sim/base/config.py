@@ -372,9 +372,13 @@ class ClusterConfig:
     # either one (the other gets the rest of ``gpus``). None: one GPU runs the small model.
     pools: dict[str, int] | None = None
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    # trace.request_models: a GPU that frees up takes the oldest queued request of the model it holds,
+    # unless the head of the queue has waited this long (sim.engine.model_switch); 0: first come, first served.
+    affinity_wait_s: float = 0.0
 
     def check(self) -> None:
         positive("gpus", self.gpus)
+        positive("affinity_wait_s", self.affinity_wait_s, allow_zero=True)
         if self.pools is not None:
             pool_split_of(self.pools, None)  # the names and counts; the sum once a system uses them
         scale = self.autoscale

@@ -79,7 +79,7 @@ def simulate(
     env = simpy.Environment()
     switch = None
     if request_work is not None and request_work.models is not None:
-        switch = switch_costs(profile)
+        switch = switch_costs(profile, cluster.affinity_wait_s)
     replicas = build_replicas(env, exp, profile, systems, switch)
     router = router_class(cluster.router.kind)(cluster.router, [r.shape for r in replicas], seed)
     predictor = build_predictor(exp.predictor, prompt_ids, embeddings, seed)
@@ -166,11 +166,12 @@ def _records(
     return records
 
 
-def switch_costs(profile: Profile) -> SwitchCosts:
-    """A GPU's model load and per-LoRA load from the profile's ``scaling`` block; ValueError when absent."""
+def switch_costs(profile: Profile, affinity_wait_s: float = 0.0) -> SwitchCosts:
+    """A GPU's model load and per-LoRA load from the profile's ``scaling`` block, and how long the head
+    of the queue lets a GPU prefer its own model's requests; ValueError when a load is absent."""
     if profile.model_load_s is None or profile.lora_load_s is None:
         raise ValueError("trace.request_models: the profile has no scaling.model_load_s and scaling.lora_load_s")
-    return SwitchCosts(float(profile.model_load_s), float(profile.lora_load_s))
+    return SwitchCosts(float(profile.model_load_s), float(profile.lora_load_s), affinity_wait_s)
 
 
 def pool_load_times(own: float | None, profile: Profile) -> tuple[float, float]:

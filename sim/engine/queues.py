@@ -58,6 +58,18 @@ class FCFSQueue:
     def oldest_ready(self) -> float:
         return self._q[0].ready
 
+    def prefer(self, model: int, since: float) -> None:
+        """Move the oldest job asking for ``model`` to the head, unless the head has waited since
+        before ``since`` (it then keeps its turn: no job waits for ever)."""
+        q = self._q
+        if q[0].model == model or q[0].ready < since:
+            return
+        for k, job in enumerate(q):
+            if job.model == model:
+                del q[k]
+                q.appendleft(job)
+                return
+
 
 class SJFQueue:
     """Shortest job (fewest denoising steps) first; non-preemptive."""
