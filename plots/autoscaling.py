@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from plots.data import raw_timeseries
+from plots.markdown import markdown_table
 from plots.style import DOUBLE_COLUMN_IN, LINESTYLES, paper_style, save_figure, setting_color
 from sim.base.io import atomic_write_text
 
@@ -46,7 +47,7 @@ def _windowed(values: np.ndarray, window: int) -> np.ndarray:
 def markdown(summary: pd.DataFrame, others: list[str]) -> str:
     """Per run and system: GPUs held (mean, max), provisioned $/1k images, p95 latency, SLO met."""
     head = [*others, "rule", "system", "GPUs held (mean / max)", "$ / 1k images held", "p95 latency s", "SLO met"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for _, r in summary.iterrows():
         cells = [str(r[k]) for k in others] + [
             str(r[RULE]),
@@ -56,8 +57,8 @@ def markdown(summary: pd.DataFrame, others: list[str]) -> str:
             f"{r['p95_latency_s']:.1f}",
             f"{r['slo_attainment']:.1%}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return markdown_table(head, rows)
 
 
 def autoscaling(results: Results, out_dir: Path) -> list[Path]:

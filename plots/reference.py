@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from plots.data import distinguishing_keys
+from plots.markdown import markdown_table
 from sim.base.errors import InputError
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def comparison_markdown(comp: Comparison) -> str:
     """The comparison as a Markdown table: one row per paper label, metric x source columns."""
     cols = [(m, src) for _, _, m, _ in METRICS for src in comp.sources]
     head = ["system", *(f"{m} ({src})" for m, src in cols)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     t = comp.table.set_index(["label", "metric", "source"])
     for label in comp.labels:
         cells = [label]
@@ -181,5 +182,5 @@ def comparison_markdown(comp: Comparison) -> str:
                 cells.append(f"{r['mean']:.2f} ({r['lo']:.2f}-{r['hi']:.2f})")
             else:
                 cells.append(f"{r['mean']:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return markdown_table(head, rows)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from plots.markdown import markdown_table
 from plots.style import DOUBLE_COLUMN_IN, color_for, paper_style, save_figure, setting_color
 from sim.base.io import atomic_write_text
 from sim.systems import SYSTEMS
@@ -31,7 +32,7 @@ _PANELS = (("p95_latency_s", "p95 latency (s)"), ("slo_attainment", "SLO met"), 
 def markdown(summary: pd.DataFrame, varied: list[str]) -> str:
     """Per run and system: hit rate, compute saved, p95 latency, SLO met, CLIP, PickScore, $/1k images."""
     head = [*varied, "system", "hit rate", "compute saved", "p95 latency s", "SLO met", "CLIP", "PickScore", "$ / 1k images"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for _, r in summary.iterrows():
         cells = [str(r[k]) for k in varied] + [
             str(r["system"]),
@@ -43,8 +44,8 @@ def markdown(summary: pd.DataFrame, varied: list[str]) -> str:
             f"{r['quality_pickscore']:.2f}",
             f"{r['cost_per_1k_images_usd']:.3f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return markdown_table(head, rows)
 
 
 def successors(results: Results, out_dir: Path) -> list[Path]:
