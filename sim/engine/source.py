@@ -295,10 +295,10 @@ class Source:
         i = job.i
         now = self.env.now
         self.finish[i] = now
-        if self.pooled and self._follow_up(job, gpu_s, now):
-            return
-        if i in self.second:
+        if self.pooled and i in self.second:  # a cascade's second job: the request started earlier
             self.gpu_s[i] += gpu_s
+        elif self.pooled and self._follow_up(job, gpu_s, now):
+            return
         else:
             self.start[i] = job.start
             self.gpu_s[i] = gpu_s
@@ -307,8 +307,6 @@ class Source:
     def _follow_up(self, job: Job, gpu_s: float, now: float) -> bool:
         """Queue request ``job.i``'s second job in the main model's pool when its system asks for one."""
         i = job.i
-        if i in self.second:
-            return False
         steps = self.replicas[0].cache.system.follow_up_steps(i, self.decisions[i])
         if steps <= 0:
             return False
