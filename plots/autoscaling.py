@@ -77,14 +77,15 @@ def autoscaling(results: Results, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(2, len(groups), figsize=(DOUBLE_COLUMN_IN, 3.8), sharex="col", squeeze=False)
         for col, (key, rows) in enumerate(groups):
             top, bottom = axes[0, col], axes[1, col]
-            drew_load = False
+            drew_load, unit = False, "hours"
             for _, r in rows.iterrows():
                 got = _held(results.run(r["run"]), str(r["system"]), float(r["gpus_mean"]))
                 if got is None:
                     continue
                 hours, load, held = got
                 window = max(1, math.ceil(len(hours) / 150))  # ~150 points per line stay readable
-                h = _windowed(hours, window)
+                unit = "days" if hours[-1] > 72 else "hours"  # a production trace's weeks read in days
+                h = _windowed(hours / 24 if unit == "days" else hours, window)
                 if not drew_load:
                     top.plot(h, _windowed(load, window), color="0.25", linewidth=1)
                     drew_load = True
@@ -92,7 +93,7 @@ def autoscaling(results: Results, out_dir: Path) -> list[Path]:
                 bottom.plot(h, _windowed(held, window), color=setting_color(rules.index(str(r[RULE]))), linestyle=style, linewidth=1)
             values = key if isinstance(key, tuple) else (key,)
             top.set_title(", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, values, strict=True)) or "load")
-            bottom.set_xlabel("hours")
+            bottom.set_xlabel(unit)
         axes[0, 0].set_ylabel("offered load\n(requests/s)")
         axes[1, 0].set_ylabel("GPUs held")
         fig.tight_layout()

@@ -155,3 +155,101 @@ def test_affinity_lets_a_gpu_take_its_own_models_request_first_but_not_for_ever(
     # The head has waited longer than the bound when the GPU frees up: it keeps its turn.
     rec = run([0.0, 1.0, 2.0], [0, 1, 0], [0, 0, 0], affinity_wait_s=FULL - 1.5)
     assert rec["start_s"].tolist() == pytest.approx(fcfs["start_s"].tolist())
+
+
+def test_a_pool_that_grows_and_shrinks_keeps_track_of_each_gpus_model():
+    # One GPU holding model 0; a load costs 10 s and a job 100 s. t=0: A (model 1) loads and runs to
+    # 110; B (model 0) waits. t=50: a GPU joins holding model 0 and takes B (50-150). t=60: one GPU is
+    # to leave: A's, at 110, with model 1. t=120: C (model 1) waits for B's GPU, loads: 150-260.
+    # t=200: two GPUs join (model 0). t=300: two idle GPUs leave, those whose model most idle GPUs
+    # hold: both model-0 ones. t=310: D (model 1) finds C's GPU, which holds model 1: 310-410.
+    import simpy
+
+    from sim.base.config import BatchConfig
+    from sim.engine.model_switch import ModelSwitchingPool, SwitchCosts
+    from sim.engine.queues import FCFSQueue, Job
+
+    env = simpy.Environment()
+    pool = ModelSwitchingPool(env, 1, FCFSQueue(), BatchConfig(), PROFILE.gpu_model(), SwitchCosts(10.0, 0.0))
+    done: dict[str, tuple[float, float]] = {}
+    pool.on_finish = lambda job, s: done.__setitem__("ABCD"[job.i], (job.start, env.now))
+    left: list[float] = []
+    pool.on_release = left.append
+
+    def idle_models() -> dict[int, int]:
+        return {m: c for m, c in pool.held.items() if c}
+
+    def job(i: int, model: int) -> Job:
+        j = Job(i, env.now, 50, False, 100.0)
+        j.model = model
+        return j
+
+    def script():
+        pool.push(job(0, 1))
+        pool.push(job(1, 0))
+        yield env.timeout(50)
+        pool.add_gpus(1)
+        yield env.timeout(10)
+        pool.retiring += 1
+        yield env.timeout(60)
+        pool.push(job(2, 1))
+        yield env.timeout(80)
+        pool.add_gpus(2)
+        assert idle_models() == {0: 2}
+        yield env.timeout(100)
+        assert pool.release_idle(2) == 2
+        assert idle_models() == {1: 1}
+        yield env.timeout(10)
+        pool.push(job(3, 1))
+
+    env.process(script())
+    env.run()
+    assert done == {"A": (0.0, 110.0), "B": (50.0, 150.0), "C": (150.0, 260.0), "D": (310.0, 410.0)}
+    assert left == [110.0]
+    assert pool.model_loads == 2
+    assert (pool.gpus, pool.idle, idle_models()) == (1, 1, {1: 1})
+
+
+def test_an_autoscaled_multi_model_pool_keeps_its_bounds_and_pays_each_load():
+    rng = np.random.default_rng(3)
+    n = 600
+    models, loras = rng.integers(0, 6, n), rng.integers(0, 3, n)
+    exp = experiment(
+        systems=["vanilla"],
+        cluster__gpus=3,
+        cluster__autoscale={"rule": "queue-delay", "min_gpus": 1, "max_gpus": 6, "interval_s": 30},
+    )
+    arrays = TraceArrays(np.arange(n, dtype=np.int32), np.zeros(n, np.int32), np.arange(n) * 6.0)
+    work = RequestWork.of(PROFILE.steps, None, n=n).with_models(models, loras)
+    system = build_system("vanilla", exp, arrays, None, PROFILE)
+    rec = simulate(system, arrays.arrival_s, arrays.prompt_ids, arrays.user_codes, exp, PROFILE, 1, request_work=work)[0]
+    engine = rec.attrs["engine"]
+    log = engine["gpus_log"]
+    assert min(log["held"]) >= 1 and max(log["held"]) <= 6 and len(set(log["held"])) > 1
+    assert engine["lora_loads"] == int(loras.sum())
+    extra = rec["gpu_s"].sum() - n * FULL
+    assert extra == pytest.approx(engine["model_loads"] * LOAD + engine["lora_loads"] * LORA, rel=1e-9)
+    # Preflight lets trace.request_models autoscale.
+    preflight(config.from_dict({"trace": {"request_models": True}, "cluster": {"autoscale": {"rule": "pid"}}}))
+
+
+@pytest.mark.external_data
+def test_the_production_day_experiment_autoscales_the_production_trace(external_data, tmp_path):
+    """experiments/production_day.yaml on GenTD26: its models autoscaled by the queue-delay rule stay
+    within 1..8 GPUs, hold fewer GPU-hours than the 3 provisioned ones, and bill what they held."""
+    overrides = [
+        f"trace.path={external_data / 'gentd26_request_trace.csv'}",
+        "cluster.autoscale.rule=queue-delay",
+        "trace.request_models=true",
+        "plots=false",
+    ]
+    exp = preflight(config.load("experiments/production_day.yaml", overrides))
+    exp.sweep = None
+    row = run_experiment(exp, out_dir=tmp_path / "out", progress=False).set_index("system").loc["vanilla"]
+    rec = pd.read_parquet(tmp_path / "out" / "records" / "vanilla.parquet")
+    assert len(rec) == 26_823 and row["requests"] == 26_823
+    assert 1 <= row["gpus_mean"] < 3 and row["gpus_peak"] <= 8
+    span_h = (rec["finish_s"].max() - rec["arrival_s"].min()) / 3600
+    assert row["gpu_hours_provisioned"] == pytest.approx(row["gpus_mean"] * span_h, rel=1e-6)
+    assert row["gpu_hours_provisioned"] < 3 * span_h
+    assert 0.9 < row["slo_attainment"] < 1.0

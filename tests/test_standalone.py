@@ -16,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
+# Experiments on data acsim may not ship (its licence allows study use only): a lone copy refuses
+# them naming the file the user is to fetch (the experiment's header says from where).
+USER_DATA = {"experiments/production_day.yaml": "data/gentd26_request_trace.csv"}
 
 # A folder beside the checkout, or a path that only the machine that wrote a file has. Examples
 # in the docs name made-up places (/models/..., /data/...), which are not these.
@@ -79,18 +82,32 @@ print("CODES", json.dumps(codes))
 """
 
 
-def test_every_experiment_validates_from_a_lone_copy(lone_copy: Path, tmp_path: Path) -> None:
-    assert EXPERIMENTS, "no experiment files"
-    env = {**os.environ, "PYTHONPATH": str(lone_copy), "ACSIM_CACHE": str(tmp_path / "cache")}
+def validate_in(copy: Path, cache: Path, names: list[str]) -> tuple[dict[str, int], str]:
+    """Exit codes of ``acsim validate`` on ``names`` in ``copy`` (its own packages), and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "ACSIM_CACHE": str(cache)}
     env.pop("ACSIM_TEST_DATA", None)
-    names = [f"experiments/{p.name}" for p in EXPERIMENTS]
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *names], cwd=lone_copy, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SCRIPT, *names], cwd=copy, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("CODES", 1)[1]), proc.stdout + proc.stderr
+
+
+def test_every_experiment_validates_from_a_lone_copy(lone_copy: Path, tmp_path: Path) -> None:
+    assert EXPERIMENTS, "no experiment files"
+    names = [f"experiments/{p.name}" for p in EXPERIMENTS if f"experiments/{p.name}" not in USER_DATA]
     # The copy's own packages were imported (not the checkout's), so the samples came from the copy.
-    codes = json.loads(proc.stdout.split("CODES", 1)[1])
-    assert codes == dict.fromkeys(names, 0), proc.stdout + proc.stderr[-3000:]
+    codes, out = validate_in(lone_copy, tmp_path / "cache", names)
+    assert codes == dict.fromkeys(names, 0), out[-3000:]
+
+
+@pytest.mark.parametrize(("name", "data"), sorted(USER_DATA.items()))
+def test_an_experiment_on_data_acsim_cannot_ship_names_the_file_to_fetch(lone_copy: Path, tmp_path: Path, name, data):
+    assert (ROOT / name).is_file()
+    codes, out = validate_in(lone_copy, tmp_path / "cache", [name])
+    assert codes == {name: 2}
+    assert "trace.path" in out and data in out and "no such file" in out
+    assert "github.com" in (ROOT / name).read_text()  # the header says where the data comes from
 
 
 def test_the_lone_copy_reads_its_own_samples(lone_copy: Path) -> None:

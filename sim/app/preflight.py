@@ -263,8 +263,6 @@ def _check_request_models(exp: Experiment, profile: Profile) -> None:
         raise ConfigError("mode", exp.mode, f"trace.request_models: {why} need mode: full")
     if exp.cluster.batch.max_batch > 1:
         raise ConfigError("cluster.batch.max_batch", exp.cluster.batch.max_batch, f"trace.request_models: {why} run batches of 1")
-    if exp.cluster.autoscale.on:
-        raise ConfigError("cluster.autoscale.rule", exp.cluster.autoscale.rule, f"trace.request_models: {why} are not autoscaled")
     if exp.cluster.affinity_wait_s > 0 and exp.cluster.queue != "fcfs":
         raise ConfigError("cluster.queue", exp.cluster.queue, "cluster.affinity_wait_s reorders a first-come, first-served queue: fcfs")
     pooled = [name for name in exp.systems if SYSTEMS[name].pool_models]

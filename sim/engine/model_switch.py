@@ -7,7 +7,9 @@ it takes the idle GPU whose model is held by the most idle GPUs (the least misse
 model's load time first (``scaling.model_load_s``: the weights from local disk). Each LoRA a
 request loads costs ``scaling.lora_load_s`` (assumed: the trace names how many adapters a request
 loads, not which, so none is taken as already loaded). A request that names no model runs on
-any GPU as it is. Every GPU starts with the trace's most requested model.
+any GPU as it is. Every GPU starts with the trace's most requested model, and so does a GPU an
+autoscaler adds (its provisioning wait pays that load); a GPU let go is one whose model the most
+idle GPUs hold.
 
 The loads are GPU time: they lengthen the job (its ``gpu_s`` and latency) and are billed. By
 default the queue stays first come, first served: a free GPU takes the head of the queue, whatever
@@ -72,9 +74,21 @@ class ModelSwitchingPool(GpuPool):
         job.model = want  # what the GPU holds when the job ends
         super()._start_one(job, now)
 
+    def add_gpus(self, n: int) -> None:
+        self.held[0] = self.held.get(0, 0) + n
+        super().add_gpus(n)
+
+    def release_idle(self, n: int) -> int:
+        held = self.held
+        gone = super().release_idle(n)
+        for _ in range(gone):
+            held[max(held, key=held.__getitem__)] -= 1
+        return gone
+
     def _done_one(self, event: simpy.events.Timeout) -> None:
         job = event.value
-        self.held[job.model] = self.held.get(job.model, 0) + 1
+        if not self.retiring:  # else the GPU leaves the pool with the model it holds
+            self.held[job.model] = self.held.get(job.model, 0) + 1
         if self.affinity_wait_s > 0 and len(self.queue) > 1 and not self.retiring:
             self.queue.prefer(job.model, self.env.now - self.affinity_wait_s)
         super()._done_one(event)
