@@ -71,6 +71,8 @@ def autoscaling(results: Results, out_dir: Path) -> list[Path]:
         return []
     others = [k for k in results.varied if k != RULE and s[k].nunique() > 1]
     groups = list(s.groupby(others, sort=False)) if others else [((), s)]
+    # A setting run under one rule only (e.g. a static cluster's other controllers) compares nothing.
+    groups = [(key, rows) for key, rows in groups if rows[RULE].nunique() > 1] or groups
     rules = list(dict.fromkeys(s[RULE].astype(str)))
     systems = list(dict.fromkeys(s["system"].astype(str)))
     with paper_style():

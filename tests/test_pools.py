@@ -194,6 +194,67 @@ def test_controller_keeps_every_gpu_and_pays_the_load_time(rule):
     assert before <= 2 < after
 
 
+def held_seconds(log, start: float, end: float) -> float:
+    """The integral of the held count (the log's second column), step by step, from the definition."""
+    total = 0.0
+    for k, entry in enumerate(log):
+        lo, hi = max(entry[0], start), min(log[k + 1][0] if k + 1 < len(log) else math.inf, end)
+        total += entry[1] * max(0.0, hi - lo)
+    return total
+
+
+@pytest.mark.parametrize("name", ["modm", "cascade"])
+@pytest.mark.parametrize("rule", ["utilization", "queue-delay", "pid"])
+def test_autoscaled_pools_keep_within_bounds_and_pay_for_what_they_held(name, rule):
+    from sim.results.metrics import summarize
+
+    arrays, lists = workload(900)
+    # A step in load: one request per 8 s for an hour, then one a second.
+    arrival = np.concatenate([np.arange(450) * 8.0, 3600.0 + np.arange(450) * 1.0])
+    scale = {"rule": rule, "min_gpus": 2, "max_gpus": 6, "interval_s": 30, "provision_s": 45.0}
+    exp = Experiment(
+        selector=OWN_SPACE,
+        systems=[name],
+        cache=CacheConfig(capacity=300, policy="lru"),
+        cluster=from_dict({"cluster": {"gpus": 3, "autoscale": scale}}).cluster,
+    )
+    system = build_system(name, exp, arrays, lists, PROFILE)
+    rec, series = simulate(system, arrival, arrays.prompt_ids, arrays.user_codes, exp, PROFILE, 3)
+    engine = rec.attrs["engine"]
+    log = list(zip(*engine["gpus_log"].values(), strict=True))
+    pools = list(zip(*engine["pools_log"].values(), strict=True))
+    assert [t for t, _, _ in log] == [t for t, _, _ in pools]
+    assert all(2 <= held <= 6 for _, held, _ in log) and len({held for _, held, _ in log}) > 1
+    # Each pool keeps a GPU; the pools' GPUs held add up to the cluster's.
+    assert all(main >= 1 and small >= 1 and main + small == held for (_, main, small), (_, held, _) in zip(pools, log, strict=True))
+    assert "gpus_model" in series and "gpus_small_model" in series and "gpus_held" in series
+    if name == "modm":  # one job per request: no pool runs more at once than it holds GPUs
+        times = np.array([t for t, _, _ in pools])
+        for k in (0, 1):
+            ran = rec[rec["replica"] == k]
+            running = 0
+            for t, step in sorted([(s, 1) for s in ran["start_s"]] + [(f, -1) for f in ran["finish_s"]]):
+                running += step
+                assert running <= pools[int(np.searchsorted(times, t, side="right")) - 1][1 + k]
+    row = summarize(rec, profile=PROFILE, exp=exp, system_stats=system.stats())
+    start, end = float(arrival.min()), float(rec["finish_s"].max())
+    assert row["gpu_hours_provisioned"] == pytest.approx(held_seconds(log, start, end) / 3600, rel=1e-12)
+    assert row["gpus_peak"] == max(h for t, h, _ in log if t <= end)
+
+
+@pytest.mark.parametrize(
+    ("wants", "least", "most", "want"),
+    [([3, 2], 1, 8, [3, 2]), ([0, 0], 1, 8, [1, 1]), ([6, 4], 1, 6, [3, 3]), ([7, 1], 2, 6, [5, 1]),
+     ([1, 1], 5, 8, [4, 1]), ([4], 2, 3, [3]), ([0], 2, 3, [2])],
+)
+def test_the_pools_shares_from_their_definition(wants, least, most, want):
+    from sim.engine.autoscaler import shares
+
+    # At least one each; over the cap, the largest ask gives one GPU at a time (ties: the last
+    # pool); under the floor, the largest gains one at a time (ties: the first).
+    assert shares(wants, least, most) == want
+
+
 def test_pools_config_errors():
     with pytest.raises(ConfigError, match=r"pools.*add up to 4"):
         from_dict({"cluster": {"gpus": 4, "pools": {"model": 3, "small_model": 2}}}).cluster.pool_split()
@@ -238,7 +299,8 @@ def test_modm_jobs_run_in_their_models_pool_for_exactly_their_work():
     [
         ({"mode": "cache-only"}, "mode"),
         ({"cluster": {"gpus": 1}}, "cluster.gpus"),
-        ({"cluster": {"gpus": 4, "autoscale": {"rule": "pid"}}}, "cluster.autoscale.rule"),
+        ({"cluster": {"gpus": 4, "autoscale": {"rule": "pid"}, "controller": {"rule": "pid"}}}, "cluster.controller.rule"),
+        ({"cluster": {"gpus": 1, "autoscale": {"rule": "pid", "max_gpus": 1}}}, "cluster.autoscale.max_gpus"),
         ({"cluster": {"gpus": 4, "pools": {"small_model": 4}}}, "pools"),
         ({"cluster": {"gpus": 4, "controller": {"rule": "psychic"}}}, "cluster.controller.rule"),
     ],
@@ -264,3 +326,33 @@ def test_a_cascade_escalation_runs_the_requests_own_schedule():
     assert rec["steps"].tolist() == [4 + 30, 4 + 50, 4 + 150]
     small = job_work(SMALL, SMALL.steps, False)
     assert rec["gpu_s"].tolist() == pytest.approx([small + job_work(LARGE, n, False, full_steps=n) for n in (30, 50, 150)])
+
+
+def test_a_sweep_of_two_model_systems_static_and_autoscaled_draws_both_rows(tmp_path):
+    import yaml
+
+    from plots.data import load_results
+    from sim.app.cli import main
+
+    spec = {
+        "name": "pools",
+        "trace": {"source": "synthetic", "requests": 400, "arrival": {"process": "poisson", "rate": 0.3}},
+        "embedder": "hashing",
+        "selector": {"carried": False},
+        "systems": ["vanilla", "modm"],
+        "mode": "full",
+        "cluster": {"gpus": 3, "autoscale": {"min_gpus": 2, "max_gpus": 5, "provision_s": 30.0}},
+        "output": str(tmp_path / "out"),
+        "sweep": {"zip": {"cluster.autoscale.rule": ["none", "queue-delay"]}},
+    }
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path), "--jobs", "1", "--quiet"]) == 0
+    plots = tmp_path / "out-sweep" / "plots"
+    assert (plots / "successors.png").is_file() and (plots / "autoscaling.png").is_file()
+    table = (plots / "successors.md").read_text()
+    assert table.count("| modm |") == 2 and "queue-delay" in table
+    s = load_results(tmp_path / "out-sweep").summary.set_index(["cluster.autoscale.rule", "system"])
+    # The static cluster holds its 3 GPUs; the autoscaled modm holds what its rule asked for.
+    assert s.loc[("none", "modm"), "gpus_mean"] == pytest.approx(3.0)
+    assert 2 <= s.loc[("queue-delay", "modm"), "gpus_mean"] <= 5

@@ -231,7 +231,8 @@ def _check_autoscale(exp: Experiment, profile: Profile) -> None:
 
 def _check_pools(exp: Experiment, profile: Profile) -> None:
     """A two-model system's pools (``cluster.pools``, one small-model GPU by default, written in) and
-    controller; they need mode: full, one pool per model (no replicas, no autoscaler)."""
+    controller; they need mode: full, one pool per model (no replicas), and under an autoscaler no
+    controller of their split."""
     cluster = exp.cluster
     _one_of("cluster.controller.rule", cluster.controller.rule, SPLIT_RULES)
     pooled = [name for name in exp.systems if SYSTEMS[name].pool_models]
@@ -243,7 +244,16 @@ def _check_pools(exp: Experiment, profile: Profile) -> None:
     if cluster.replicas is not None:
         raise ConfigError("cluster.replicas", "...", f"{why} (cluster.pools); leave cluster.replicas out")
     if cluster.autoscale.on:
-        raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, f"{why}; autoscaling them is not modelled")
+        if cluster.controller.rule != "static":
+            raise ConfigError(
+                "cluster.controller.rule", cluster.controller.rule, f"{why}, each sized by cluster.autoscale: static"
+            )
+        if cluster.autoscale.max_gpus < 2:
+            raise ConfigError("cluster.autoscale.max_gpus", cluster.autoscale.max_gpus, f"{why}: at least 2")
+        try:
+            pool_load_times(cluster.autoscale.model_load_s, profile)
+        except ValueError:
+            raise ConfigError("cluster.autoscale.model_load_s", None, f"profile {profile.name!r} gives none; set it") from None
     if cluster.gpus < 2:
         raise ConfigError("cluster.gpus", cluster.gpus, f"{why}: give it at least 2 GPUs")
     cluster.pool_split()  # the pools share cluster.gpus (as given: a plan or sweep may change gpus)

@@ -12,6 +12,11 @@ serve or will serve (the pool's, less those retiring, plus those still starting)
 So the GPUs held never fall below ``min_gpus`` nor exceed ``max_gpus``, and the bill is the
 integral of the held count over the run (:func:`sim.results.cost.held_gpu_seconds`), to the second. The pool's
 GPUs share its one cache: a GPU that joins serves from the latents already stored.
+
+A two-model system's pools (``modm``, ``cascade``: :mod:`sim.engine.pool_split`) are scaled each by
+its own copy of the rule on its own load, and a GPU asked for serves after that pool's model
+loads; every pool keeps at least one GPU and the cluster's total stays within
+``min_gpus..max_gpus`` (:func:`shares`: the pool that asks for most gives way first).
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ if TYPE_CHECKING:
     from sim.base.config import AutoscaleConfig
     from sim.engine.workers import GpuPool
 
-__all__ = ["SCALING_RULES", "Autoscaler", "Observation", "PidLoop", "PidRule", "QueueDelayRule", "UtilizationRule", "scaling_waits"]
+__all__ = [
+    "SCALING_RULES",
+    "Autoscaler",
+    "Observation",
+    "PidLoop",
+    "PidRule",
+    "QueueDelayRule",
+    "UtilizationRule",
+    "scaling_waits",
+    "shares",
+]
 
 # Ratios within this of a whole number are that number (float sums of GPU-seconds).
 _EPS = 1e-9
@@ -156,53 +171,75 @@ def scaling_waits(cfg: AutoscaleConfig, provision_s: float | None, model_load_s:
 
 
 class _Start:
-    """A GPU asked for and not serving yet."""
+    """A GPU asked for and not serving yet, for pool ``k``."""
 
-    __slots__ = ("cancelled",)
+    __slots__ = ("cancelled", "k")
 
-    def __init__(self) -> None:
+    def __init__(self, k: int) -> None:
         self.cancelled = False
+        self.k = k
+
+
+def shares(wants: list[int], least: int, most: int) -> list[int]:
+    """Each pool's GPUs: what its rule asks for, at least one, the total within ``least..most``
+    (the pool that asks for most gives way first, and gains first; ties: the first pool gains,
+    the last gives way)."""
+    out = [max(w, 1) for w in wants]
+    while sum(out) > most:
+        out[max(range(len(out)), key=lambda j: (out[j], j))] -= 1
+    while sum(out) < least:
+        out[max(range(len(out)), key=lambda j: (out[j], -j))] += 1
+    return out
 
 
 class Autoscaler:
-    """The controller of one pool (see the module docstring); ``done()`` says the run is over."""
+    """The controller of one pool, or of a two-model system's pools each scaled on its own load
+    (see the module docstring); ``waits``: each pool's seconds from asking for a GPU to its serving;
+    ``done()`` says the run is over."""
 
     def __init__(
         self,
         env: simpy.Environment,
-        pool: GpuPool,
+        pools: list[GpuPool],
         cfg: AutoscaleConfig,
-        waits: tuple[float, float],
+        waits: list[float],
         done: Callable[[], bool],
     ) -> None:
         self.env = env
-        self.pool = pool
+        self.pools = pools
         self.cfg = cfg
-        self.rule = SCALING_RULES[cfg.rule](cfg)
-        self.wait_s = waits[0] + waits[1]
+        self.rules = [SCALING_RULES[cfg.rule](cfg) for _ in pools]
+        self.waits = waits
         self.done = done
-        self.starting: list[_Start] = []
-        self.last_out = -math.inf
-        # Every change of the GPUs held and in the pool: (time, held, pool).
-        self.log: list[tuple[float, int, int]] = [(env.now, pool.gpus, pool.gpus)]
+        self.starting: list[list[_Start]] = [[] for _ in pools]
+        self.last_out = [-math.inf] * len(pools)
+        # Every change of the GPUs held and in the pools: (time, held, pool), and per pool
+        # (GPUs in it, GPUs held for it).
+        self.log: list[tuple[float, int, int]] = []
+        self.split: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        self._record(env.now)
         self._since = env.now  # the last tick, and the log entry in force then
         self._since_k = 0
-        self._marks = (0.0, 0.0, 0.0, 0)  # busy done, outstanding, work started, jobs started
-        self._service_s = 0.0
-        pool.on_release = self._record
+        self._marks = [(0.0, 0.0, 0.0, 0)] * len(pools)  # busy done, outstanding, work started, jobs started
+        self._service_s = [0.0] * len(pools)
+        self.owed = [0] * len(pools)  # GPUs a pool's rule asked for that max_gpus kept waiting
+        for pool in pools:
+            pool.on_release = self._ask
         env.process(self._loop())
 
     @property
     def held(self) -> int:
-        """GPUs billed now: the pool's (retiring ones too) and those starting."""
-        return self.pool.gpus + len(self.starting)
+        """GPUs billed now: the pools' (retiring ones too) and those starting."""
+        return sum(p.gpus for p in self.pools) + sum(len(s) for s in self.starting)
 
     def _record(self, now: float) -> None:
-        entry = (now, self.held, self.pool.gpus)
-        if self.log[-1][0] == now:  # the earlier value lasted no time
-            self.log[-1] = entry
+        entry = (now, self.held, sum(p.gpus for p in self.pools))
+        split = (tuple(p.gpus for p in self.pools), tuple(p.gpus + len(s) for p, s in zip(self.pools, self.starting, strict=True)))
+        if self.log and self.log[-1][0] == now:  # the earlier value lasted no time
+            self.log[-1], self.split[-1] = entry, split
         else:
             self.log.append(entry)
+            self.split.append(split)
 
     def _loop(self) -> Generator[simpy.events.Event, None, None]:
         interval = self.cfg.interval_s
@@ -212,62 +249,75 @@ class Autoscaler:
                 return
             self._tick()
 
-    def _pool_seconds_since_tick(self, now: float) -> float:
+    def _pool_seconds_since_tick(self, now: float, k: int) -> float:
         log = self.log
         area = 0.0
-        for k in range(self._since_k, len(log)):
-            lo = max(log[k][0], self._since)
-            hi = log[k + 1][0] if k + 1 < len(log) else now
-            area += log[k][2] * (hi - lo)
+        for e in range(self._since_k, len(log)):
+            lo = max(log[e][0], self._since)
+            hi = log[e + 1][0] if e + 1 < len(log) else now
+            area += self.split[e][0][k] * (hi - lo)
         return area
 
-    def _observe(self) -> Observation:
+    def _observe(self, k: int) -> Observation:
         now = self.env.now
-        pool = self.pool
-        area = self._pool_seconds_since_tick(now)
+        pool = self.pools[k]
+        area = self._pool_seconds_since_tick(now, k)
         done, left, started, jobs = pool.busy_done_s(), pool.backlog_s() * pool.gpus, pool.busy_s, pool.batches
-        was_done, was_left, was_started, was_jobs = self._marks
+        was_done, was_left, was_started, was_jobs = self._marks[k]
         util = (done - was_done) / area if area > 0 else 0.0
         offered = (done - was_done + left - was_left) / (now - self._since)
         if jobs > was_jobs:
-            self._service_s = (started - was_started) / (jobs - was_jobs)
-        self._marks, self._since, self._since_k = (done, left, started, jobs), now, len(self.log) - 1
-        return Observation(now, pool.gpus - pool.retiring, util, max(0.0, offered), self._service_s)
+            self._service_s[k] = (started - was_started) / (jobs - was_jobs)
+        self._marks[k] = (done, left, started, jobs)
+        return Observation(now, pool.gpus - pool.retiring, util, max(0.0, offered), self._service_s[k])
 
     def _tick(self) -> None:
-        obs = self._observe()
+        obs = [self._observe(k) for k in range(len(self.pools))]
+        self._since, self._since_k = self.env.now, len(self.log) - 1
         cfg = self.cfg
-        want = min(max(self.rule.desired(obs), cfg.min_gpus), cfg.max_gpus)
-        coming = obs.serving + len(self.starting)
-        if want > coming:
-            self._scale_out(want - coming)
-        elif want < coming and obs.now - self.last_out >= cfg.cooldown_s:
-            self._scale_in(coming - want)
+        wants = shares([rule.desired(o) for rule, o in zip(self.rules, obs, strict=True)], cfg.min_gpus, cfg.max_gpus)
+        self.owed = [0] * len(self.pools)
+        for k, (o, want) in enumerate(zip(obs, wants, strict=True)):
+            coming = o.serving + len(self.starting[k])
+            if want > coming:
+                self._scale_out(k, want - coming)
+            elif want < coming and o.now - self.last_out[k] >= cfg.cooldown_s:
+                self._scale_in(k, coming - want)
 
-    def _scale_out(self, n: int) -> None:
-        pool = self.pool
+    def _scale_out(self, k: int, n: int) -> None:
+        pool = self.pools[k]
         kept = min(n, pool.retiring)  # retiring GPUs stay: loaded and paid for
         pool.retiring -= kept
-        self.last_out = now = self.env.now
-        for _ in range(n - kept):
-            start = _Start()
-            self.starting.append(start)
-            Timeout(self.env, self.wait_s, start).callbacks.append(self._ready)
+        self.last_out[k] = self.env.now
+        self.owed[k] = n - kept
+        self._ask(self.env.now)
+
+    def _ask(self, now: float) -> None:
+        """Ask for the GPUs owed to each pool as far as ``max_gpus`` allows: another pool's GPUs
+        still finishing their last job are held, and an ask waits for each to leave."""
+        for k, owed in enumerate(self.owed):
+            n = min(owed, self.cfg.max_gpus - self.held)
+            for _ in range(n):
+                start = _Start(k)
+                self.starting[k].append(start)
+                Timeout(self.env, self.waits[k], start).callbacks.append(self._ready)
+            self.owed[k] -= n
         self._record(now)
 
     def _ready(self, event: Timeout) -> None:
         start = event.value
         if start.cancelled or self.done():  # after the run's end: nothing left to serve or bill
             return
-        self.starting.remove(start)
-        self.pool.add_gpus(1)
+        self.starting[start.k].remove(start)
+        self.pools[start.k].add_gpus(1)
         self._record(self.env.now)
 
-    def _scale_in(self, n: int) -> None:
-        while n and self.starting:
-            self.starting.pop().cancelled = True
+    def _scale_in(self, k: int, n: int) -> None:
+        starting = self.starting[k]
+        while n and starting:
+            starting.pop().cancelled = True
             n -= 1
-        pool = self.pool
+        pool = self.pools[k]
         gone = pool.release_idle(n)
         pool.retiring += n - gone
         self._record(self.env.now)
@@ -277,3 +327,9 @@ class Autoscaler:
         t, held, pool = zip(*self.log, strict=True)
         return {"t_s": list(t), "held": list(held), "pool": list(pool)}
 
+    def pools_log(self, models: list[str]) -> dict[str, list[float] | list[int]]:
+        """GPUs held for each pool over time, as columns ``t_s`` and each pool's ``models`` name."""
+        out: dict[str, list[float] | list[int]] = {"t_s": [e[0] for e in self.log]}
+        for k, model in enumerate(models):
+            out[model] = [held[k] for _, held in self.split]
+        return out

@@ -99,6 +99,8 @@ def simulate(
     engine = records.attrs["engine"] = _engine_totals(exp, source, replicas, router, predictor, n)
     if scaler is not None:
         engine["gpus_log"] = scaler.gpus_log()
+        if source.pooled:
+            engine["pools_log"] = scaler.pools_log([r.model for r in replicas])
     if switch is not None:
         engine["model_loads"] = sum(r.pool.model_loads for r in replicas)
         engine["lora_loads"] = sum(r.pool.lora_loads for r in replicas)
@@ -116,16 +118,23 @@ def _controllers(
 ) -> tuple[Autoscaler | None, PoolSplitter | None]:
     """The cluster's autoscaler and pool controller, when it has them (both watch ``source``)."""
     cluster = exp.cluster
+    pools = [r.pool for r in replicas]
     scaler = None
     if cluster.autoscale.on:
-        waits = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
-        scaler = Autoscaler(env, replicas[0].pool, cluster.autoscale, waits, lambda: source.finished)
-    if scaler is not None and source.pooled:
-        raise ConfigError("cluster.autoscale.rule", cluster.autoscale.rule, "a two-model system's pools are not autoscaled")
+        provision_s, load_s = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
+        if source.pooled:
+            # Each pool's new GPUs load that pool's model.
+            loads = pool_load_times(cluster.autoscale.model_load_s, profile)
+            waits = [provision_s + s for s in loads]
+        else:
+            pools, waits = pools[:1], [provision_s + load_s]
+        scaler = Autoscaler(env, pools, cluster.autoscale, waits, lambda: source.finished)
     splitter = None
     if source.pooled and cluster.controller.rule != "static":
+        if scaler is not None:
+            raise ConfigError("cluster.controller.rule", cluster.controller.rule, "an autoscaler sizes each pool: static")
         load_s = pool_load_times(cluster.controller.load_s, profile)
-        splitter = PoolSplitter(env, [r.pool for r in replicas], cluster.controller, load_s, lambda: source.finished)
+        splitter = PoolSplitter(env, pools, cluster.controller, load_s, lambda: source.finished)
     return scaler, splitter
 
 
