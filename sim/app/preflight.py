@@ -27,7 +27,7 @@ from sim.engine.core import pool_load_times, switch_costs
 from sim.engine.pool_split import SPLIT_RULES
 from sim.engine.predictor import PREDICTORS
 from sim.engine.queues import QUEUES
-from sim.engine.replicas import cache_count, replica_profile_name
+from sim.engine.replicas import cache_count, elastic, replica_profile_name
 from sim.engine.routing import ROUTERS
 from sim.systems import SYSTEMS, system_class
 from traces.arrivals import get_arrival
@@ -244,6 +244,8 @@ def _check_pools(exp: Experiment, profile: Profile) -> None:
     if cluster.replicas is not None:
         raise ConfigError("cluster.replicas", "...", f"{why} (cluster.pools); leave cluster.replicas out")
     if cluster.autoscale.on:
+        if exp.cache.placement == "per-replica":
+            raise ConfigError("cache.placement", exp.cache.placement, f"{why}, over one shared cache")
         if cluster.controller.rule != "static":
             raise ConfigError(
                 "cluster.controller.rule", cluster.controller.rule, f"{why}, each sized by cluster.autoscale: static"
@@ -273,6 +275,8 @@ def _check_request_models(exp: Experiment, profile: Profile) -> None:
         raise ConfigError("mode", exp.mode, f"trace.request_models: {why} need mode: full")
     if exp.cluster.batch.max_batch > 1:
         raise ConfigError("cluster.batch.max_batch", exp.cluster.batch.max_batch, f"trace.request_models: {why} run batches of 1")
+    if elastic(exp):
+        raise ConfigError("cache.placement", exp.cache.placement, f"trace.request_models: {why} serve one shared cache")
     if exp.cluster.affinity_wait_s > 0 and exp.cluster.queue != "fcfs":
         raise ConfigError("cluster.queue", exp.cluster.queue, "cluster.affinity_wait_s reorders a first-come, first-served queue: fcfs")
     pooled = [name for name in exp.systems if SYSTEMS[name].pool_models]

@@ -36,7 +36,7 @@ from sim.engine.replicas import cache_count
 from sim.neighbours import NeighbourLists, build_neighbours
 from sim.results.metrics import summarize
 from sim.reuse.similarity_space import run_space
-from sim.systems import SYSTEMS, build_system, combined_stats
+from sim.systems import SYSTEMS, System, build_system, combined_stats
 from traces.embeddings import embed_prompts, get_embedder
 from traces.load import kept_note, load_trace
 from traces.samples import resolve
@@ -196,13 +196,18 @@ def request_models(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     """Replay one system; returns (records, per-minute time series or None, system stats).
 
-    A cluster with a cache per replica gets one instance of the system per replica; their
-    stats are combined.
+    A cluster with a cache per replica gets one instance of the system per replica (an autoscaled
+    one, one more for each replica it adds); their stats are combined.
     """
     trace = inputs.trace
-    systems = [
-        build_system(name, exp, trace, inputs.neighbours, inputs.profile) for _ in range(cache_count(exp))
-    ]
+    systems: list[System] = []
+
+    def new_system() -> System:
+        systems.append(build_system(name, exp, trace, inputs.neighbours, inputs.profile))
+        return systems[-1]
+
+    for _ in range(cache_count(exp)):
+        new_system()
     work = request_work_of(exp, inputs)
     if exp.mode == "cache-only":
         admit = build_admission(exp.cache.admission, len(trace), exp.seed).admitted()
@@ -212,7 +217,7 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
         series = None
     else:
         records, series = simulate(
-            systems,
+            list(systems),
             trace.arrival_s,
             trace.prompt_ids,
             trace.user_codes,
@@ -221,6 +226,7 @@ def run_system(name: str, exp: cfg.Experiment, inputs: Inputs) -> tuple[pd.DataF
             seed=exp.seed,
             embeddings=inputs.embeddings,
             request_work=work,
+            new_system=new_system,
         )
     step_cache = inputs.profile.gpu_model(systems[0].serves_with).step_cache
     if step_cache is not None:

@@ -11,7 +11,9 @@ serve or will serve (the pool's, less those retiring, plus those still starting)
 
 So the GPUs held never fall below ``min_gpus`` nor exceed ``max_gpus``, and the bill is the
 integral of the held count over the run (:func:`sim.results.cost.held_gpu_seconds`), to the second. The pool's
-GPUs share its one cache: a GPU that joins serves from the latents already stored.
+GPUs share its one cache: a GPU that joins serves from the latents already stored. (With a cache
+per GPU, each GPU is a replica of its own and a new one starts empty: :mod:`sim.engine.elastic`
+is then the pool this controller scales.)
 
 A two-model system's pools (``modm``, ``cascade``: :mod:`sim.engine.pool_split`) are scaled each by
 its own copy of the rule on its own load, and a GPU asked for serves after that pool's model

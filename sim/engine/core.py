@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,17 +12,18 @@ from sim.base.errors import ConfigError
 from sim.base.records import RecordBuffer
 from sim.cache.admission import build_admission
 from sim.engine.autoscaler import Autoscaler, scaling_waits
+from sim.engine.elastic import ActiveRouter, ElasticCluster
 from sim.engine.model_switch import SwitchCosts
 from sim.engine.pool_split import PoolSplitter
 from sim.engine.predictor import build_predictor
 from sim.engine.queues import QUEUES
-from sim.engine.replicas import build_replicas
+from sim.engine.replicas import build_replicas, elastic, new_replica
 from sim.engine.routing import router_class
 from sim.engine.source import Source
 from sim.results.metrics import timeseries
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import pandas as pd
 
@@ -45,6 +47,7 @@ def simulate(
     seed: int,
     embeddings: np.ndarray | None = None,
     request_work: RequestWork | None = None,
+    new_system: Callable[[], System] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay a trace through ``system`` on a simulated GPU cluster.
 
@@ -59,6 +62,8 @@ def simulate(
     ``records.attrs["engine"]``. The same inputs and seed give the same records. With
     ``request_work`` each request runs its own schedule at its own size (:mod:`sim.base.request_work`):
     ``steps`` is then what it ran of its schedule, and ``full_steps`` and ``area`` are added.
+    An autoscaled cluster with a cache per replica (:mod:`sim.engine.elastic`) builds each new
+    replica's system with ``new_system()``; ``system`` then holds the ``cluster.gpus`` it starts with.
     """
     arrival_s = np.asarray(arrival_s, dtype=np.float64)
     prompt_ids = np.asarray(prompt_ids)
@@ -81,13 +86,13 @@ def simulate(
     if request_work is not None and request_work.models is not None:
         switch = switch_costs(profile, cluster.affinity_wait_s)
     replicas = build_replicas(env, exp, profile, systems, switch)
-    router = router_class(cluster.router.kind)(cluster.router, [r.shape for r in replicas], seed)
+    router = _router(exp, replicas, seed)
     predictor = build_predictor(exp.predictor, prompt_ids, embeddings, seed)
     admission = build_admission(exp.cache.admission, n, seed)
     source = Source(env, replicas, router, arrival_s, prompt_ids, exp, profile, predictor, admission, request_work)
     for rep in replicas:
         rep.pool.on_finish = source.finish_job
-    scaler, splitter = _controllers(env, exp, profile, replicas, source)
+    scaler, splitter = _controllers(env, exp, profile, replicas, source, new_system)
     source.start_arrivals()
     env.run()
     if source.in_system:
@@ -113,12 +118,35 @@ def simulate(
     return records, series
 
 
+def _router(exp: Experiment, replicas: list[Replica], seed: int) -> Router | ActiveRouter | None:
+    """The router in front of several replicas (over those taking work, in an elastic cluster);
+    None for one replica or a two-model system's pools (its decision picks the pool)."""
+    cls = router_class(exp.cluster.router.kind)
+    shapes = [r.shape for r in replicas]
+    if elastic(exp):
+        return ActiveRouter(cls, exp.cluster.router, shapes, seed)
+    if len(replicas) > 1 and not replicas[0].cache.system.pool_models:
+        return cls(exp.cluster.router, shapes, seed)
+    return None
+
+
+def _grown(env: simpy.Environment, exp: Experiment, profile: Profile, new_system: Callable[[], System], index: int) -> Replica:
+    """The replica an elastic cluster adds: one GPU and an empty cache."""
+    return new_replica(env, exp, profile, new_system(), index)
+
+
 def _controllers(
-    env: simpy.Environment, exp: Experiment, profile: Profile, replicas: list[Replica], source: Source
+    env: simpy.Environment,
+    exp: Experiment,
+    profile: Profile,
+    replicas: list[Replica],
+    source: Source,
+    new_system: Callable[[], System] | None,
 ) -> tuple[Autoscaler | None, PoolSplitter | None]:
-    """The cluster's autoscaler and pool controller, when it has them (both watch ``source``)."""
+    """The cluster's autoscaler and pool controller, when it has them (both watch ``source``);
+    ``new_system`` builds the cache of each replica an elastic cluster adds (:mod:`sim.engine.elastic`)."""
     cluster = exp.cluster
-    pools = [r.pool for r in replicas]
+    pools: list = [r.pool for r in replicas]
     scaler = None
     if cluster.autoscale.on:
         provision_s, load_s = scaling_waits(cluster.autoscale, profile.provision_s, profile.model_load_s)
@@ -126,6 +154,12 @@ def _controllers(
             # Each pool's new GPUs load that pool's model.
             loads = pool_load_times(cluster.autoscale.model_load_s, profile)
             waits = [provision_s + s for s in loads]
+        elif elastic(exp):
+            if new_system is None:
+                raise ValueError("an autoscaled cluster with a cache per replica needs new_system to build each one")
+            grow = functools.partial(_grown, env, exp, profile, new_system)
+            pools = [ElasticCluster(replicas, source.router, grow, source.finish_job, source.caches)]
+            waits = [provision_s + load_s]
         else:
             pools, waits = pools[:1], [provision_s + load_s]
         scaler = Autoscaler(env, pools, cluster.autoscale, waits, lambda: source.finished)
@@ -223,7 +257,7 @@ def with_step_cache_quality(records: pd.DataFrame, step_cache: StepCache) -> pd.
 
 
 def _engine_totals(
-    exp: Experiment, source: Source, replicas: list[Replica], router: Router, predictor: Predictor, n: int
+    exp: Experiment, source: Source, replicas: list[Replica], router: Router | ActiveRouter | None, predictor: Predictor, n: int
 ) -> dict[str, Any]:
     """The run's engine totals (``records.attrs["engine"]``)."""
     horizon = float(np.max(source.finish)) if n else 0.0
@@ -242,7 +276,7 @@ def _engine_totals(
         "not_admitted": source.not_admitted,
         "tier": replicas[0].cache.tiers.name,
         "lookup_kind": source.kind,
-        "router": router.name if len(replicas) > 1 else "",
+        "router": router.name if router is not None else "",
         "placement": exp.cache.placement if len(source.caches) > 1 else "shared",
         "replicas": [r.describe() for r in replicas],
         **predictor.stats(),

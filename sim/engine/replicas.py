@@ -43,9 +43,19 @@ def replica_profile_name(exp: Experiment, rc: ReplicaConfig, field: str) -> str 
     return None
 
 
+def elastic(exp: Experiment) -> bool:
+    """Whether the cluster grows by whole replicas, each GPU one with a cache of its own: an
+    autoscaled cluster with ``cache.placement: per-replica`` and no ``cluster.replicas``
+    (:mod:`sim.engine.elastic`)."""
+    cluster = exp.cluster
+    return cluster.autoscale.on and exp.cache.placement == "per-replica" and cluster.replicas is None
+
+
 def replica_layout(exp: Experiment, profile: Profile) -> list[tuple[int, Profile]]:
     """(GPUs, profile) of every replica, copies expanded, in the order of ``cluster.replicas``."""
     cluster = exp.cluster
+    if elastic(exp):
+        return [(1, profile)] * cluster.gpus
     if cluster.replicas is None:
         return [(cluster.gpus, profile)]
     out: list[tuple[int, Profile]] = []
@@ -57,7 +67,9 @@ def replica_layout(exp: Experiment, profile: Profile) -> list[tuple[int, Profile
 
 
 def cache_count(exp: Experiment) -> int:
-    """How many caches (system instances) the cluster has: one, or one per replica."""
+    """How many caches (system instances) the cluster starts with: one, or one per replica."""
+    if elastic(exp):
+        return exp.cluster.gpus
     if exp.cache.placement != "per-replica" or exp.cluster.replicas is None:
         return 1
     return sum(rc.copies for rc in exp.cluster.replicas)
@@ -155,6 +167,11 @@ class Replica:
             "gpu_busy_s": self.pool.busy_s,
             "batches": self.pool.batches,
         }
+
+
+def new_replica(env: simpy.Environment, exp: Experiment, profile: Profile, system: System, index: int) -> Replica:
+    """A replica of one GPU with a cache of its own (``system``'s), joining an elastic cluster."""
+    return Replica(index, env, 1, profile, exp, Cache(system, TierPath(profile, exp.cache.tier)))
 
 
 def build_replicas(

@@ -89,7 +89,8 @@ class Source:
         system = replicas[0].cache.system
         # A two-model system's replicas are its pools: its decision picks one (sim.engine.pool_split).
         self.pooled = bool(system.pool_models)
-        self.router = router if len(replicas) > 1 and not self.pooled else None
+        # The engine gives a router to a cluster of replicas (None: one replica, or pools).
+        self.router = router
         # Distinct caches in replica order (one when shared).
         self.caches = list({id(r.cache): r.cache for r in replicas}.values())
         self.arrival = arrival_s.tolist()
@@ -238,6 +239,7 @@ class Source:
         image = system.stores_images and bool(d.store_levels)
         job = self._job(rep, i, ready, steps, saved > 0, image)
         if delay > 0:
+            rep.pool.arriving += 1
             Timeout(self.env, delay, (rep.pool, job)).callbacks.append(self._enqueue)
         else:
             rep.pool.push(job)
@@ -280,6 +282,7 @@ class Source:
 
     def _enqueue(self, event: Timeout) -> None:
         pool, job = event.value
+        pool.arriving -= 1
         pool.push(job)
 
     def _fetched(self, event: Timeout) -> None:

@@ -105,6 +105,9 @@ class GpuPool:
         # Autoscaling (sim.engine.autoscaler): busy GPUs to let go as they finish, and who to tell.
         self.retiring = 0
         self.on_release: Callable[[float], None] | None = None
+        # Jobs on their way to this pool (their requests still fetching a latent or image): a
+        # replica let go waits for them (sim.engine.elastic).
+        self.arriving = 0
 
     # -- load estimate -------------------------------------------------------------
 

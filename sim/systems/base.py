@@ -302,8 +302,8 @@ _SUMMED = ("lookups", "insertions", "evictions", "holes", "entries", "prompts", 
 
 def combined_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     """The :meth:`System.stats` of several instances of one system (one cache per replica) as one:
-    counters and capacities summed, hits by K merged, occupancy samples (taken at the same times)
-    added up."""
+    counters and capacities summed, hits by K merged, occupancy samples added up (by sample time
+    when the caches were not all there for the whole run)."""
     if len(stats) == 1:
         return stats[0]
     out = dict(stats[0])
@@ -316,11 +316,17 @@ def combined_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
             hits[k] = hits.get(k, 0) + v
     out["hits_by_k"] = dict(sorted(hits.items()))
     occ = [s["occupancy"] for s in stats]
-    if all(len(o) == len(occ[0]) for o in occ):
+    times = occ[0]["time_s"].to_numpy()
+    if all(np.array_equal(o["time_s"].to_numpy(), times) for o in occ):
         total = occ[0].copy()
         for col in ("entries", "prompts", "bytes"):
             total[col] = sum(o[col].to_numpy() for o in occ)
         out["occupancy"] = total
+    else:
+        # Caches that came and went (an autoscaled cluster's replicas): each was sampled while it
+        # was there, so the cluster's occupancy at a sample time is the sum of those sampled then.
+        frames = [o for o in occ if len(o)]
+        out["occupancy"] = pd.concat(frames).groupby("time_s", as_index=False, sort=True).sum() if frames else occ[0]
     return out
 
 
