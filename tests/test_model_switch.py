@@ -3,6 +3,8 @@ switch and a load per LoRA, checked against event logs worked out by hand."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,6 +120,14 @@ def test_a_log_without_prompts_imports_with_placeholders(tmp_path):
     assert df["prompt"].tolist() == ["<request 3>", "<request 1>", "<request 2>"]
     assert df["model"].tolist() == ["A", "A", "B"] and df["loras"].tolist() == [1, 0, 2]
     assert df["prompt_id"].nunique() == 3
+    # Or the prompts of a shipped list, in time order: a log's times and models, real prompts.
+    out2 = tmp_path / "t2.parquet"
+    with pytest.warns(UserWarning, match="empty prompt"):  # the list's line 3,972
+        assert main([*args, "--prompts-from", "sample:diffusiondb_2m_first5k_prompts.txt", "--out", str(out2)]) == 0
+    listed = read_parquet(out2).df
+    first = Path(__file__).resolve().parents[1].joinpath("traces/data/diffusiondb_2m_first5k_prompts.txt")
+    assert listed["prompt"].tolist() == first.read_text(encoding="utf-8").splitlines()[:3]
+    assert listed["model"].tolist() == ["A", "A", "B"]
 
 
 @pytest.mark.external_data

@@ -135,3 +135,27 @@ def test_requests_default_to_the_whole_file_and_a_kept_prefix_is_reported(tmp_pa
     assert len(whole) == n and kept_note(whole) == ""
     part = load_trace(from_dict({"trace": {**base, "requests": 20}}).trace, seed=1)
     assert len(part) == 20 and kept_note(part) == " (the first 20 of 30 requests: trace.requests)"
+
+
+def test_a_log_without_prompts_takes_a_prompt_lists_in_time_order(tmp_path):
+    # Five logged requests, out of time order; a list of three prompts: the three earliest requests
+    # get them in order, and keep their users and models.
+    log = pd.DataFrame({"ts": [50, 10, 40, 20, 30], "uid": ["e", "a", "d", "b", "c"], "base": ["m5", "m1", "m4", "m2", "m3"]})
+    log.to_csv(tmp_path / "log.csv", index=False)
+    (tmp_path / "prompts.txt").write_text("a red fox\na blue bird\na red fox\n")
+    trace = load_table(tmp_path / "log.csv", {"timestamp": "ts", "user": "uid", "model": "base"},
+                       prompts_from=tmp_path / "prompts.txt")
+    assert trace.df["prompt"].tolist() == ["a red fox", "a blue bird", "a red fox"]
+    assert trace.df["user"].tolist() == ["a", "b", "c"] and trace.df["model"].tolist() == ["m1", "m2", "m3"]
+    assert trace.df["prompt_id"].tolist() == [0, 1, 0]
+    assert (trace.arrival_s == [0.0, 10.0, 20.0]).all()
+    # Through the config: the table source takes the list; other sources and a missing list are refused.
+    data = {"trace": {"source": "table", "path": str(tmp_path / "log.csv"), "prompts_from": str(tmp_path / "prompts.txt"),
+                      "columns": {"timestamp": "ts", "user": "uid"}}, "systems": ["vanilla"], "embedder": "hashing"}
+    assert len(load_trace(preflight(from_dict(data)).trace, 1)) == 3
+    with pytest.raises(ConfigError, match=r"trace\.prompts_from.*no such file"):
+        preflight(from_dict({**data, "trace": {**data["trace"], "prompts_from": str(tmp_path / "none.txt")}}))
+    with pytest.raises(ConfigError, match=r"trace\.prompts_from.*allowed with: table"):
+        preflight(from_dict({**data, "trace": {"source": "synthetic", "prompts_from": str(tmp_path / "prompts.txt")}}))
+    with pytest.raises(ConfigError, match="placeholder_prompts"):
+        from_dict({"trace": {**data["trace"], "placeholder_prompts": True}})

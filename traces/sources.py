@@ -40,6 +40,7 @@ class TraceSource:
     uses_arrival: bool = False  # times come from trace.arrival
     generated: bool = False  # made by acsim, not read: runs cache it on disk, keyed by generator version
     default_requests: int | None = None  # trace.requests when it is null (None: everything)
+    lists_prompts: bool = False  # may take its prompts from trace.prompts_from
 
 
 def _path(cfg: TraceConfig) -> Path:
@@ -85,7 +86,8 @@ def _table(
 ) -> Trace:
     from traces.table import load_table
 
-    return load_table(_path(cfg), cfg.columns, cfg.time_unit, cfg.placeholder_prompts)
+    listed = resolve(cfg.prompts_from, "trace.prompts_from") if cfg.prompts_from is not None else None
+    return load_table(_path(cfg), cfg.columns, cfg.time_unit, cfg.placeholder_prompts, listed)
 
 
 def _generator_version() -> int:
@@ -124,6 +126,7 @@ SOURCES: dict[str, TraceSource] = {
             "table",
             "any CSV or parquet table, its columns named by trace.columns (prompt=text,timestamp=ts,...)",
             _table,
+            lists_prompts=True,
         ),
     )
 }
@@ -133,7 +136,8 @@ def check_trace_config(cfg: TraceConfig) -> None:
     """What a trace config asks of the source and arrival registries (the preflight step calls this).
 
     Raises ConfigError naming the ``trace.*`` field: an unknown source or arrival process, a source
-    that reads a file without ``trace.path``, a bad ``trace.columns`` mapping, ``process: rate``
+    that reads a file without ``trace.path``, a bad ``trace.columns`` mapping, a ``prompts_from``
+    list the source cannot take or that is not there, ``process: rate``
     without its CSV, or generated arrivals that would overflow the timestamp clock.
     """
     source = get_source(cfg.source)
@@ -143,6 +147,12 @@ def check_trace_config(cfg: TraceConfig) -> None:
     problem = check_columns(cfg.columns)
     if problem:
         raise ConfigError("trace.columns", cfg.columns, problem)
+    if cfg.prompts_from is not None:
+        if not source.lists_prompts:
+            takes = ", ".join(s.name for s in SOURCES.values() if s.lists_prompts)
+            raise ConfigError("trace.prompts_from", cfg.prompts_from, f"trace.source {cfg.source!r} has its own prompts; allowed with: {takes}")
+        if not resolve(cfg.prompts_from, "trace.prompts_from").is_file():
+            raise ConfigError("trace.prompts_from", cfg.prompts_from, "no such file (a prompt list, one per line)")
     if source.uses_arrival and process.needs_rate_path and cfg.arrival.rate_path is None:
         raise ConfigError("trace.arrival.rate_path", None, f"process={cfg.arrival.process} needs a CSV of minute,rate")
     span = expected_span_s(cfg)

@@ -13,6 +13,9 @@ dropped with one warning, as by every importer; any other bad value is an error 
 file, the data row (1-based, header excluded) and the input's column.
 
 A log without prompt text (a production serving trace such as GenTD26) imports with
+``prompts_from``: a prompt list (one per line, as ``source: prompts`` reads) gives the prompts
+instead: the table's first request in time gets its first line, and so on, and the table is cut
+to the list's length (a log's users, times and models with real prompts, for caching runs).
 ``placeholder_prompts``: every request gets a prompt of its own, ``<request N>`` (N its data row),
 so nothing repeats and nothing is similar. Such a trace answers capacity, routing, model-switch
 and autoscaling questions with systems that look nothing up (``vanilla``); a cache has nothing to
@@ -171,10 +174,16 @@ def read_timestamps(path: str | Path, column: str, time_unit: str = "s") -> pd.S
 
 
 def load_table(
-    path: str | Path, columns: Mapping[str, str] | None = None, time_unit: str = "s", placeholder_prompts: bool = False
+    path: str | Path,
+    columns: Mapping[str, str] | None = None,
+    time_unit: str = "s",
+    placeholder_prompts: bool = False,
+    prompts_from: str | Path | None = None,
 ) -> Trace:
     """Read a CSV or parquet request table through the column mapping (see the module docstring);
-    ``placeholder_prompts``: the table has no prompts, give each request one of its own."""
+    ``placeholder_prompts``: the table has no prompts, give each request one of its own;
+    ``prompts_from``: a prompt list (one per line) whose k-th prompt the table's k-th request in
+    time gets, the table cut to the list's length."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "table not found")
@@ -189,6 +198,8 @@ def load_table(
     names: dict[str, str] = {}
     for trace_col in MAPPABLE_COLUMNS:
         spec = mapping.get(trace_col, trace_col)
+        if trace_col == "prompt" and prompts_from is not None:
+            continue  # the list's, below, once the times are known
         if spec in raw.columns:
             values = raw[spec]
             names[trace_col] = spec
@@ -210,6 +221,19 @@ def load_table(
         if trace_col == "timestamp":
             values = _timestamps(values, time_unit, p, names[trace_col])
         df[trace_col] = values.to_numpy() if trace_col != "timestamp" else values
+    if prompts_from is not None:
+        df = _with_listed_prompts(df, prompts_from)
     df, rows = drop_empty_prompts(df, p)
     out = normalise(df, p, rows=rows, columns=names)
     return Trace(out, name=p.stem, source=f"table:{p}")
+
+
+def _with_listed_prompts(df: pd.DataFrame, prompts_from: str | Path) -> pd.DataFrame:
+    """The first requests in time, as many as the list has prompts, each with the next prompt."""
+    from traces.prompts import read_prompts
+
+    prompts = read_prompts(prompts_from)
+    order = np.argsort(df["timestamp"].to_numpy(dtype="datetime64[ns]"), kind="stable")[: len(prompts)]
+    out = df.iloc[order].copy()
+    out["prompt"] = prompts[: len(out)]
+    return out

@@ -65,11 +65,13 @@ def trace_key(exp: cfg.Experiment) -> str:
     version = source_version(exp.trace.source)
     if version is not None:  # a newer generator never reuses an older one's cached trace
         key["generator"] = version
-    if exp.trace.path:
-        p = resolve(exp.trace.path)
-        if p.exists():
-            st = p.stat()
-            key["file"] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
+    # The files the trace is made from: an edited file makes a new trace.
+    for name, path in (("file", exp.trace.path), ("prompts", exp.trace.prompts_from), ("rate", exp.trace.arrival.rate_path)):
+        if path:
+            p = resolve(path)
+            if p.exists():
+                st = p.stat()
+                key[name] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
     return _digest(key)
 
 

@@ -196,6 +196,11 @@ def _add_import(sub: Any) -> None:
         help="--source table without prompt text: each request gets a prompt of its own (<request N>); "
         "for capacity, routing and model-switch runs of systems that look nothing up",
     )
+    p.add_argument(
+        "--prompts-from",
+        help="--source table: the prompts of a prompt list (one per line; sample:NAME too), the k-th "
+        "for the table's k-th request in time; keeps as many requests as the list has prompts",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival process for --source prompts")
     _arrival_args(p, process=None, rate=None)
     p.add_argument("--stats", action="store_true", help="print the trace's statistics after writing it")
@@ -434,6 +439,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         trace["columns"] = columns
     if args.placeholder_prompts:
         trace["placeholder_prompts"] = True
+    if args.prompts_from:
+        trace["prompts_from"] = args.prompts_from
     cfg = _trace_config(args, trace)
     _write(load_trace(cfg, args.seed), args.out, started, args.stats)
     return 0

@@ -120,6 +120,9 @@ class TraceConfig:
     time_unit: Literal["s", "ms", "us", "ns"] = "s"  # source: table: unit of numeric timestamps
     # source: table without prompt text: each request gets a prompt of its own (traces.table)
     placeholder_prompts: bool = False
+    # source: table: each request's prompt is the next line of this prompt list, in time order; the
+    # table keeps as many requests as the list has prompts (a log's users and times, real prompts)
+    prompts_from: str | None = None
     arrival: ArrivalConfig = field(default_factory=ArrivalConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # Each request costs its own denoising steps (the trace's ``steps``) and image size (``width`` x
@@ -136,6 +139,8 @@ class TraceConfig:
         positive("time_scale", self.time_scale)
         if isinstance(self.path, list) and not self.path:
             raise ConfigError("path", self.path, "list at least one candidate file")
+        if self.prompts_from is not None and self.placeholder_prompts:
+            raise ConfigError("prompts_from", self.prompts_from, "gives the prompts: leave placeholder_prompts false")
 
 
 @dataclass
