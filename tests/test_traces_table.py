@@ -149,6 +149,12 @@ def test_a_log_without_prompts_takes_a_prompt_lists_in_time_order(tmp_path):
     assert trace.df["user"].tolist() == ["a", "b", "c"] and trace.df["model"].tolist() == ["m1", "m2", "m3"]
     assert trace.df["prompt_id"].tolist() == [0, 1, 0]
     assert (trace.arrival_s == [0.0, 10.0, 20.0]).all()
+    # A trace parquet's prompts, in its time order, serve as the list too (a synthetic stream).
+    from traces.schema import write_parquet
+
+    write_parquet(load_table(tmp_path / "log.csv", {"timestamp": "ts", "prompt": "uid"}), tmp_path / "stream.parquet")
+    trace = load_table(tmp_path / "log.csv", {"timestamp": "ts"}, prompts_from=tmp_path / "stream.parquet")
+    assert trace.df["prompt"].tolist() == ["a", "b", "c", "d", "e"]
     # Through the config: the table source takes the list; other sources and a missing list are refused.
     data = {"trace": {"source": "table", "path": str(tmp_path / "log.csv"), "prompts_from": str(tmp_path / "prompts.txt"),
                       "columns": {"timestamp": "ts", "user": "uid"}}, "systems": ["vanilla"], "embedder": "hashing"}

@@ -13,9 +13,10 @@ dropped with one warning, as by every importer; any other bad value is an error 
 file, the data row (1-based, header excluded) and the input's column.
 
 A log without prompt text (a production serving trace such as GenTD26) imports with
-``prompts_from``: a prompt list (one per line, as ``source: prompts`` reads) gives the prompts
-instead: the table's first request in time gets its first line, and so on, and the table is cut
-to the list's length (a log's users, times and models with real prompts, for caching runs).
+``prompts_from``: a prompt list (one per line, as ``source: prompts`` reads), or an acsim trace
+parquet (its prompts in time order: ``acsim trace synth``'s stream), gives the prompts instead:
+the table's first request in time gets the first, and so on, and the table is cut to the list's
+length (a log's users, times and models with real or synthetic prompts, for caching runs).
 ``placeholder_prompts``: every request gets a prompt of its own, ``<request N>`` (N its data row),
 so nothing repeats and nothing is similar. Such a trace answers capacity, routing, model-switch
 and autoscaling questions with systems that look nothing up (``vanilla``); a cache has nothing to
@@ -229,10 +230,15 @@ def load_table(
 
 
 def _with_listed_prompts(df: pd.DataFrame, prompts_from: str | Path) -> pd.DataFrame:
-    """The first requests in time, as many as the list has prompts, each with the next prompt."""
+    """The first requests in time, as many as the list has prompts, each with the next prompt (of
+    a prompt list, or of an acsim trace parquet in its time order: a synthetic trace's stream)."""
     from traces.prompts import read_prompts
+    from traces.schema import read_parquet
 
-    prompts = read_prompts(prompts_from)
+    if Path(prompts_from).suffix.lower() == ".parquet":
+        prompts = read_parquet(prompts_from).df["prompt"].tolist()
+    else:
+        prompts = read_prompts(prompts_from)
     order = np.argsort(df["timestamp"].to_numpy(dtype="datetime64[ns]"), kind="stable")[: len(prompts)]
     out = df.iloc[order].copy()
     out["prompt"] = prompts[: len(out)]

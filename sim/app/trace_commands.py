@@ -198,8 +198,9 @@ def _add_import(sub: Any) -> None:
     )
     p.add_argument(
         "--prompts-from",
-        help="--source table: the prompts of a prompt list (one per line; sample:NAME too), the k-th "
-        "for the table's k-th request in time; keeps as many requests as the list has prompts",
+        help="--source table: the prompts of a prompt list (one per line; sample:NAME too) or of an acsim "
+        "trace parquet (e.g. `acsim trace synth`'s), the k-th for the table's k-th request in time; keeps "
+        "as many requests as the list has prompts",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the arrival process for --source prompts")
     _arrival_args(p, process=None, rate=None)
