@@ -24,6 +24,16 @@ from sim.systems import Decision, System, TraceArrays
 
 _BASE = strict_yaml.read(PROFILE_DIR / "sdxl-a10g.yaml")
 
+# Experiments on data acsim may not ship (its licence allows study use only): the file each reads,
+# which a user fetches (the experiment's header says from where), and a stand-in header row of
+# that file's columns for the tests that only check the configuration.
+USER_DATA = {
+    "experiments/production_day.yaml": (
+        "data/gentd26_request_trace.csv",
+        "gmt_create,groupId,checkpoint_model_version_id,num_lora,num_inference_steps",
+    ),
+}
+
 
 def make_profile(*, tiers: dict | None = None, **latency: object) -> Profile:
     """The shipped A10G profile with some ``latency`` fields (e.g. step times) and storage tiers

@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import USER_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
-# Experiments on data acsim may not ship (its licence allows study use only): a lone copy refuses
-# them naming the file the user is to fetch (the experiment's header says from where).
-USER_DATA = {"experiments/production_day.yaml": "data/gentd26_request_trace.csv"}
 
 # A folder beside the checkout, or a path that only the machine that wrote a file has. Examples
 # in the docs name made-up places (/models/..., /data/...), which are not these.
@@ -101,8 +99,9 @@ def test_every_experiment_validates_from_a_lone_copy(lone_copy: Path, tmp_path: 
     assert codes == dict.fromkeys(names, 0), out[-3000:]
 
 
-@pytest.mark.parametrize(("name", "data"), sorted(USER_DATA.items()))
+@pytest.mark.parametrize(("name", "data"), sorted((name, file) for name, (file, _) in USER_DATA.items()))
 def test_an_experiment_on_data_acsim_cannot_ship_names_the_file_to_fetch(lone_copy: Path, tmp_path: Path, name, data):
+    # A lone copy refuses it, naming the file the user is to fetch.
     assert (ROOT / name).is_file()
     codes, out = validate_in(lone_copy, tmp_path / "cache", [name])
     assert codes == {name: 2}
