@@ -167,3 +167,19 @@ def test_build_once_is_atomic_and_keyed(tmp_path) -> None:
         build_once("thing", {"v": 3}, fails, root=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted([a.name, b.name])
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_an_embedder_runs_no_more_threads_than_omp_num_threads_allows(monkeypatch):
+    import os
+
+    from traces.embedder_base import cpu_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads() == cpus
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray sets in a one-CPU task
+    assert cpu_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cpus + 8))  # never more than the process may run on
+    assert cpu_threads() == cpus
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert cpu_threads() == cpus

@@ -39,11 +39,15 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def cpu_threads() -> int:
-    """CPUs this process may run on (a 2-core machine must not get 16 threads)."""
+    """CPUs this process may run on (a 2-core machine must not get 16 threads), at most
+    ``$OMP_NUM_THREADS`` when it is set: a Ray task sets it to the CPUs it was given, so two
+    one-CPU embedding tasks on two cores do not run two threads each."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cpus, int(omp)) if omp.isdigit() and int(omp) > 0 else cpus
 
 
 def resolve_device(device: str) -> str:
