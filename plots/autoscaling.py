@@ -53,7 +53,7 @@ def markdown(summary: pd.DataFrame, others: list[str]) -> str:
             str(r[RULE]),
             str(r["system"]),
             f"{r['gpus_mean']:.2f} / {int(r['gpus_peak'])}",
-            f"{1000 * r['cost_provisioned_usd'] / r['requests']:.3f}",
+            f"{1000 * r['cost_provisioned_usd'] / r.get('images', r['requests']):.3f}",
             f"{r['p95_latency_s']:.1f}",
             f"{r['slo_attainment']:.1%}",
         ]

@@ -120,7 +120,8 @@ def _held_panel(ax, part: pd.DataFrame, names: list[str]) -> None:
     x = np.arange(len(names))
     for j, rule in enumerate(rules):
         by = part[part[RULE].astype(str) == rule].drop_duplicates("system").set_index("system")
-        held = [1000 * by.loc[n, "cost_provisioned_usd"] / by.loc[n, "requests"] if n in by.index else np.nan for n in names]
+        count = by["images"] if "images" in by else by["requests"]
+        held = [1000 * by.loc[n, "cost_provisioned_usd"] / count[n] if n in by.index else np.nan for n in names]
         xs = x + (j - (len(rules) - 1) / 2) * width
         ax.bar(xs, held, width, color=setting_color(j), label="static" if rule == "none" else rule)
         for xi, h, n in zip(xs, held, names, strict=True):

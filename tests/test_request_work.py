@@ -168,3 +168,31 @@ def test_every_system_runs_with_its_own_work_and_a_step_cache(tmp_path, mode: st
     # Vanilla runs every request's own schedule with the step cache: exactly its work saved.
     vanilla = 1 - np.sum(sc.work(full) * area) / np.sum(full * area)
     assert summary.loc["vanilla", "compute_saved"] == pytest.approx(vanilla, rel=1e-12)
+
+
+def test_a_request_of_several_images_costs_them_all_and_counts_them_in_the_bill(tmp_path) -> None:
+    # Three requests, one per 400 s: one image, four, and one that does not say (one). Each costs its
+    # images' denoising and decoding, and the cost per 1,000 images divides by the 6 images made.
+    df = pd.DataFrame({"ts": [0.0, 400.0, 800.0], "prompt": ["a fox", "a castle", "a boat"], "n": [1, 4, None]})
+    df.to_csv(tmp_path / "three.csv", index=False)
+    data = {
+        "trace": {"source": "table", "path": str(tmp_path / "three.csv"), "columns": {"timestamp": "ts", "images": "n"},
+                  "request_images": True},
+        "embedder": "hashing", "systems": ["vanilla"], "cluster": {"gpus": 1}, "mode": "full", "plots": False,
+    }
+    summary = run_experiment(preflight(config.from_dict(data)), out_dir=tmp_path / "out", progress=False).iloc[0]
+    rec = pd.read_parquet(tmp_path / "out" / "records" / "vanilla.parquet")
+    p = load_profile("sdxl-a10g")
+    one = p.text_encoder_s + p.steps * p.step_s(1) + p.vae_decode_s
+    assert rec["images"].tolist() == [1, 4, 1] and rec["area"].tolist() == [1.0, 4.0, 1.0]
+    assert rec["gpu_s"].tolist() == pytest.approx([one, p.text_encoder_s + 4 * (one - p.text_encoder_s), one], rel=1e-9)
+    assert summary["images"] == 6
+    assert summary["cost_per_1k_images_usd"] == pytest.approx(1000 * summary["cost_usd"] / 6, rel=1e-12)
+    # A trace without the column is refused by name.
+    with pytest.raises(ConfigError, match="trace.request_images: True is not valid; the trace has no images column"):
+        from sim.app.run import prepare_inputs, request_work_of
+
+        exp = preflight(config.from_dict({**data, "trace": {"source": "synthetic", "requests": 20, "request_images": True}}))
+        inputs = prepare_inputs(exp, progress=False)
+        del inputs.trace.df["images"]
+        request_work_of(exp, inputs)

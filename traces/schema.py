@@ -2,7 +2,7 @@
 
 A trace row is one request: ``timestamp`` (UTC), ``prompt``, optional ``user``, ``model`` (the
 base model it asked for), ``seed``, ``steps``, ``width``, ``height``, ``loras`` (adapters it
-loads), and the derived ``prompt_id`` (dense index of the unique prompt
+loads), ``images`` (images it makes from its prompt in one batch), and the derived ``prompt_id`` (dense index of the unique prompt
 in order of first appearance). :func:`normalise` turns any loader's raw table into that shape and
 reports bad input as :class:`sim.base.errors.InputError` naming file, row and column.
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 REQUIRED = ("timestamp", "prompt")
-OPTIONAL_INT = ("seed", "steps", "width", "height", "loras")
+OPTIONAL_INT = ("seed", "steps", "width", "height", "loras", "images")
 # Optional text columns: who sent a request, and which base model it asked for.
 OPTIONAL_TEXT = ("user", "model")
 COLUMNS = ("timestamp", "prompt", "prompt_id", *OPTIONAL_TEXT, *OPTIONAL_INT)
@@ -143,6 +143,7 @@ INT_RANGES = {
     "width": (1, 65_536),
     "height": (1, 65_536),
     "loras": (0, 1_000),
+    "images": (1, 1_000),
 }
 
 
@@ -176,7 +177,7 @@ def normalise(
     """Validate a raw request table and return it in trace shape.
 
     ``df`` must hold ``timestamp`` (datetimes or ISO text) and ``prompt`` (non-empty text);
-    ``user``, ``model``, ``seed``, ``steps``, ``width``, ``height``, ``loras`` are optional; other
+    ``user``, ``model``, ``seed``, ``steps``, ``width``, ``height``, ``loras``, ``images`` are optional; other
     columns are dropped.
     Rows are sorted by time (stable, so equal times keep file order) and ``prompt_id`` is
     assigned densely in order of first appearance. With ``require_sorted`` (files that claim to

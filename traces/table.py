@@ -47,7 +47,7 @@ _PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 # pandas' nanosecond datetimes span 1677-09-21..2262-04-11; a year inside each end keeps rounding clear.
 _MAX_ABS_SECONDS = 9.19e9
 # Trace columns an input column can be mapped to (trace.columns, for source: table).
-MAPPABLE_COLUMNS = ("timestamp", "prompt", "user", "model", "seed", "steps", "width", "height", "loras")
+MAPPABLE_COLUMNS = ("timestamp", "prompt", "user", "model", "seed", "steps", "width", "height", "loras", "images")
 
 
 def check_columns(columns: Mapping[str, str] | None) -> str | None:

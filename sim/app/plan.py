@@ -326,7 +326,7 @@ class Planner:
         out["meets"] = all(s.met(row) for s in self.settings.slos)
         hours = row["gpu_hours_provisioned"] / meta["gpus"]  # the run's duration
         out["usd_per_hour"] = row["cost_provisioned_usd"] / hours if hours > 0 else math.nan
-        out["usd_per_1k_provisioned"] = 1000.0 * row["cost_provisioned_usd"] / row["requests"]
+        out["usd_per_1k_provisioned"] = 1000.0 * row["cost_provisioned_usd"] / row.get("images", row["requests"])
         return out
 
 

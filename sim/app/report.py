@@ -51,7 +51,7 @@ def format_summary(summary: pd.DataFrame) -> str:
         # An autoscaled cluster: what it held, and the bill of holding it (not only the busy time).
         summary = summary.assign(
             gpus_held=[f"{m:.1f} (max {p})" for m, p in zip(summary["gpus_mean"], summary["gpus_peak"], strict=True)],
-            held_per_1k=1000.0 * summary["cost_provisioned_usd"] / summary["requests"],
+            held_per_1k=1000.0 * summary["cost_provisioned_usd"] / summary.get("images", summary["requests"]),
         )
         at = next(i for i, c in enumerate(cols) if c[0] == "cost_per_1k_images_usd") + 1
         cols[at:at] = [("gpus_held", "GPUs held", "{}"), ("held_per_1k", "$/1k held", "{:.3f}")]

@@ -155,31 +155,34 @@ def _cached_trace(exp: cfg.Experiment) -> Trace:
 
 
 def request_work_of(exp: cfg.Experiment, inputs: Inputs) -> RequestWork | None:
-    """Each request's own schedule and size from the trace's ``steps``, ``width`` and ``height``
-    (``trace.request_steps`` / ``request_resolution``) and its model and LoRAs
-    (``trace.request_models``), or None when all are off."""
+    """Each request's own schedule, size and image count from the trace's ``steps``, ``width``,
+    ``height`` and ``images`` (``trace.request_steps`` / ``request_resolution`` / ``request_images``)
+    and its model and LoRAs (``trace.request_models``), or None when all are off."""
     t = exp.trace
-    if not (t.request_steps or t.request_resolution or t.request_models):
+    if not (t.request_steps or t.request_resolution or t.request_models or t.request_images):
         return None
     df, profile = inputs.trace.df, inputs.profile
-    if not (t.request_steps or t.request_resolution):
-        return RequestWork.of(profile.steps, None, n=len(inputs.trace)).with_models(*request_models(df))
 
-    def column(name: str) -> np.ndarray | None:
+    def column(name: str, field: str | None = None) -> np.ndarray | None:
         if name not in df:
+            if field is not None:
+                raise ConfigError(field, True, f"the trace has no {name} column")
             return None
         return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
-    steps = column("steps") if t.request_steps else None
-    if t.request_steps and steps is None:
-        raise ConfigError("trace.request_steps", True, "the trace has no steps column")
-    width, height = (column("width"), column("height")) if t.request_resolution else (None, None)
-    if t.request_resolution and (width is None or height is None):
-        raise ConfigError("trace.request_resolution", True, "the trace lacks a width or height column")
-    resolution = (profile.raw.get("model") or {}).get("resolution")
-    if t.request_resolution and not resolution:
-        raise ConfigError("trace.request_resolution", True, f"profile {profile.name} gives no model.resolution")
+    steps = column("steps", "trace.request_steps") if t.request_steps else None
+    width, height = (None, None)
+    resolution = None
+    if t.request_resolution:
+        width, height = column("width"), column("height")
+        if width is None or height is None:
+            raise ConfigError("trace.request_resolution", True, "the trace lacks a width or height column")
+        resolution = (profile.raw.get("model") or {}).get("resolution")
+        if not resolution:
+            raise ConfigError("trace.request_resolution", True, f"profile {profile.name} gives no model.resolution")
     work = RequestWork.of(profile.steps, resolution, steps, width, height, n=len(inputs.trace))
+    if t.request_images:
+        work = work.with_images(column("images", "trace.request_images"))
     return work.with_models(*request_models(df)) if t.request_models else work
 
 

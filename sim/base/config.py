@@ -132,6 +132,10 @@ class TraceConfig:
     # Each request asks for its own base model and LoRAs (the trace's ``model`` and ``loras``): a GPU
     # holds one model at a time and pays a load to switch, and each LoRA a load (sim.engine.model_switch).
     request_models: bool = False
+    # Each request makes the trace's ``images`` images of its prompt in one batch (GenTD26's
+    # num_images_per_prompt: 4 or 8 for 42% of its requests), costing that many images' denoising
+    # and decoding; the summary's per-image costs count them (sim.base.request_work).
+    request_images: bool = False
 
     def check(self) -> None:
         positive("requests", self.requests)

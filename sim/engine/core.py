@@ -233,7 +233,8 @@ def pool_load_times(own: float | None, profile: Profile) -> tuple[float, float]:
 def with_request_work(
     records: pd.DataFrame, work: RequestWork, steps_run: Any = None, own_schedule: bool = True
 ) -> pd.DataFrame:
-    """``records`` with each request's ``full_steps`` and ``area`` (:mod:`sim.base.request_work`);
+    """``records`` with each request's ``full_steps``, ``area`` and (when the trace names them)
+    ``images`` (:mod:`sim.base.request_work`);
     ``steps`` becomes the steps run of its own schedule (``steps_run`` when the engine knows them,
     else derived from the records' steps, which are then in the profile's schedule). A system that
     generates with another model (``own_schedule`` false) keeps that model's steps."""
@@ -244,6 +245,8 @@ def with_request_work(
     records["steps"] = steps.astype(records["steps"].dtype)
     records["full_steps"] = work.full_steps.astype(np.int32)
     records["area"] = work.area
+    if work.images is not None:
+        records["images"] = work.images
     return records
 
 

@@ -151,15 +151,14 @@ def summarize(
     t_from = float(arrival.min()) if n else 0.0
     held_s, mean_gpus, peak = _held(engine, t_from, duration, gpus)
     cost = _bill(r, stats, engine, exp, profile, gpu_s, duration, t_from if excluded else -math.inf, held_s)
-    # Steps of the system's model, in steps of the main model (their step times' ratio).
-    step_weight = gpu.step_s(1) / profile.step_s(1)
-    steps = r["steps"].to_numpy()
+    step_weight = gpu.step_s(1) / profile.step_s(1)  # a step of the system's model, in main-model steps
     pct = np.percentile(latency, [50, 95, 99]) if full else [_NAN] * 3
     pool_models = tuple(profile.gpu_model(b) for b in stats.get("pool_models", ()))
     quality = QualityModel(profile).summary(
         r, model=gpu, retrieval_source=stats.get("retrieval_source", "cache"), pool_models=pool_models
     )
     hits = int(np.isin(outcome, REUSE_OUTCOMES).sum())
+    images = int(r["images"].sum()) if "images" in r else n
     row: dict[str, Any] = {
         "system": name,
         # What the system decided with, as it reports it (not re-read from the config).
@@ -182,7 +181,7 @@ def summarize(
         "quality_pickscore": quality["quality_pickscore"],
         "quality_fid": quality["quality_fid"],
         "cost_usd": cost.total_usd,
-        "cost_per_1k_images_usd": 1000.0 * cost.total_usd / n if n else _NAN,
+        "cost_per_1k_images_usd": 1000.0 * cost.total_usd / images if n else _NAN,
         "holes": int((outcome == "hole").sum()),
         "evictions": stats.get("evictions", _NAN),
         "cost_provisioned_usd": cost.total_provisioned_usd,
@@ -198,6 +197,7 @@ def summarize(
         "warmup_excluded": excluded,
         "measured_from_s": t_from,
         "replicas": len(engine.get("replicas", ())) or 1,
+        "images": images,  # a request may make several (trace.request_images): per-image costs count them
         "gpus_mean": float(mean_gpus),
         "gpus_peak": peak,
         "not_admitted": engine.get("not_admitted", 0),
