@@ -98,6 +98,7 @@ class ExactPrompt(_Small):
     lookup_kind = "vector"
     caches = True
     saves_latents = True
+    takes_boost = True  # a load-aware boost adds to its K
 
     def __init__(self, prompt_ids: np.ndarray, n_steps: int = 50, k: int = 25) -> None:
         super().__init__()

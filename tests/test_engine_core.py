@@ -194,3 +194,28 @@ def test_empty_trace_gives_empty_records():
     rec, series = simulate(Vanilla(), np.zeros(0), np.zeros(0), np.zeros(0), experiment(), A10G, seed=1)
     assert len(rec) == 0 and "boost" in rec
     assert len(series) == 1 and series["arrivals"].sum() == 0
+
+
+@pytest.mark.parametrize("name", ["vanilla", "exact", "gptcache"])
+def test_load_aware_leaves_a_system_without_a_ladder_alone(name):
+    # Under a burst vanilla and the exact cache would be "boosted", but they have no K to move
+    # along: the engine asks them for no boost, and the summary has nothing traded.
+    from sim.results.metrics import summarize
+    from sim.systems import SYSTEMS, TraceArrays, build_system
+
+    n = 300
+    prompts = np.arange(n) % 30
+    arrival = np.arange(n) * 2.0  # a request per 2 s on 2 GPUs: the backlog builds up
+    exp = experiment(systems=[name], cluster__gpus=2, selector__load_aware=True, selector__slo_s=60.0,
+                     params={"gptcache": {"space": "embedder"}})
+    arrays = TraceArrays(prompts.astype(np.int32), np.zeros(n, np.int32), arrival)
+    emb = np.eye(30, dtype=np.float32)
+    from sim.neighbours import build_neighbours
+
+    lists = build_neighbours(emb, arrays.prompt_ids, 16, 0.5, index="exact", progress=False)
+    system = build_system(name, exp, arrays, lists, A10G)
+    assert not SYSTEMS[name].takes_boost
+    rec, _ = run(system, arrival, prompts, exp)
+    assert rec["boost"].max() == 0 and rec.attrs["engine"]["boosted"] == 0
+    row = summarize(rec, profile=A10G, exp=exp, system_stats=system.stats())
+    assert row["quality_traded"] == 0.0 and row["boosted_share"] == 0.0

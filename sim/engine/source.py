@@ -105,7 +105,7 @@ class Source:
             raise ValueError(f"system {system.name!r}: lookup_kind {self.kind!r} not in {LOOKUP_KINDS}")
         # The embedding and the index lookup run at the front end, on the experiment's profile.
         self.embed_s = profile.embed_s if self.kind == "vector" else 0.0
-        self.load_aware = exp.selector.load_aware
+        self.load_aware = exp.selector.load_aware and system.takes_boost
         self.slo_s = exp.selector.slo_s
         self.blind = isinstance(predictor, NoPredictor)  # looks everything up: skip the calls
         self.max_boost = len(profile.k_levels)

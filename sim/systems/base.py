@@ -105,6 +105,9 @@ class System:
     # Its retrieved images are refined on a GPU (a few steps of the model of ``pool_of``), not
     # returned as they are.
     refines_retrievals: ClassVar[bool] = False
+    # Its lookup takes load-aware boosts (more rungs of the selector's K, selector.load_aware): the
+    # engine asks for them only for a system that can use them.
+    takes_boost: ClassVar[bool] = False
 
     def __init__(self, exp: Experiment, arrays: TraceArrays, neighbours: Any, profile: Profile) -> None:
         self.profile = profile
@@ -345,7 +348,10 @@ def require_neighbours(system: str, neighbours: Any, needed: float) -> None:
 
 class ChoosesK:
     """Mixin of a system whose K comes from the selector's ladder (:class:`sim.reuse.selector.Selector`):
-    the lowest similarity it acts on and the thresholds it compares are the selector's."""
+    the lowest similarity it acts on and the thresholds it compares are the selector's, and a
+    load-aware boost moves it along the ladder."""
+
+    takes_boost: ClassVar[bool] = True
 
     @classmethod
     def min_similarity(cls, exp: Experiment, profile: Profile) -> float | None:
