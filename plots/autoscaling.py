@@ -17,6 +17,7 @@ from plots.data import raw_timeseries
 from plots.markdown import markdown_table
 from plots.style import DOUBLE_COLUMN_IN, LINESTYLES, paper_style, save_figure, setting_color
 from sim.base.io import atomic_write_text
+from sim.results.metrics import held_per_1k_images
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,7 +54,7 @@ def markdown(summary: pd.DataFrame, others: list[str]) -> str:
             str(r[RULE]),
             str(r["system"]),
             f"{r['gpus_mean']:.2f} / {int(r['gpus_peak'])}",
-            f"{1000 * r['cost_provisioned_usd'] / r.get('images', r['requests']):.3f}",
+            f"{held_per_1k_images(r):.3f}",
             f"{r['p95_latency_s']:.1f}",
             f"{r['slo_attainment']:.1%}",
         ]

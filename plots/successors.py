@@ -18,6 +18,7 @@ import numpy as np
 from plots.markdown import markdown_table
 from plots.style import DOUBLE_COLUMN_IN, color_for, paper_style, save_figure, setting_color
 from sim.base.io import atomic_write_text
+from sim.results.metrics import held_per_1k_images
 from sim.systems import SYSTEMS
 
 if TYPE_CHECKING:
@@ -120,8 +121,7 @@ def _held_panel(ax, part: pd.DataFrame, names: list[str]) -> None:
     x = np.arange(len(names))
     for j, rule in enumerate(rules):
         by = part[part[RULE].astype(str) == rule].drop_duplicates("system").set_index("system")
-        count = by["images"] if "images" in by else by["requests"]
-        held = [1000 * by.loc[n, "cost_provisioned_usd"] / count[n] if n in by.index else np.nan for n in names]
+        held = [held_per_1k_images(by.loc[n]) if n in by.index else np.nan for n in names]
         xs = x + (j - (len(rules) - 1) / 2) * width
         ax.bar(xs, held, width, color=setting_color(j), label="static" if rule == "none" else rule)
         for xi, h, n in zip(xs, held, names, strict=True):

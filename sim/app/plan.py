@@ -57,6 +57,7 @@ from sim.base.profile import load_profile, load_run_profile, profile_for_gpu
 from sim.base.slo import Slo, parse_slo
 from sim.engine.autoscaler import SCALING_RULES
 from sim.engine.workers import job_work
+from sim.results.metrics import held_per_1k_images
 from sim.systems import SYSTEMS, system_class
 
 if TYPE_CHECKING:
@@ -326,7 +327,7 @@ class Planner:
         out["meets"] = all(s.met(row) for s in self.settings.slos)
         hours = row["gpu_hours_provisioned"] / meta["gpus"]  # the run's duration
         out["usd_per_hour"] = row["cost_provisioned_usd"] / hours if hours > 0 else math.nan
-        out["usd_per_1k_provisioned"] = 1000.0 * row["cost_provisioned_usd"] / row.get("images", row["requests"])
+        out["usd_per_1k_provisioned"] = held_per_1k_images(row)
         return out
 
 

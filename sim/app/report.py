@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 import pandas as pd
 
 from sim.engine.workers import job_work
+from sim.results.metrics import held_per_1k_images
 
 if TYPE_CHECKING:
     from sim.base.config import Experiment
@@ -51,7 +52,7 @@ def format_summary(summary: pd.DataFrame) -> str:
         # An autoscaled cluster: what it held, and the bill of holding it (not only the busy time).
         summary = summary.assign(
             gpus_held=[f"{m:.1f} (max {p})" for m, p in zip(summary["gpus_mean"], summary["gpus_peak"], strict=True)],
-            held_per_1k=1000.0 * summary["cost_provisioned_usd"] / summary.get("images", summary["requests"]),
+            held_per_1k=held_per_1k_images(summary),
         )
         at = next(i for i, c in enumerate(cols) if c[0] == "cost_per_1k_images_usd") + 1
         cols[at:at] = [("gpus_held", "GPUs held", "{}"), ("held_per_1k", "$/1k held", "{:.3f}")]

@@ -123,6 +123,13 @@ def steady_state(records: pd.DataFrame, exp: Experiment) -> np.ndarray:
     return measured
 
 
+def held_per_1k_images(summary: Any) -> Any:
+    """What the GPUs held cost per 1,000 images, from summary rows (a row, a dict or a frame): the
+    provisioned bill over the images made (``images``; summaries written before it: the requests)."""
+    images = summary["images"] if "images" in summary else summary["requests"]
+    return 1000.0 * summary["cost_provisioned_usd"] / images
+
+
 def summarize(
     records_df: pd.DataFrame, *, profile: Profile, exp: Experiment, system_stats: dict[str, Any]
 ) -> dict[str, Any]:
